@@ -1,0 +1,413 @@
+//! Who may do what, how much of it, and the record of what happened: the `Authorizer`,
+//! `UsageMeter` and `AuditSink` seams, with their open-source defaults.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::hashing::HashDigest;
+use crate::ids::{CorrelationId, NamespaceId, TenantId};
+
+/// Every operation the service performs; the names are the MCP tool names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Define a scenario.
+    ScenarioDefine,
+    /// Start a run.
+    ScenarioStart,
+    /// Read a run's status.
+    ScenarioStatus,
+    /// Ask for the next decision.
+    ScenarioNext,
+    /// Attach a submission.
+    ScenarioSubmit,
+    /// Send a trigger.
+    ScenarioTrigger,
+    /// Query a provider directly.
+    EvidenceQuery,
+    /// Export a runpack.
+    RunpackExport,
+    /// Verify a runpack.
+    RunpackVerify,
+    /// List providers.
+    ProvidersList,
+    /// Read a provider contract.
+    ProviderContractGet,
+    /// Read a check schema.
+    ProviderCheckSchemaGet,
+    /// Register a data shape.
+    SchemasRegister,
+    /// List data shapes.
+    SchemasList,
+    /// Read a data shape.
+    SchemasGet,
+    /// List scenarios.
+    ScenariosList,
+    /// Simulate a stage.
+    Precheck,
+}
+
+impl Action {
+    /// The snake_case name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ScenarioDefine => "scenario_define",
+            Self::ScenarioStart => "scenario_start",
+            Self::ScenarioStatus => "scenario_status",
+            Self::ScenarioNext => "scenario_next",
+            Self::ScenarioSubmit => "scenario_submit",
+            Self::ScenarioTrigger => "scenario_trigger",
+            Self::EvidenceQuery => "evidence_query",
+            Self::RunpackExport => "runpack_export",
+            Self::RunpackVerify => "runpack_verify",
+            Self::ProvidersList => "providers_list",
+            Self::ProviderContractGet => "provider_contract_get",
+            Self::ProviderCheckSchemaGet => "provider_check_schema_get",
+            Self::SchemasRegister => "schemas_register",
+            Self::SchemasList => "schemas_list",
+            Self::SchemasGet => "schemas_get",
+            Self::ScenariosList => "scenarios_list",
+            Self::Precheck => "precheck",
+        }
+    }
+}
+
+/// An authenticated caller and the scope it was granted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// Who: `local`, a token's name, a certificate subject.
+    pub subject: String,
+    /// The only tenant it may touch, or any when `None`.
+    #[serde(default)]
+    pub tenant_id: Option<TenantId>,
+    /// The only namespace it may touch, or any when `None`.
+    #[serde(default)]
+    pub namespace_id: Option<NamespaceId>,
+    /// The actions it may perform, or all when `None`.
+    #[serde(default)]
+    pub actions: Option<BTreeSet<Action>>,
+}
+
+impl Principal {
+    /// The unrestricted local caller (stdio, loopback).
+    #[must_use]
+    pub fn local() -> Self {
+        Self { subject: "local".to_owned(), tenant_id: None, namespace_id: None, actions: None }
+    }
+}
+
+/// The context of one call: who, in which tenant and namespace, and the ids that tie its records
+/// together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The caller.
+    pub principal: Principal,
+    /// The tenant the call acts in.
+    pub tenant_id: TenantId,
+    /// The namespace the call acts in.
+    pub namespace_id: NamespaceId,
+    /// The transport's request id.
+    pub request_id: Option<String>,
+    /// The caller's correlation id.
+    pub correlation_id: Option<CorrelationId>,
+}
+
+impl RequestContext {
+    /// A local caller acting in `tenant_id` / `namespace_id`.
+    #[must_use]
+    pub fn local(tenant_id: TenantId, namespace_id: NamespaceId) -> Self {
+        Self { principal: Principal::local(), tenant_id, namespace_id, request_id: None, correlation_id: None }
+    }
+}
+
+/// Why a call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthzError {
+    /// The caller may see the resource but not do this; reported as permission denied.
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The resource is outside the caller's scope; reported exactly like a missing resource.
+    #[error("not found")]
+    OutOfScope,
+    /// The decision could not be made (a policy store is down); refuse.
+    #[error("authorization unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Decides whether a principal may perform an action in a tenant and namespace.
+///
+/// # Contract
+/// 1. A resource outside the principal's tenant or namespace scope is `OutOfScope`, so the
+///    caller cannot tell it from a missing one.
+/// 2. A missing permission inside the scope is `Denied`.
+/// 3. When the decision cannot be made, the answer is an error, never an allow.
+///
+/// # Errors
+/// [`AuthzError`] as above.
+///
+/// # Cancellation
+/// Dropping the future has no effect.
+#[async_trait]
+pub trait Authorizer: Send + Sync {
+    /// Allows or refuses `action` for `ctx`.
+    async fn authorize(&self, ctx: &RequestContext, action: Action) -> Result<(), AuthzError>;
+}
+
+/// The open-source authorizer: a principal may do its allowed actions inside its scope.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScopeAuthorizer;
+
+#[async_trait]
+impl Authorizer for ScopeAuthorizer {
+    async fn authorize(&self, ctx: &RequestContext, action: Action) -> Result<(), AuthzError> {
+        let p = &ctx.principal;
+        if p.tenant_id.is_some_and(|t| t != ctx.tenant_id) || p.namespace_id.is_some_and(|n| n != ctx.namespace_id) {
+            return Err(AuthzError::OutOfScope);
+        }
+        if p.actions.as_ref().is_some_and(|allowed| !allowed.contains(&action)) {
+            return Err(AuthzError::Denied(format!("{} may not call {}", p.subject, action.name())));
+        }
+        Ok(())
+    }
+}
+
+/// A metered quantity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageMetric {
+    /// Every accepted call.
+    ToolCalls,
+    /// Runs started.
+    RunsStarted,
+    /// Provider queries.
+    EvidenceQueries,
+    /// Runpacks exported.
+    RunpackExports,
+    /// Data shapes and scenarios written.
+    SchemasWritten,
+    /// Bytes stored.
+    StorageBytes,
+    /// Registry entries held.
+    RegistryEntries,
+}
+
+/// One usage increment, deduplicated by its idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// The tenant billed.
+    pub tenant_id: TenantId,
+    /// The namespace.
+    pub namespace_id: NamespaceId,
+    /// What is counted.
+    pub metric: UsageMetric,
+    /// How much.
+    pub quantity: u64,
+    /// Deduplication key: the same key is counted once.
+    pub idempotency_key: String,
+}
+
+/// Why usage was refused or could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// A quota would be exceeded.
+    #[error("quota exceeded for {metric:?}: limit {limit}")]
+    QuotaExceeded {
+        /// The metric.
+        metric: UsageMetric,
+        /// The quota.
+        limit: u64,
+        /// When to retry, if the quota refills.
+        retry_after_ms: Option<u64>,
+    },
+    /// The meter cannot be reached; refuse.
+    #[error("usage meter unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Checks quotas before an operation and records usage after it.
+///
+/// # Contract
+/// 1. `check` refuses with `QuotaExceeded` when recording the events would exceed a quota, and
+///    has no effect.
+/// 2. `record` counts each idempotency key once, however often it is recorded.
+/// 3. When the meter cannot decide, `check` refuses (fail closed).
+///
+/// # Errors
+/// [`UsageError`] as above.
+///
+/// # Cancellation
+/// Dropping a `record` future may leave the usage unrecorded; the idempotency key makes a retry
+/// safe.
+#[async_trait]
+pub trait UsageMeter: Send + Sync {
+    /// Whether the events fit the quotas.
+    async fn check(&self, events: &[UsageEvent]) -> Result<(), UsageError>;
+    /// Records the events.
+    async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError>;
+}
+
+/// The open-source meter: counts in memory, never refuses.
+#[derive(Debug, Default)]
+pub struct InMemoryUsageMeter {
+    state: Mutex<(BTreeSet<String>, BTreeMap<(TenantId, UsageMetric), u64>)>,
+}
+
+impl InMemoryUsageMeter {
+    /// The total recorded for `tenant_id` and `metric`.
+    #[must_use]
+    pub fn total(&self, tenant_id: TenantId, metric: UsageMetric) -> u64 {
+        self.state.lock().map(|s| s.1.get(&(tenant_id, metric)).copied().unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl UsageMeter for InMemoryUsageMeter {
+    async fn check(&self, _events: &[UsageEvent]) -> Result<(), UsageError> {
+        Ok(())
+    }
+
+    async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        let mut state = self.state.lock().map_err(|_| UsageError::Unavailable("meter lock poisoned".to_owned()))?;
+        let (seen, totals) = &mut *state;
+        for e in events {
+            if seen.insert(e.idempotency_key.clone()) {
+                *totals.entry((e.tenant_id, e.metric)).or_default() += e.quantity;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a call ended, for the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuditOutcome {
+    /// The call succeeded.
+    Success,
+    /// The call was refused or failed; `kind` is the stable error kind.
+    Failure {
+        /// The error kind (`not_found`, `permission_denied`, `invalid_input`, ...).
+        kind: String,
+    },
+}
+
+/// One audit event: who did what, where, with which outcome. Hashes, never payloads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// The caller's subject.
+    pub principal: String,
+    /// The operation.
+    pub action: Action,
+    /// The tenant acted in.
+    pub tenant_id: TenantId,
+    /// The namespace acted in.
+    pub namespace_id: NamespaceId,
+    /// The resource (`scenario/<id>`, `run/<id>`, `schema/<id>@<version>`).
+    pub resource: String,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The transport's request id.
+    pub request_id: Option<String>,
+    /// The caller's correlation id.
+    pub correlation_id: Option<CorrelationId>,
+    /// Digest of the canonical request, when there is one.
+    pub request_hash: Option<HashDigest>,
+}
+
+/// Why an audit event could not be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit sink failed: {0}")]
+pub struct AuditError(pub String);
+
+/// Appends security and state-change events.
+///
+/// # Contract
+/// 1. `append` records every event, in order, or returns an error.
+/// 2. Recorded events are never changed or removed through this seam.
+///
+/// # Errors
+/// [`AuditError`] when the events could not be recorded durably.
+///
+/// # Cancellation
+/// Dropping the future may leave a prefix of the events recorded.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Records the events.
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError>;
+}
+
+/// Appends one JSON object per line to a file, flushed and synced per call. It is a separate
+/// file, so it cannot share a transaction with the stores (ADR 0003).
+#[derive(Debug)]
+pub struct JsonLinesAuditSink {
+    path: PathBuf,
+    file: Mutex<std::fs::File>,
+}
+
+impl JsonLinesAuditSink {
+    /// Opens (creating if needed) the file for appending.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the file cannot be opened.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
+        let path = path.as_ref().to_path_buf();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
+        Ok(Self { path, file: Mutex::new(file) })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl AuditSink for JsonLinesAuditSink {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let mut buf = Vec::new();
+        for e in events {
+            serde_json::to_writer(&mut buf, e).map_err(|e| AuditError(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        let mut file = self.file.lock().map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
+        // One write per call keeps a call's events contiguous; sync makes them durable before
+        // the call is acknowledged.
+        file.write_all(&buf).and_then(|()| file.sync_data()).map_err(|e| AuditError(e.to_string()))
+    }
+}
+
+/// Keeps events in memory, for embedding and tests.
+#[derive(Debug, Default)]
+pub struct InMemoryAuditSink {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+impl InMemoryAuditSink {
+    /// Every event recorded so far.
+    #[must_use]
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl AuditSink for InMemoryAuditSink {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.events.lock().map_err(|_| AuditError("audit lock poisoned".to_owned()))?.extend_from_slice(events);
+        Ok(())
+    }
+}

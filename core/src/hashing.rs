@@ -1,0 +1,220 @@
+//! Canonical JSON (RFC 8785) and content digests.
+//!
+//! Every hash the engine records — spec hashes, evidence hashes, packet and submission content
+//! hashes, tool-call hashes, runpack file and root hashes — is a digest of either raw bytes or the
+//! RFC 8785 canonical form of a JSON value. Canonical form sorts object keys by UTF-16 code units
+//! and writes floats the way ECMAScript does; integers that fit `i64`/`u64` are written exactly
+//! (ADR 0002 explains why).
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+/// A supported digest algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashAlgorithm {
+    /// SHA-256, the default for specs and runpacks.
+    #[default]
+    Sha256,
+    /// BLAKE3 (256-bit output); the audit chain uses it.
+    Blake3,
+}
+
+/// A digest: the algorithm and the lowercase hex of its output.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashDigest {
+    /// The algorithm that produced `value`.
+    pub algorithm: HashAlgorithm,
+    /// Lowercase hex of the digest.
+    pub value: String,
+}
+
+/// Why a value could not be canonicalised or hashed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// The value cannot be represented as canonical JSON (a non-finite float, a map with
+    /// non-string keys, or a serializer error).
+    #[error("value cannot be canonicalised: {0}")]
+    Canonicalization(String),
+    /// The canonical form is larger than the caller's limit.
+    #[error("canonical JSON is {actual} bytes; the limit is {limit} bytes")]
+    SizeLimitExceeded {
+        /// The limit in bytes.
+        limit: usize,
+        /// The size of the canonical form in bytes.
+        actual: usize,
+    },
+}
+
+impl HashAlgorithm {
+    /// Digests raw bytes.
+    #[must_use]
+    pub fn digest(self, bytes: &[u8]) -> HashDigest {
+        let value = match self {
+            Self::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
+            Self::Blake3 => blake3::hash(bytes).to_hex().to_string(),
+        };
+        HashDigest { algorithm: self, value }
+    }
+
+    /// Digests the canonical JSON of `value`.
+    ///
+    /// # Errors
+    /// [`HashError::Canonicalization`] when `value` has no canonical form.
+    pub fn digest_json<T: Serialize>(self, value: &T) -> Result<HashDigest, HashError> {
+        Ok(self.digest(&canonical_json(value)?))
+    }
+}
+
+/// The RFC 8785 canonical JSON bytes of `value`.
+///
+/// # Errors
+/// [`HashError::Canonicalization`] for non-finite floats or values serde cannot express as JSON.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, HashError> {
+    serde_json_canonicalizer::to_vec(value).map_err(|e| HashError::Canonicalization(e.to_string()))
+}
+
+/// The canonical JSON bytes of `value`, refused when longer than `limit` bytes (the limit itself
+/// is allowed).
+///
+/// # Errors
+/// [`HashError::SizeLimitExceeded`] over the limit, or [`HashError::Canonicalization`].
+pub fn canonical_json_limited<T: Serialize>(value: &T, limit: usize) -> Result<Vec<u8>, HashError> {
+    let bytes = canonical_json(value)?;
+    if bytes.len() > limit {
+        return Err(HashError::SizeLimitExceeded { limit, actual: bytes.len() });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn jcs(text: &str) -> String {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        String::from_utf8(canonical_json(&value).unwrap()).unwrap()
+    }
+
+    /// RFC 8785 §3.2.2: the sample object, with its canonical form.
+    #[test]
+    fn rfc8785_sample_object() {
+        let input = r#"{
+            "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+            "literals": [null, true, false]
+        }"#;
+        assert_eq!(
+            jcs(input),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    /// RFC 8785 §3.2.3: property sorting by UTF-16 code units, which puts the astral-plane key
+    /// (a surrogate pair) before U+FB33 even though its UTF-8 bytes sort after.
+    #[test]
+    fn rfc8785_utf16_property_order() {
+        let input = r#"{"\u20ac":"Euro Sign","\r":"Carriage Return","\ufb33":"Hebrew Letter Dalet With Dagesh","1":"One","\ud83d\ude00":"Emoji: Grinning Face","\u0080":"Control","\u00f6":"Latin Small Letter O With Diaeresis"}"#;
+        let out = jcs(input);
+        let order = [
+            "Carriage Return",
+            "One",
+            "Control",
+            "Latin Small Letter O With Diaeresis",
+            "Euro Sign",
+            "Emoji: Grinning Face",
+            "Hebrew Letter Dalet With Dagesh",
+        ];
+        let positions: Vec<usize> = order.iter().map(|v| out.find(v).unwrap()).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{out}");
+    }
+
+    /// RFC 8785 Appendix B: ECMAScript number serialisation of IEEE 754 doubles.
+    #[test]
+    fn rfc8785_number_samples() {
+        let samples: [(u64, &str); 24] = [
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0xffefffffffffffff, "-1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0xc340000000000000, "-9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x44b52d02c7e14af7, "1.0000000000000001e+23"),
+            (0x444b1ae4d6e2ef4e, "999999999999999700000"),
+            (0x444b1ae4d6e2ef4f, "999999999999999900000"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x41b3de4355555553, "333333333.3333332"),
+            (0x41b3de4355555554, "333333333.33333325"),
+            (0x41b3de4355555555, "333333333.3333333"),
+            (0x41b3de4355555556, "333333333.3333334"),
+            (0x41b3de4355555557, "333333333.33333343"),
+            (0xbecbf647612f3696, "-0.0000033333333333333333"),
+            (0x43143ff3c1cb0959, "1424953923781206.2"),
+        ];
+        for (bits, expected) in samples {
+            let text = String::from_utf8(canonical_json(&f64::from_bits(bits)).unwrap()).unwrap();
+            assert_eq!(text, expected, "bits {bits:016x}");
+        }
+        for bits in [0x7fffffffffffffff_u64, 0x7ff0000000000000] {
+            assert!(matches!(canonical_json(&f64::from_bits(bits)), Err(HashError::Canonicalization(_))));
+        }
+    }
+
+    #[test]
+    fn golden_sha256_digests() {
+        let cases = [
+            (json!({}), "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
+            (json!([]), "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
+            (json!(1), "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"),
+            (json!(true), "b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b"),
+            (json!(null), "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(HashAlgorithm::Sha256.digest_json(&value).unwrap().value, expected, "{value}");
+        }
+        assert_eq!(
+            HashAlgorithm::Sha256.digest(b"").value,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn key_order_and_float_integers_do_not_change_the_hash() {
+        let a = HashAlgorithm::Sha256.digest_json(&json!({"b": 1, "a": [1.0, 2]})).unwrap();
+        let b = HashAlgorithm::Sha256.digest_json(&json!({"a": [1, 2.0], "b": 1.0})).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn integers_beyond_2_pow_53_are_exact() {
+        assert_eq!(canonical_json(&json!(u64::MAX)).unwrap(), b"18446744073709551615");
+        assert_eq!(canonical_json(&json!(i64::MIN)).unwrap(), b"-9223372036854775808");
+    }
+
+    #[test]
+    fn blake3_digest_is_hex_of_blake3() {
+        let d = HashAlgorithm::Blake3.digest(b"abc");
+        assert_eq!(d.algorithm, HashAlgorithm::Blake3);
+        assert_eq!(d.value, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(serde_json::to_value(&d).unwrap()["algorithm"], "blake3");
+    }
+
+    #[test]
+    fn size_limit_is_inclusive() {
+        // `[1,2]` is 5 bytes.
+        assert!(canonical_json_limited(&json!([1, 2]), 5).is_ok());
+        assert_eq!(
+            canonical_json_limited(&json!([1, 2]), 4),
+            Err(HashError::SizeLimitExceeded { limit: 4, actual: 5 })
+        );
+    }
+}
