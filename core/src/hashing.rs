@@ -3,10 +3,12 @@
 //! Every hash the engine records — spec hashes, evidence hashes, packet and submission content
 //! hashes, tool-call hashes, runpack file and root hashes — is a digest of either raw bytes or the
 //! RFC 8785 canonical form of a JSON value. Canonical form sorts object keys by UTF-16 code units
-//! and writes floats the way ECMAScript does; integers that fit `i64`/`u64` are written exactly
-//! (ADR 0002 explains why).
+//! and writes floats the way ECMAScript does. Integers that fit `i64`/`u64` are written exactly,
+//! where strict RFC 8785 would round those beyond 2^53 through a double: two different integers
+//! must never hash alike (ADR 0002).
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::Digest as _;
 
 /// A supported digest algorithm.
@@ -70,9 +72,13 @@ impl HashAlgorithm {
 /// The RFC 8785 canonical JSON bytes of `value`.
 ///
 /// # Errors
-/// [`HashError::Canonicalization`] for non-finite floats or values serde cannot express as JSON.
+/// [`HashError::Canonicalization`] when serde cannot express `value` as JSON (a map with
+/// non-string keys, a failing `Serialize` impl).
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, HashError> {
-    serde_json_canonicalizer::to_vec(value).map_err(|e| HashError::Canonicalization(e.to_string()))
+    let value = serde_json::to_value(value).map_err(|e| HashError::Canonicalization(e.to_string()))?;
+    let mut out = Vec::new();
+    write_canonical(&value, &mut out);
+    Ok(out)
 }
 
 /// The canonical JSON bytes of `value`, refused when longer than `limit` bytes (the limit itself
@@ -86,6 +92,57 @@ pub fn canonical_json_limited<T: Serialize>(value: &T, limit: usize) -> Result<V
         return Err(HashError::SizeLimitExceeded { limit, actual: bytes.len() });
     }
     Ok(bytes)
+}
+
+/// Writes the canonical form. A `serde_json::Value` cannot hold NaN or infinities, so every
+/// value has one.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                out.extend_from_slice(i.to_string().as_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.extend_from_slice(u.to_string().as_bytes());
+            } else {
+                let f = n.as_f64().unwrap_or(0.0);
+                out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+            }
+        }
+        // serde_json escapes exactly what RFC 8785 requires: `"`, `\` and U+0000..U+001F,
+        // with the short forms and lowercase `\u00xx`.
+        Value::String(s) => write_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_string(key, out);
+                out.push(b':');
+                write_canonical(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 #[cfg(test)]
@@ -164,8 +221,9 @@ mod tests {
             let text = String::from_utf8(canonical_json(&f64::from_bits(bits)).unwrap()).unwrap();
             assert_eq!(text, expected, "bits {bits:016x}");
         }
+        // NaN and the infinities have no JSON form at all: serde_json cannot build a number from them.
         for bits in [0x7fffffffffffffff_u64, 0x7ff0000000000000] {
-            assert!(matches!(canonical_json(&f64::from_bits(bits)), Err(HashError::Canonicalization(_))));
+            assert!(serde_json::Number::from_f64(f64::from_bits(bits)).is_none());
         }
     }
 
@@ -195,9 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn integers_beyond_2_pow_53_are_exact() {
+    fn integers_beyond_2_pow_53_are_exact_and_never_collide() {
         assert_eq!(canonical_json(&json!(u64::MAX)).unwrap(), b"18446744073709551615");
         assert_eq!(canonical_json(&json!(i64::MIN)).unwrap(), b"-9223372036854775808");
+        let a = HashAlgorithm::Sha256.digest_json(&json!(9_007_199_254_740_993_u64)).unwrap();
+        let b = HashAlgorithm::Sha256.digest_json(&json!(9_007_199_254_740_992_u64)).unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn strings_escape_only_what_rfc8785_requires() {
+        let text = "\u{7f}/\u{1f}é\u{2028}";
+        assert_eq!(String::from_utf8(canonical_json(&text).unwrap()).unwrap(), "\"\u{7f}/\\u001fé\u{2028}\"");
     }
 
     #[test]

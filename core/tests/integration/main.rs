@@ -1,0 +1,11 @@
+//! The core's integration tests: one binary, one module per concern.
+
+mod comparators;
+mod conformance;
+mod determinism;
+mod durability;
+mod lifecycle;
+mod properties;
+mod ret;
+mod support;
+mod validation;
