@@ -52,17 +52,12 @@ pub fn from_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<
 }
 
 fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> SpecError {
-    let path = e.path().to_string();
-    let message = e.inner().to_string();
-    // serde reports an unknown field at its parent; name the field itself.
-    let field = message.strip_prefix("unknown field `").and_then(|rest| rest.split('`').next());
-    let path = match (path.as_str(), field) {
-        (".", Some(f)) => f.to_owned(),
-        (p, Some(f)) => format!("{p}.{f}"),
-        (".", None) => "$".to_owned(),
-        (p, None) => p.to_owned(),
+    // The path already ends at an unknown field's own name.
+    let path = match e.path().to_string() {
+        p if p == "." => "$".to_owned(),
+        p => p,
     };
-    SpecError::new(path, message)
+    SpecError::new(path, e.inner().to_string())
 }
 
 /// Checks every define-time rule and returns all violations (empty when the spec is valid).
