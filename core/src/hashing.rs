@@ -64,7 +64,7 @@ impl HashAlgorithm {
     ///
     /// # Errors
     /// [`HashError::Canonicalization`] when `value` has no canonical form.
-    pub fn digest_json<T: Serialize>(self, value: &T) -> Result<HashDigest, HashError> {
+    pub fn digest_json<T: Serialize + ?Sized>(self, value: &T) -> Result<HashDigest, HashError> {
         Ok(self.digest(&canonical_json(value)?))
     }
 }
@@ -74,7 +74,7 @@ impl HashAlgorithm {
 /// # Errors
 /// [`HashError::Canonicalization`] when serde cannot express `value` as JSON (a map with
 /// non-string keys, a failing `Serialize` impl).
-pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, HashError> {
+pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, HashError> {
     let value = serde_json::to_value(value).map_err(|e| HashError::Canonicalization(e.to_string()))?;
     let mut out = Vec::new();
     write_canonical(&value, &mut out);
@@ -86,7 +86,7 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, HashError> {
 ///
 /// # Errors
 /// [`HashError::SizeLimitExceeded`] over the limit, or [`HashError::Canonicalization`].
-pub fn canonical_json_limited<T: Serialize>(value: &T, limit: usize) -> Result<Vec<u8>, HashError> {
+pub fn canonical_json_limited<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec<u8>, HashError> {
     let bytes = canonical_json(value)?;
     if bytes.len() > limit {
         return Err(HashError::SizeLimitExceeded { limit, actual: bytes.len() });
