@@ -99,7 +99,12 @@ impl Principal {
     /// The unrestricted local caller (stdio, loopback).
     #[must_use]
     pub fn local() -> Self {
-        Self { subject: "local".to_owned(), tenant_id: None, namespace_id: None, actions: None }
+        Self {
+            subject: "local".to_owned(),
+            tenant_id: None,
+            namespace_id: None,
+            actions: None,
+        }
     }
 }
 
@@ -123,7 +128,13 @@ impl RequestContext {
     /// A local caller acting in `tenant_id` / `namespace_id`.
     #[must_use]
     pub fn local(tenant_id: TenantId, namespace_id: NamespaceId) -> Self {
-        Self { principal: Principal::local(), tenant_id, namespace_id, request_id: None, correlation_id: None }
+        Self {
+            principal: Principal::local(),
+            tenant_id,
+            namespace_id,
+            request_id: None,
+            correlation_id: None,
+        }
     }
 }
 
@@ -168,11 +179,20 @@ pub struct ScopeAuthorizer;
 impl Authorizer for ScopeAuthorizer {
     async fn authorize(&self, ctx: &RequestContext, action: Action) -> Result<(), AuthzError> {
         let p = &ctx.principal;
-        if p.tenant_id.is_some_and(|t| t != ctx.tenant_id) || p.namespace_id.is_some_and(|n| n != ctx.namespace_id) {
+        if p.tenant_id.is_some_and(|t| t != ctx.tenant_id)
+            || p.namespace_id.is_some_and(|n| n != ctx.namespace_id)
+        {
             return Err(AuthzError::OutOfScope);
         }
-        if p.actions.as_ref().is_some_and(|allowed| !allowed.contains(&action)) {
-            return Err(AuthzError::Denied(format!("{} may not call {}", p.subject, action.name())));
+        if p.actions
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&action))
+        {
+            return Err(AuthzError::Denied(format!(
+                "{} may not call {}",
+                p.subject,
+                action.name()
+            )));
         }
         Ok(())
     }
@@ -254,17 +274,26 @@ pub trait UsageMeter: Send + Sync {
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError>;
 }
 
+#[derive(Debug, Default)]
+struct UsageTotals {
+    seen: BTreeSet<String>,
+    totals: BTreeMap<(TenantId, UsageMetric), u64>,
+}
+
 /// The open-source meter: counts in memory, never refuses.
 #[derive(Debug, Default)]
 pub struct InMemoryUsageMeter {
-    state: Mutex<(BTreeSet<String>, BTreeMap<(TenantId, UsageMetric), u64>)>,
+    state: Mutex<UsageTotals>,
 }
 
 impl InMemoryUsageMeter {
     /// The total recorded for `tenant_id` and `metric`.
     #[must_use]
     pub fn total(&self, tenant_id: TenantId, metric: UsageMetric) -> u64 {
-        self.state.lock().map(|s| s.1.get(&(tenant_id, metric)).copied().unwrap_or(0)).unwrap_or(0)
+        self.state
+            .lock()
+            .map(|s| s.totals.get(&(tenant_id, metric)).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -275,11 +304,13 @@ impl UsageMeter for InMemoryUsageMeter {
     }
 
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
-        let mut state = self.state.lock().map_err(|_| UsageError::Unavailable("meter lock poisoned".to_owned()))?;
-        let (seen, totals) = &mut *state;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| UsageError::Unavailable("meter lock poisoned".to_owned()))?;
         for e in events {
-            if seen.insert(e.idempotency_key.clone()) {
-                *totals.entry((e.tenant_id, e.metric)).or_default() += e.quantity;
+            if state.seen.insert(e.idempotency_key.clone()) {
+                *state.totals.entry((e.tenant_id, e.metric)).or_default() += e.quantity;
             }
         }
         Ok(())
@@ -365,7 +396,10 @@ impl JsonLinesAuditSink {
             .append(true)
             .open(&path)
             .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
-        Ok(Self { path, file: Mutex::new(file) })
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+        })
     }
 
     /// The file's path.
@@ -383,10 +417,15 @@ impl AuditSink for JsonLinesAuditSink {
             serde_json::to_writer(&mut buf, e).map_err(|e| AuditError(e.to_string()))?;
             buf.push(b'\n');
         }
-        let mut file = self.file.lock().map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
         // One write per call keeps a call's events contiguous; sync makes them durable before
         // the call is acknowledged.
-        file.write_all(&buf).and_then(|()| file.sync_data()).map_err(|e| AuditError(e.to_string()))
+        file.write_all(&buf)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| AuditError(e.to_string()))
     }
 }
 
@@ -407,7 +446,10 @@ impl InMemoryAuditSink {
 #[async_trait]
 impl AuditSink for InMemoryAuditSink {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        self.events.lock().map_err(|_| AuditError("audit lock poisoned".to_owned()))?.extend_from_slice(events);
+        self.events
+            .lock()
+            .map_err(|_| AuditError("audit lock poisoned".to_owned()))?
+            .extend_from_slice(events);
         Ok(())
     }
 }

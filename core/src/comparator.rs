@@ -121,23 +121,31 @@ impl Comparator {
         };
         let ok = match self {
             Self::Equals | Self::NotEquals | Self::Exists | Self::NotExists => true,
-            Self::GreaterThan | Self::GreaterThanOrEqual | Self::LessThan | Self::LessThanOrEqual => {
+            Self::GreaterThan
+            | Self::GreaterThanOrEqual
+            | Self::LessThan
+            | Self::LessThanOrEqual => {
                 expected.is_number() || expected.as_str().and_then(DateValue::parse).is_some()
             }
-            Self::LexGreaterThan | Self::LexGreaterThanOrEqual | Self::LexLessThan | Self::LexLessThanOrEqual => {
-                expected.is_string()
-            }
+            Self::LexGreaterThan
+            | Self::LexGreaterThanOrEqual
+            | Self::LexLessThan
+            | Self::LexLessThanOrEqual => expected.is_string(),
             Self::Contains => expected.is_string() || expected.is_array(),
             Self::InSet => expected.is_array(),
             Self::DeepEquals | Self::DeepNotEquals => expected.is_array() || expected.is_object(),
         };
         (!ok).then_some(match self {
-            Self::GreaterThan | Self::GreaterThanOrEqual | Self::LessThan | Self::LessThanOrEqual => {
+            Self::GreaterThan
+            | Self::GreaterThanOrEqual
+            | Self::LessThan
+            | Self::LessThanOrEqual => {
                 "expected must be a number or a date (RFC 3339 date-time or YYYY-MM-DD)"
             }
-            Self::LexGreaterThan | Self::LexGreaterThanOrEqual | Self::LexLessThan | Self::LexLessThanOrEqual => {
-                "expected must be a string"
-            }
+            Self::LexGreaterThan
+            | Self::LexGreaterThanOrEqual
+            | Self::LexLessThan
+            | Self::LexLessThanOrEqual => "expected must be a string",
             Self::Contains => "expected must be a string or an array",
             Self::InSet => "expected must be an array",
             _ => "expected must be an array or an object",
@@ -193,9 +201,10 @@ impl ExpectedNum {
         match (evidence, self.num) {
             (Num::Int(a), Num::Int(b)) => a.cmp(&b),
             (Num::Float(a), Num::Float(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
-            (Num::Int(a), Num::Float(_)) => {
-                self.decimal.as_ref().map_or(Ordering::Equal, |d| BigDecimal::from(a).cmp(d))
-            }
+            (Num::Int(a), Num::Float(_)) => self
+                .decimal
+                .as_ref()
+                .map_or(Ordering::Equal, |d| BigDecimal::from(a).cmp(d)),
             (Num::Float(_), Num::Int(b)) => evidence.decimal().cmp(&BigDecimal::from(b)),
         }
     }
@@ -215,7 +224,13 @@ impl DateValue {
         }
         let b = text.as_bytes();
         let shaped = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
-        shaped.then(|| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(Self::Day)).flatten()
+        shaped
+            .then(|| {
+                NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                    .ok()
+                    .map(Self::Day)
+            })
+            .flatten()
     }
 
     fn cmp_same_kind(self, other: Self) -> Option<Ordering> {
@@ -246,9 +261,18 @@ impl Comparison {
         let number = expected.and_then(Value::as_number).map(ExpectedNum::new);
         let date = expected.and_then(Value::as_str).and_then(DateValue::parse);
         let bytes = expected.and_then(Value::as_array).and_then(|items| {
-            items.iter().map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok())).collect::<Option<Vec<u8>>>()
+            items
+                .iter()
+                .map(|v| v.as_u64().and_then(|n| u8::try_from(n).ok()))
+                .collect::<Option<Vec<u8>>>()
         });
-        Self { comparator, expected: expected.cloned(), number, date, bytes }
+        Self {
+            comparator,
+            expected: expected.cloned(),
+            number,
+            date,
+            bytes,
+        }
     }
 
     /// The comparator.
@@ -292,20 +316,27 @@ impl Comparison {
             C::GreaterThan | C::GreaterThanOrEqual | C::LessThan | C::LessThanOrEqual => {
                 let ordering = match (value, &self.number, &self.date) {
                     (Value::Number(n), Some(e), _) => Some(e.cmp_evidence(Num::of(n))),
-                    (Value::String(s), _, Some(e)) => DateValue::parse(s).and_then(|v| v.cmp_same_kind(*e)),
+                    (Value::String(s), _, Some(e)) => {
+                        DateValue::parse(s).and_then(|v| v.cmp_same_kind(*e))
+                    }
                     _ => None,
                 };
                 ordering.map_or(TriState::Unknown, |o| TriState::from(self.accepts(o)))
             }
-            C::LexGreaterThan | C::LexGreaterThanOrEqual | C::LexLessThan | C::LexLessThanOrEqual => {
-                match (value, expected) {
-                    (Value::String(v), Value::String(e)) => TriState::from(self.accepts(v.as_bytes().cmp(e.as_bytes()))),
-                    _ => TriState::Unknown,
+            C::LexGreaterThan
+            | C::LexGreaterThanOrEqual
+            | C::LexLessThan
+            | C::LexLessThanOrEqual => match (value, expected) {
+                (Value::String(v), Value::String(e)) => {
+                    TriState::from(self.accepts(v.as_bytes().cmp(e.as_bytes())))
                 }
-            }
+                _ => TriState::Unknown,
+            },
             C::Contains => match (value, expected) {
                 (Value::String(v), Value::String(e)) => TriState::from(v.contains(e.as_str())),
-                (Value::Array(v), Value::Array(e)) => TriState::from(e.iter().all(|item| v.contains(item))),
+                (Value::Array(v), Value::Array(e)) => {
+                    TriState::from(e.iter().all(|item| v.contains(item)))
+                }
                 _ => TriState::Unknown,
             },
             C::InSet => match (value, expected) {
@@ -338,6 +369,10 @@ impl Comparison {
 
 /// One-off comparison: `comparator(evidence = value, expected)`.
 #[must_use]
-pub fn compare(comparator: Comparator, expected: Option<&Value>, value: Option<&EvidenceValue>) -> TriState {
+pub fn compare(
+    comparator: Comparator,
+    expected: Option<&Value>,
+    value: Option<&EvidenceValue>,
+) -> TriState {
     Comparison::new(comparator, expected).evaluate(value)
 }

@@ -15,14 +15,18 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::hashing::HashAlgorithm;
-use crate::ids::{NamespaceId, SchemaId, SchemaVersion, StageId, SubmissionId, TenantId, TriggerId};
+use crate::ids::{
+    NamespaceId, SchemaId, SchemaVersion, StageId, SubmissionId, TenantId, TriggerId,
+};
 use crate::run::{
-    DecisionOutcome, DecisionRecord, EntryBody, JournalEntry, RunCounts, RunHead, RunKey, RunStatus, SubmissionEntry,
-    SubmissionRecord, ToolCallRecord, TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord,
+    DecisionOutcome, DecisionRecord, EntryBody, JournalEntry, RunCounts, RunHead, RunKey,
+    RunStatus, SubmissionEntry, SubmissionRecord, ToolCallRecord, TriggerEntry, TriggerEvent,
+    TriggerKind, TriggerRecord,
 };
 use crate::spec::{PacketPayload, ScenarioSpec};
 use crate::store::{
-    DataShapeRecord, Effects, PageRequest, PutOutcome, RunStore, ScenarioRecord, ScenarioStore, SchemaRegistry, StoreError,
+    DataShapeRecord, Effects, PageRequest, PutOutcome, RunStore, ScenarioRecord, ScenarioStore,
+    SchemaRegistry, StoreError,
 };
 use crate::time::Timestamp;
 
@@ -51,14 +55,24 @@ pub fn scenario(scenario_id: &str, ns: u64, version: &str) -> ScenarioRecord {
         "stages": [{"stage_id": "only", "advance_to": {"kind": "terminal"}}],
     }))
     .expect("fixture spec");
-    let spec_hash = HashAlgorithm::Sha256.digest_json(&spec).expect("fixture hash");
-    ScenarioRecord { tenant_id: tenant(1), spec, spec_hash }
+    let spec_hash = HashAlgorithm::Sha256
+        .digest_json(&spec)
+        .expect("fixture hash");
+    ScenarioRecord {
+        tenant_id: tenant(1),
+        spec,
+        spec_hash,
+    }
 }
 
 /// The key of a fixture run.
 #[must_use]
 pub fn run_key(t: u64, ns: u64, run: &str) -> RunKey {
-    RunKey { tenant_id: tenant(t), namespace_id: namespace(ns), run_id: id(run) }
+    RunKey {
+        tenant_id: tenant(t),
+        namespace_id: namespace(ns),
+        run_id: id(run),
+    }
 }
 
 fn decision(seq: u64, trigger: &str) -> DecisionRecord {
@@ -68,7 +82,9 @@ fn decision(seq: u64, trigger: &str) -> DecisionRecord {
         trigger_id: id(trigger),
         stage_id: id("only"),
         decided_at: Timestamp::Logical(seq),
-        outcome: DecisionOutcome::Start { stage_id: id("only") },
+        outcome: DecisionOutcome::Start {
+            stage_id: id("only"),
+        },
         correlation_id: None,
     }
 }
@@ -103,7 +119,10 @@ pub fn trigger_entry(key: &RunKey, revision: u64, trigger: &str) -> JournalEntry
     JournalEntry {
         revision,
         body: EntryBody::Trigger(Box::new(TriggerEntry {
-            trigger: TriggerRecord { seq: revision, event },
+            trigger: TriggerRecord {
+                seq: revision,
+                event,
+            },
             gate_evals: Vec::new(),
             decision: decision(revision, trigger),
             packets: Vec::new(),
@@ -115,14 +134,18 @@ pub fn trigger_entry(key: &RunKey, revision: u64, trigger: &str) -> JournalEntry
 /// A submission entry at `revision`.
 #[must_use]
 pub fn submission_entry(key: &RunKey, revision: u64, submission: &str) -> JournalEntry {
-    let payload = PacketPayload::Json { value: json!({"n": revision}) };
+    let payload = PacketPayload::Json {
+        value: json!({"n": revision}),
+    };
     JournalEntry {
         revision,
         body: EntryBody::Submission(Box::new(SubmissionEntry {
             submission: SubmissionRecord {
                 submission_id: id(submission),
                 run_id: key.run_id.clone(),
-                content_hash: payload.content_hash(HashAlgorithm::Sha256).expect("fixture hash"),
+                content_hash: payload
+                    .content_hash(HashAlgorithm::Sha256)
+                    .expect("fixture hash"),
                 payload,
                 content_type: "application/json".into(),
                 submitted_at: Timestamp::Logical(revision),
@@ -145,7 +168,11 @@ pub fn head(key: &RunKey, revision: u64) -> RunHead {
         status: RunStatus::Active,
         dispatch_targets: Vec::new(),
         revision,
-        counts: RunCounts { triggers: revision, decisions: revision, ..RunCounts::default() },
+        counts: RunCounts {
+            triggers: revision,
+            decisions: revision,
+            ..RunCounts::default()
+        },
         last_decision: decision(revision, "init"),
     }
 }
@@ -157,14 +184,25 @@ fn none() -> Effects {
 /// A run created with its start entry.
 async fn started(store: &dyn RunStore, key: &RunKey) -> JournalEntry {
     let first = trigger_entry(key, 1, "init");
-    store.create(&head(key, 1), &first, &none()).await.expect("create a fresh run");
+    store
+        .create(&head(key, 1), &first, &none())
+        .await
+        .expect("create a fresh run");
     first
 }
 
 /// Appends a trigger entry at the next revision.
-async fn append_trigger(store: &dyn RunStore, key: &RunKey, revision: u64, trigger: &str) -> Result<JournalEntry, StoreError> {
+async fn append_trigger(
+    store: &dyn RunStore,
+    key: &RunKey,
+    revision: u64,
+    trigger: &str,
+) -> Result<JournalEntry, StoreError> {
     let entry = trigger_entry(key, revision, trigger);
-    store.append(revision - 1, &head(key, revision), &entry, &none()).await.map(|()| entry)
+    store
+        .append(revision - 1, &head(key, revision), &entry, &none())
+        .await
+        .map(|()| entry)
 }
 
 /// `ScenarioStore` contract checks.
@@ -174,14 +212,22 @@ pub mod scenario_store {
     /// Clause 1: a new key is created.
     pub async fn put_creates(store: Arc<dyn ScenarioStore>) {
         let r = scenario("s", 1, "1");
-        assert_eq!(store.put(&r, &none()).await, Ok(PutOutcome::Created), "clause 1: a new scenario is Created");
+        assert_eq!(
+            store.put(&r, &none()).await,
+            Ok(PutOutcome::Created),
+            "clause 1: a new scenario is Created"
+        );
     }
 
     /// Clause 2: the same spec again changes nothing.
     pub async fn identical_put_is_unchanged(store: Arc<dyn ScenarioStore>) {
         let r = scenario("s", 1, "1");
         store.put(&r, &none()).await.expect("first put");
-        assert_eq!(store.put(&r, &none()).await, Ok(PutOutcome::Unchanged), "clause 2: an identical put is Unchanged");
+        assert_eq!(
+            store.put(&r, &none()).await,
+            Ok(PutOutcome::Unchanged),
+            "clause 2: an identical put is Unchanged"
+        );
     }
 
     /// Clause 3: a different spec under the same key is refused and changes nothing.
@@ -189,8 +235,14 @@ pub mod scenario_store {
         let first = scenario("s", 1, "1");
         store.put(&first, &none()).await.expect("first put");
         let err = store.put(&scenario("s", 1, "2"), &none()).await;
-        assert!(matches!(err, Err(StoreError::AlreadyExists { .. })), "clause 3: {err:?}");
-        let kept = store.get(tenant(1), namespace(1), &id("s")).await.expect("get");
+        assert!(
+            matches!(err, Err(StoreError::AlreadyExists { .. })),
+            "clause 3: {err:?}"
+        );
+        let kept = store
+            .get(tenant(1), namespace(1), &id("s"))
+            .await
+            .expect("get");
         assert_eq!(kept, Some(first), "clause 3: the original spec is kept");
     }
 
@@ -201,30 +253,73 @@ pub mod scenario_store {
         b.tenant_id = tenant(2);
         let c = scenario("s", 2, "3");
         for r in [&a, &b, &c] {
-            assert_eq!(store.put(r, &none()).await, Ok(PutOutcome::Created), "clause 4: same id in another scope");
+            assert_eq!(
+                store.put(r, &none()).await,
+                Ok(PutOutcome::Created),
+                "clause 4: same id in another scope"
+            );
         }
-        assert_eq!(store.get(tenant(2), namespace(1), &id("s")).await.expect("get"), Some(b));
-        assert_eq!(store.get(tenant(1), namespace(2), &id("s")).await.expect("get"), Some(c));
-        assert_eq!(store.get(tenant(3), namespace(1), &id("s")).await.expect("get"), None, "clause 4: no leak");
+        assert_eq!(
+            store
+                .get(tenant(2), namespace(1), &id("s"))
+                .await
+                .expect("get"),
+            Some(b)
+        );
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(2), &id("s"))
+                .await
+                .expect("get"),
+            Some(c)
+        );
+        assert_eq!(
+            store
+                .get(tenant(3), namespace(1), &id("s"))
+                .await
+                .expect("get"),
+            None,
+            "clause 4: no leak"
+        );
     }
 
     /// Clause 5: get returns what was put, or None.
     pub async fn get_round_trips(store: Arc<dyn ScenarioStore>) {
         let r = scenario("s", 1, "1");
         store.put(&r, &none()).await.expect("put");
-        assert_eq!(store.get(tenant(1), namespace(1), &id("s")).await.expect("get"), Some(r), "clause 5");
-        assert_eq!(store.get(tenant(1), namespace(1), &id("other")).await.expect("get"), None, "clause 5");
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(1), &id("s"))
+                .await
+                .expect("get"),
+            Some(r),
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(1), &id("other"))
+                .await
+                .expect("get"),
+            None,
+            "clause 5"
+        );
     }
 
     /// Clause 6: list pages in id order with a null token on the last page.
     pub async fn list_pages_in_order(store: Arc<dyn ScenarioStore>) {
         for name in ["c", "a", "b", "a10", "a2"] {
-            store.put(&scenario(name, 1, "1"), &none()).await.expect("put");
+            store
+                .put(&scenario(name, 1, "1"), &none())
+                .await
+                .expect("put");
         }
         let mut seen = Vec::new();
         let mut page = PageRequest::first(2);
         loop {
-            let p = store.list(tenant(1), namespace(1), &page).await.expect("list");
+            let p = store
+                .list(tenant(1), namespace(1), &page)
+                .await
+                .expect("list");
             assert!(p.items.len() <= 2, "clause 6: at most limit items");
             seen.extend(p.items.iter().map(|s| s.scenario_id.to_string()));
             match p.next_token {
@@ -232,11 +327,29 @@ pub mod scenario_store {
                 None => break,
             }
         }
-        assert_eq!(seen, ["a", "a10", "a2", "b", "c"], "clause 6: byte order, every item once");
-        let zero = store.list(tenant(1), namespace(1), &PageRequest::first(0)).await;
-        assert!(matches!(zero, Err(StoreError::Invalid { field: "limit", .. })), "clause 6: limit 0 is invalid: {zero:?}");
-        let bad = PageRequest { cursor: Some(String::new()), limit: 1 };
-        assert!(matches!(store.list(tenant(1), namespace(1), &bad).await, Err(StoreError::Invalid { field: "cursor", .. })));
+        assert_eq!(
+            seen,
+            ["a", "a10", "a2", "b", "c"],
+            "clause 6: byte order, every item once"
+        );
+        let zero = store
+            .list(tenant(1), namespace(1), &PageRequest::first(0))
+            .await;
+        assert!(
+            matches!(zero, Err(StoreError::Invalid { field: "limit", .. })),
+            "clause 6: limit 0 is invalid: {zero:?}"
+        );
+        let bad = PageRequest {
+            cursor: Some(String::new()),
+            limit: 1,
+        };
+        assert!(matches!(
+            store.list(tenant(1), namespace(1), &bad).await,
+            Err(StoreError::Invalid {
+                field: "cursor",
+                ..
+            })
+        ));
     }
 }
 
@@ -248,45 +361,120 @@ pub mod run_store {
     pub async fn create_stores_head_and_first_entry(store: Arc<dyn RunStore>) {
         let key = run_key(1, 1, "r");
         let first = started(store.as_ref(), &key).await;
-        assert_eq!(store.head(&key).await.expect("head"), Some(head(&key, 1)), "clause 1: head stored");
-        assert_eq!(store.entries(&key, 0, 10).await.expect("entries"), vec![first], "clause 1: first entry stored");
-        let again = store.create(&head(&key, 1), &trigger_entry(&key, 1, "other"), &none()).await;
-        assert!(matches!(again, Err(StoreError::AlreadyExists { what: "run", .. })), "clause 1: {again:?}");
-        assert_eq!(store.entries(&key, 0, 10).await.expect("entries").len(), 1, "clause 1: nothing changed");
+        assert_eq!(
+            store.head(&key).await.expect("head"),
+            Some(head(&key, 1)),
+            "clause 1: head stored"
+        );
+        assert_eq!(
+            store.entries(&key, 0, 10).await.expect("entries"),
+            vec![first],
+            "clause 1: first entry stored"
+        );
+        let again = store
+            .create(&head(&key, 1), &trigger_entry(&key, 1, "other"), &none())
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::AlreadyExists { what: "run", .. })),
+            "clause 1: {again:?}"
+        );
+        assert_eq!(
+            store.entries(&key, 0, 10).await.expect("entries").len(),
+            1,
+            "clause 1: nothing changed"
+        );
     }
 
     /// Clause 2: append needs the expected revision; a stale writer changes nothing.
     pub async fn append_checks_the_revision(store: Arc<dyn RunStore>) {
         let key = run_key(1, 1, "r");
         started(store.as_ref(), &key).await;
-        append_trigger(store.as_ref(), &key, 2, "t2").await.expect("append at revision 1");
-        let stale = store.append(1, &head(&key, 2), &trigger_entry(&key, 2, "t3"), &none()).await;
-        assert_eq!(stale, Err(StoreError::RevisionConflict { expected: 1, actual: 2 }), "clause 2");
-        assert_eq!(store.head(&key).await.expect("head").map(|h| h.revision), Some(2), "clause 2: head unchanged");
-        assert_eq!(store.entries(&key, 0, 10).await.expect("entries").len(), 2, "clause 2: no entry added");
+        append_trigger(store.as_ref(), &key, 2, "t2")
+            .await
+            .expect("append at revision 1");
+        let stale = store
+            .append(1, &head(&key, 2), &trigger_entry(&key, 2, "t3"), &none())
+            .await;
+        assert_eq!(
+            stale,
+            Err(StoreError::RevisionConflict {
+                expected: 1,
+                actual: 2
+            }),
+            "clause 2"
+        );
+        assert_eq!(
+            store.head(&key).await.expect("head").map(|h| h.revision),
+            Some(2),
+            "clause 2: head unchanged"
+        );
+        assert_eq!(
+            store.entries(&key, 0, 10).await.expect("entries").len(),
+            2,
+            "clause 2: no entry added"
+        );
     }
 
     /// Clause 3: a recorded trigger or submission id is refused and changes nothing.
     pub async fn duplicate_ids_are_refused(store: Arc<dyn RunStore>) {
         let key = run_key(1, 1, "r");
         started(store.as_ref(), &key).await;
-        append_trigger(store.as_ref(), &key, 2, "t").await.expect("first t");
+        append_trigger(store.as_ref(), &key, 2, "t")
+            .await
+            .expect("first t");
         let dup = append_trigger(store.as_ref(), &key, 3, "t").await;
-        assert!(matches!(dup, Err(StoreError::DuplicateKey { what: "trigger", .. })), "clause 3: {dup:?}");
-        store.append(2, &head(&key, 3), &submission_entry(&key, 3, "s"), &none()).await.expect("first s");
-        let dup = store.append(3, &head(&key, 4), &submission_entry(&key, 4, "s"), &none()).await;
-        assert!(matches!(dup, Err(StoreError::DuplicateKey { what: "submission", .. })), "clause 3: {dup:?}");
-        assert_eq!(store.head(&key).await.expect("head").map(|h| h.revision), Some(3), "clause 3: head unchanged");
-        assert_eq!(store.entries(&key, 0, 10).await.expect("entries").len(), 3, "clause 3: nothing added");
+        assert!(
+            matches!(
+                dup,
+                Err(StoreError::DuplicateKey {
+                    what: "trigger",
+                    ..
+                })
+            ),
+            "clause 3: {dup:?}"
+        );
+        store
+            .append(2, &head(&key, 3), &submission_entry(&key, 3, "s"), &none())
+            .await
+            .expect("first s");
+        let dup = store
+            .append(3, &head(&key, 4), &submission_entry(&key, 4, "s"), &none())
+            .await;
+        assert!(
+            matches!(
+                dup,
+                Err(StoreError::DuplicateKey {
+                    what: "submission",
+                    ..
+                })
+            ),
+            "clause 3: {dup:?}"
+        );
+        assert_eq!(
+            store.head(&key).await.expect("head").map(|h| h.revision),
+            Some(3),
+            "clause 3: head unchanged"
+        );
+        assert_eq!(
+            store.entries(&key, 0, 10).await.expect("entries").len(),
+            3,
+            "clause 3: nothing added"
+        );
     }
 
     /// Clause 4: the head is always the head of the last committed entry.
     pub async fn head_follows_the_last_entry(store: Arc<dyn RunStore>) {
         let key = run_key(1, 1, "r");
-        assert_eq!(store.head(&key).await.expect("head"), None, "clause 4: no head before create");
+        assert_eq!(
+            store.head(&key).await.expect("head"),
+            None,
+            "clause 4: no head before create"
+        );
         started(store.as_ref(), &key).await;
         for rev in 2..=5 {
-            append_trigger(store.as_ref(), &key, rev, &format!("t{rev}")).await.expect("append");
+            append_trigger(store.as_ref(), &key, rev, &format!("t{rev}"))
+                .await
+                .expect("append");
             let head = store.head(&key).await.expect("head").expect("exists");
             let entries = store.entries(&key, 0, 100).await.expect("entries");
             assert_eq!(head.revision, rev, "clause 4");
@@ -298,13 +486,46 @@ pub mod run_store {
     pub async fn entries_are_found_by_id(store: Arc<dyn RunStore>) {
         let key = run_key(1, 1, "r");
         started(store.as_ref(), &key).await;
-        let t = append_trigger(store.as_ref(), &key, 2, "t").await.expect("append");
+        let t = append_trigger(store.as_ref(), &key, 2, "t")
+            .await
+            .expect("append");
         let s = submission_entry(&key, 3, "s");
-        store.append(2, &head(&key, 3), &s, &none()).await.expect("append");
-        assert_eq!(store.entry_for_trigger(&key, &id::<TriggerId>("t")).await.expect("find"), Some(t), "clause 5");
-        assert_eq!(store.entry_for_submission(&key, &id::<SubmissionId>("s")).await.expect("find"), Some(s), "clause 5");
-        assert_eq!(store.entry_for_trigger(&key, &id::<TriggerId>("nope")).await.expect("find"), None, "clause 5");
-        assert_eq!(store.entry_for_submission(&key, &id::<SubmissionId>("nope")).await.expect("find"), None, "clause 5");
+        store
+            .append(2, &head(&key, 3), &s, &none())
+            .await
+            .expect("append");
+        assert_eq!(
+            store
+                .entry_for_trigger(&key, &id::<TriggerId>("t"))
+                .await
+                .expect("find"),
+            Some(t),
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .entry_for_submission(&key, &id::<SubmissionId>("s"))
+                .await
+                .expect("find"),
+            Some(s),
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .entry_for_trigger(&key, &id::<TriggerId>("nope"))
+                .await
+                .expect("find"),
+            None,
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .entry_for_submission(&key, &id::<SubmissionId>("nope"))
+                .await
+                .expect("find"),
+            None,
+            "clause 5"
+        );
     }
 
     /// Clause 6: entries page ascending after a revision.
@@ -312,13 +533,30 @@ pub mod run_store {
         let key = run_key(1, 1, "r");
         started(store.as_ref(), &key).await;
         for rev in 2..=7 {
-            append_trigger(store.as_ref(), &key, rev, &format!("t{rev}")).await.expect("append");
+            append_trigger(store.as_ref(), &key, rev, &format!("t{rev}"))
+                .await
+                .expect("append");
         }
         let revisions = |es: Vec<JournalEntry>| es.iter().map(|e| e.revision).collect::<Vec<_>>();
-        assert_eq!(revisions(store.entries(&key, 0, 3).await.expect("page")), [1, 2, 3], "clause 6");
-        assert_eq!(revisions(store.entries(&key, 3, 3).await.expect("page")), [4, 5, 6], "clause 6");
-        assert_eq!(revisions(store.entries(&key, 6, 3).await.expect("page")), [7], "clause 6");
-        assert!(store.entries(&key, 7, 3).await.expect("page").is_empty(), "clause 6");
+        assert_eq!(
+            revisions(store.entries(&key, 0, 3).await.expect("page")),
+            [1, 2, 3],
+            "clause 6"
+        );
+        assert_eq!(
+            revisions(store.entries(&key, 3, 3).await.expect("page")),
+            [4, 5, 6],
+            "clause 6"
+        );
+        assert_eq!(
+            revisions(store.entries(&key, 6, 3).await.expect("page")),
+            [7],
+            "clause 6"
+        );
+        assert!(
+            store.entries(&key, 7, 3).await.expect("page").is_empty(),
+            "clause 6"
+        );
     }
 
     /// Clause 7: appends never rewrite earlier entries.
@@ -326,9 +564,16 @@ pub mod run_store {
         let key = run_key(1, 1, "r");
         let mut expected = vec![started(store.as_ref(), &key).await];
         for rev in 2..=50 {
-            expected.push(append_trigger(store.as_ref(), &key, rev, &format!("t{rev}")).await.expect("append"));
+            expected.push(
+                append_trigger(store.as_ref(), &key, rev, &format!("t{rev}"))
+                    .await
+                    .expect("append"),
+            );
             let stored = store.entries(&key, 0, 1000).await.expect("entries");
-            assert_eq!(stored, expected, "clause 7: history is exactly what was appended");
+            assert_eq!(
+                stored, expected,
+                "clause 7: history is exactly what was appended"
+            );
         }
     }
 
@@ -340,11 +585,30 @@ pub mod run_store {
         for key in [&a, &b, &c] {
             started(store.as_ref(), key).await;
         }
-        append_trigger(store.as_ref(), &a, 2, "t").await.expect("append to a");
-        assert_eq!(store.head(&b).await.expect("head").map(|h| h.revision), Some(1), "clause 8");
-        assert_eq!(store.head(&c).await.expect("head").map(|h| h.revision), Some(1), "clause 8");
-        assert_eq!(store.entry_for_trigger(&b, &id::<TriggerId>("t")).await.expect("find"), None, "clause 8");
-        append_trigger(store.as_ref(), &b, 2, "t").await.expect("the same trigger id in another tenant");
+        append_trigger(store.as_ref(), &a, 2, "t")
+            .await
+            .expect("append to a");
+        assert_eq!(
+            store.head(&b).await.expect("head").map(|h| h.revision),
+            Some(1),
+            "clause 8"
+        );
+        assert_eq!(
+            store.head(&c).await.expect("head").map(|h| h.revision),
+            Some(1),
+            "clause 8"
+        );
+        assert_eq!(
+            store
+                .entry_for_trigger(&b, &id::<TriggerId>("t"))
+                .await
+                .expect("find"),
+            None,
+            "clause 8"
+        );
+        append_trigger(store.as_ref(), &b, 2, "t")
+            .await
+            .expect("the same trigger id in another tenant");
     }
 
     /// Clause 2 under contention: of concurrent appends at one revision exactly one wins.
@@ -355,7 +619,9 @@ pub mod run_store {
             .map(|i| {
                 let store = store.clone();
                 let key = key.clone();
-                tokio::spawn(async move { append_trigger(store.as_ref(), &key, 2, &format!("t{i}")).await })
+                tokio::spawn(async move {
+                    append_trigger(store.as_ref(), &key, 2, &format!("t{i}")).await
+                })
             })
             .collect();
         let mut wins = 0;
@@ -398,9 +664,19 @@ pub mod schema_registry {
         changed.description = None;
         for attempt in [&r, &changed] {
             let err = store.register(attempt, &none()).await;
-            assert!(matches!(err, Err(StoreError::AlreadyExists { .. })), "clause 1: {err:?}");
+            assert!(
+                matches!(err, Err(StoreError::AlreadyExists { .. })),
+                "clause 1: {err:?}"
+            );
         }
-        assert_eq!(store.get(tenant(1), namespace(1), &id("s"), &id("v1")).await.expect("get"), Some(r), "clause 1");
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(1), &id("s"), &id("v1"))
+                .await
+                .expect("get"),
+            Some(r),
+            "clause 1"
+        );
     }
 
     /// Clause 1 under contention: of racing registrations exactly one wins.
@@ -422,42 +698,98 @@ pub mod schema_registry {
 
     /// Clause 2: scopes are separate.
     pub async fn scopes_are_separate(store: Arc<dyn SchemaRegistry>) {
-        for r in [shape(1, 1, "s", "v1"), shape(2, 1, "s", "v1"), shape(1, 2, "s", "v1")] {
-            store.register(&r, &none()).await.expect("clause 2: same key in another scope");
+        for r in [
+            shape(1, 1, "s", "v1"),
+            shape(2, 1, "s", "v1"),
+            shape(1, 2, "s", "v1"),
+        ] {
+            store
+                .register(&r, &none())
+                .await
+                .expect("clause 2: same key in another scope");
         }
-        assert_eq!(store.get(tenant(3), namespace(1), &id("s"), &id("v1")).await.expect("get"), None, "clause 2");
-        let listed = store.list(tenant(1), namespace(1), &PageRequest::first(10)).await.expect("list");
+        assert_eq!(
+            store
+                .get(tenant(3), namespace(1), &id("s"), &id("v1"))
+                .await
+                .expect("get"),
+            None,
+            "clause 2"
+        );
+        let listed = store
+            .list(tenant(1), namespace(1), &PageRequest::first(10))
+            .await
+            .expect("list");
         assert_eq!(listed.items.len(), 1, "clause 2: list sees one scope");
     }
 
     /// Clause 3: get returns what was registered.
     pub async fn get_round_trips(store: Arc<dyn SchemaRegistry>) {
         let mut r = shape(1, 1, "s", "v1");
-        r.schema = json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
+        r.schema =
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]});
         store.register(&r, &none()).await.expect("register");
-        assert_eq!(store.get(tenant(1), namespace(1), &id("s"), &id("v1")).await.expect("get"), Some(r), "clause 3");
-        assert_eq!(store.get(tenant(1), namespace(1), &id("s"), &id("v2")).await.expect("get"), None, "clause 3");
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(1), &id("s"), &id("v1"))
+                .await
+                .expect("get"),
+            Some(r),
+            "clause 3"
+        );
+        assert_eq!(
+            store
+                .get(tenant(1), namespace(1), &id("s"), &id("v2"))
+                .await
+                .expect("get"),
+            None,
+            "clause 3"
+        );
     }
 
     /// Clause 4: list orders by (id, version) as strings and pages to a null token.
     pub async fn list_orders_and_pages(store: Arc<dyn SchemaRegistry>) {
         for (s, v) in [("b", "v1"), ("a", "v2"), ("a", "v10"), ("a", "v1")] {
-            store.register(&shape(1, 1, s, v), &none()).await.expect("register");
+            store
+                .register(&shape(1, 1, s, v), &none())
+                .await
+                .expect("register");
         }
         let mut seen = Vec::new();
         let mut page = PageRequest::first(3);
         loop {
-            let p = store.list(tenant(1), namespace(1), &page).await.expect("list");
-            seen.extend(p.items.iter().map(|r| format!("{}@{}", r.schema_id, r.version)));
+            let p = store
+                .list(tenant(1), namespace(1), &page)
+                .await
+                .expect("list");
+            seen.extend(
+                p.items
+                    .iter()
+                    .map(|r| format!("{}@{}", r.schema_id, r.version)),
+            );
             match p.next_token {
                 Some(t) => page.cursor = Some(t),
                 None => break,
             }
         }
         assert_eq!(seen, ["a@v1", "a@v10", "a@v2", "b@v1"], "clause 4");
-        let bad = PageRequest { cursor: Some("not-json".into()), limit: 1 };
-        assert!(matches!(store.list(tenant(1), namespace(1), &bad).await, Err(StoreError::Invalid { field: "cursor", .. })));
-        assert!(matches!(store.list(tenant(1), namespace(1), &PageRequest::first(0)).await, Err(StoreError::Invalid { .. })));
+        let bad = PageRequest {
+            cursor: Some("not-json".into()),
+            limit: 1,
+        };
+        assert!(matches!(
+            store.list(tenant(1), namespace(1), &bad).await,
+            Err(StoreError::Invalid {
+                field: "cursor",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store
+                .list(tenant(1), namespace(1), &PageRequest::first(0))
+                .await,
+            Err(StoreError::Invalid { .. })
+        ));
     }
 }
 
@@ -466,9 +798,17 @@ pub mod schema_registry {
 #[macro_export]
 macro_rules! scenario_store_conformance {
     ($factory:path) => {
-        $crate::__conformance_tests!($factory, ScenarioStore, scenario_store,
-            put_creates, identical_put_is_unchanged, different_put_is_refused, scopes_are_separate,
-            get_round_trips, list_pages_in_order);
+        $crate::__conformance_tests!(
+            $factory,
+            ScenarioStore,
+            scenario_store,
+            put_creates,
+            identical_put_is_unchanged,
+            different_put_is_refused,
+            scopes_are_separate,
+            get_round_trips,
+            list_pages_in_order
+        );
     };
 }
 
@@ -477,10 +817,20 @@ macro_rules! scenario_store_conformance {
 #[macro_export]
 macro_rules! run_store_conformance {
     ($factory:path) => {
-        $crate::__conformance_tests!($factory, RunStore, run_store,
-            create_stores_head_and_first_entry, append_checks_the_revision, duplicate_ids_are_refused,
-            head_follows_the_last_entry, entries_are_found_by_id, entries_page_ascending,
-            appends_do_not_rewrite_history, runs_are_isolated, concurrent_appends_have_one_winner);
+        $crate::__conformance_tests!(
+            $factory,
+            RunStore,
+            run_store,
+            create_stores_head_and_first_entry,
+            append_checks_the_revision,
+            duplicate_ids_are_refused,
+            head_follows_the_last_entry,
+            entries_are_found_by_id,
+            entries_page_ascending,
+            appends_do_not_rewrite_history,
+            runs_are_isolated,
+            concurrent_appends_have_one_winner
+        );
     };
 }
 
@@ -489,9 +839,16 @@ macro_rules! run_store_conformance {
 #[macro_export]
 macro_rules! schema_registry_conformance {
     ($factory:path) => {
-        $crate::__conformance_tests!($factory, SchemaRegistry, schema_registry,
-            records_are_immutable, racing_registrations_have_one_winner, scopes_are_separate,
-            get_round_trips, list_orders_and_pages);
+        $crate::__conformance_tests!(
+            $factory,
+            SchemaRegistry,
+            schema_registry,
+            records_are_immutable,
+            racing_registrations_have_one_winner,
+            scopes_are_separate,
+            get_round_trips,
+            list_orders_and_pages
+        );
     };
 }
 

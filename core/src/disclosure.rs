@@ -147,7 +147,11 @@ pub struct DisclosureError(pub String);
 #[async_trait]
 pub trait PolicyDecider: Send + Sync {
     /// Permit or deny `envelope` for `target`.
-    async fn decide(&self, target: &DispatchTarget, envelope: &PacketEnvelope) -> Result<PolicyDecision, DisclosureError>;
+    async fn decide(
+        &self,
+        target: &DispatchTarget,
+        envelope: &PacketEnvelope,
+    ) -> Result<PolicyDecision, DisclosureError>;
 }
 
 /// Delivers one permitted packet to one target.
@@ -187,9 +191,16 @@ impl Dispatcher for RecordingDispatcher {
         envelope: &PacketEnvelope,
         _payload: &PacketPayload,
     ) -> Result<DispatchReceipt, DisclosureError> {
-        let receipt_hash = HashAlgorithm::Sha256.digest_json(envelope).map_err(|e| DisclosureError(e.to_string()))?;
+        let receipt_hash = HashAlgorithm::Sha256
+            .digest_json(envelope)
+            .map_err(|e| DisclosureError(e.to_string()))?;
         Ok(DispatchReceipt {
-            dispatch_id: format!("{}/{}/{}", envelope.run_id, envelope.packet_id, target.kind()),
+            dispatch_id: format!(
+                "{}/{}/{}",
+                envelope.run_id,
+                envelope.packet_id,
+                target.kind()
+            ),
             target: target.clone(),
             receipt_hash,
             dispatched_at: envelope.issued_at,
@@ -226,7 +237,8 @@ pub struct PolicyRule {
 
 impl PolicyRule {
     fn matches(&self, target: &DispatchTarget, envelope: &PacketEnvelope) -> bool {
-        let any_or = |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
+        let any_or =
+            |list: &[String], value: &str| list.is_empty() || list.iter().any(|v| v == value);
         let labels = &envelope.visibility.labels;
         any_or(&self.target_kinds, target.kind())
             && self.require_labels.iter().all(|l| labels.contains(l))
@@ -251,19 +263,29 @@ impl StaticPolicy {
     /// Permits everything.
     #[must_use]
     pub fn permit_all() -> Self {
-        Self { rules: Vec::new(), default: PolicyDecision::Permit }
+        Self {
+            rules: Vec::new(),
+            default: PolicyDecision::Permit,
+        }
     }
 
     /// Denies everything.
     #[must_use]
     pub fn deny_all() -> Self {
-        Self { rules: Vec::new(), default: PolicyDecision::Deny }
+        Self {
+            rules: Vec::new(),
+            default: PolicyDecision::Deny,
+        }
     }
 }
 
 #[async_trait]
 impl PolicyDecider for StaticPolicy {
-    async fn decide(&self, target: &DispatchTarget, envelope: &PacketEnvelope) -> Result<PolicyDecision, DisclosureError> {
+    async fn decide(
+        &self,
+        target: &DispatchTarget,
+        envelope: &PacketEnvelope,
+    ) -> Result<PolicyDecision, DisclosureError> {
         Ok(self
             .rules
             .iter()

@@ -102,7 +102,10 @@ impl Error {
     }
 
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidInput { field: field.into(), message: message.into() }
+        Self::InvalidInput {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -110,8 +113,13 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::AlreadyExists { what, id } => Self::AlreadyExists { what, id },
-            StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. } => Self::Conflict(e.to_string()),
-            StoreError::Invalid { field, message } => Self::InvalidInput { field: field.to_owned(), message },
+            StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. } => {
+                Self::Conflict(e.to_string())
+            }
+            StoreError::Invalid { field, message } => Self::InvalidInput {
+                field: field.to_owned(),
+                message,
+            },
             StoreError::Unavailable(m) => Self::Unavailable(m),
             StoreError::Corrupt(m) => Self::Corrupt(m),
         }
@@ -123,7 +131,10 @@ impl From<AuthzError> for Error {
         match e {
             AuthzError::Denied(reason) => Self::PermissionDenied(reason),
             // Reported exactly as a missing resource; the caller fills in what and id.
-            AuthzError::OutOfScope => Self::NotFound { what: "resource", id: String::new() },
+            AuthzError::OutOfScope => Self::NotFound {
+                what: "resource",
+                id: String::new(),
+            },
             AuthzError::Unavailable(m) => Self::Unavailable(m),
         }
     }
@@ -132,7 +143,15 @@ impl From<AuthzError> for Error {
 impl From<UsageError> for Error {
     fn from(e: UsageError) -> Self {
         match e {
-            UsageError::QuotaExceeded { metric, limit, retry_after_ms } => Self::QuotaExceeded { metric, limit, retry_after_ms },
+            UsageError::QuotaExceeded {
+                metric,
+                limit,
+                retry_after_ms,
+            } => Self::QuotaExceeded {
+                metric,
+                limit,
+                retry_after_ms,
+            },
             UsageError::Unavailable(m) => Self::Unavailable(m),
         }
     }

@@ -4,7 +4,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::hashing::HashDigest;
-use crate::ids::{CheckId, ConditionId, CorrelationId, NamespaceId, ProviderId, RunId, ScenarioId, StageId, TenantId, TriggerId};
+use crate::ids::{
+    CheckId, ConditionId, CorrelationId, NamespaceId, ProviderId, RunId, ScenarioId, StageId,
+    TenantId, TriggerId,
+};
 use crate::ret::TriState;
 use crate::time::Timestamp;
 
@@ -43,7 +46,9 @@ impl TrustRequirement {
     /// The stricter of two requirements. Overrides can only tighten.
     #[must_use]
     pub fn stricter(self, other: Self) -> Self {
-        Self { min_lane: self.min_lane.max(other.min_lane) }
+        Self {
+            min_lane: self.min_lane.max(other.min_lane),
+        }
     }
 
     /// Whether `lane` satisfies this requirement.
@@ -55,7 +60,12 @@ impl TrustRequirement {
 
 /// An evidence value: JSON, or raw bytes (an array of integers 0..=255 on the wire).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    content = "value",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum EvidenceValue {
     /// A JSON value.
     Json(Value),
@@ -111,7 +121,11 @@ impl EvidenceError {
     /// An error with no details.
     #[must_use]
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        Self { code: code.to_owned(), message: message.into(), details: None }
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            details: None,
+        }
     }
 }
 
@@ -153,7 +167,10 @@ impl EvidenceResult {
     /// A verified JSON value.
     #[must_use]
     pub fn json(value: Value) -> Self {
-        Self { value: Some(EvidenceValue::Json(value)), ..Self::empty(TrustLane::Verified) }
+        Self {
+            value: Some(EvidenceValue::Json(value)),
+            ..Self::empty(TrustLane::Verified)
+        }
     }
 
     /// A result with no value in `lane`.
@@ -174,7 +191,10 @@ impl EvidenceResult {
     /// A failed answer: no value, the given error.
     #[must_use]
     pub fn failed(error: EvidenceError) -> Self {
-        Self { error: Some(error), ..Self::empty(TrustLane::Verified) }
+        Self {
+            error: Some(error),
+            ..Self::empty(TrustLane::Verified)
+        }
     }
 
     /// This result with the lane replaced.

@@ -57,7 +57,10 @@ impl HashAlgorithm {
             Self::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
             Self::Blake3 => blake3::hash(bytes).to_hex().to_string(),
         };
-        HashDigest { algorithm: self, value }
+        HashDigest {
+            algorithm: self,
+            value,
+        }
     }
 
     /// Digests the canonical JSON of `value`.
@@ -75,7 +78,8 @@ impl HashAlgorithm {
 /// [`HashError::Canonicalization`] when serde cannot express `value` as JSON (a map with
 /// non-string keys, a failing `Serialize` impl).
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, HashError> {
-    let value = serde_json::to_value(value).map_err(|e| HashError::Canonicalization(e.to_string()))?;
+    let value =
+        serde_json::to_value(value).map_err(|e| HashError::Canonicalization(e.to_string()))?;
     let mut out = Vec::new();
     write_canonical(&value, &mut out);
     Ok(out)
@@ -86,10 +90,16 @@ pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, HashE
 ///
 /// # Errors
 /// [`HashError::SizeLimitExceeded`] over the limit, or [`HashError::Canonicalization`].
-pub fn canonical_json_limited<T: Serialize + ?Sized>(value: &T, limit: usize) -> Result<Vec<u8>, HashError> {
+pub fn canonical_json_limited<T: Serialize + ?Sized>(
+    value: &T,
+    limit: usize,
+) -> Result<Vec<u8>, HashError> {
     let bytes = canonical_json(value)?;
     if bytes.len() > limit {
-        return Err(HashError::SizeLimitExceeded { limit, actual: bytes.len() });
+        return Err(HashError::SizeLimitExceeded {
+            limit,
+            actual: bytes.len(),
+        });
     }
     Ok(bytes)
 }
@@ -230,14 +240,33 @@ mod tests {
     #[test]
     fn golden_sha256_digests() {
         let cases = [
-            (json!({}), "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
-            (json!([]), "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"),
-            (json!(1), "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"),
-            (json!(true), "b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b"),
-            (json!(null), "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b"),
+            (
+                json!({}),
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            ),
+            (
+                json!([]),
+                "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945",
+            ),
+            (
+                json!(1),
+                "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b",
+            ),
+            (
+                json!(true),
+                "b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b",
+            ),
+            (
+                json!(null),
+                "74234e98afe7498fb5daf1f36ac2d78acc339464f950703b8c019892f982b90b",
+            ),
         ];
         for (value, expected) in cases {
-            assert_eq!(HashAlgorithm::Sha256.digest_json(&value).unwrap().value, expected, "{value}");
+            assert_eq!(
+                HashAlgorithm::Sha256.digest_json(&value).unwrap().value,
+                expected,
+                "{value}"
+            );
         }
         assert_eq!(
             HashAlgorithm::Sha256.digest(b"").value,
@@ -247,31 +276,51 @@ mod tests {
 
     #[test]
     fn key_order_and_float_integers_do_not_change_the_hash() {
-        let a = HashAlgorithm::Sha256.digest_json(&json!({"b": 1, "a": [1.0, 2]})).unwrap();
-        let b = HashAlgorithm::Sha256.digest_json(&json!({"a": [1, 2.0], "b": 1.0})).unwrap();
+        let a = HashAlgorithm::Sha256
+            .digest_json(&json!({"b": 1, "a": [1.0, 2]}))
+            .unwrap();
+        let b = HashAlgorithm::Sha256
+            .digest_json(&json!({"a": [1, 2.0], "b": 1.0}))
+            .unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn integers_beyond_2_pow_53_are_exact_and_never_collide() {
-        assert_eq!(canonical_json(&json!(u64::MAX)).unwrap(), b"18446744073709551615");
-        assert_eq!(canonical_json(&json!(i64::MIN)).unwrap(), b"-9223372036854775808");
-        let a = HashAlgorithm::Sha256.digest_json(&json!(9_007_199_254_740_993_u64)).unwrap();
-        let b = HashAlgorithm::Sha256.digest_json(&json!(9_007_199_254_740_992_u64)).unwrap();
+        assert_eq!(
+            canonical_json(&json!(u64::MAX)).unwrap(),
+            b"18446744073709551615"
+        );
+        assert_eq!(
+            canonical_json(&json!(i64::MIN)).unwrap(),
+            b"-9223372036854775808"
+        );
+        let a = HashAlgorithm::Sha256
+            .digest_json(&json!(9_007_199_254_740_993_u64))
+            .unwrap();
+        let b = HashAlgorithm::Sha256
+            .digest_json(&json!(9_007_199_254_740_992_u64))
+            .unwrap();
         assert_ne!(a, b);
     }
 
     #[test]
     fn strings_escape_only_what_rfc8785_requires() {
         let text = "\u{7f}/\u{1f}é\u{2028}";
-        assert_eq!(String::from_utf8(canonical_json(&text).unwrap()).unwrap(), "\"\u{7f}/\\u001fé\u{2028}\"");
+        assert_eq!(
+            String::from_utf8(canonical_json(&text).unwrap()).unwrap(),
+            "\"\u{7f}/\\u001fé\u{2028}\""
+        );
     }
 
     #[test]
     fn blake3_digest_is_hex_of_blake3() {
         let d = HashAlgorithm::Blake3.digest(b"abc");
         assert_eq!(d.algorithm, HashAlgorithm::Blake3);
-        assert_eq!(d.value, "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
+        assert_eq!(
+            d.value,
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
         assert_eq!(serde_json::to_value(&d).unwrap()["algorithm"], "blake3");
     }
 
@@ -281,7 +330,10 @@ mod tests {
         assert!(canonical_json_limited(&json!([1, 2]), 5).is_ok());
         assert_eq!(
             canonical_json_limited(&json!([1, 2]), 4),
-            Err(HashError::SizeLimitExceeded { limit: 4, actual: 5 })
+            Err(HashError::SizeLimitExceeded {
+                limit: 4,
+                actual: 5
+            })
         );
     }
 }

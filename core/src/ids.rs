@@ -47,7 +47,10 @@ fn check_string_id(value: &str) -> Result<(), IdError> {
         return Err(IdError::Empty);
     }
     if value.len() > MAX_ID_BYTES {
-        return Err(IdError::TooLong { max: MAX_ID_BYTES, actual: value.len() });
+        return Err(IdError::TooLong {
+            max: MAX_ID_BYTES,
+            actual: value.len(),
+        });
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Err(IdError::ControlCharacter(u32::from(c)));
@@ -250,8 +253,17 @@ mod tests {
     fn string_ids_enforce_length_emptiness_and_control_characters() {
         assert!(RunId::new("run-1").is_ok());
         assert_eq!(RunId::new(""), Err(IdError::Empty));
-        assert!(RunId::new("é".repeat(64)).is_ok(), "128 bytes is the limit, inclusive");
-        assert_eq!(RunId::new("a".repeat(129)), Err(IdError::TooLong { max: 128, actual: 129 }));
+        assert!(
+            RunId::new("é".repeat(64)).is_ok(),
+            "128 bytes is the limit, inclusive"
+        );
+        assert_eq!(
+            RunId::new("a".repeat(129)),
+            Err(IdError::TooLong {
+                max: 128,
+                actual: 129
+            })
+        );
         assert_eq!(RunId::new("a\nb"), Err(IdError::ControlCharacter(0x0a)));
         assert_eq!(RunId::new("a\u{7f}"), Err(IdError::ControlCharacter(0x7f)));
     }
@@ -260,8 +272,13 @@ mod tests {
     fn numeric_ids_are_nonzero_and_fit_bigint() {
         assert_eq!(TenantId::new(0), Err(IdError::Zero));
         assert_eq!(TenantId::new(u64::MAX), Err(IdError::OutOfRange));
-        assert_eq!(TenantId::new(i64::MAX as u64).map(TenantId::as_i64), Ok(i64::MAX));
-        let err = serde_json::from_str::<NamespaceId>("0").unwrap_err().to_string();
+        assert_eq!(
+            TenantId::new(i64::MAX as u64).map(TenantId::as_i64),
+            Ok(i64::MAX)
+        );
+        let err = serde_json::from_str::<NamespaceId>("0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("at least 1"), "{err}");
     }
 
@@ -269,6 +286,9 @@ mod tests {
     fn ids_serialise_as_plain_values() {
         let id = ScenarioId::new("s").unwrap();
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"s\"");
-        assert_eq!(serde_json::to_string(&TenantId::new(7).unwrap()).unwrap(), "7");
+        assert_eq!(
+            serde_json::to_string(&TenantId::new(7).unwrap()).unwrap(),
+            "7"
+        );
     }
 }

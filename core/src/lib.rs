@@ -62,8 +62,8 @@ pub use error::Error;
 pub use evidence::{EvidenceResult, TrustLane};
 pub use hashing::{HashAlgorithm, HashDigest};
 pub use ids::{
-    CheckId, ConditionId, CorrelationId, GateId, NamespaceId, PacketId, ProviderId, RunId, ScenarioId, StageId, TenantId,
-    TriggerId,
+    CheckId, ConditionId, CorrelationId, GateId, NamespaceId, PacketId, ProviderId, RunId,
+    ScenarioId, StageId, TenantId, TriggerId,
 };
 pub use memory::MemoryStore;
 pub use provider::{EvidenceProvider, InMemoryEvidence, ProviderRegistry};

@@ -68,7 +68,11 @@ pub trait EvidenceProvider: Send + Sync {
     /// The provider's capability contract.
     fn contract(&self) -> &ProviderContract;
     /// Answers one query.
-    async fn query(&self, query: &EvidenceQuery, ctx: &EvidenceContext) -> Result<EvidenceResult, ProviderError>;
+    async fn query(
+        &self,
+        query: &EvidenceQuery,
+        ctx: &EvidenceContext,
+    ) -> Result<EvidenceResult, ProviderError>;
 }
 
 /// A provider could not be registered.
@@ -125,9 +129,16 @@ impl ProviderRegistry {
         }
         let mut params = BTreeMap::new();
         for check in &contract.checks {
-            let invalid = |error| RegistryError::InvalidContract { provider: id.clone(), check: check.check_id.clone(), error };
+            let invalid = |error| RegistryError::InvalidContract {
+                provider: id.clone(),
+                check: check.check_id.clone(),
+                error,
+            };
             compile_schema(&check.result_schema).map_err(invalid)?;
-            params.insert(check.check_id.clone(), compile_schema(&check.params_schema).map_err(invalid)?);
+            params.insert(
+                check.check_id.clone(),
+                compile_schema(&check.params_schema).map_err(invalid)?,
+            );
         }
         self.providers.insert(id, Registered { provider, params });
         Ok(())
@@ -146,29 +157,51 @@ impl ProviderRegistry {
 
     /// Checks a query and comparator against the provider's contract; the error is the rule
     /// broken and the field (relative to the condition) it concerns.
-    pub(crate) fn check_condition(&self, query: &EvidenceQuery, comparator: Comparator) -> Result<(), (&'static str, String)> {
-        let registered = self
-            .providers
-            .get(&query.provider_id)
-            .ok_or_else(|| ("query.provider_id", format!("unknown provider {}", query.provider_id)))?;
+    pub(crate) fn check_condition(
+        &self,
+        query: &EvidenceQuery,
+        comparator: Comparator,
+    ) -> Result<(), (&'static str, String)> {
+        let registered = self.providers.get(&query.provider_id).ok_or_else(|| {
+            (
+                "query.provider_id",
+                format!("unknown provider {}", query.provider_id),
+            )
+        })?;
         let contract = registered
             .provider
             .contract()
             .checks
             .iter()
             .find(|c| c.check_id == query.check_id)
-            .ok_or_else(|| ("query.check_id", format!("provider {} has no check {}", query.provider_id, query.check_id)))?;
+            .ok_or_else(|| {
+                (
+                    "query.check_id",
+                    format!(
+                        "provider {} has no check {}",
+                        query.provider_id, query.check_id
+                    ),
+                )
+            })?;
         if !contract.allowed_comparators.contains(&comparator) {
             return Err((
                 "comparator",
-                format!("check {}.{} does not allow comparator {}", query.provider_id, query.check_id, comparator.name()),
+                format!(
+                    "check {}.{} does not allow comparator {}",
+                    query.provider_id,
+                    query.check_id,
+                    comparator.name()
+                ),
             ));
         }
         if let Some(validator) = registered.params.get(&query.check_id) {
             let params = query.params.clone().unwrap_or(Value::Null);
             if let Some(error) = validator.iter_errors(&params).next() {
                 let at = error.instance_path().to_string();
-                return Err(("query.params", format!("does not match the check's params schema at '{at}': {error}")));
+                return Err((
+                    "query.params",
+                    format!("does not match the check's params schema at '{at}': {error}"),
+                ));
             }
         }
         Ok(())
@@ -185,7 +218,9 @@ pub struct InMemoryEvidence {
 
 impl std::fmt::Debug for InMemoryEvidence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryEvidence").field("provider_id", &self.contract.provider_id).finish_non_exhaustive()
+        f.debug_struct("InMemoryEvidence")
+            .field("provider_id", &self.contract.provider_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +240,11 @@ impl InMemoryEvidence {
             })
             .collect();
         Self {
-            contract: ProviderContract { provider_id, description: "facts set by the host program".to_owned(), checks },
+            contract: ProviderContract {
+                provider_id,
+                description: "facts set by the host program".to_owned(),
+                checks,
+            },
             answers: RwLock::new(BTreeMap::new()),
         }
     }
@@ -229,8 +268,15 @@ impl EvidenceProvider for InMemoryEvidence {
         &self.contract
     }
 
-    async fn query(&self, query: &EvidenceQuery, _ctx: &EvidenceContext) -> Result<EvidenceResult, ProviderError> {
-        let answers = self.answers.read().map_err(|_| ProviderError("answers lock poisoned".to_owned()))?;
+    async fn query(
+        &self,
+        query: &EvidenceQuery,
+        _ctx: &EvidenceContext,
+    ) -> Result<EvidenceResult, ProviderError> {
+        let answers = self
+            .answers
+            .read()
+            .map_err(|_| ProviderError("answers lock poisoned".to_owned()))?;
         Ok(answers
             .get(&query.check_id)
             .cloned()

@@ -78,22 +78,28 @@ impl From<bool> for TriState {
     }
 }
 
-impl TriState {
+impl std::ops::Not for TriState {
+    type Output = Self;
+
     /// Negation: swaps true and false.
-    #[must_use]
-    pub fn not(self) -> Self {
+    fn not(self) -> Self {
         match self {
             Self::True => Self::False,
             Self::False => Self::True,
             Self::Unknown => Self::Unknown,
         }
     }
+}
+
+impl TriState {
 
     /// Conjunction under `mode`.
     #[must_use]
     pub fn and(self, other: Self, mode: LogicMode) -> Self {
         match (mode, self, other) {
-            (LogicMode::Bochvar, Self::Unknown, _) | (LogicMode::Bochvar, _, Self::Unknown) => Self::Unknown,
+            (LogicMode::Bochvar, Self::Unknown, _) | (LogicMode::Bochvar, _, Self::Unknown) => {
+                Self::Unknown
+            }
             (_, Self::False, _) | (_, _, Self::False) => Self::False,
             (_, Self::Unknown, _) | (_, _, Self::Unknown) => Self::Unknown,
             _ => Self::True,
@@ -104,7 +110,9 @@ impl TriState {
     #[must_use]
     pub fn or(self, other: Self, mode: LogicMode) -> Self {
         match (mode, self, other) {
-            (LogicMode::Bochvar, Self::Unknown, _) | (LogicMode::Bochvar, _, Self::Unknown) => Self::Unknown,
+            (LogicMode::Bochvar, Self::Unknown, _) | (LogicMode::Bochvar, _, Self::Unknown) => {
+                Self::Unknown
+            }
             (_, Self::True, _) | (_, _, Self::True) => Self::True,
             (_, Self::Unknown, _) | (_, _, Self::Unknown) => Self::Unknown,
             _ => Self::False,
@@ -196,26 +204,41 @@ impl CompiledRequirement {
         requirement: &Requirement,
         slot_of: &mut impl FnMut(&ConditionId) -> Option<u32>,
     ) -> Result<Self, ConditionId> {
-        Ok(Self { root: compile_node(requirement, slot_of)? })
+        Ok(Self {
+            root: compile_node(requirement, slot_of)?,
+        })
     }
 
     /// Evaluates against `statuses` (indexed by slot), appending every leaf visit to `trace`.
     /// A tree deeper than [`MAX_DEPTH`] gives [`TriState::Unknown`]; the steps traced before the
     /// depth guard fired stay in `trace`. A slot outside `statuses` reads as unknown.
-    pub fn evaluate(&self, statuses: &[TriState], mode: LogicMode, trace: &mut Vec<TraceStep>) -> TriState {
+    pub fn evaluate(
+        &self,
+        statuses: &[TriState],
+        mode: LogicMode,
+        trace: &mut Vec<TraceStep>,
+    ) -> TriState {
         eval_node(&self.root, 0, statuses, mode, trace).unwrap_or(TriState::Unknown)
     }
 }
 
-fn compile_node(req: &Requirement, slot_of: &mut dyn FnMut(&ConditionId) -> Option<u32>) -> Result<Node, ConditionId> {
+fn compile_node(
+    req: &Requirement,
+    slot_of: &mut dyn FnMut(&ConditionId) -> Option<u32>,
+) -> Result<Node, ConditionId> {
     let children = |reqs: &[Requirement], slot_of: &mut dyn FnMut(&ConditionId) -> Option<u32>| {
-        reqs.iter().map(|r| compile_node(r, slot_of)).collect::<Result<Box<[Node]>, ConditionId>>()
+        reqs.iter()
+            .map(|r| compile_node(r, slot_of))
+            .collect::<Result<Box<[Node]>, ConditionId>>()
     };
     Ok(match req {
         Requirement::And(reqs) => Node::And(children(reqs, slot_of)?),
         Requirement::Or(reqs) => Node::Or(children(reqs, slot_of)?),
         Requirement::Not(inner) => Node::Not(Box::new(compile_node(inner, slot_of)?)),
-        Requirement::RequireGroup { min, reqs } => Node::Group { min: *min, reqs: children(reqs, slot_of)? },
+        Requirement::RequireGroup { min, reqs } => Node::Group {
+            min: *min,
+            reqs: children(reqs, slot_of)?,
+        },
         Requirement::Condition(id) => Node::Leaf(slot_of(id).ok_or_else(|| id.clone())?),
     })
 }
@@ -232,11 +255,18 @@ fn eval_node(
     }
     Ok(match node {
         Node::Leaf(slot) => {
-            let status = usize::try_from(*slot).ok().and_then(|i| statuses.get(i)).copied().unwrap_or(TriState::Unknown);
-            trace.push(TraceStep { slot: *slot, status });
+            let status = usize::try_from(*slot)
+                .ok()
+                .and_then(|i| statuses.get(i))
+                .copied()
+                .unwrap_or(TriState::Unknown);
+            trace.push(TraceStep {
+                slot: *slot,
+                status,
+            });
             status
         }
-        Node::Not(inner) => eval_node(inner, depth + 1, statuses, mode, trace)?.not(),
+        Node::Not(inner) => !eval_node(inner, depth + 1, statuses, mode, trace)?,
         Node::And(reqs) => {
             let mut acc = TriState::True;
             for r in reqs {
@@ -277,10 +307,23 @@ mod tests {
         .unwrap();
         assert_eq!(req.depth(), 2);
         let back = serde_json::to_string(&req).unwrap();
-        assert_eq!(back, r#"{"And":[{"Condition":"a"},{"Not":{"Condition":"b"}},{"RequireGroup":{"min":1,"reqs":[]}}]}"#);
-        assert_eq!(serde_json::to_string(&TriState::Unknown).unwrap(), "\"Unknown\"");
-        assert_eq!(serde_json::to_string(&GateOutcome::Unknown).unwrap(), "\"unknown\"");
-        let extra = serde_json::from_str::<Requirement>(r#"{"RequireGroup":{"min":1,"reqs":[],"x":0}}"#);
-        assert!(extra.is_err(), "unknown fields inside a RequireGroup are rejected");
+        assert_eq!(
+            back,
+            r#"{"And":[{"Condition":"a"},{"Not":{"Condition":"b"}},{"RequireGroup":{"min":1,"reqs":[]}}]}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&TriState::Unknown).unwrap(),
+            "\"Unknown\""
+        );
+        assert_eq!(
+            serde_json::to_string(&GateOutcome::Unknown).unwrap(),
+            "\"unknown\""
+        );
+        let extra =
+            serde_json::from_str::<Requirement>(r#"{"RequireGroup":{"min":1,"reqs":[],"x":0}}"#);
+        assert!(
+            extra.is_err(),
+            "unknown fields inside a RequireGroup are rejected"
+        );
     }
 }

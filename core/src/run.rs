@@ -11,8 +11,8 @@ use crate::disclosure::{DispatchTarget, PacketRecord};
 use crate::evidence::EvidenceRecord;
 use crate::hashing::HashDigest;
 use crate::ids::{
-    ConditionId, CorrelationId, DecisionId, GateId, NamespaceId, RunId, ScenarioId, StageId, SubmissionId, TenantId,
-    TriggerId,
+    ConditionId, CorrelationId, DecisionId, GateId, NamespaceId, RunId, ScenarioId, StageId,
+    SubmissionId, TenantId, TriggerId,
 };
 use crate::ret::TriState;
 use crate::spec::PacketPayload;

@@ -53,9 +53,14 @@ pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, SchemaErr
 /// # Errors
 /// [`SchemaError::TooLarge`] or [`SchemaError::InvalidSchema`].
 pub fn check_data_shape(schema: &Value, max_bytes: usize) -> Result<(), SchemaError> {
-    let actual = serde_json::to_vec(schema).map(|v| v.len()).unwrap_or(usize::MAX);
+    let actual = serde_json::to_vec(schema)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if actual > max_bytes {
-        return Err(SchemaError::TooLarge { limit: max_bytes, actual });
+        return Err(SchemaError::TooLarge {
+            limit: max_bytes,
+            actual,
+        });
     }
     compile_schema(schema).map(drop)
 }
@@ -69,7 +74,10 @@ pub fn validate_instance(schema: &Value, instance: &Value) -> Result<(), SchemaE
     let validator = compile_schema(schema)?;
     match validator.iter_errors(instance).next() {
         None => Ok(()),
-        Some(e) => Err(SchemaError::Mismatch { path: e.instance_path().to_string(), message: e.to_string() }),
+        Some(e) => Err(SchemaError::Mismatch {
+            path: e.instance_path().to_string(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -80,7 +88,10 @@ mod tests {
 
     #[test]
     fn schemas_are_checked_against_the_2020_12_meta_schema() {
-        assert!(compile_schema(&json!({"type": "object", "properties": {"a": {"type": "integer"}}})).is_ok());
+        assert!(
+            compile_schema(&json!({"type": "object", "properties": {"a": {"type": "integer"}}}))
+                .is_ok()
+        );
         let err = compile_schema(&json!({"type": "no-such-type"})).unwrap_err();
         assert!(matches!(err, SchemaError::InvalidSchema { .. }), "{err}");
         // `prefixItems` is 2020-12 vocabulary: an array there is valid only in 2020-12.
@@ -89,10 +100,14 @@ mod tests {
 
     #[test]
     fn instances_are_validated_with_the_failing_path() {
-        let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}});
+        let schema =
+            json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}});
         assert!(validate_instance(&schema, &json!({"n": 3})).is_ok());
         let err = validate_instance(&schema, &json!({"n": 4})).unwrap_err();
-        assert!(matches!(&err, SchemaError::Mismatch { path, .. } if path == "/n"), "{err}");
+        assert!(
+            matches!(&err, SchemaError::Mismatch { path, .. } if path == "/n"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -100,6 +115,12 @@ mod tests {
         let schema = json!({"type": "string"});
         let size = serde_json::to_vec(&schema).unwrap().len();
         assert!(check_data_shape(&schema, size).is_ok());
-        assert_eq!(check_data_shape(&schema, size - 1), Err(SchemaError::TooLarge { limit: size - 1, actual: size }));
+        assert_eq!(
+            check_data_shape(&schema, size - 1),
+            Err(SchemaError::TooLarge {
+                limit: size - 1,
+                actual: size
+            })
+        );
     }
 }

@@ -14,28 +14,30 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{
-    Action, AuditEvent, AuditOutcome, AuditSink, AuthzError, Authorizer, InMemoryAuditSink, InMemoryUsageMeter,
-    RequestContext, ScopeAuthorizer, UsageEvent, UsageMeter, UsageMetric,
+    Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, InMemoryAuditSink,
+    InMemoryUsageMeter, RequestContext, ScopeAuthorizer, UsageEvent, UsageMeter, UsageMetric,
 };
-use crate::disclosure::{DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy};
+use crate::disclosure::{
+    DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
+};
 use crate::engine::{self, DisclosureContext, EngineConfig, Plan, Verdict};
 use crate::error::Error;
 use crate::evidence::{EvidenceContext, EvidenceError, EvidenceResult, TrustLane};
 use crate::hashing::HashDigest;
 use crate::ids::{
-    ConditionId, DecisionId, NamespaceId, RunId, ScenarioId, SchemaId, SchemaVersion, StageId, SubmissionId, TenantId,
-    TriggerId,
+    ConditionId, DecisionId, NamespaceId, RunId, ScenarioId, SchemaId, SchemaVersion, StageId,
+    SubmissionId, TenantId, TriggerId,
 };
 use crate::provider::{EvidenceProvider, ProviderRegistry, RegistryError};
 use crate::run::{
-    DecisionOutcome, DecisionRecord, EntryBody, GateEvaluation, JournalEntry, RunCounts, RunHead, RunKey, RunStatus,
-    SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord, TriggerEntry, TriggerEvent, TriggerKind,
-    TriggerRecord, TriggerResult,
+    DecisionOutcome, DecisionRecord, EntryBody, GateEvaluation, JournalEntry, RunCounts, RunHead,
+    RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord,
+    TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
 };
 use crate::spec::{PacketPayload, ScenarioSpec};
 use crate::store::{
-    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord, ScenarioStore, ScenarioSummary,
-    SchemaRegistry, StoreError,
+    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
 use crate::time::Timestamp;
 
@@ -193,7 +195,10 @@ impl DecisionGateBuilder {
 
     /// Uses one backend for scenarios, runs and schemas.
     #[must_use]
-    pub fn store<S: ScenarioStore + RunStore + SchemaRegistry + 'static>(mut self, store: Arc<S>) -> Self {
+    pub fn store<S: ScenarioStore + RunStore + SchemaRegistry + 'static>(
+        mut self,
+        store: Arc<S>,
+    ) -> Self {
         self.scenarios = Some(store.clone());
         self.runs = Some(store.clone());
         self.schemas = Some(store);
@@ -246,11 +251,21 @@ impl DecisionGateBuilder {
             runs: self.runs.unwrap_or_else(|| memory.clone()),
             schemas: self.schemas.unwrap_or(memory),
             authorizer: self.authorizer.unwrap_or_else(|| Arc::new(ScopeAuthorizer)),
-            usage: self.usage.unwrap_or_else(|| Arc::new(InMemoryUsageMeter::default())),
-            audit: self.audit.unwrap_or_else(|| Arc::new(InMemoryAuditSink::default())),
-            dispatcher: self.dispatcher.unwrap_or_else(|| Arc::new(RecordingDispatcher)),
-            policy: self.policy.unwrap_or_else(|| Arc::new(StaticPolicy::permit_all())),
-            plans: Mutex::new(LruCache::new(NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN))),
+            usage: self
+                .usage
+                .unwrap_or_else(|| Arc::new(InMemoryUsageMeter::default())),
+            audit: self
+                .audit
+                .unwrap_or_else(|| Arc::new(InMemoryAuditSink::default())),
+            dispatcher: self
+                .dispatcher
+                .unwrap_or_else(|| Arc::new(RecordingDispatcher)),
+            policy: self
+                .policy
+                .unwrap_or_else(|| Arc::new(StaticPolicy::permit_all())),
+            plans: Mutex::new(LruCache::new(
+                NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
+            )),
             call_seq: AtomicU64::new(0),
         }
     }
@@ -274,7 +289,10 @@ pub struct DecisionGate {
 
 impl std::fmt::Debug for DecisionGate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecisionGate").field("config", &self.config).field("providers", &self.providers).finish_non_exhaustive()
+        f.debug_struct("DecisionGate")
+            .field("config", &self.config)
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -321,7 +339,10 @@ impl DecisionGate {
     ) -> Result<Call, Error> {
         let request_hash = request.and_then(|r| self.config.hash_algorithm.digest_json(r).ok());
         let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
-        let key = ctx.request_id.clone().unwrap_or_else(|| format!("local-{seq}"));
+        let key = ctx
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("local-{seq}"));
         usage.insert(0, (UsageMetric::ToolCalls, 1));
         let usage = usage
             .into_iter()
@@ -334,22 +355,50 @@ impl DecisionGate {
             })
             .collect::<Vec<_>>();
         let resource = format!("{what}/{id}");
-        let mut call = Call { action, resource, request_hash, effects: Effects { usage, audit: Vec::new() } };
+        let mut call = Call {
+            action,
+            resource,
+            request_hash,
+            effects: Effects {
+                usage,
+                audit: Vec::new(),
+            },
+        };
         let refused = match self.authorizer.authorize(ctx, action).await {
             Err(AuthzError::OutOfScope) => Some(Error::NotFound { what, id }),
             Err(e) => Some(Error::from(e)),
-            Ok(()) => self.usage.check(&call.effects.usage).await.err().map(Error::from),
+            Ok(()) => self
+                .usage
+                .check(&call.effects.usage)
+                .await
+                .err()
+                .map(Error::from),
         };
         if let Some(error) = refused {
-            self.audit.append(&[self.event(ctx, &call, AuditOutcome::Failure { kind: error.kind().to_owned() })]).await?;
+            self.audit
+                .append(&[self.event(
+                    ctx,
+                    &call,
+                    AuditOutcome::Failure {
+                        kind: error.kind().to_owned(),
+                    },
+                )])
+                .await?;
             return Err(error);
         }
-        call.effects.audit.push(self.event(ctx, &call, AuditOutcome::Success));
+        call.effects
+            .audit
+            .push(self.event(ctx, &call, AuditOutcome::Success));
         Ok(call)
     }
 
     /// Ends a call: meters and audits a success the store did not commit, audits a failure.
-    async fn finish<T>(&self, ctx: &RequestContext, call: Call, result: Result<(T, Committed), Error>) -> Result<T, Error> {
+    async fn finish<T>(
+        &self,
+        ctx: &RequestContext,
+        call: Call,
+        result: Result<(T, Committed), Error>,
+    ) -> Result<T, Error> {
         match result {
             Ok((value, true)) => Ok(value),
             Ok((value, false)) => {
@@ -358,7 +407,15 @@ impl DecisionGate {
                 Ok(value)
             }
             Err(error) => {
-                self.audit.append(&[self.event(ctx, &call, AuditOutcome::Failure { kind: error.kind().to_owned() })]).await?;
+                self.audit
+                    .append(&[self.event(
+                        ctx,
+                        &call,
+                        AuditOutcome::Failure {
+                            kind: error.kind().to_owned(),
+                        },
+                    )])
+                    .await?;
                 Err(error)
             }
         }
@@ -379,7 +436,11 @@ impl DecisionGate {
     }
 
     fn run_key(ctx: &RequestContext, run_id: &RunId) -> RunKey {
-        RunKey { tenant_id: ctx.tenant_id, namespace_id: ctx.namespace_id, run_id: run_id.clone() }
+        RunKey {
+            tenant_id: ctx.tenant_id,
+            namespace_id: ctx.namespace_id,
+            run_id: run_id.clone(),
+        }
     }
 
     // ---- scenarios ------------------------------------------------------------------------------
@@ -389,8 +450,13 @@ impl DecisionGate {
     /// # Errors
     /// As [`Self::define_scenario`], plus [`Error::InvalidSpec`] for malformed JSON, unknown
     /// fields or a document over the size limit, naming the JSON path.
-    pub async fn define_scenario_json(&self, ctx: &RequestContext, text: &str) -> Result<DefineResult, Error> {
-        let spec = engine::parse_json::<ScenarioSpec>(text, self.config.limits.max_spec_bytes).map_err(|e| Error::InvalidSpec(vec![e]))?;
+    pub async fn define_scenario_json(
+        &self,
+        ctx: &RequestContext,
+        text: &str,
+    ) -> Result<DefineResult, Error> {
+        let spec = engine::parse_json::<ScenarioSpec>(text, self.config.limits.max_spec_bytes)
+            .map_err(|e| Error::InvalidSpec(vec![e]))?;
         self.define_scenario(ctx, spec).await
     }
 
@@ -400,28 +466,65 @@ impl DecisionGate {
     /// # Errors
     /// [`Error::InvalidSpec`] listing every broken rule; [`Error::AlreadyExists`] when the id
     /// holds a different spec.
-    pub async fn define_scenario(&self, ctx: &RequestContext, spec: ScenarioSpec) -> Result<DefineResult, Error> {
+    pub async fn define_scenario(
+        &self,
+        ctx: &RequestContext,
+        spec: ScenarioSpec,
+    ) -> Result<DefineResult, Error> {
         let call = self
-            .begin(ctx, Action::ScenarioDefine, ("scenario", spec.scenario_id.to_string()), Some(&spec), Vec::new())
+            .begin(
+                ctx,
+                Action::ScenarioDefine,
+                ("scenario", spec.scenario_id.to_string()),
+                Some(&spec),
+                Vec::new(),
+            )
             .await?;
         let result = self.define_inner(ctx, spec, &call.effects).await;
         self.finish(ctx, call, result).await
     }
 
-    async fn define_inner(&self, ctx: &RequestContext, spec: ScenarioSpec, effects: &Effects) -> Result<(DefineResult, Committed), Error> {
+    async fn define_inner(
+        &self,
+        ctx: &RequestContext,
+        spec: ScenarioSpec,
+        effects: &Effects,
+    ) -> Result<(DefineResult, Committed), Error> {
         if spec.namespace_id != ctx.namespace_id {
-            return Err(Error::invalid("namespace_id", format!("spec is for namespace {}, request is for {}", spec.namespace_id, ctx.namespace_id)));
+            return Err(Error::invalid(
+                "namespace_id",
+                format!(
+                    "spec is for namespace {}, request is for {}",
+                    spec.namespace_id, ctx.namespace_id
+                ),
+            ));
         }
-        let errors = engine::validate_spec(&spec, Some(ctx.tenant_id), Some(&self.providers), &self.config.limits);
+        let errors = engine::validate_spec(
+            &spec,
+            Some(ctx.tenant_id),
+            Some(&self.providers),
+            &self.config.limits,
+        );
         if !errors.is_empty() {
             return Err(Error::InvalidSpec(errors));
         }
-        let plan = Arc::new(Plan::compile(spec.clone(), self.config.hash_algorithm).map_err(|e| Error::InvalidSpec(vec![e]))?);
-        let record = ScenarioRecord { tenant_id: ctx.tenant_id, spec, spec_hash: plan.spec_hash().clone() };
+        let plan = Arc::new(
+            Plan::compile(spec.clone(), self.config.hash_algorithm)
+                .map_err(|e| Error::InvalidSpec(vec![e]))?,
+        );
+        let record = ScenarioRecord {
+            tenant_id: ctx.tenant_id,
+            spec,
+            spec_hash: plan.spec_hash().clone(),
+        };
         let outcome = self.scenarios.put(&record, effects).await?;
         let scenario_id = record.spec.scenario_id.clone();
         self.cache_plan(ctx.tenant_id, ctx.namespace_id, &scenario_id, plan);
-        let result = DefineResult { scenario_id, spec_hash: record.spec_hash, created: outcome == PutOutcome::Created };
+        let result = DefineResult {
+            scenario_id,
+            spec_hash: record.spec_hash,
+            created: outcome == PutOutcome::Created,
+        };
         Ok((result, self.scenarios.owns_effects()))
     }
 
@@ -429,22 +532,55 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad cursor or limit.
-    pub async fn list_scenarios(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<ScenarioSummary>, Error> {
-        let call = self.begin(ctx, Action::ScenariosList, ("namespace", ctx.namespace_id.to_string()), Some(&page), Vec::new()).await?;
-        let result = self.scenarios.list(ctx.tenant_id, ctx.namespace_id, &page).await.map(|p| (p, false)).map_err(Error::from);
+    pub async fn list_scenarios(
+        &self,
+        ctx: &RequestContext,
+        page: PageRequest,
+    ) -> Result<Page<ScenarioSummary>, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenariosList,
+                ("namespace", ctx.namespace_id.to_string()),
+                Some(&page),
+                Vec::new(),
+            )
+            .await?;
+        let result = self
+            .scenarios
+            .list(ctx.tenant_id, ctx.namespace_id, &page)
+            .await
+            .map(|p| (p, false))
+            .map_err(Error::from);
         self.finish(ctx, call, result).await
     }
 
-    fn cache_plan(&self, tenant: TenantId, namespace: NamespaceId, scenario: &ScenarioId, plan: Arc<Plan>) {
+    fn cache_plan(
+        &self,
+        tenant: TenantId,
+        namespace: NamespaceId,
+        scenario: &ScenarioId,
+        plan: Arc<Plan>,
+    ) {
         if let Ok(mut plans) = self.plans.lock() {
             plans.put((tenant, namespace, scenario.clone()), plan);
         }
     }
 
     /// The compiled plan of a scenario, from the cache or the store; `expected` pins the hash.
-    async fn plan(&self, tenant: TenantId, namespace: NamespaceId, scenario_id: &ScenarioId, expected: Option<&HashDigest>) -> Result<Arc<Plan>, Error> {
+    async fn plan(
+        &self,
+        tenant: TenantId,
+        namespace: NamespaceId,
+        scenario_id: &ScenarioId,
+        expected: Option<&HashDigest>,
+    ) -> Result<Arc<Plan>, Error> {
         let key = (tenant, namespace, scenario_id.clone());
-        let cached = self.plans.lock().ok().and_then(|mut p| p.get(&key).cloned());
+        let cached = self
+            .plans
+            .lock()
+            .ok()
+            .and_then(|mut p| p.get(&key).cloned());
         if let Some(plan) = cached.filter(|p| expected.is_none_or(|h| p.spec_hash() == h)) {
             return Ok(plan);
         }
@@ -452,10 +588,17 @@ impl DecisionGate {
             .scenarios
             .get(tenant, namespace, scenario_id)
             .await?
-            .ok_or_else(|| Error::NotFound { what: "scenario", id: scenario_id.to_string() })?;
-        let plan = Plan::compile(record.spec, self.config.hash_algorithm).map_err(|e| Error::Corrupt(format!("stored scenario {scenario_id}: {e}")))?;
-        if plan.spec_hash() != &record.spec_hash || expected.is_some_and(|h| h != plan.spec_hash()) {
-            return Err(Error::Corrupt(format!("scenario {scenario_id}: spec hash does not match the stored spec")));
+            .ok_or_else(|| Error::NotFound {
+                what: "scenario",
+                id: scenario_id.to_string(),
+            })?;
+        let plan = Plan::compile(record.spec, self.config.hash_algorithm)
+            .map_err(|e| Error::Corrupt(format!("stored scenario {scenario_id}: {e}")))?;
+        if plan.spec_hash() != &record.spec_hash || expected.is_some_and(|h| h != plan.spec_hash())
+        {
+            return Err(Error::Corrupt(format!(
+                "scenario {scenario_id}: spec hash does not match the stored spec"
+            )));
         }
         let plan = Arc::new(plan);
         self.cache_plan(tenant, namespace, scenario_id, plan.clone());
@@ -471,16 +614,33 @@ impl DecisionGate {
     /// [`Error::NotFound`] for an unknown scenario, [`Error::AlreadyExists`] for a taken run id,
     /// [`Error::PermissionDenied`] when the disclosure policy refuses the first packets (nothing
     /// is stored).
-    pub async fn start_run(&self, ctx: &RequestContext, req: StartRequest) -> Result<StartResult, Error> {
+    pub async fn start_run(
+        &self,
+        ctx: &RequestContext,
+        req: StartRequest,
+    ) -> Result<StartResult, Error> {
         let call = self
-            .begin(ctx, Action::ScenarioStart, ("run", req.run_id.to_string()), Some(&req), vec![(UsageMetric::RunsStarted, 1)])
+            .begin(
+                ctx,
+                Action::ScenarioStart,
+                ("run", req.run_id.to_string()),
+                Some(&req),
+                vec![(UsageMetric::RunsStarted, 1)],
+            )
             .await?;
         let result = self.start_inner(ctx, req, &call.effects).await;
         self.finish(ctx, call, result).await
     }
 
-    async fn start_inner(&self, ctx: &RequestContext, req: StartRequest, effects: &Effects) -> Result<(StartResult, Committed), Error> {
-        let plan = self.plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None).await?;
+    async fn start_inner(
+        &self,
+        ctx: &RequestContext,
+        req: StartRequest,
+        effects: &Effects,
+    ) -> Result<(StartResult, Committed), Error> {
+        let plan = self
+            .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
+            .await?;
         let first = &plan.spec().stages[0];
         let trigger_id = TriggerId::new("init").map_err(|e| Error::Corrupt(e.to_string()))?;
         let decision_id = decision_id(1)?;
@@ -499,14 +659,22 @@ impl DecisionGate {
             self.dispatcher.as_ref(),
         )
         .await
-        .map_err(|f| if f.denied { Error::PermissionDenied(f.reason) } else { Error::Unavailable(f.reason) })?;
+        .map_err(|f| {
+            if f.denied {
+                Error::PermissionDenied(f.reason)
+            } else {
+                Error::Unavailable(f.reason)
+            }
+        })?;
         let decision = DecisionRecord {
             decision_id,
             seq: 1,
             trigger_id: trigger_id.clone(),
             stage_id: first.stage_id.clone(),
             decided_at: req.started_at,
-            outcome: DecisionOutcome::Start { stage_id: first.stage_id.clone() },
+            outcome: DecisionOutcome::Start {
+                stage_id: first.stage_id.clone(),
+            },
             correlation_id: ctx.correlation_id.clone(),
         };
         let key = Self::run_key(ctx, &req.run_id);
@@ -530,7 +698,13 @@ impl DecisionGate {
             status: RunStatus::Active,
             dispatch_targets: req.dispatch_targets,
             revision: 1,
-            counts: RunCounts { triggers: 1, decisions: 1, packets: packets.len() as u64, submissions: 0, tool_calls: 0 },
+            counts: RunCounts {
+                triggers: 1,
+                decisions: 1,
+                packets: packets.len() as u64,
+                submissions: 0,
+                tool_calls: 0,
+            },
             last_decision: decision.clone(),
         };
         let entry = JournalEntry {
@@ -544,15 +718,34 @@ impl DecisionGate {
             })),
         };
         self.runs.create(&head, &entry, effects).await?;
-        Ok((StartResult { run: head, decision, packets }, self.runs.owns_effects()))
+        Ok((
+            StartResult {
+                run: head,
+                decision,
+                packets,
+            },
+            self.runs.owns_effects(),
+        ))
     }
 
     /// An agent's request for the next decision (a trigger of kind `agent_request_next`).
     ///
     /// # Errors
     /// As [`Self::trigger`].
-    pub async fn next(&self, ctx: &RequestContext, req: NextRequest) -> Result<TriggerResult, Error> {
-        let call = self.begin(ctx, Action::ScenarioNext, ("run", req.run_id.to_string()), Some(&req), Vec::new()).await?;
+    pub async fn next(
+        &self,
+        ctx: &RequestContext,
+        req: NextRequest,
+    ) -> Result<TriggerResult, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenarioNext,
+                ("run", req.run_id.to_string()),
+                Some(&req),
+                Vec::new(),
+            )
+            .await?;
         let event = TriggerEvent {
             trigger_id: req.trigger_id,
             tenant_id: ctx.tenant_id,
@@ -564,7 +757,9 @@ impl DecisionGate {
             payload: None,
             correlation_id: ctx.correlation_id.clone(),
         };
-        let result = self.decide_trigger(ctx, &req.scenario_id, event, "scenario.next", &call.effects).await;
+        let result = self
+            .decide_trigger(ctx, &req.scenario_id, event, "scenario.next", &call.effects)
+            .await;
         self.finish(ctx, call, result).await
     }
 
@@ -576,9 +771,24 @@ impl DecisionGate {
     /// [`Error::NotFound`] for an unknown run, [`Error::InvalidInput`] when the trigger's tenant,
     /// namespace or time kind does not match the run, [`Error::TooLarge`] for an oversized
     /// payload, [`Error::Conflict`] when the run stays too busy to append.
-    pub async fn trigger(&self, ctx: &RequestContext, scenario_id: &ScenarioId, event: TriggerEvent) -> Result<TriggerResult, Error> {
-        let call = self.begin(ctx, Action::ScenarioTrigger, ("run", event.run_id.to_string()), Some(&event), Vec::new()).await?;
-        let result = self.decide_trigger(ctx, scenario_id, event, "scenario.trigger", &call.effects).await;
+    pub async fn trigger(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        event: TriggerEvent,
+    ) -> Result<TriggerResult, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenarioTrigger,
+                ("run", event.run_id.to_string()),
+                Some(&event),
+                Vec::new(),
+            )
+            .await?;
+        let result = self
+            .decide_trigger(ctx, scenario_id, event, "scenario.trigger", &call.effects)
+            .await;
         self.finish(ctx, call, result).await
     }
 
@@ -587,14 +797,29 @@ impl DecisionGate {
             .head(key)
             .await?
             .filter(|h| &h.scenario_id == scenario_id)
-            .ok_or_else(|| Error::NotFound { what: "run", id: key.run_id.to_string() })
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: key.run_id.to_string(),
+            })
     }
 
-    async fn recorded_result(&self, key: &RunKey, trigger_id: &TriggerId, status: RunStatus) -> Result<TriggerResult, Error> {
+    async fn recorded_result(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+        status: RunStatus,
+    ) -> Result<TriggerResult, Error> {
         let entry = self.runs.entry_for_trigger(key, trigger_id).await?;
         match entry.map(|e| e.body) {
-            Some(EntryBody::Trigger(t)) => Ok(TriggerResult { decision: t.decision, packets: t.packets, status }),
-            _ => Err(Error::Corrupt(format!("run {}: no entry for trigger {trigger_id}", key.run_id))),
+            Some(EntryBody::Trigger(t)) => Ok(TriggerResult {
+                decision: t.decision,
+                packets: t.packets,
+                status,
+            }),
+            _ => Err(Error::Corrupt(format!(
+                "run {}: no entry for trigger {trigger_id}",
+                key.run_id
+            ))),
         }
     }
 
@@ -607,53 +832,107 @@ impl DecisionGate {
         effects: &Effects,
     ) -> Result<(TriggerResult, Committed), Error> {
         if event.tenant_id != ctx.tenant_id || event.namespace_id != ctx.namespace_id {
-            return Err(Error::invalid("trigger.tenant_id", "the trigger's tenant and namespace must be the request's"));
+            return Err(Error::invalid(
+                "trigger.tenant_id",
+                "the trigger's tenant and namespace must be the request's",
+            ));
         }
         if let Some(payload) = &event.payload {
-            check_payload(payload, "trigger.payload", self.config.limits.max_payload_bytes)?;
+            check_payload(
+                payload,
+                "trigger.payload",
+                self.config.limits.max_payload_bytes,
+            )?;
         }
         let key = Self::run_key(ctx, &event.run_id);
         for _ in 0..MAX_APPEND_ATTEMPTS {
             let head = self.load_head(&key, scenario_id).await?;
             if head.status != RunStatus::Active {
-                return Ok((self.recorded_result(&key, &head.last_decision.trigger_id, head.status).await?, false));
+                return Ok((
+                    self.recorded_result(&key, &head.last_decision.trigger_id, head.status)
+                        .await?,
+                    false,
+                ));
             }
-            if self.runs.entry_for_trigger(&key, &event.trigger_id).await?.is_some() {
-                return Ok((self.recorded_result(&key, &event.trigger_id, head.status).await?, false));
+            if self
+                .runs
+                .entry_for_trigger(&key, &event.trigger_id)
+                .await?
+                .is_some()
+            {
+                return Ok((
+                    self.recorded_result(&key, &event.trigger_id, head.status)
+                        .await?,
+                    false,
+                ));
             }
             if event.time.kind() != head.stage_entered_at.kind() {
-                return Err(Error::invalid("time", format!("the run uses {} timestamps, the trigger sent {}", head.stage_entered_at.kind(), event.time.kind())));
+                return Err(Error::invalid(
+                    "time",
+                    format!(
+                        "the run uses {} timestamps, the trigger sent {}",
+                        head.stage_entered_at.kind(),
+                        event.time.kind()
+                    ),
+                ));
             }
             let (new_head, entry, result) = self.step(&head, &event, method).await?;
-            match self.runs.append(head.revision, &new_head, &entry, effects).await {
+            match self
+                .runs
+                .append(head.revision, &new_head, &entry, effects)
+                .await
+            {
                 Ok(()) => return Ok((result, self.runs.owns_effects())),
                 // Another call appended first: re-read and decide again (or replay).
                 Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Conflict(format!("run {} is too busy; retry the trigger", key.run_id)))
+        Err(Error::Conflict(format!(
+            "run {} is too busy; retry the trigger",
+            key.run_id
+        )))
     }
 
     /// One engine step: evidence, gates, decision, disclosure, and the entry that records them.
-    async fn step(&self, head: &RunHead, event: &TriggerEvent, method: &str) -> Result<(RunHead, JournalEntry, TriggerResult), Error> {
-        let plan = self.plan(head.key.tenant_id, head.key.namespace_id, &head.scenario_id, Some(&head.spec_hash)).await?;
-        let stage = plan
-            .stage_index(&head.current_stage_id)
-            .ok_or_else(|| Error::Corrupt(format!("run {} is in unknown stage {}", head.key.run_id, head.current_stage_id)))?;
+    async fn step(
+        &self,
+        head: &RunHead,
+        event: &TriggerEvent,
+        method: &str,
+    ) -> Result<(RunHead, JournalEntry, TriggerResult), Error> {
+        let plan = self
+            .plan(
+                head.key.tenant_id,
+                head.key.namespace_id,
+                &head.scenario_id,
+                Some(&head.spec_hash),
+            )
+            .await?;
+        let stage = plan.stage_index(&head.current_stage_id).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "run {} is in unknown stage {}",
+                head.key.run_id, head.current_stage_id
+            ))
+        })?;
         let stage_spec = &plan.spec().stages[stage];
         let timed_out = match (&stage_spec.timeout, event.kind) {
             (Some(timeout), TriggerKind::Tick) => {
                 let deadline = head
                     .stage_entered_at
                     .checked_add_millis(timeout.timeout_ms)
-                    .ok_or_else(|| Error::invalid("time", "stage deadline overflows the timestamp range"))?;
+                    .ok_or_else(|| {
+                        Error::invalid("time", "stage deadline overflows the timestamp range")
+                    })?;
                 event.time.at_or_after(deadline).unwrap_or(false)
             }
             _ => false,
         };
         let (gate_evals, verdict) = if timed_out {
-            (Vec::new(), engine::decide_timeout(&plan, stage, stage_spec.on_timeout))
+            (
+                Vec::new(),
+                engine::decide_timeout(&plan, stage, stage_spec.on_timeout),
+            )
         } else {
             let results = self.gather_evidence(&plan, stage, head, event).await;
             let outcome = plan.evaluate_stage(stage, results, &self.config, &event.trigger_id);
@@ -675,22 +954,39 @@ impl DecisionGate {
                     correlation_id: event.correlation_id.as_ref(),
                     targets: &head.dispatch_targets,
                 };
-                match engine::issue_packets(&plan, to, disclosure, self.config.hash_algorithm, self.policy.as_ref(), self.dispatcher.as_ref()).await {
+                match engine::issue_packets(
+                    &plan,
+                    to,
+                    disclosure,
+                    self.config.hash_algorithm,
+                    self.policy.as_ref(),
+                    self.dispatcher.as_ref(),
+                )
+                .await
+                {
                     Ok(issued) => {
                         packets = issued;
                         new_head.current_stage_id = to_stage.clone();
                         new_head.stage_entered_at = event.time;
-                        DecisionOutcome::Advance { from_stage: head.current_stage_id.clone(), to_stage, timeout }
+                        DecisionOutcome::Advance {
+                            from_stage: head.current_stage_id.clone(),
+                            to_stage,
+                            timeout,
+                        }
                     }
                     Err(failure) => {
                         new_head.status = RunStatus::Failed;
-                        DecisionOutcome::Fail { reason: failure.reason }
+                        DecisionOutcome::Fail {
+                            reason: failure.reason,
+                        }
                     }
                 }
             }
             Verdict::Complete => {
                 new_head.status = RunStatus::Completed;
-                DecisionOutcome::Complete { stage_id: head.current_stage_id.clone() }
+                DecisionOutcome::Complete {
+                    stage_id: head.current_stage_id.clone(),
+                }
             }
             Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
             Verdict::Fail(reason) => {
@@ -707,8 +1003,19 @@ impl DecisionGate {
             outcome,
             correlation_id: event.correlation_id.clone(),
         };
-        let result = TriggerResult { decision: decision.clone(), packets: packets.clone(), status: new_head.status };
-        let tool_call = self.tool_call(head, method, event, &result, event.time, event.correlation_id.clone())?;
+        let result = TriggerResult {
+            decision: decision.clone(),
+            packets: packets.clone(),
+            status: new_head.status,
+        };
+        let tool_call = self.tool_call(
+            head,
+            method,
+            event,
+            &result,
+            event.time,
+            event.correlation_id.clone(),
+        )?;
         new_head.revision += 1;
         new_head.counts.triggers += 1;
         new_head.counts.decisions += 1;
@@ -718,7 +1025,10 @@ impl DecisionGate {
         let entry = JournalEntry {
             revision: new_head.revision,
             body: EntryBody::Trigger(Box::new(TriggerEntry {
-                trigger: TriggerRecord { seq: new_head.counts.triggers, event: event.clone() },
+                trigger: TriggerRecord {
+                    seq: new_head.counts.triggers,
+                    event: event.clone(),
+                },
                 gate_evals,
                 decision,
                 packets,
@@ -741,8 +1051,12 @@ impl DecisionGate {
         Ok(ToolCallRecord {
             call_id: format!("call-{}", head.counts.tool_calls + 1),
             method: method.to_owned(),
-            request_hash: alg.digest_json(request).map_err(|e| Error::invalid("request", e.to_string()))?,
-            response_hash: alg.digest_json(response).map_err(|e| Error::invalid("response", e.to_string()))?,
+            request_hash: alg
+                .digest_json(request)
+                .map_err(|e| Error::invalid("request", e.to_string()))?,
+            response_hash: alg
+                .digest_json(response)
+                .map_err(|e| Error::invalid("response", e.to_string()))?,
             called_at,
             correlation_id,
             error: None,
@@ -751,7 +1065,13 @@ impl DecisionGate {
 
     /// Queries every condition of the stage once, concurrently, in the configured order; a
     /// provider failure becomes an evidence error, never a trigger failure.
-    async fn gather_evidence(&self, plan: &Plan, stage: usize, head: &RunHead, event: &TriggerEvent) -> Vec<EvidenceResult> {
+    async fn gather_evidence(
+        &self,
+        plan: &Plan,
+        stage: usize,
+        head: &RunHead,
+        event: &TriggerEvent,
+    ) -> Vec<EvidenceResult> {
         let ctx = EvidenceContext {
             tenant_id: head.key.tenant_id,
             namespace_id: head.key.namespace_id,
@@ -769,7 +1089,10 @@ impl DecisionGate {
             let query = queries[slot];
             async move {
                 let answer = match self.providers.get(&query.provider_id) {
-                    None => EvidenceResult::failed(EvidenceError::new("provider_missing", format!("provider {} is not registered", query.provider_id))),
+                    None => EvidenceResult::failed(EvidenceError::new(
+                        "provider_missing",
+                        format!("provider {} is not registered", query.provider_id),
+                    )),
                     Some(provider) => provider.query(query, ctx).await.unwrap_or_else(|e| {
                         EvidenceResult::failed(EvidenceError::new("provider_error", e.to_string()))
                     }),
@@ -781,7 +1104,10 @@ impl DecisionGate {
         for (slot, answer) in futures::future::join_all(futures).await {
             by_slot[slot] = Some(answer);
         }
-        by_slot.into_iter().map(|r| r.unwrap_or_else(|| EvidenceResult::empty(TrustLane::Verified))).collect()
+        by_slot
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| EvidenceResult::empty(TrustLane::Verified)))
+            .collect()
     }
 
     /// Attaches a submission to a run. The same id with the same content returns the recorded
@@ -789,27 +1115,63 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::TooLarge`], [`Error::Conflict`].
-    pub async fn submit(&self, ctx: &RequestContext, req: SubmitRequest) -> Result<SubmissionRecord, Error> {
-        let call = self.begin(ctx, Action::ScenarioSubmit, ("run", req.run_id.to_string()), Some(&req), Vec::new()).await?;
+    pub async fn submit(
+        &self,
+        ctx: &RequestContext,
+        req: SubmitRequest,
+    ) -> Result<SubmissionRecord, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenarioSubmit,
+                ("run", req.run_id.to_string()),
+                Some(&req),
+                Vec::new(),
+            )
+            .await?;
         let result = self.submit_inner(ctx, req, &call.effects).await;
         self.finish(ctx, call, result).await
     }
 
-    async fn submit_inner(&self, ctx: &RequestContext, req: SubmitRequest, effects: &Effects) -> Result<(SubmissionRecord, Committed), Error> {
-        check_payload(&req.payload, "payload", self.config.limits.max_payload_bytes)?;
+    async fn submit_inner(
+        &self,
+        ctx: &RequestContext,
+        req: SubmitRequest,
+        effects: &Effects,
+    ) -> Result<(SubmissionRecord, Committed), Error> {
+        check_payload(
+            &req.payload,
+            "payload",
+            self.config.limits.max_payload_bytes,
+        )?;
         let key = Self::run_key(ctx, &req.run_id);
         for _ in 0..MAX_APPEND_ATTEMPTS {
             let head = self.load_head(&key, &req.scenario_id).await?;
-            if let Some(entry) = self.runs.entry_for_submission(&key, &req.submission_id).await? {
+            if let Some(entry) = self
+                .runs
+                .entry_for_submission(&key, &req.submission_id)
+                .await?
+            {
                 let EntryBody::Submission(existing) = entry.body else {
-                    return Err(Error::Corrupt(format!("run {}: submission entry of the wrong kind", key.run_id)));
+                    return Err(Error::Corrupt(format!(
+                        "run {}: submission entry of the wrong kind",
+                        key.run_id
+                    )));
                 };
-                if existing.submission.payload == req.payload && existing.submission.content_type == req.content_type {
+                if existing.submission.payload == req.payload
+                    && existing.submission.content_type == req.content_type
+                {
                     return Ok((existing.submission, false));
                 }
-                return Err(Error::Conflict(format!("submission_id {} already holds a different payload", req.submission_id)));
+                return Err(Error::Conflict(format!(
+                    "submission_id {} already holds a different payload",
+                    req.submission_id
+                )));
             }
-            let content_hash = req.payload.content_hash(self.config.hash_algorithm).map_err(|e| Error::invalid("payload", e.to_string()))?;
+            let content_hash = req
+                .payload
+                .content_hash(self.config.hash_algorithm)
+                .map_err(|e| Error::invalid("payload", e.to_string()))?;
             let submission = SubmissionRecord {
                 submission_id: req.submission_id.clone(),
                 run_id: req.run_id.clone(),
@@ -819,30 +1181,60 @@ impl DecisionGate {
                 submitted_at: req.submitted_at,
                 correlation_id: ctx.correlation_id.clone(),
             };
-            let tool_call = self.tool_call(&head, "scenario.submit", &req, &submission, req.submitted_at, ctx.correlation_id.clone())?;
+            let tool_call = self.tool_call(
+                &head,
+                "scenario.submit",
+                &req,
+                &submission,
+                req.submitted_at,
+                ctx.correlation_id.clone(),
+            )?;
             let mut new_head = head.clone();
             new_head.revision += 1;
             new_head.counts.submissions += 1;
             new_head.counts.tool_calls += 1;
             let entry = JournalEntry {
                 revision: new_head.revision,
-                body: EntryBody::Submission(Box::new(SubmissionEntry { submission: submission.clone(), tool_call })),
+                body: EntryBody::Submission(Box::new(SubmissionEntry {
+                    submission: submission.clone(),
+                    tool_call,
+                })),
             };
-            match self.runs.append(head.revision, &new_head, &entry, effects).await {
+            match self
+                .runs
+                .append(head.revision, &new_head, &entry, effects)
+                .await
+            {
                 Ok(()) => return Ok((submission, self.runs.owns_effects())),
                 Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::Conflict(format!("run {} is too busy; retry the submission", key.run_id)))
+        Err(Error::Conflict(format!(
+            "run {} is too busy; retry the submission",
+            key.run_id
+        )))
     }
 
     /// A run's status. Read-only: it writes nothing to the run.
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub async fn status(&self, ctx: &RequestContext, scenario_id: &ScenarioId, run_id: &RunId) -> Result<RunStatusView, Error> {
-        let call = self.begin(ctx, Action::ScenarioStatus, ("run", run_id.to_string()), None::<&()>, Vec::new()).await?;
+    pub async fn status(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+    ) -> Result<RunStatusView, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenarioStatus,
+                ("run", run_id.to_string()),
+                None::<&()>,
+                Vec::new(),
+            )
+            .await?;
         let result = async {
             let key = Self::run_key(ctx, run_id);
             let head = self.load_head(&key, scenario_id).await?;
@@ -850,7 +1242,8 @@ impl DecisionGate {
             if head.counts.packets > 0 {
                 self.for_each_entry(&key, head.revision, |entry| {
                     if let EntryBody::Trigger(t) = &entry.body {
-                        issued_packet_ids.extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
+                        issued_packet_ids
+                            .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
                     }
                 })
                 .await?;
@@ -881,8 +1274,23 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::NotFound`], [`Error::InvalidInput`] for a limit outside 1..=1000.
-    pub async fn journal(&self, ctx: &RequestContext, scenario_id: &ScenarioId, run_id: &RunId, after: u64, limit: u32) -> Result<Vec<JournalEntry>, Error> {
-        let call = self.begin(ctx, Action::ScenarioStatus, ("run", run_id.to_string()), None::<&()>, Vec::new()).await?;
+    pub async fn journal(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::ScenarioStatus,
+                ("run", run_id.to_string()),
+                None::<&()>,
+                Vec::new(),
+            )
+            .await?;
         let result = async {
             PageRequest::first(limit).check()?;
             let key = Self::run_key(ctx, run_id);
@@ -893,10 +1301,18 @@ impl DecisionGate {
         self.finish(ctx, call, result).await
     }
 
-    async fn for_each_entry(&self, key: &RunKey, up_to: u64, mut f: impl FnMut(&JournalEntry)) -> Result<(), Error> {
+    async fn for_each_entry(
+        &self,
+        key: &RunKey,
+        up_to: u64,
+        mut f: impl FnMut(&JournalEntry),
+    ) -> Result<(), Error> {
         let mut after = 0;
         while after < up_to {
-            let page = self.runs.entries(key, after, crate::store::MAX_PAGE_SIZE).await?;
+            let page = self
+                .runs
+                .entries(key, after, crate::store::MAX_PAGE_SIZE)
+                .await?;
             let Some(last) = page.last() else { break };
             after = last.revision;
             page.iter().filter(|e| e.revision <= up_to).for_each(&mut f);
@@ -909,31 +1325,66 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown scenario, [`Error::InvalidInput`] for an unknown stage.
-    pub async fn precheck(&self, ctx: &RequestContext, req: PrecheckRequest) -> Result<PrecheckResult, Error> {
-        let call = self.begin(ctx, Action::Precheck, ("scenario", req.scenario_id.to_string()), Some(&req), Vec::new()).await?;
+    pub async fn precheck(
+        &self,
+        ctx: &RequestContext,
+        req: PrecheckRequest,
+    ) -> Result<PrecheckResult, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::Precheck,
+                ("scenario", req.scenario_id.to_string()),
+                Some(&req),
+                Vec::new(),
+            )
+            .await?;
         let result = async {
-            let plan = self.plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None).await?;
+            let plan = self
+                .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
+                .await?;
             let stage = match &req.stage_id {
                 None => 0,
-                Some(id) => plan.stage_index(id).ok_or_else(|| Error::invalid("stage_id", format!("unknown stage {id}")))?,
+                Some(id) => plan
+                    .stage_index(id)
+                    .ok_or_else(|| Error::invalid("stage_id", format!("unknown stage {id}")))?,
             };
             let results = plan
                 .stage_conditions(stage)
-                .map(|(id, _)| req.evidence.get(id).cloned().unwrap_or_else(|| EvidenceResult::empty(TrustLane::Asserted)).with_lane(TrustLane::Asserted))
+                .map(|(id, _)| {
+                    req.evidence
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| EvidenceResult::empty(TrustLane::Asserted))
+                        .with_lane(TrustLane::Asserted)
+                })
                 .collect();
-            let trigger_id = TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
+            let trigger_id =
+                TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
             let outcome = plan.evaluate_stage(stage, results, &self.config, &trigger_id);
             let stage_id = plan.spec().stages[stage].stage_id.clone();
             let decision = match engine::decide(&plan, stage, &outcome.statuses()) {
-                Verdict::Advance { to, timeout } => {
-                    DecisionOutcome::Advance { from_stage: stage_id, to_stage: plan.spec().stages[to].stage_id.clone(), timeout }
-                }
+                Verdict::Advance { to, timeout } => DecisionOutcome::Advance {
+                    from_stage: stage_id,
+                    to_stage: plan.spec().stages[to].stage_id.clone(),
+                    timeout,
+                },
                 Verdict::Complete => DecisionOutcome::Complete { stage_id },
                 Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
                 Verdict::Fail(reason) => DecisionOutcome::Fail { reason },
             };
-            let gate_evaluations = outcome.gate_records.into_iter().map(|r| r.evaluation).collect();
-            Ok((PrecheckResult { decision, gate_evaluations }, false))
+            let gate_evaluations = outcome
+                .gate_records
+                .into_iter()
+                .map(|r| r.evaluation)
+                .collect();
+            Ok((
+                PrecheckResult {
+                    decision,
+                    gate_evaluations,
+                },
+                false,
+            ))
         }
         .await;
         self.finish(ctx, call, result).await
@@ -947,19 +1398,43 @@ impl DecisionGate {
     /// # Errors
     /// [`Error::InvalidInput`] naming the schema problem, [`Error::TooLarge`],
     /// [`Error::AlreadyExists`].
-    pub async fn register_schema(&self, ctx: &RequestContext, record: DataShapeRecord) -> Result<DataShapeRecord, Error> {
+    pub async fn register_schema(
+        &self,
+        ctx: &RequestContext,
+        record: DataShapeRecord,
+    ) -> Result<DataShapeRecord, Error> {
         let size = serde_json::to_vec(&record.schema).map_or(0, |v| v.len() as u64);
-        let usage = vec![(UsageMetric::SchemasWritten, 1), (UsageMetric::RegistryEntries, 1), (UsageMetric::StorageBytes, size)];
+        let usage = vec![
+            (UsageMetric::SchemasWritten, 1),
+            (UsageMetric::RegistryEntries, 1),
+            (UsageMetric::StorageBytes, size),
+        ];
         let id = format!("{}@{}", record.schema_id, record.version);
-        let call = self.begin(ctx, Action::SchemasRegister, ("schema", id), Some(&record), usage).await?;
+        let call = self
+            .begin(
+                ctx,
+                Action::SchemasRegister,
+                ("schema", id),
+                Some(&record),
+                usage,
+            )
+            .await?;
         let result = async {
             if record.tenant_id != ctx.tenant_id || record.namespace_id != ctx.namespace_id {
-                return Err(Error::invalid("record.tenant_id", "the record's tenant and namespace must be the request's"));
+                return Err(Error::invalid(
+                    "record.tenant_id",
+                    "the record's tenant and namespace must be the request's",
+                ));
             }
-            crate::schema::check_data_shape(&record.schema, self.config.limits.max_schema_bytes).map_err(|e| match e {
-                crate::schema::SchemaError::TooLarge { limit, actual } => Error::TooLarge { field: "record.schema".into(), limit, actual },
-                other => Error::invalid("record.schema", other.to_string()),
-            })?;
+            crate::schema::check_data_shape(&record.schema, self.config.limits.max_schema_bytes)
+                .map_err(|e| match e {
+                    crate::schema::SchemaError::TooLarge { limit, actual } => Error::TooLarge {
+                        field: "record.schema".into(),
+                        limit,
+                        actual,
+                    },
+                    other => Error::invalid("record.schema", other.to_string()),
+                })?;
             self.schemas.register(&record, &call.effects).await?;
             Ok((record, self.schemas.owns_effects()))
         }
@@ -971,11 +1446,27 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::NotFound`].
-    pub async fn get_schema(&self, ctx: &RequestContext, schema_id: &SchemaId, version: &SchemaVersion) -> Result<DataShapeRecord, Error> {
+    pub async fn get_schema(
+        &self,
+        ctx: &RequestContext,
+        schema_id: &SchemaId,
+        version: &SchemaVersion,
+    ) -> Result<DataShapeRecord, Error> {
         let id = format!("{schema_id}@{version}");
-        let call = self.begin(ctx, Action::SchemasGet, ("schema", id.clone()), None::<&()>, Vec::new()).await?;
+        let call = self
+            .begin(
+                ctx,
+                Action::SchemasGet,
+                ("schema", id.clone()),
+                None::<&()>,
+                Vec::new(),
+            )
+            .await?;
         let result = async {
-            let record = self.schemas.get(ctx.tenant_id, ctx.namespace_id, schema_id, version).await?;
+            let record = self
+                .schemas
+                .get(ctx.tenant_id, ctx.namespace_id, schema_id, version)
+                .await?;
             Ok((record.ok_or(Error::NotFound { what: "schema", id })?, false))
         }
         .await;
@@ -986,9 +1477,26 @@ impl DecisionGate {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a bad cursor or limit.
-    pub async fn list_schemas(&self, ctx: &RequestContext, page: PageRequest) -> Result<Page<DataShapeRecord>, Error> {
-        let call = self.begin(ctx, Action::SchemasList, ("namespace", ctx.namespace_id.to_string()), Some(&page), Vec::new()).await?;
-        let result = self.schemas.list(ctx.tenant_id, ctx.namespace_id, &page).await.map(|p| (p, false)).map_err(Error::from);
+    pub async fn list_schemas(
+        &self,
+        ctx: &RequestContext,
+        page: PageRequest,
+    ) -> Result<Page<DataShapeRecord>, Error> {
+        let call = self
+            .begin(
+                ctx,
+                Action::SchemasList,
+                ("namespace", ctx.namespace_id.to_string()),
+                Some(&page),
+                Vec::new(),
+            )
+            .await?;
+        let result = self
+            .schemas
+            .list(ctx.tenant_id, ctx.namespace_id, &page)
+            .await
+            .map(|p| (p, false))
+            .map_err(Error::from);
         self.finish(ctx, call, result).await
     }
 }
@@ -999,9 +1507,15 @@ fn decision_id(seq: u64) -> Result<DecisionId, Error> {
 
 /// Refuses an inline payload over the limit.
 fn check_payload(payload: &PacketPayload, field: &str, limit: usize) -> Result<(), Error> {
-    let actual = payload.inline_size().map_err(|e| Error::invalid(field, e.to_string()))?;
+    let actual = payload
+        .inline_size()
+        .map_err(|e| Error::invalid(field, e.to_string()))?;
     if actual > limit {
-        return Err(Error::TooLarge { field: field.to_owned(), limit, actual });
+        return Err(Error::TooLarge {
+            field: field.to_owned(),
+            limit,
+            actual,
+        });
     }
     Ok(())
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 use crate::comparator::Comparator;
 use crate::evidence::{EvidenceQuery, TrustRequirement};
 use crate::hashing::{HashAlgorithm, HashDigest, HashError};
-use crate::ids::{ConditionId, GateId, NamespaceId, PacketId, PolicyId, ScenarioId, SchemaId, SpecVersion, StageId, TenantId};
+use crate::ids::{
+    ConditionId, GateId, NamespaceId, PacketId, PolicyId, ScenarioId, SchemaId, SpecVersion,
+    StageId, TenantId,
+};
 use crate::ret::{GateOutcome, Requirement};
 use crate::time::Timestamp;
 
@@ -268,6 +271,9 @@ impl ScenarioSpec {
     /// The stage with this id and its position.
     #[must_use]
     pub fn stage(&self, stage_id: &StageId) -> Option<(usize, &StageSpec)> {
-        self.stages.iter().enumerate().find(|(_, s)| &s.stage_id == stage_id)
+        self.stages
+            .iter()
+            .enumerate()
+            .find(|(_, s)| &s.stage_id == stage_id)
     }
 }

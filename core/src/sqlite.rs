@@ -14,15 +14,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::hashing::{HashAlgorithm, HashDigest};
-use crate::ids::{NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId};
+use crate::ids::{
+    NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
+};
 use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::spec::ScenarioSpec;
 use crate::store::{
-    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord, ScenarioStore, ScenarioSummary,
-    SchemaRegistry, StoreError, parse_schema_cursor, schema_cursor,
+    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, parse_schema_cursor, schema_cursor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -43,7 +47,10 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// A document and the SHA-256 of its bytes.
 fn encode<T: Serialize>(value: &T) -> Result<(String, String), StoreError> {
-    let json = serde_json::to_string(value).map_err(|e| StoreError::Invalid { field: "document", message: e.to_string() })?;
+    let json = serde_json::to_string(value).map_err(|e| StoreError::Invalid {
+        field: "document",
+        message: e.to_string(),
+    })?;
     let sha = HashAlgorithm::Sha256.digest(json.as_bytes()).value;
     Ok((json, sha))
 }
@@ -70,8 +77,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(unavailable)?;
-        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(unavailable)?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(Self { pool })
     }
 
@@ -88,13 +102,21 @@ fn limit_plus_one(page: &PageRequest) -> i64 {
 fn finish_page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_token = if more { items.last().map(cursor_of) } else { None };
+    let next_token = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
     Page { items, next_token }
 }
 
 #[async_trait]
 impl ScenarioStore for SqliteStore {
-    async fn put(&self, record: &ScenarioRecord, _effects: &Effects) -> Result<PutOutcome, StoreError> {
+    async fn put(
+        &self,
+        record: &ScenarioRecord,
+        _effects: &Effects,
+    ) -> Result<PutOutcome, StoreError> {
         let (spec_json, sha) = encode(&record.spec)?;
         let (hash_json, _) = encode(&record.spec_hash)?;
         let inserted = sqlx::query(
@@ -114,14 +136,28 @@ impl ScenarioStore for SqliteStore {
         if inserted == 1 {
             return Ok(PutOutcome::Created);
         }
-        let existing = ScenarioStore::get(self, record.tenant_id, record.spec.namespace_id, &record.spec.scenario_id).await?;
+        let existing = ScenarioStore::get(
+            self,
+            record.tenant_id,
+            record.spec.namespace_id,
+            &record.spec.scenario_id,
+        )
+        .await?;
         match existing {
             Some(e) if e.spec_hash == record.spec_hash => Ok(PutOutcome::Unchanged),
-            _ => Err(StoreError::AlreadyExists { what: "scenario", id: record.spec.scenario_id.to_string() }),
+            _ => Err(StoreError::AlreadyExists {
+                what: "scenario",
+                id: record.spec.scenario_id.to_string(),
+            }),
         }
     }
 
-    async fn get(&self, tenant_id: TenantId, namespace_id: NamespaceId, scenario_id: &ScenarioId) -> Result<Option<ScenarioRecord>, StoreError> {
+    async fn get(
+        &self,
+        tenant_id: TenantId,
+        namespace_id: NamespaceId,
+        scenario_id: &ScenarioId,
+    ) -> Result<Option<ScenarioRecord>, StoreError> {
         let row: Option<(String, String, String)> = sqlx::query_as(
             "SELECT spec_hash, spec_json, doc_sha256 FROM scenarios WHERE tenant_id = ? AND namespace_id = ? AND scenario_id = ?",
         )
@@ -131,20 +167,35 @@ impl ScenarioStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        let Some((hash_json, spec_json, sha)) = row else { return Ok(None) };
+        let Some((hash_json, spec_json, sha)) = row else {
+            return Ok(None);
+        };
         let spec: ScenarioSpec = decode("scenario", &spec_json, &sha)?;
-        let spec_hash: HashDigest = serde_json::from_str(&hash_json).map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
-        Ok(Some(ScenarioRecord { tenant_id, spec, spec_hash }))
+        let spec_hash: HashDigest = serde_json::from_str(&hash_json)
+            .map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
+        Ok(Some(ScenarioRecord {
+            tenant_id,
+            spec,
+            spec_hash,
+        }))
     }
 
-    async fn list(&self, tenant_id: TenantId, namespace_id: NamespaceId, page: &PageRequest) -> Result<Page<ScenarioSummary>, StoreError> {
+    async fn list(
+        &self,
+        tenant_id: TenantId,
+        namespace_id: NamespaceId,
+        page: &PageRequest,
+    ) -> Result<Page<ScenarioSummary>, StoreError> {
         page.check()?;
         let after = page
             .cursor
             .as_deref()
             .map(ScenarioId::from_str)
             .transpose()
-            .map_err(|_| StoreError::Invalid { field: "cursor", message: "not a cursor issued by this store".to_owned() })?;
+            .map_err(|_| StoreError::Invalid {
+                field: "cursor",
+                message: "not a cursor issued by this store".to_owned(),
+            })?;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT scenario_id, spec_hash FROM scenarios
              WHERE tenant_id = ? AND namespace_id = ? AND scenario_id > ? ORDER BY scenario_id LIMIT ?",
@@ -160,19 +211,28 @@ impl ScenarioStore for SqliteStore {
             .into_iter()
             .map(|(id, hash)| {
                 Ok(ScenarioSummary {
-                    scenario_id: ScenarioId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    scenario_id: ScenarioId::new(id)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     namespace_id,
-                    spec_hash: serde_json::from_str(&hash).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    spec_hash: serde_json::from_str(&hash)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(finish_page(items, page.limit, |s| s.scenario_id.to_string()))
+        Ok(finish_page(items, page.limit, |s| {
+            s.scenario_id.to_string()
+        }))
     }
 }
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn create(&self, head: &RunHead, first: &JournalEntry, _effects: &Effects) -> Result<(), StoreError> {
+    async fn create(
+        &self,
+        head: &RunHead,
+        first: &JournalEntry,
+        _effects: &Effects,
+    ) -> Result<(), StoreError> {
         let (head_json, head_sha) = encode(head)?;
         let (entry_json, entry_sha) = encode(first)?;
         let k = &head.key;
@@ -192,7 +252,10 @@ impl RunStore for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         if created == 0 {
-            return Err(StoreError::AlreadyExists { what: "run", id: k.run_id.to_string() });
+            return Err(StoreError::AlreadyExists {
+                what: "run",
+                id: k.run_id.to_string(),
+            });
         }
         insert_entry(&mut tx, k, first, &entry_json, &entry_sha).await?;
         tx.commit().await.map_err(unavailable)
@@ -207,12 +270,22 @@ impl RunStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("run head", &json, &sha)).transpose()
+        row.map(|(json, sha)| decode("run head", &json, &sha))
+            .transpose()
     }
 
-    async fn append(&self, expected_revision: u64, head: &RunHead, entry: &JournalEntry, _effects: &Effects) -> Result<(), StoreError> {
+    async fn append(
+        &self,
+        expected_revision: u64,
+        head: &RunHead,
+        entry: &JournalEntry,
+        _effects: &Effects,
+    ) -> Result<(), StoreError> {
         if entry.revision != expected_revision + 1 || head.revision != entry.revision {
-            return Err(StoreError::Invalid { field: "revision", message: "entry and head must be at expected_revision + 1".to_owned() });
+            return Err(StoreError::Invalid {
+                field: "revision",
+                message: "entry and head must be at expected_revision + 1".to_owned(),
+            });
         }
         let (head_json, head_sha) = encode(head)?;
         let (entry_json, entry_sha) = encode(entry)?;
@@ -235,24 +308,35 @@ impl RunStore for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         if updated == 0 {
-            let actual: Option<(i64,)> =
-                sqlx::query_as("SELECT revision FROM runs WHERE tenant_id = ? AND namespace_id = ? AND run_id = ?")
-                    .bind(k.tenant_id.as_i64())
-                    .bind(k.namespace_id.as_i64())
-                    .bind(k.run_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?;
+            let actual: Option<(i64,)> = sqlx::query_as(
+                "SELECT revision FROM runs WHERE tenant_id = ? AND namespace_id = ? AND run_id = ?",
+            )
+            .bind(k.tenant_id.as_i64())
+            .bind(k.namespace_id.as_i64())
+            .bind(k.run_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
             return Err(match actual {
-                Some((actual,)) => StoreError::RevisionConflict { expected: expected_revision, actual: actual.unsigned_abs() },
-                None => StoreError::Invalid { field: "run", message: "no such run".to_owned() },
+                Some((actual,)) => StoreError::RevisionConflict {
+                    expected: expected_revision,
+                    actual: actual.unsigned_abs(),
+                },
+                None => StoreError::Invalid {
+                    field: "run",
+                    message: "no such run".to_owned(),
+                },
             });
         }
         insert_entry(&mut tx, k, entry, &entry_json, &entry_sha).await?;
         tx.commit().await.map_err(unavailable)
     }
 
-    async fn entry_for_trigger(&self, key: &RunKey, trigger_id: &TriggerId) -> Result<Option<JournalEntry>, StoreError> {
+    async fn entry_for_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<Option<JournalEntry>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT entry_json, doc_sha256 FROM run_entries
              WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND trigger_id = ?",
@@ -264,10 +348,15 @@ impl RunStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("journal entry", &json, &sha)).transpose()
+        row.map(|(json, sha)| decode("journal entry", &json, &sha))
+            .transpose()
     }
 
-    async fn entry_for_submission(&self, key: &RunKey, submission_id: &SubmissionId) -> Result<Option<JournalEntry>, StoreError> {
+    async fn entry_for_submission(
+        &self,
+        key: &RunKey,
+        submission_id: &SubmissionId,
+    ) -> Result<Option<JournalEntry>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT entry_json, doc_sha256 FROM run_entries
              WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND submission_id = ?",
@@ -279,10 +368,16 @@ impl RunStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("journal entry", &json, &sha)).transpose()
+        row.map(|(json, sha)| decode("journal entry", &json, &sha))
+            .transpose()
     }
 
-    async fn entries(&self, key: &RunKey, after: u64, limit: u32) -> Result<Vec<JournalEntry>, StoreError> {
+    async fn entries(
+        &self,
+        key: &RunKey,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT entry_json, doc_sha256 FROM run_entries
              WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND revision > ? ORDER BY revision LIMIT ?",
@@ -295,12 +390,17 @@ impl RunStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        rows.iter().map(|(json, sha)| decode("journal entry", json, sha)).collect()
+        rows.iter()
+            .map(|(json, sha)| decode("journal entry", json, sha))
+            .collect()
     }
 }
 
 fn revision_i64(revision: u64) -> Result<i64, StoreError> {
-    i64::try_from(revision).map_err(|_| StoreError::Invalid { field: "revision", message: "out of range".to_owned() })
+    i64::try_from(revision).map_err(|_| StoreError::Invalid {
+        field: "revision",
+        message: "out of range".to_owned(),
+    })
 }
 
 async fn insert_entry(
@@ -326,18 +426,33 @@ async fn insert_entry(
     .await;
     match result {
         Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(match (entry.trigger_id(), entry.submission_id()) {
-            (Some(t), _) => StoreError::DuplicateKey { what: "trigger", id: t.to_string() },
-            (_, Some(s)) => StoreError::DuplicateKey { what: "submission", id: s.to_string() },
-            _ => StoreError::Corrupt(format!("revision {} of run {} already exists", entry.revision, key.run_id)),
-        }),
+        Err(e) if is_unique_violation(&e) => {
+            Err(match (entry.trigger_id(), entry.submission_id()) {
+                (Some(t), _) => StoreError::DuplicateKey {
+                    what: "trigger",
+                    id: t.to_string(),
+                },
+                (_, Some(s)) => StoreError::DuplicateKey {
+                    what: "submission",
+                    id: s.to_string(),
+                },
+                _ => StoreError::Corrupt(format!(
+                    "revision {} of run {} already exists",
+                    entry.revision, key.run_id
+                )),
+            })
+        }
         Err(e) => Err(unavailable(e)),
     }
 }
 
 #[async_trait]
 impl SchemaRegistry for SqliteStore {
-    async fn register(&self, record: &DataShapeRecord, _effects: &Effects) -> Result<(), StoreError> {
+    async fn register(
+        &self,
+        record: &DataShapeRecord,
+        _effects: &Effects,
+    ) -> Result<(), StoreError> {
         let (json, sha) = encode(record)?;
         let inserted = sqlx::query(
             "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, doc_sha256)
@@ -354,12 +469,21 @@ impl SchemaRegistry for SqliteStore {
         .map_err(unavailable)?
         .rows_affected();
         if inserted == 0 {
-            return Err(StoreError::AlreadyExists { what: "schema", id: format!("{}@{}", record.schema_id, record.version) });
+            return Err(StoreError::AlreadyExists {
+                what: "schema",
+                id: format!("{}@{}", record.schema_id, record.version),
+            });
         }
         Ok(())
     }
 
-    async fn get(&self, tenant_id: TenantId, namespace_id: NamespaceId, schema_id: &SchemaId, version: &SchemaVersion) -> Result<Option<DataShapeRecord>, StoreError> {
+    async fn get(
+        &self,
+        tenant_id: TenantId,
+        namespace_id: NamespaceId,
+        schema_id: &SchemaId,
+        version: &SchemaVersion,
+    ) -> Result<Option<DataShapeRecord>, StoreError> {
         let row: Option<(String, String)> = sqlx::query_as(
             "SELECT record_json, doc_sha256 FROM data_shapes
              WHERE tenant_id = ? AND namespace_id = ? AND schema_id = ? AND version = ?",
@@ -371,12 +495,23 @@ impl SchemaRegistry for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("data shape", &json, &sha)).transpose()
+        row.map(|(json, sha)| decode("data shape", &json, &sha))
+            .transpose()
     }
 
-    async fn list(&self, tenant_id: TenantId, namespace_id: NamespaceId, page: &PageRequest) -> Result<Page<DataShapeRecord>, StoreError> {
+    async fn list(
+        &self,
+        tenant_id: TenantId,
+        namespace_id: NamespaceId,
+        page: &PageRequest,
+    ) -> Result<Page<DataShapeRecord>, StoreError> {
         page.check()?;
-        let (after_id, after_version) = page.cursor.as_deref().map(parse_schema_cursor).transpose()?.unwrap_or_default();
+        let (after_id, after_version) = page
+            .cursor
+            .as_deref()
+            .map(parse_schema_cursor)
+            .transpose()?
+            .unwrap_or_default();
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT record_json, doc_sha256 FROM data_shapes
              WHERE tenant_id = ? AND namespace_id = ? AND (schema_id, version) > (?, ?)
@@ -390,7 +525,10 @@ impl SchemaRegistry for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let items = rows.iter().map(|(json, sha)| decode("data shape", json, sha)).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(|(json, sha)| decode("data shape", json, sha))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(finish_page(items, page.limit, schema_cursor))
     }
 }

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::access::{AuditEvent, UsageEvent};
 use crate::hashing::HashDigest;
-use crate::ids::{NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId};
+use crate::ids::{
+    NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
+};
 use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::spec::ScenarioSpec;
 use crate::time::Timestamp;
@@ -87,7 +89,10 @@ impl PageRequest {
     /// The first page of `limit` items.
     #[must_use]
     pub fn first(limit: u32) -> Self {
-        Self { cursor: None, limit }
+        Self {
+            cursor: None,
+            limit,
+        }
     }
 
     /// Checks the limit.
@@ -168,7 +173,11 @@ pub enum PutOutcome {
 #[async_trait]
 pub trait ScenarioStore: Send + Sync {
     /// Stores a scenario.
-    async fn put(&self, record: &ScenarioRecord, effects: &Effects) -> Result<PutOutcome, StoreError>;
+    async fn put(
+        &self,
+        record: &ScenarioRecord,
+        effects: &Effects,
+    ) -> Result<PutOutcome, StoreError>;
     /// Fetches a scenario.
     async fn get(
         &self,
@@ -213,7 +222,12 @@ pub trait ScenarioStore: Send + Sync {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     /// Creates a run with its first journal entry.
-    async fn create(&self, head: &RunHead, first: &JournalEntry, effects: &Effects) -> Result<(), StoreError>;
+    async fn create(
+        &self,
+        head: &RunHead,
+        first: &JournalEntry,
+        effects: &Effects,
+    ) -> Result<(), StoreError>;
     /// Reads a run's head.
     async fn head(&self, key: &RunKey) -> Result<Option<RunHead>, StoreError>;
     /// Appends one entry and replaces the head, if the run is still at `expected_revision`.
@@ -225,7 +239,11 @@ pub trait RunStore: Send + Sync {
         effects: &Effects,
     ) -> Result<(), StoreError>;
     /// The entry recording `trigger_id`.
-    async fn entry_for_trigger(&self, key: &RunKey, trigger_id: &TriggerId) -> Result<Option<JournalEntry>, StoreError>;
+    async fn entry_for_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<Option<JournalEntry>, StoreError>;
     /// The entry recording `submission_id`.
     async fn entry_for_submission(
         &self,
@@ -233,7 +251,12 @@ pub trait RunStore: Send + Sync {
         submission_id: &SubmissionId,
     ) -> Result<Option<JournalEntry>, StoreError>;
     /// Entries after revision `after`, ascending.
-    async fn entries(&self, key: &RunKey, after: u64, limit: u32) -> Result<Vec<JournalEntry>, StoreError>;
+    async fn entries(
+        &self,
+        key: &RunKey,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
     /// Whether writes also commit the effects (ADR 0003). Defaults to false.
     fn owns_effects(&self) -> bool {
         false
@@ -296,7 +319,8 @@ pub struct DataShapeRecord {
 #[async_trait]
 pub trait SchemaRegistry: Send + Sync {
     /// Registers a data shape.
-    async fn register(&self, record: &DataShapeRecord, effects: &Effects) -> Result<(), StoreError>;
+    async fn register(&self, record: &DataShapeRecord, effects: &Effects)
+    -> Result<(), StoreError>;
     /// Fetches a data shape.
     async fn get(
         &self,
@@ -325,8 +349,10 @@ pub(crate) fn schema_cursor(record: &DataShapeRecord) -> String {
 
 /// Parses a schema cursor.
 pub(crate) fn parse_schema_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    serde_json::from_str::<(String, String)>(cursor)
-        .map_err(|_| StoreError::Invalid { field: "cursor", message: "not a cursor issued by this store".to_owned() })
+    serde_json::from_str::<(String, String)>(cursor).map_err(|_| StoreError::Invalid {
+        field: "cursor",
+        message: "not a cursor issued by this store".to_owned(),
+    })
 }
 
 /// A runpack's key: one exported bundle of one run.
@@ -356,7 +382,12 @@ pub struct RunpackKey {
 #[async_trait]
 pub trait RunpackStore: Send + Sync {
     /// Stores one file of a runpack; returns its URI.
-    async fn put_file(&self, key: &RunpackKey, path: &str, bytes: &[u8]) -> Result<String, StoreError>;
+    async fn put_file(
+        &self,
+        key: &RunpackKey,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<String, StoreError>;
     /// Reads one file of a runpack.
     async fn get_file(&self, key: &RunpackKey, path: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Lists the files of a runpack.

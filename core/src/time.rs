@@ -7,7 +7,12 @@ use serde::{Deserialize, Serialize};
 /// A run fixes its kind when it starts; a trigger of the other kind is rejected, because the
 /// two cannot be compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "value", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    content = "value",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
 pub enum Timestamp {
     /// Milliseconds since the Unix epoch.
     UnixMillis(i64),
@@ -49,7 +54,10 @@ impl Timestamp {
     #[must_use]
     pub fn checked_add_millis(self, millis: u64) -> Option<Self> {
         match self {
-            Self::UnixMillis(t) => i64::try_from(millis).ok().and_then(|m| t.checked_add(m)).map(Self::UnixMillis),
+            Self::UnixMillis(t) => i64::try_from(millis)
+                .ok()
+                .and_then(|m| t.checked_add(m))
+                .map(Self::UnixMillis),
             Self::Logical(t) => t.checked_add(millis).map(Self::Logical),
         }
     }
@@ -72,18 +80,32 @@ mod tests {
     #[test]
     fn wire_shape_is_adjacently_tagged() {
         let t = Timestamp::Logical(5);
-        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"kind":"logical","value":5}"#);
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"kind":"logical","value":5}"#
+        );
         let u: Timestamp = serde_json::from_str(r#"{"kind":"unix_millis","value":-3}"#).unwrap();
         assert_eq!(u, Timestamp::UnixMillis(-3));
-        assert!(serde_json::from_str::<Timestamp>(r#"{"kind":"logical","value":1,"x":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Timestamp>(r#"{"kind":"logical","value":1,"x":1}"#).is_err()
+        );
     }
 
     #[test]
     fn arithmetic_and_ordering_respect_kinds() {
         assert_eq!(Timestamp::Logical(u64::MAX).checked_add_millis(1), None);
         assert_eq!(Timestamp::UnixMillis(1).checked_add_millis(u64::MAX), None);
-        assert_eq!(Timestamp::Logical(10).at_or_after(Timestamp::Logical(10)), Some(true));
-        assert_eq!(Timestamp::Logical(9).at_or_after(Timestamp::Logical(10)), Some(false));
-        assert_eq!(Timestamp::Logical(9).at_or_after(Timestamp::UnixMillis(1)), None);
+        assert_eq!(
+            Timestamp::Logical(10).at_or_after(Timestamp::Logical(10)),
+            Some(true)
+        );
+        assert_eq!(
+            Timestamp::Logical(9).at_or_after(Timestamp::Logical(10)),
+            Some(false)
+        );
+        assert_eq!(
+            Timestamp::Logical(9).at_or_after(Timestamp::UnixMillis(1)),
+            None
+        );
     }
 }

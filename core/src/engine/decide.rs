@@ -1,7 +1,10 @@
 //! Decisions: what a stage's gate outcomes (or its timeout) mean for the run, and the disclosure
 //! of the next stage's packets.
 
-use crate::disclosure::{Dispatcher, DispatchTarget, PacketEnvelope, PacketRecord, PacketVisibility, PolicyDecider, PolicyDecision};
+use crate::disclosure::{
+    DispatchTarget, Dispatcher, PacketEnvelope, PacketRecord, PacketVisibility, PolicyDecider,
+    PolicyDecision,
+};
 use crate::hashing::HashAlgorithm;
 use crate::ids::{CorrelationId, DecisionId, GateId, RunId};
 use crate::ret::{GateOutcome, TriState};
@@ -30,7 +33,12 @@ pub enum Verdict {
 }
 
 fn hold(unmet: Vec<GateId>, hint: &str) -> Verdict {
-    Verdict::Hold(SafeSummary { status: "hold".into(), unmet_gates: unmet, retry_hint: hint.into(), policy_tags: Vec::new() })
+    Verdict::Hold(SafeSummary {
+        status: "hold".into(),
+        unmet_gates: unmet,
+        retry_hint: hint.into(),
+        policy_tags: Vec::new(),
+    })
 }
 
 /// Where a passing stage goes when it does not branch: `Some(index)` or `None` to complete.
@@ -44,8 +52,14 @@ fn next_stage(plan: &Plan, stage: usize) -> Option<Option<usize>> {
 }
 
 /// The first branch rule whose gate has its named outcome.
-fn matching_rule(plan: &Plan, stage: usize, outcome_of: impl Fn(&GateId) -> TriState) -> Option<usize> {
-    let AdvanceTo::Branch { branches, .. } = &plan.spec().stages.get(stage)?.advance_to else { return None };
+fn matching_rule(
+    plan: &Plan,
+    stage: usize,
+    outcome_of: impl Fn(&GateId) -> TriState,
+) -> Option<usize> {
+    let AdvanceTo::Branch { branches, .. } = &plan.spec().stages.get(stage)?.advance_to else {
+        return None;
+    };
     branches
         .iter()
         .find(|rule| GateOutcome::from(outcome_of(&rule.gate_id)) == rule.outcome)
@@ -54,13 +68,18 @@ fn matching_rule(plan: &Plan, stage: usize, outcome_of: impl Fn(&GateId) -> TriS
 
 fn branch_default(plan: &Plan, stage: usize) -> Option<usize> {
     match &plan.spec().stages.get(stage)?.advance_to {
-        AdvanceTo::Branch { default: Some(d), .. } => plan.stage_index(d),
+        AdvanceTo::Branch {
+            default: Some(d), ..
+        } => plan.stage_index(d),
         _ => None,
     }
 }
 
 fn is_branch(plan: &Plan, stage: usize) -> bool {
-    plan.spec().stages.get(stage).is_some_and(|s| matches!(s.advance_to, AdvanceTo::Branch { .. }))
+    plan.spec()
+        .stages
+        .get(stage)
+        .is_some_and(|s| matches!(s.advance_to, AdvanceTo::Branch { .. }))
 }
 
 /// Decides a stage from its gates' statuses (in stage order).
@@ -71,9 +90,18 @@ fn is_branch(plan: &Plan, stage: usize) -> bool {
 /// and otherwise holds, naming the unmet gates.
 #[must_use]
 pub fn decide(plan: &Plan, stage: usize, statuses: &[(&GateId, TriState)]) -> Verdict {
-    let unmet: Vec<GateId> = statuses.iter().filter(|(_, s)| *s != TriState::True).map(|(g, _)| (*g).clone()).collect();
+    let unmet: Vec<GateId> = statuses
+        .iter()
+        .filter(|(_, s)| *s != TriState::True)
+        .map(|(g, _)| (*g).clone())
+        .collect();
     if is_branch(plan, stage) {
-        let outcome_of = |gate: &GateId| statuses.iter().find(|(g, _)| *g == gate).map_or(TriState::Unknown, |(_, s)| *s);
+        let outcome_of = |gate: &GateId| {
+            statuses
+                .iter()
+                .find(|(g, _)| *g == gate)
+                .map_or(TriState::Unknown, |(_, s)| *s)
+        };
         if let Some(to) = matching_rule(plan, stage, outcome_of) {
             return Verdict::Advance { to, timeout: false };
         }
@@ -107,7 +135,10 @@ pub fn decide_timeout(plan: &Plan, stage: usize, policy: TimeoutPolicy) -> Verdi
     if is_branch(plan, stage) {
         return matching_rule(plan, stage, |_| synthetic)
             .or_else(|| branch_default(plan, stage))
-            .map_or_else(|| Verdict::Fail("timeout".into()), |to| Verdict::Advance { to, timeout: true });
+            .map_or_else(
+                || Verdict::Fail("timeout".into()),
+                |to| Verdict::Advance { to, timeout: true },
+            );
     }
     match next_stage(plan, stage) {
         Some(Some(to)) => Verdict::Advance { to, timeout: true },
@@ -141,7 +172,10 @@ pub struct DisclosureFailure {
 
 impl DisclosureFailure {
     fn error(reason: String) -> Self {
-        Self { denied: false, reason }
+        Self {
+            denied: false,
+            reason,
+        }
     }
 }
 
@@ -160,10 +194,15 @@ pub async fn issue_packets(
     dispatcher: &dyn Dispatcher,
 ) -> Result<Vec<PacketRecord>, DisclosureFailure> {
     let spec = plan.spec();
-    let Some(stage_spec) = spec.stages.get(stage) else { return Ok(Vec::new()) };
+    let Some(stage_spec) = spec.stages.get(stage) else {
+        return Ok(Vec::new());
+    };
     let mut records = Vec::with_capacity(stage_spec.entry_packets.len());
     for packet in &stage_spec.entry_packets {
-        let content_hash = packet.payload.content_hash(algorithm).map_err(|e| DisclosureFailure::error(e.to_string()))?;
+        let content_hash = packet
+            .payload
+            .content_hash(algorithm)
+            .map_err(|e| DisclosureFailure::error(e.to_string()))?;
         let envelope = PacketEnvelope {
             scenario_id: spec.scenario_id.clone(),
             run_id: ctx.run_id.clone(),
@@ -172,21 +211,42 @@ pub async fn issue_packets(
             schema_id: packet.schema_id.clone(),
             content_type: packet.content_type.clone(),
             content_hash,
-            visibility: PacketVisibility { labels: packet.visibility_labels.clone(), policy_tags: packet.policy_tags.clone() },
+            visibility: PacketVisibility {
+                labels: packet.visibility_labels.clone(),
+                policy_tags: packet.policy_tags.clone(),
+            },
             expiry: packet.expiry,
             correlation_id: ctx.correlation_id.cloned(),
             issued_at: ctx.issued_at,
         };
         let mut receipts = Vec::with_capacity(ctx.targets.len());
         for target in ctx.targets {
-            match policy.decide(target, &envelope).await.map_err(|e| DisclosureFailure::error(format!("policy error: {e}")))? {
+            match policy
+                .decide(target, &envelope)
+                .await
+                .map_err(|e| DisclosureFailure::error(format!("policy error: {e}")))?
+            {
                 PolicyDecision::Permit => {}
-                PolicyDecision::Deny => return Err(DisclosureFailure { denied: true, reason: "policy denied disclosure".into() }),
+                PolicyDecision::Deny => {
+                    return Err(DisclosureFailure {
+                        denied: true,
+                        reason: "policy denied disclosure".into(),
+                    });
+                }
             }
-            let receipt = dispatcher.dispatch(target, &envelope, &packet.payload).await;
-            receipts.push(receipt.map_err(|e| DisclosureFailure::error(format!("dispatch failed: {e}")))?);
+            let receipt = dispatcher
+                .dispatch(target, &envelope, &packet.payload)
+                .await;
+            receipts.push(
+                receipt.map_err(|e| DisclosureFailure::error(format!("dispatch failed: {e}")))?,
+            );
         }
-        records.push(PacketRecord { envelope, payload: packet.payload.clone(), receipts, decision_id: ctx.decision_id.clone() });
+        records.push(PacketRecord {
+            envelope,
+            payload: packet.payload.clone(),
+            receipts,
+            decision_id: ctx.decision_id.clone(),
+        });
     }
     Ok(records)
 }

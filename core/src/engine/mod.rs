@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use decide::{DisclosureContext, DisclosureFailure, Verdict, decide, decide_timeout, issue_packets};
+pub use decide::{
+    DisclosureContext, DisclosureFailure, Verdict, decide, decide_timeout, issue_packets,
+};
 pub use plan::{Plan, StageOutcome};
 pub use validate::{SpecError, from_json_value, parse_json, validate_spec};
 
@@ -78,17 +80,26 @@ impl AnchorRequirement {
     pub fn check(&self, anchor: Option<&EvidenceAnchor>) -> Result<(), String> {
         let anchor = anchor.ok_or("missing evidence_anchor")?;
         if anchor.anchor_type != self.anchor_type {
-            return Err(format!("anchor_type mismatch: expected {} got {}", self.anchor_type, anchor.anchor_type));
+            return Err(format!(
+                "anchor_type mismatch: expected {} got {}",
+                self.anchor_type, anchor.anchor_type
+            ));
         }
-        let value: serde_json::Value =
-            serde_json::from_str(&anchor.anchor_value).map_err(|_| "anchor_value must be canonical JSON")?;
-        let fields = value.as_object().ok_or("anchor_value must be a JSON object")?;
+        let value: serde_json::Value = serde_json::from_str(&anchor.anchor_value)
+            .map_err(|_| "anchor_value must be canonical JSON")?;
+        let fields = value
+            .as_object()
+            .ok_or("anchor_value must be a JSON object")?;
         for field in &self.required_fields {
             match fields.get(field) {
                 None => return Err(format!("anchor field {field} missing")),
                 Some(serde_json::Value::String(_) | serde_json::Value::Number(_)) => {}
-                Some(serde_json::Value::Null) => return Err(format!("anchor field {field} must be set")),
-                Some(serde_json::Value::Bool(_)) => return Err(format!("anchor field {field} must be string or number")),
+                Some(serde_json::Value::Null) => {
+                    return Err(format!("anchor field {field} must be set"));
+                }
+                Some(serde_json::Value::Bool(_)) => {
+                    return Err(format!("anchor field {field} must be string or number"));
+                }
                 Some(_) => return Err(format!("anchor field {field} must be scalar")),
             }
         }
@@ -121,7 +132,9 @@ impl Default for EngineConfig {
         Self {
             logic_mode: LogicMode::Kleene,
             hash_algorithm: HashAlgorithm::Sha256,
-            trust: TrustRequirement { min_lane: TrustLane::Verified },
+            trust: TrustRequirement {
+                min_lane: TrustLane::Verified,
+            },
             provider_trust: BTreeMap::new(),
             anchor_policy: BTreeMap::new(),
             condition_order: ConditionOrder::Spec,

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::comparator::Comparison;
-use crate::evidence::{EvidenceError, EvidenceQuery, EvidenceRecord, EvidenceResult, EvidenceValue, TrustRequirement};
+use crate::evidence::{
+    EvidenceError, EvidenceQuery, EvidenceRecord, EvidenceResult, EvidenceValue, TrustRequirement,
+};
 use crate::hashing::{HashAlgorithm, HashDigest, HashError, canonical_json_limited};
 use crate::ids::{ConditionId, GateId, StageId, TriggerId};
 use crate::ret::{CompiledRequirement, TraceStep, TriState};
@@ -58,7 +60,10 @@ impl StageOutcome {
     /// Each gate's id and status, in stage order.
     #[must_use]
     pub fn statuses(&self) -> Vec<(&GateId, TriState)> {
-        self.gate_records.iter().map(|r| (&r.evaluation.gate_id, r.evaluation.status)).collect()
+        self.gate_records
+            .iter()
+            .map(|r| (&r.evaluation.gate_id, r.evaluation.status))
+            .collect()
     }
 }
 
@@ -70,8 +75,16 @@ impl Plan {
     /// # Errors
     /// A [`SpecError`] naming the unresolvable reference, or a hashing failure.
     pub fn compile(spec: ScenarioSpec, algorithm: HashAlgorithm) -> Result<Self, SpecError> {
-        let spec_hash = algorithm.digest_json(&spec).map_err(|e| SpecError { path: "$".into(), rule: e.to_string() })?;
-        let by_id: HashMap<&ConditionId, usize> = spec.conditions.iter().enumerate().map(|(i, c)| (&c.condition_id, i)).collect();
+        let spec_hash = algorithm.digest_json(&spec).map_err(|e| SpecError {
+            path: "$".into(),
+            rule: e.to_string(),
+        })?;
+        let by_id: HashMap<&ConditionId, usize> = spec
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (&c.condition_id, i))
+            .collect();
         let mut stages = Vec::with_capacity(spec.stages.len());
         for (si, stage) in spec.stages.iter().enumerate() {
             let mut conditions: Vec<ConditionPlan> = Vec::new();
@@ -93,23 +106,45 @@ impl Plan {
                     slots.insert(id.clone(), slot);
                     Some(slot)
                 };
-                let requirement = CompiledRequirement::compile(&gate.requirement, &mut slot_of).map_err(|id| SpecError {
-                    path: format!("stages[{si}].gates[{gi}].requirement"),
-                    rule: format!("unknown condition {id}"),
-                })?;
+                let requirement = CompiledRequirement::compile(&gate.requirement, &mut slot_of)
+                    .map_err(|id| SpecError {
+                        path: format!("stages[{si}].gates[{gi}].requirement"),
+                        rule: format!("unknown condition {id}"),
+                    })?;
                 let mut slots_by_id: Vec<u32> = Vec::new();
                 gate.requirement.for_each_condition(&mut |id| {
-                    if let Some(slot) = slots.get(id).copied().filter(|s| !slots_by_id.contains(s)) {
+                    if let Some(slot) = slots.get(id).copied().filter(|s| !slots_by_id.contains(s))
+                    {
                         slots_by_id.push(slot);
                     }
                 });
-                slots_by_id.sort_by(|a, b| conditions[*a as usize].id.as_str().cmp(conditions[*b as usize].id.as_str()));
-                gates.push(GatePlan { gate_id: gate.gate_id.clone(), requirement, trust: gate.trust, slots_by_id });
+                slots_by_id.sort_by(|a, b| {
+                    conditions[*a as usize]
+                        .id
+                        .as_str()
+                        .cmp(conditions[*b as usize].id.as_str())
+                });
+                gates.push(GatePlan {
+                    gate_id: gate.gate_id.clone(),
+                    requirement,
+                    trust: gate.trust,
+                    slots_by_id,
+                });
             }
             stages.push(StagePlan { conditions, gates });
         }
-        let stage_index = spec.stages.iter().enumerate().map(|(i, s)| (s.stage_id.clone(), i)).collect();
-        Ok(Self { spec: Arc::new(spec), spec_hash, stages, stage_index })
+        let stage_index = spec
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.stage_id.clone(), i))
+            .collect();
+        Ok(Self {
+            spec: Arc::new(spec),
+            spec_hash,
+            stages,
+            stage_index,
+        })
     }
 
     /// The spec.
@@ -131,19 +166,32 @@ impl Plan {
     }
 
     /// The conditions a stage's gates need, by slot.
-    pub fn stage_conditions(&self, stage: usize) -> impl Iterator<Item = (&ConditionId, &EvidenceQuery)> {
-        self.stages.get(stage).into_iter().flat_map(|s| s.conditions.iter().map(|c| (&c.id, &c.query)))
+    pub fn stage_conditions(
+        &self,
+        stage: usize,
+    ) -> impl Iterator<Item = (&ConditionId, &EvidenceQuery)> {
+        self.stages
+            .get(stage)
+            .into_iter()
+            .flat_map(|s| s.conditions.iter().map(|c| (&c.id, &c.query)))
     }
 
     /// The slots of a stage in the order their providers are queried.
     #[must_use]
     pub fn query_order(&self, stage: usize, order: ConditionOrder) -> Vec<usize> {
-        let Some(plan) = self.stages.get(stage) else { return Vec::new() };
+        let Some(plan) = self.stages.get(stage) else {
+            return Vec::new();
+        };
         let mut slots: Vec<usize> = (0..plan.conditions.len()).collect();
         if let ConditionOrder::DeterministicShuffle { seed } = order {
             let key = |slot: &usize| {
                 let id = plan.conditions[*slot].id.as_str();
-                (HashAlgorithm::Sha256.digest(format!("{seed}:{id}").as_bytes()).value, id.to_owned())
+                (
+                    HashAlgorithm::Sha256
+                        .digest(format!("{seed}:{id}").as_bytes())
+                        .value,
+                    id.to_owned(),
+                )
             };
             slots.sort_by_cached_key(key);
         }
@@ -162,7 +210,11 @@ impl Plan {
         config: &EngineConfig,
         trigger_id: &TriggerId,
     ) -> StageOutcome {
-        let Some(plan) = self.stages.get(stage) else { return StageOutcome { gate_records: Vec::new() } };
+        let Some(plan) = self.stages.get(stage) else {
+            return StageOutcome {
+                gate_records: Vec::new(),
+            };
+        };
         let mut results = results.into_iter();
         let normalised: Vec<(EvidenceResult, TriState)> = plan
             .conditions
@@ -178,8 +230,14 @@ impl Plan {
             let gate_trust = config.trust.stricter(gate.trust.unwrap_or(config.trust));
             let lane_ok = |slot: u32| {
                 let c = &plan.conditions[slot as usize];
-                let provider = config.provider_trust.get(&c.query.provider_id).copied().unwrap_or(config.trust);
-                let required = provider.stricter(c.trust.unwrap_or(provider)).stricter(gate_trust);
+                let provider = config
+                    .provider_trust
+                    .get(&c.query.provider_id)
+                    .copied()
+                    .unwrap_or(config.trust);
+                let required = provider
+                    .stricter(c.trust.unwrap_or(provider))
+                    .stricter(gate_trust);
                 (required.admits(normalised[slot as usize].0.lane), required)
             };
             let mut statuses = Cow::Borrowed(base.as_slice());
@@ -189,7 +247,9 @@ impl Plan {
                 }
             }
             trace.clear();
-            let status = gate.requirement.evaluate(&statuses, config.logic_mode, &mut trace);
+            let status = gate
+                .requirement
+                .evaluate(&statuses, config.logic_mode, &mut trace);
             let evidence = gate
                 .slots_by_id
                 .iter()
@@ -200,10 +260,17 @@ impl Plan {
                     if !ok && result.error.is_none() {
                         result.error = Some(EvidenceError::new(
                             "trust_lane",
-                            format!("evidence lane {:?} does not satisfy {:?}", result.lane, required.min_lane),
+                            format!(
+                                "evidence lane {:?} does not satisfy {:?}",
+                                result.lane, required.min_lane
+                            ),
                         ));
                     }
-                    EvidenceRecord { condition_id: plan.conditions[slot as usize].id.clone(), status: statuses[slot as usize], result }
+                    EvidenceRecord {
+                        condition_id: plan.conditions[slot as usize].id.clone(),
+                        status: statuses[slot as usize],
+                        result,
+                    }
                 })
                 .collect();
             gate_records.push(GateEvalRecord {
@@ -228,8 +295,13 @@ impl Plan {
 }
 
 /// Normalises one provider answer and applies the comparator.
-fn normalise(condition: &ConditionPlan, result: Option<EvidenceResult>, config: &EngineConfig) -> (EvidenceResult, TriState) {
-    let mut result = result.unwrap_or_else(|| EvidenceResult::empty(crate::evidence::TrustLane::Verified));
+fn normalise(
+    condition: &ConditionPlan,
+    result: Option<EvidenceResult>,
+    config: &EngineConfig,
+) -> (EvidenceResult, TriState) {
+    let mut result =
+        result.unwrap_or_else(|| EvidenceResult::empty(crate::evidence::TrustLane::Verified));
     if result.error.is_none()
         && let Some(requirement) = config.anchor_policy.get(&condition.query.provider_id)
         && let Err(message) = requirement.check(result.evidence_anchor.as_ref())
@@ -253,10 +325,16 @@ fn normalise(condition: &ConditionPlan, result: Option<EvidenceResult>, config: 
 }
 
 /// The digest of an evidence value, refusing values over the evidence limit.
-fn digest_value(value: Option<&EvidenceValue>, config: &EngineConfig) -> Result<Option<HashDigest>, EvidenceError> {
+fn digest_value(
+    value: Option<&EvidenceValue>,
+    config: &EngineConfig,
+) -> Result<Option<HashDigest>, EvidenceError> {
     let limit = config.limits.max_evidence_bytes;
     let too_large = |actual: usize| {
-        EvidenceError::new("evidence_too_large", format!("evidence value is {actual} bytes; the limit is {limit} bytes"))
+        EvidenceError::new(
+            "evidence_too_large",
+            format!("evidence value is {actual} bytes; the limit is {limit} bytes"),
+        )
     };
     match value {
         None => Ok(None),

@@ -24,7 +24,10 @@ pub struct SpecError {
 
 impl SpecError {
     fn new(path: impl Into<String>, rule: impl Into<String>) -> Self {
-        Self { path: path.into(), rule: rule.into() }
+        Self {
+            path: path.into(),
+            rule: rule.into(),
+        }
     }
 }
 
@@ -35,7 +38,13 @@ impl SpecError {
 /// A [`SpecError`] for oversized, malformed or mistyped input.
 pub fn parse_json<T: DeserializeOwned>(text: &str, max_bytes: usize) -> Result<T, SpecError> {
     if text.len() > max_bytes {
-        return Err(SpecError::new("$", format!("document is {} bytes; the limit is {max_bytes} bytes", text.len())));
+        return Err(SpecError::new(
+            "$",
+            format!(
+                "document is {} bytes; the limit is {max_bytes} bytes",
+                text.len()
+            ),
+        ));
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
@@ -81,20 +90,32 @@ pub fn validate_spec(
     if let (Some(bound), Some(tenant)) = (spec.default_tenant_id, tenant_id)
         && bound != tenant
     {
-        err("default_tenant_id".into(), format!("scenario is bound to tenant {bound}, not {tenant}"));
+        err(
+            "default_tenant_id".into(),
+            format!("scenario is bound to tenant {bound}, not {tenant}"),
+        );
     }
     if spec.stages.is_empty() {
-        err("stages".into(), "a scenario needs at least one stage".into());
+        err(
+            "stages".into(),
+            "a scenario needs at least one stage".into(),
+        );
     }
 
     let mut conditions = BTreeMap::new();
     for (i, c) in spec.conditions.iter().enumerate() {
         let path = format!("conditions[{i}]");
         if conditions.insert(&c.condition_id, i).is_some() {
-            err(format!("{path}.condition_id"), format!("duplicate condition id {}", c.condition_id));
+            err(
+                format!("{path}.condition_id"),
+                format!("duplicate condition id {}", c.condition_id),
+            );
         }
         if let Some(rule) = c.comparator.expected_type_error(c.expected.as_ref()) {
-            err(format!("{path}.expected"), format!("{rule} ({})", c.comparator.name()));
+            err(
+                format!("{path}.expected"),
+                format!("{rule} ({})", c.comparator.name()),
+            );
         }
         if let Some(registry) = providers
             && let Err((field, rule)) = registry.check_condition(&c.query, c.comparator)
@@ -111,20 +132,35 @@ pub fn validate_spec(
     for (si, stage) in spec.stages.iter().enumerate() {
         let sp = format!("stages[{si}]");
         if !seen_stages.insert(&stage.stage_id) {
-            err(format!("{sp}.stage_id"), format!("duplicate stage id {}", stage.stage_id));
+            err(
+                format!("{sp}.stage_id"),
+                format!("duplicate stage id {}", stage.stage_id),
+            );
         }
         let stage_gates: BTreeSet<&GateId> = stage.gates.iter().map(|g| &g.gate_id).collect();
         for (gi, gate) in stage.gates.iter().enumerate() {
             let gp = format!("{sp}.gates[{gi}]");
             if !seen_gates.insert(&gate.gate_id) {
-                err(format!("{gp}.gate_id"), format!("duplicate gate id {} (gate ids are unique across stages)", gate.gate_id));
+                err(
+                    format!("{gp}.gate_id"),
+                    format!(
+                        "duplicate gate id {} (gate ids are unique across stages)",
+                        gate.gate_id
+                    ),
+                );
             }
             requirement_errors.push((gp.clone(), &gate.requirement));
         }
         for (pi, packet) in stage.entry_packets.iter().enumerate() {
             let pp = format!("{sp}.entry_packets[{pi}]");
             if !seen_packets.insert(&packet.packet_id) {
-                err(format!("{pp}.packet_id"), format!("duplicate packet id {} (packet ids are unique across stages)", packet.packet_id));
+                err(
+                    format!("{pp}.packet_id"),
+                    format!(
+                        "duplicate packet id {} (packet ids are unique across stages)",
+                        packet.packet_id
+                    ),
+                );
             }
             if let Some(rule) = payload_rule(&packet.payload, limits) {
                 err(format!("{pp}.payload"), rule);
@@ -133,33 +169,62 @@ pub fn validate_spec(
         let target_missing = |id: &StageId| !stage_ids.contains(id);
         match &stage.advance_to {
             AdvanceTo::Fixed { stage_id } if target_missing(stage_id) => {
-                err(format!("{sp}.advance_to.stage_id"), format!("unknown stage {stage_id}"));
+                err(
+                    format!("{sp}.advance_to.stage_id"),
+                    format!("unknown stage {stage_id}"),
+                );
             }
             AdvanceTo::Branch { branches, default } => {
                 for (bi, rule) in branches.iter().enumerate() {
                     let bp = format!("{sp}.advance_to.branches[{bi}]");
                     if target_missing(&rule.next_stage_id) {
-                        err(format!("{bp}.next_stage_id"), format!("unknown stage {}", rule.next_stage_id));
+                        err(
+                            format!("{bp}.next_stage_id"),
+                            format!("unknown stage {}", rule.next_stage_id),
+                        );
                     }
                     if !stage_gates.contains(&rule.gate_id) {
-                        err(format!("{bp}.gate_id"), format!("gate {} is not a gate of stage {}", rule.gate_id, stage.stage_id));
+                        err(
+                            format!("{bp}.gate_id"),
+                            format!(
+                                "gate {} is not a gate of stage {}",
+                                rule.gate_id, stage.stage_id
+                            ),
+                        );
                     }
                 }
                 if let Some(d) = default.as_ref().filter(|d| target_missing(d)) {
-                    err(format!("{sp}.advance_to.default"), format!("unknown stage {d}"));
+                    err(
+                        format!("{sp}.advance_to.default"),
+                        format!("unknown stage {d}"),
+                    );
                 }
             }
             _ => {}
         }
-        if stage.on_timeout == TimeoutPolicy::AlternateBranch && !matches!(stage.advance_to, AdvanceTo::Branch { .. }) {
-            err(format!("{sp}.on_timeout"), "alternate_branch needs advance_to of kind branch".into());
+        if stage.on_timeout == TimeoutPolicy::AlternateBranch
+            && !matches!(stage.advance_to, AdvanceTo::Branch { .. })
+        {
+            err(
+                format!("{sp}.on_timeout"),
+                "alternate_branch needs advance_to of kind branch".into(),
+            );
         }
         if stage.timeout.as_ref().is_some_and(|t| t.timeout_ms == 0) {
-            err(format!("{sp}.timeout.timeout_ms"), "must be at least 1".into());
+            err(
+                format!("{sp}.timeout.timeout_ms"),
+                "must be at least 1".into(),
+            );
         }
     }
     for (gp, requirement) in requirement_errors {
-        check_requirement(requirement, &format!("{gp}.requirement"), 0, &conditions, &mut errors);
+        check_requirement(
+            requirement,
+            &format!("{gp}.requirement"),
+            0,
+            &conditions,
+            &mut errors,
+        );
     }
     errors
 }
@@ -172,30 +237,47 @@ fn check_requirement(
     errors: &mut Vec<SpecError>,
 ) {
     if depth > MAX_DEPTH {
-        errors.push(SpecError::new(path, format!("requirement tree is deeper than {MAX_DEPTH} levels")));
+        errors.push(SpecError::new(
+            path,
+            format!("requirement tree is deeper than {MAX_DEPTH} levels"),
+        ));
         return;
     }
     let children = |reqs: &[Requirement], key: &str, errors: &mut Vec<SpecError>| {
         for (i, r) in reqs.iter().enumerate() {
-            check_requirement(r, &format!("{path}.{key}[{i}]"), depth + 1, conditions, errors);
+            check_requirement(
+                r,
+                &format!("{path}.{key}[{i}]"),
+                depth + 1,
+                conditions,
+                errors,
+            );
         }
     };
     match req {
         Requirement::And(reqs) => children(reqs, "And", errors),
         Requirement::Or(reqs) => children(reqs, "Or", errors),
-        Requirement::Not(inner) => check_requirement(inner, &format!("{path}.Not"), depth + 1, conditions, errors),
+        Requirement::Not(inner) => {
+            check_requirement(inner, &format!("{path}.Not"), depth + 1, conditions, errors)
+        }
         Requirement::RequireGroup { min, reqs } => {
             if usize::from(*min) > reqs.len() {
                 errors.push(SpecError::new(
                     format!("{path}.RequireGroup.min"),
-                    format!("min {min} is more than the {} requirements in the group", reqs.len()),
+                    format!(
+                        "min {min} is more than the {} requirements in the group",
+                        reqs.len()
+                    ),
                 ));
             }
             children(reqs, "RequireGroup.reqs", errors);
         }
         Requirement::Condition(id) => {
             if !conditions.contains_key(id) {
-                errors.push(SpecError::new(format!("{path}.Condition"), format!("unknown condition {id}")));
+                errors.push(SpecError::new(
+                    format!("{path}.Condition"),
+                    format!("unknown condition {id}"),
+                ));
             }
         }
     }
@@ -204,6 +286,10 @@ fn check_requirement(
 /// The size rule for an inline payload, if it is broken.
 fn payload_rule(payload: &PacketPayload, limits: &Limits) -> Option<String> {
     let size = payload.inline_size().unwrap_or(usize::MAX);
-    (size > limits.max_payload_bytes)
-        .then(|| format!("payload is {size} bytes; the limit is {} bytes", limits.max_payload_bytes))
+    (size > limits.max_payload_bytes).then(|| {
+        format!(
+            "payload is {size} bytes; the limit is {} bytes",
+            limits.max_payload_bytes
+        )
+    })
 }

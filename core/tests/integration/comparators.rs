@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 
 /// `comparator(evidence, expected)` on JSON evidence.
 fn c(comparator: Comparator, evidence: Value, expected: Value) -> TriState {
-    compare(comparator, Some(&expected), Some(&EvidenceValue::Json(evidence)))
+    compare(
+        comparator,
+        Some(&expected),
+        Some(&EvidenceValue::Json(evidence)),
+    )
 }
 
 #[test]
@@ -19,16 +23,35 @@ fn equality_uses_decimals_for_numbers_and_structure_otherwise() {
     assert_eq!(c(Equals, json!(1000), json!(1e3)), T);
     assert_eq!(c(Equals, json!(0.015), json!(1.5e-2)), T);
     assert_eq!(c(Equals, json!(-0.0), json!(0)), T);
-    assert_eq!(c(Equals, json!(123), json!("123")), F, "strings are never numbers");
+    assert_eq!(
+        c(Equals, json!(123), json!("123")),
+        F,
+        "strings are never numbers"
+    );
     assert_eq!(c(Equals, json!(1), json!(true)), F);
     assert_eq!(c(Equals, json!(0), json!(null)), F);
     assert_eq!(c(Equals, json!(1), json!([1])), F);
     assert_eq!(c(Equals, json!(null), json!(null)), T);
     assert_eq!(c(Equals, json!("café"), json!("café")), T);
-    assert_eq!(c(NotEquals, json!(1), json!("a")), T, "a type mismatch is unequal, not unknown");
+    assert_eq!(
+        c(NotEquals, json!(1), json!("a")),
+        T,
+        "a type mismatch is unequal, not unknown"
+    );
     assert_eq!(c(NotEquals, json!(2), json!(2.0)), F);
-    assert_eq!(c(Equals, json!([1]), json!([1.0])), F, "nested numbers compare structurally");
-    assert_eq!(c(Equals, json!({"a": [1, {"b": null}]}), json!({"a": [1, {"b": null}]})), T);
+    assert_eq!(
+        c(Equals, json!([1]), json!([1.0])),
+        F,
+        "nested numbers compare structurally"
+    );
+    assert_eq!(
+        c(
+            Equals,
+            json!({"a": [1, {"b": null}]}),
+            json!({"a": [1, {"b": null}]})
+        ),
+        T
+    );
 }
 
 #[test]
@@ -41,21 +64,69 @@ fn ordering_is_exact_across_integer_and_float() {
     assert_eq!(c(LessThan, json!(-0.0), json!(0.0)), F);
     assert_eq!(c(GreaterThanOrEqual, json!(3), json!(3.0)), T);
     assert_eq!(c(LessThanOrEqual, json!(2.9999), json!(3)), T);
-    assert_eq!(c(GreaterThan, json!(9_007_199_254_740_993_u64), json!(9_007_199_254_740_992.0)), T, "integers stay exact");
+    assert_eq!(
+        c(
+            GreaterThan,
+            json!(9_007_199_254_740_993_u64),
+            json!(9_007_199_254_740_992.0)
+        ),
+        T,
+        "integers stay exact"
+    );
     // The float just below 2^64 reads as 18446744073709550000; the integer between them compares
     // against that decimal, as the reference does.
-    assert_eq!(c(LessThan, json!(18_446_744_073_709_549_600_u64), json!(18_446_744_073_709_549_568.0)), T);
+    assert_eq!(
+        c(
+            LessThan,
+            json!(18_446_744_073_709_549_600_u64),
+            json!(18_446_744_073_709_549_568.0)
+        ),
+        T
+    );
 }
 
 #[test]
 fn ordering_on_dates_and_everything_else_is_unknown() {
-    assert_eq!(c(GreaterThan, json!("2024-03-01T00:00:00Z"), json!("2024-02-29T23:59:59+00:00")), T);
-    assert_eq!(c(LessThan, json!("2024-03-01T01:00:00+02:00"), json!("2024-03-01T00:00:00Z")), T, "instants, not text");
+    assert_eq!(
+        c(
+            GreaterThan,
+            json!("2024-03-01T00:00:00Z"),
+            json!("2024-02-29T23:59:59+00:00")
+        ),
+        T
+    );
+    assert_eq!(
+        c(
+            LessThan,
+            json!("2024-03-01T01:00:00+02:00"),
+            json!("2024-03-01T00:00:00Z")
+        ),
+        T,
+        "instants, not text"
+    );
     assert_eq!(c(GreaterThan, json!("2024-03-01"), json!("2024-02-29")), T);
-    assert_eq!(c(GreaterThan, json!("2024-03-01"), json!("2024-02-29T00:00:00Z")), U, "a date and an instant do not compare");
+    assert_eq!(
+        c(
+            GreaterThan,
+            json!("2024-03-01"),
+            json!("2024-02-29T00:00:00Z")
+        ),
+        U,
+        "a date and an instant do not compare"
+    );
     assert_eq!(c(GreaterThan, json!(999999), json!("Infinity")), U);
-    assert_eq!(c(GreaterThan, json!("b"), json!("a")), U, "plain strings do not order numerically");
-    for evidence in [json!(true), json!([1]), json!({"a": 1}), json!(null), json!("2")] {
+    assert_eq!(
+        c(GreaterThan, json!("b"), json!("a")),
+        U,
+        "plain strings do not order numerically"
+    );
+    for evidence in [
+        json!(true),
+        json!([1]),
+        json!({"a": 1}),
+        json!(null),
+        json!("2"),
+    ] {
         assert_eq!(c(GreaterThan, evidence, json!(1)), U);
     }
     assert_eq!(c(LessThan, json!(1), json!(null)), U);
@@ -77,7 +148,11 @@ fn lexicographic_is_code_point_order_on_strings_only() {
 fn contains_on_strings_and_arrays() {
     assert_eq!(c(Contains, json!("haystack"), json!("")), T);
     assert_eq!(c(Contains, json!(""), json!("needle")), F);
-    assert_eq!(c(Contains, json!("Haystack"), json!("hay")), F, "case-sensitive");
+    assert_eq!(
+        c(Contains, json!("Haystack"), json!("hay")),
+        F,
+        "case-sensitive"
+    );
     assert_eq!(c(Contains, json!([1, 2, 3, 4]), json!([2, 4])), T);
     assert_eq!(c(Contains, json!([1, 2, 3]), json!([2, 4])), F);
     for evidence in [json!(1), json!(true), json!(null), json!({"a": 1})] {
@@ -102,7 +177,14 @@ fn in_set_needs_a_scalar_and_an_array() {
 
 #[test]
 fn deep_equality_on_containers_only() {
-    assert_eq!(c(DeepEquals, json!({"a": {"b": [1, 2]}}), json!({"a": {"b": [1, 2]}})), T);
+    assert_eq!(
+        c(
+            DeepEquals,
+            json!({"a": {"b": [1, 2]}}),
+            json!({"a": {"b": [1, 2]}})
+        ),
+        T
+    );
     assert_eq!(c(DeepEquals, json!([]), json!([])), T);
     assert_eq!(c(DeepEquals, json!({}), json!({})), T);
     assert_eq!(c(DeepNotEquals, json!([1]), json!([2])), T);
@@ -120,10 +202,22 @@ fn existence_and_missing_values() {
     assert_eq!(compare(Exists, None, Some(&null)), T, "null is a value");
     assert_eq!(compare(Exists, None, none), F);
     assert_eq!(compare(NotExists, None, none), T);
-    assert_eq!(compare(NotExists, Some(&json!(1)), Some(&null)), F, "expected is ignored");
+    assert_eq!(
+        compare(NotExists, Some(&json!(1)), Some(&null)),
+        F,
+        "expected is ignored"
+    );
     for comparator in Comparator::ALL.into_iter().filter(|c| c.uses_expected()) {
-        assert_eq!(compare(comparator, Some(&json!(1)), none), U, "{comparator:?} with no value");
-        assert_eq!(compare(comparator, None, Some(&EvidenceValue::Json(json!(1)))), U, "{comparator:?} with no expected");
+        assert_eq!(
+            compare(comparator, Some(&json!(1)), none),
+            U,
+            "{comparator:?} with no value"
+        );
+        assert_eq!(
+            compare(comparator, None, Some(&EvidenceValue::Json(json!(1)))),
+            U,
+            "{comparator:?} with no expected"
+        );
     }
 }
 
@@ -132,18 +226,37 @@ fn bytes_compare_exactly_and_only_for_equality() {
     let bytes = EvidenceValue::Bytes(vec![1, 2, 3]);
     assert_eq!(compare(Equals, Some(&json!([1, 2, 3])), Some(&bytes)), T);
     assert_eq!(compare(NotEquals, Some(&json!([1, 2])), Some(&bytes)), T);
-    assert_eq!(compare(Equals, Some(&json!([999])), Some(&bytes)), U, "not a byte");
+    assert_eq!(
+        compare(Equals, Some(&json!([999])), Some(&bytes)),
+        U,
+        "not a byte"
+    );
     assert_eq!(compare(Equals, Some(&json!("AQID")), Some(&bytes)), U);
     assert_eq!(compare(GreaterThan, Some(&json!([1])), Some(&bytes)), U);
     assert_eq!(compare(Exists, None, Some(&bytes)), T);
-    assert_eq!(compare(Equals, Some(&json!([])), Some(&EvidenceValue::Bytes(vec![]))), T);
+    assert_eq!(
+        compare(
+            Equals,
+            Some(&json!([])),
+            Some(&EvidenceValue::Bytes(vec![]))
+        ),
+        T
+    );
 }
 
 #[test]
 fn define_time_type_rules_match_evaluation() {
     // An expected value the type check accepts can match something; one it refuses never can.
-    assert!(GreaterThan.expected_type_error(Some(&json!("2024-01-01"))).is_none());
-    assert!(GreaterThan.expected_type_error(Some(&json!("soon"))).is_some());
+    assert!(
+        GreaterThan
+            .expected_type_error(Some(&json!("2024-01-01")))
+            .is_none()
+    );
+    assert!(
+        GreaterThan
+            .expected_type_error(Some(&json!("soon")))
+            .is_some()
+    );
     assert!(InSet.expected_type_error(Some(&json!(3))).is_some());
     assert!(Exists.expected_type_error(None).is_none());
     assert!(Equals.expected_type_error(None).is_some());

@@ -23,7 +23,11 @@ mod sqlite {
     /// the database outlives the factory.
     async fn fresh() -> Arc<SqliteStore> {
         let dir = tempfile::tempdir().expect("temp dir").keep();
-        Arc::new(SqliteStore::open(dir.join("dg.db")).await.expect("open sqlite"))
+        Arc::new(
+            SqliteStore::open(dir.join("dg.db"))
+                .await
+                .expect("open sqlite"),
+        )
     }
 
     decision_gate_core::scenario_store_conformance!(fresh);

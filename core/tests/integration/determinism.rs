@@ -25,7 +25,14 @@ fn spec(conditions: Vec<Value>) -> Value {
 }
 
 fn conditions() -> Vec<Value> {
-    vec![cond("a10", "a"), cond("a2", "b"), cond("a1", "c"), cond("b", "d"), cond("c", "e"), cond("d", "f")]
+    vec![
+        cond("a10", "a"),
+        cond("a2", "b"),
+        cond("a1", "c"),
+        cond("b", "d"),
+        cond("c", "e"),
+        cond("d", "f"),
+    ]
 }
 
 /// Drives a run through holds to completion, changing evidence between triggers.
@@ -45,7 +52,13 @@ async fn drive(gate: &DecisionGate, facts: &InMemoryEvidence, run: &str) {
 
 async fn digests_for(conditions: Vec<Value>, order: ConditionOrder) -> (String, String) {
     let facts = facts();
-    let gate = service_with(&facts, EngineConfig { condition_order: order, ..EngineConfig::default() });
+    let gate = service_with(
+        &facts,
+        EngineConfig {
+            condition_order: order,
+            ..EngineConfig::default()
+        },
+    );
     define(&gate, &spec(conditions)).await;
     drive(&gate, &facts, "r").await;
     log_digests(&journal(&gate, "s", "r").await)
@@ -59,7 +72,10 @@ async fn reordering_conditions_changes_no_decision_or_hash() {
     let mut rotated = conditions();
     rotated.rotate_left(2);
     for permutation in [reversed, rotated] {
-        assert_eq!(digests_for(permutation, ConditionOrder::Spec).await, baseline);
+        assert_eq!(
+            digests_for(permutation, ConditionOrder::Spec).await,
+            baseline
+        );
     }
 }
 
@@ -67,11 +83,21 @@ async fn reordering_conditions_changes_no_decision_or_hash() {
 async fn shuffled_query_order_gives_an_identical_journal() {
     let journal_digest = |seed: Option<u64>| async move {
         let facts = facts();
-        let order = seed.map_or(ConditionOrder::Spec, |seed| ConditionOrder::DeterministicShuffle { seed });
-        let gate = service_with(&facts, EngineConfig { condition_order: order, ..EngineConfig::default() });
+        let order = seed.map_or(ConditionOrder::Spec, |seed| {
+            ConditionOrder::DeterministicShuffle { seed }
+        });
+        let gate = service_with(
+            &facts,
+            EngineConfig {
+                condition_order: order,
+                ..EngineConfig::default()
+            },
+        );
         define(&gate, &spec(conditions())).await;
         drive(&gate, &facts, "r").await;
-        decision_gate_core::HashAlgorithm::Sha256.digest_json(&journal(&gate, "s", "r").await).unwrap()
+        decision_gate_core::HashAlgorithm::Sha256
+            .digest_json(&journal(&gate, "s", "r").await)
+            .unwrap()
     };
     let baseline = journal_digest(None).await;
     assert_eq!(journal_digest(Some(7)).await, baseline);
@@ -87,9 +113,16 @@ async fn shuffle_seeds_change_the_query_order() {
     .unwrap();
     let seven = plan.query_order(0, ConditionOrder::DeterministicShuffle { seed: 7 });
     let eleven = plan.query_order(0, ConditionOrder::DeterministicShuffle { seed: 11 });
-    assert_eq!(plan.query_order(0, ConditionOrder::DeterministicShuffle { seed: 7 }), seven, "stable per seed");
+    assert_eq!(
+        plan.query_order(0, ConditionOrder::DeterministicShuffle { seed: 7 }),
+        seven,
+        "stable per seed"
+    );
     assert_ne!(seven, eleven);
-    assert_eq!(plan.query_order(0, ConditionOrder::Spec), (0..5).collect::<Vec<_>>());
+    assert_eq!(
+        plan.query_order(0, ConditionOrder::Spec),
+        (0..5).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -99,8 +132,14 @@ async fn evidence_is_recorded_in_condition_id_byte_order() {
     define(&gate, &spec(conditions())).await;
     drive(&gate, &facts, "r").await;
     let entries = journal(&gate, "s", "r").await;
-    let decision_gate_core::run::EntryBody::Trigger(t) = &entries[1].body else { panic!() };
-    let ids: Vec<_> = t.gate_evals[0].evidence.iter().map(|e| e.condition_id.to_string()).collect();
+    let decision_gate_core::run::EntryBody::Trigger(t) = &entries[1].body else {
+        panic!()
+    };
+    let ids: Vec<_> = t.gate_evals[0]
+        .evidence
+        .iter()
+        .map(|e| e.condition_id.to_string())
+        .collect();
     assert_eq!(ids, ["a1", "a10", "a2", "b"]);
 }
 
@@ -116,7 +155,15 @@ async fn concurrent_runs_give_identical_logs() {
     }
     let steps: [(&str, Vec<(&str, Value)>); 5] = [
         ("t1", vec![]),
-        ("t2", vec![("a", json!(true)), ("b", json!(true)), ("c", json!(false)), ("d", json!(true))]),
+        (
+            "t2",
+            vec![
+                ("a", json!(true)),
+                ("b", json!(true)),
+                ("c", json!(false)),
+                ("d", json!(true)),
+            ],
+        ),
         ("t3", vec![("e", json!("x"))]),
         ("t4", vec![("f", json!(false))]),
         ("t5", vec![]),
@@ -130,7 +177,11 @@ async fn concurrent_runs_give_identical_logs() {
             .map(|run| {
                 let gate = gate.clone();
                 let run = run.clone();
-                tokio::spawn(async move { next(&gate, "s", &run, trigger, time as u64 + 1).await.unwrap() })
+                tokio::spawn(async move {
+                    next(&gate, "s", &run, trigger, time as u64 + 1)
+                        .await
+                        .unwrap()
+                })
             })
             .collect();
         for t in tasks {
@@ -143,5 +194,8 @@ async fn concurrent_runs_give_identical_logs() {
     }
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     let sequential = digests_for(conditions(), ConditionOrder::Spec).await;
-    assert_eq!(digests[0], sequential, "concurrent runs decide exactly as a lone run");
+    assert_eq!(
+        digests[0], sequential,
+        "concurrent runs decide exactly as a lone run"
+    );
 }

@@ -23,25 +23,46 @@ fn scenario() -> serde_json::Value {
     })
 }
 
-async fn sqlite_gate(path: &Path, facts: &Arc<InMemoryEvidence>) -> (DecisionGate, Arc<SqliteStore>) {
+async fn sqlite_gate(
+    path: &Path,
+    facts: &Arc<InMemoryEvidence>,
+) -> (DecisionGate, Arc<SqliteStore>) {
     let store = Arc::new(SqliteStore::open(path).await.expect("open sqlite"));
     (builder(facts).store(store.clone()).build(), store)
 }
 
 /// Checks that the run's head and journal agree: revisions 1..=head, nothing torn.
 async fn assert_consistent(store: &SqliteStore) -> u64 {
-    let key = RunKey { tenant_id: ctx().tenant_id, namespace_id: ctx().namespace_id, run_id: id("r") };
-    let head = store.head(&key).await.expect("read head").expect("the run exists");
+    let key = RunKey {
+        tenant_id: ctx().tenant_id,
+        namespace_id: ctx().namespace_id,
+        run_id: id("r"),
+    };
+    let head = store
+        .head(&key)
+        .await
+        .expect("read head")
+        .expect("the run exists");
     let mut revisions = Vec::new();
     let mut after = 0;
     loop {
-        let page = store.entries(&key, after, 1000).await.expect("read entries");
+        let page = store
+            .entries(&key, after, 1000)
+            .await
+            .expect("read entries");
         let Some(last) = page.last() else { break };
         after = last.revision;
         revisions.extend(page.iter().map(|e| e.revision));
     }
-    assert_eq!(revisions, (1..=head.revision).collect::<Vec<_>>(), "the journal is exactly revisions 1..=head");
-    assert_eq!(head.counts.triggers, head.revision, "every entry is a trigger and the head counted each");
+    assert_eq!(
+        revisions,
+        (1..=head.revision).collect::<Vec<_>>(),
+        "the journal is exactly revisions 1..=head"
+    );
+    assert_eq!(
+        head.counts.triggers, head.revision,
+        "every entry is a trigger and the head counted each"
+    );
     head.revision
 }
 
@@ -51,7 +72,9 @@ async fn assert_consistent(store: &SqliteStore) -> u64 {
 async fn sqlite_append_loop_is_consistent() {
     let child_db = std::env::var_os(CHILD_DB);
     let dir = tempfile::tempdir().unwrap();
-    let path = child_db.clone().map_or_else(|| dir.path().join("dg.db"), std::path::PathBuf::from);
+    let path = child_db
+        .clone()
+        .map_or_else(|| dir.path().join("dg.db"), std::path::PathBuf::from);
     let facts = facts();
     let (gate, store) = sqlite_gate(path.as_ref(), &facts).await;
     define(&gate, &scenario()).await;
@@ -63,7 +86,9 @@ async fn sqlite_append_loop_is_consistent() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let writer = std::process::id();
     for i in 1.. {
-        next(&gate, "s", "r", &format!("w{writer}-t{i}"), i).await.expect("trigger");
+        next(&gate, "s", "r", &format!("w{writer}-t{i}"), i)
+            .await
+            .expect("trigger");
         if child_db.is_some() {
             if Instant::now() > deadline {
                 return;
@@ -84,7 +109,11 @@ async fn sqlite_survives_a_kill_mid_append() {
     let mut last = 0;
     for round in 0..3u64 {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-            .args(["durability::sqlite_append_loop_is_consistent", "--exact", "--test-threads=1"])
+            .args([
+                "durability::sqlite_append_loop_is_consistent",
+                "--exact",
+                "--test-threads=1",
+            ])
             .env(CHILD_DB, &path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -98,9 +127,20 @@ async fn sqlite_survives_a_kill_mid_append() {
             if child.try_wait().unwrap().is_some() {
                 panic!("the writer exited before it was killed");
             }
-            let store = SqliteStore::open(&path).await.expect("open while the writer runs");
-            let key = RunKey { tenant_id: ctx().tenant_id, namespace_id: ctx().namespace_id, run_id: id("r") };
-            let revision = store.head(&key).await.ok().flatten().map_or(0, |h| h.revision);
+            let store = SqliteStore::open(&path)
+                .await
+                .expect("open while the writer runs");
+            let key = RunKey {
+                tenant_id: ctx().tenant_id,
+                namespace_id: ctx().namespace_id,
+                run_id: id("r"),
+            };
+            let revision = store
+                .head(&key)
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |h| h.revision);
             store.close().await;
             if revision > last + 20 || Instant::now() > wait_until {
                 break;
@@ -108,16 +148,23 @@ async fn sqlite_survives_a_kill_mid_append() {
         }
         child.start_kill().expect("kill the writer");
         child.wait().await.expect("reap the writer");
-        let store = SqliteStore::open(&path).await.expect("reopen after the kill");
+        let store = SqliteStore::open(&path)
+            .await
+            .expect("reopen after the kill");
         let revision = assert_consistent(&store).await;
-        assert!(revision > last, "round {round}: the writer made progress ({last} -> {revision})");
+        assert!(
+            revision > last,
+            "round {round}: the writer made progress ({last} -> {revision})"
+        );
         last = revision;
         store.close().await;
     }
     // The run goes on where it stopped.
     let facts = facts();
     let (gate, store) = sqlite_gate(&path, &facts).await;
-    next(&gate, "s", "r", "after-crash", 1_000_000).await.expect("a trigger after the crashes");
+    next(&gate, "s", "r", "after-crash", 1_000_000)
+        .await
+        .expect("a trigger after the crashes");
     assert_eq!(assert_consistent(&store).await, last + 1);
 }
 
@@ -126,28 +173,41 @@ async fn ten_thousandth_trigger(gate: &DecisionGate) {
     define(gate, &scenario()).await;
     start(gate, "s", "r").await;
     for i in 1..10_000 {
-        next(gate, "s", "r", &format!("t{i}"), i).await.expect("trigger");
+        next(gate, "s", "r", &format!("t{i}"), i)
+            .await
+            .expect("trigger");
     }
     let before = journal(gate, "s", "r").await;
     assert_eq!(before.len(), 10_000);
     let before_digest = HashAlgorithm::Sha256.digest_json(&before).unwrap();
 
-    next(gate, "s", "r", "t10000", 10_000).await.expect("the 10,000th trigger");
+    next(gate, "s", "r", "t10000", 10_000)
+        .await
+        .expect("the 10,000th trigger");
 
     let after = journal(gate, "s", "r").await;
     assert_eq!(after.len(), 10_001, "one entry appended");
-    assert_eq!(HashAlgorithm::Sha256.digest_json(&after[..10_000]).unwrap(), before_digest, "history untouched");
+    assert_eq!(
+        HashAlgorithm::Sha256.digest_json(&after[..10_000]).unwrap(),
+        before_digest,
+        "history untouched"
+    );
     let appended = &after[10_000];
     assert_eq!(appended.revision, 10_001);
     assert_eq!(appended.trigger_id().map(|t| t.as_str()), Some("t10000"));
-    let tail = gate.journal(&ctx(), &id("s"), &id("r"), 10_000, 10).await.unwrap();
+    let tail = gate
+        .journal(&ctx(), &id("s"), &id("r"), 10_000, 10)
+        .await
+        .unwrap();
     assert_eq!(tail, vec![appended.clone()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousandth_trigger_appends_one_entry_in_memory() {
     let facts = facts();
-    let gate = builder(&facts).store(Arc::new(MemoryStore::default())).build();
+    let gate = builder(&facts)
+        .store(Arc::new(MemoryStore::default()))
+        .build();
     ten_thousandth_trigger(&gate).await;
 }
 

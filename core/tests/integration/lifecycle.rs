@@ -5,18 +5,22 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use decision_gate_core::access::{Action, AuditOutcome, InMemoryUsageMeter, Principal, UsageMetric};
+use decision_gate_core::access::{
+    Action, AuditOutcome, InMemoryUsageMeter, Principal, UsageMetric,
+};
 use decision_gate_core::disclosure::StaticPolicy;
 use decision_gate_core::engine::AnchorRequirement;
-use decision_gate_core::evidence::{EvidenceContext, EvidenceQuery, EvidenceValue, TrustRequirement};
+use decision_gate_core::evidence::{
+    EvidenceContext, EvidenceQuery, EvidenceValue, TrustRequirement,
+};
 use decision_gate_core::provider::{CheckContract, ProviderContract, ProviderError};
 use decision_gate_core::run::{EntryBody, TriggerEvent, TriggerKind};
 use decision_gate_core::service::{PrecheckRequest, SubmitRequest};
 use decision_gate_core::spec::PacketPayload;
 use decision_gate_core::store::PageRequest;
 use decision_gate_core::{
-    Comparator, DecisionGate, DecisionOutcome, EngineConfig, Error, EvidenceProvider, EvidenceResult, RunStatus, TriState,
-    Timestamp, TrustLane,
+    Comparator, DecisionGate, DecisionOutcome, EngineConfig, Error, EvidenceProvider,
+    EvidenceResult, RunStatus, Timestamp, TriState, TrustLane,
 };
 use serde_json::{Value, json};
 
@@ -47,39 +51,94 @@ async fn multi_stage_advance_hold_and_complete() {
     let (gate, _) = service(&facts);
     define(&gate, &three_stages()).await;
     let started = start(&gate, "s", "r").await;
-    assert_eq!(started.decision.outcome, DecisionOutcome::Start { stage_id: id("one") });
-    assert_eq!(started.packets.len(), 1, "the first stage's packets are issued at start");
-    assert_eq!(started.packets[0].receipts.len(), 1, "one receipt per dispatch target");
+    assert_eq!(
+        started.decision.outcome,
+        DecisionOutcome::Start {
+            stage_id: id("one")
+        }
+    );
+    assert_eq!(
+        started.packets.len(),
+        1,
+        "the first stage's packets are issued at start"
+    );
+    assert_eq!(
+        started.packets[0].receipts.len(),
+        1,
+        "one receipt per dispatch target"
+    );
 
     let held = next(&gate, "s", "r", "t1", 1).await.unwrap();
-    let DecisionOutcome::Hold { summary } = &held.decision.outcome else { panic!("expected hold: {held:?}") };
+    let DecisionOutcome::Hold { summary } = &held.decision.outcome else {
+        panic!("expected hold: {held:?}")
+    };
     assert_eq!(summary.unmet_gates, vec![id("ga")]);
     assert_eq!(summary.retry_hint, "await_evidence");
     assert_eq!(held.status, RunStatus::Active);
 
     set(&facts, "a", json!(true));
     let advanced = next(&gate, "s", "r", "t2", 2).await.unwrap();
-    assert_eq!(advanced.decision.outcome, DecisionOutcome::Advance { from_stage: id("one"), to_stage: id("two"), timeout: false });
-    assert_eq!(advanced.packets.iter().map(|p| p.envelope.packet_id.to_string()).collect::<Vec<_>>(), ["p2"]);
-    assert_eq!(advanced.packets[0].envelope.content_hash, HashAlgorithm::Sha256.digest(&[1, 2, 3]));
+    assert_eq!(
+        advanced.decision.outcome,
+        DecisionOutcome::Advance {
+            from_stage: id("one"),
+            to_stage: id("two"),
+            timeout: false
+        }
+    );
+    assert_eq!(
+        advanced
+            .packets
+            .iter()
+            .map(|p| p.envelope.packet_id.to_string())
+            .collect::<Vec<_>>(),
+        ["p2"]
+    );
+    assert_eq!(
+        advanced.packets[0].envelope.content_hash,
+        HashAlgorithm::Sha256.digest(&[1, 2, 3])
+    );
 
     set(&facts, "b", json!(true));
     let into_terminal = next(&gate, "s", "r", "t3", 3).await.unwrap();
-    assert!(matches!(into_terminal.decision.outcome, DecisionOutcome::Advance { .. }));
-    assert_eq!(into_terminal.status, RunStatus::Active, "entering a terminal stage does not complete the run");
+    assert!(matches!(
+        into_terminal.decision.outcome,
+        DecisionOutcome::Advance { .. }
+    ));
+    assert_eq!(
+        into_terminal.status,
+        RunStatus::Active,
+        "entering a terminal stage does not complete the run"
+    );
     let completed = next(&gate, "s", "r", "t4", 4).await.unwrap();
-    assert_eq!(completed.decision.outcome, DecisionOutcome::Complete { stage_id: id("three") });
+    assert_eq!(
+        completed.decision.outcome,
+        DecisionOutcome::Complete {
+            stage_id: id("three")
+        }
+    );
     assert_eq!(completed.status, RunStatus::Completed);
 
     let before = journal(&gate, "s", "r").await;
     let after_end = next(&gate, "s", "r", "t5", 5).await.unwrap();
-    assert_eq!(after_end.decision, completed.decision, "a finished run answers with its final decision");
-    assert_eq!(journal(&gate, "s", "r").await, before, "and records nothing");
+    assert_eq!(
+        after_end.decision, completed.decision,
+        "a finished run answers with its final decision"
+    );
+    assert_eq!(
+        journal(&gate, "s", "r").await,
+        before,
+        "and records nothing"
+    );
 
     let status = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap();
     assert_eq!(status.issued_packet_ids, vec![id("p1"), id("p2")]);
     assert_eq!(status.revision, 5);
-    assert_eq!(journal(&gate, "s", "r").await, before, "status is read-only");
+    assert_eq!(
+        journal(&gate, "s", "r").await,
+        before,
+        "status is read-only"
+    );
 }
 
 use decision_gate_core::HashAlgorithm;
@@ -93,9 +152,13 @@ async fn hold_summary_never_contains_evidence_values() {
     set(&facts, "a", json!("top-secret-value"));
     let held = next(&gate, "s", "r", "t1", 1).await.unwrap();
     let text = serde_json::to_string(&held).unwrap();
-    assert!(matches!(held.decision.outcome, DecisionOutcome::Hold { .. }));
+    assert!(matches!(
+        held.decision.outcome,
+        DecisionOutcome::Hold { .. }
+    ));
     assert!(!text.contains("top-secret-value"), "{text}");
-    let status = serde_json::to_string(&gate.status(&ctx(), &id("s"), &id("r")).await.unwrap()).unwrap();
+    let status =
+        serde_json::to_string(&gate.status(&ctx(), &id("s"), &id("r")).await.unwrap()).unwrap();
     assert!(!status.contains("top-secret-value"), "{status}");
 }
 
@@ -126,7 +189,13 @@ async fn a_trigger_id_is_decided_once() {
         payload: None,
         correlation_id: None,
     };
-    assert_eq!(gate.trigger(&ctx(), &id("s"), event).await.unwrap().decision, first.decision);
+    assert_eq!(
+        gate.trigger(&ctx(), &id("s"), event)
+            .await
+            .unwrap()
+            .decision,
+        first.decision
+    );
     assert_eq!(journal(&gate, "s", "r").await, entries);
 }
 
@@ -147,14 +216,34 @@ async fn submissions_are_idempotent_and_conflicts_change_nothing() {
     let (gate, _) = service(&facts);
     define(&gate, &three_stages()).await;
     start(&gate, "s", "r").await;
-    let first = gate.submit(&ctx(), submit_request("sub", json!({"v": 1}))).await.unwrap();
-    assert_eq!(first.content_hash, HashAlgorithm::Sha256.digest_json(&json!({"v": 1})).unwrap());
+    let first = gate
+        .submit(&ctx(), submit_request("sub", json!({"v": 1})))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.content_hash,
+        HashAlgorithm::Sha256.digest_json(&json!({"v": 1})).unwrap()
+    );
     let entries = journal(&gate, "s", "r").await;
     assert_eq!(entries.len(), 2);
-    assert_eq!(gate.submit(&ctx(), submit_request("sub", json!({"v": 1}))).await.unwrap(), first);
-    let conflict = gate.submit(&ctx(), submit_request("sub", json!({"v": 2}))).await;
-    assert!(matches!(conflict, Err(Error::Conflict(ref m)) if m.contains("sub")), "{conflict:?}");
-    assert_eq!(journal(&gate, "s", "r").await, entries, "neither the replay nor the conflict is recorded");
+    assert_eq!(
+        gate.submit(&ctx(), submit_request("sub", json!({"v": 1})))
+            .await
+            .unwrap(),
+        first
+    );
+    let conflict = gate
+        .submit(&ctx(), submit_request("sub", json!({"v": 2})))
+        .await;
+    assert!(
+        matches!(conflict, Err(Error::Conflict(ref m)) if m.contains("sub")),
+        "{conflict:?}"
+    );
+    assert_eq!(
+        journal(&gate, "s", "r").await,
+        entries,
+        "neither the replay nor the conflict is recorded"
+    );
 }
 
 /// One stage with a 5-tick timeout and the given policy, branching when asked.
@@ -177,7 +266,11 @@ fn timed(policy: &str, branch: bool) -> Value {
     })
 }
 
-async fn tick(gate: &DecisionGate, trigger: &str, time: Timestamp) -> Result<decision_gate_core::TriggerResult, Error> {
+async fn tick(
+    gate: &DecisionGate,
+    trigger: &str,
+    time: Timestamp,
+) -> Result<decision_gate_core::TriggerResult, Error> {
     let event = TriggerEvent {
         trigger_id: id(trigger),
         tenant_id: ctx().tenant_id,
@@ -199,14 +292,30 @@ async fn timeout_fail() {
     define(&gate, &timed("fail", false)).await;
     start(&gate, "s", "r").await;
     let early = tick(&gate, "early", Timestamp::Logical(4)).await.unwrap();
-    assert!(matches!(early.decision.outcome, DecisionOutcome::Hold { .. }), "a tick before the deadline evaluates");
+    assert!(
+        matches!(early.decision.outcome, DecisionOutcome::Hold { .. }),
+        "a tick before the deadline evaluates"
+    );
     let late_agent = next(&gate, "s", "r", "agent", 50).await.unwrap();
-    assert!(matches!(late_agent.decision.outcome, DecisionOutcome::Hold { .. }), "only ticks apply timeouts");
-    let timed_out = tick(&gate, "deadline", Timestamp::Logical(5)).await.unwrap();
-    assert_eq!(timed_out.decision.outcome, DecisionOutcome::Fail { reason: "timeout".into() }, "the deadline is inclusive");
+    assert!(
+        matches!(late_agent.decision.outcome, DecisionOutcome::Hold { .. }),
+        "only ticks apply timeouts"
+    );
+    let timed_out = tick(&gate, "deadline", Timestamp::Logical(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        timed_out.decision.outcome,
+        DecisionOutcome::Fail {
+            reason: "timeout".into()
+        },
+        "the deadline is inclusive"
+    );
     assert_eq!(timed_out.status, RunStatus::Failed);
     let last = journal(&gate, "s", "r").await.pop().unwrap();
-    let EntryBody::Trigger(t) = last.body else { panic!() };
+    let EntryBody::Trigger(t) = last.body else {
+        panic!()
+    };
     assert!(t.gate_evals.is_empty(), "a timeout skips gate evaluation");
 }
 
@@ -217,8 +326,19 @@ async fn timeout_advance_with_flag() {
     define(&gate, &timed("advance_with_flag", false)).await;
     start(&gate, "s", "r").await;
     let moved = tick(&gate, "t", Timestamp::Logical(10)).await.unwrap();
-    assert_eq!(moved.decision.outcome, DecisionOutcome::Advance { from_stage: id("wait"), to_stage: id("done"), timeout: true });
-    assert_eq!(moved.packets.len(), 1, "the next stage's packets are issued");
+    assert_eq!(
+        moved.decision.outcome,
+        DecisionOutcome::Advance {
+            from_stage: id("wait"),
+            to_stage: id("done"),
+            timeout: true
+        }
+    );
+    assert_eq!(
+        moved.packets.len(),
+        1,
+        "the next stage's packets are issued"
+    );
     let status = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap();
     assert_eq!(status.current_stage_id, id("done"));
 }
@@ -230,7 +350,14 @@ async fn timeout_alternate_branch_routes_through_unknown() {
     define(&gate, &timed("alternate_branch", true)).await;
     start(&gate, "s", "r").await;
     let moved = tick(&gate, "t", Timestamp::Logical(10)).await.unwrap();
-    assert_eq!(moved.decision.outcome, DecisionOutcome::Advance { from_stage: id("wait"), to_stage: id("late"), timeout: true });
+    assert_eq!(
+        moved.decision.outcome,
+        DecisionOutcome::Advance {
+            from_stage: id("wait"),
+            to_stage: id("late"),
+            timeout: true
+        }
+    );
 }
 
 #[tokio::test]
@@ -240,8 +367,13 @@ async fn trigger_time_kind_must_match_the_run() {
     define(&gate, &timed("fail", false)).await;
     start(&gate, "s", "r").await;
     let before = journal(&gate, "s", "r").await;
-    let err = tick(&gate, "t", Timestamp::UnixMillis(10)).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidInput { field, message } if field == "time" && message.contains("logical")), "{err}");
+    let err = tick(&gate, "t", Timestamp::UnixMillis(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, message } if field == "time" && message.contains("logical")),
+        "{err}"
+    );
     assert_eq!(journal(&gate, "s", "r").await, before);
 }
 
@@ -264,7 +396,11 @@ fn branching() -> Value {
 
 #[tokio::test]
 async fn branches_route_on_true_false_and_unknown() {
-    for (value, target) in [(Some(json!(true)), "when-true"), (Some(json!(false)), "when-false"), (None, "when-unknown")] {
+    for (value, target) in [
+        (Some(json!(true)), "when-true"),
+        (Some(json!(false)), "when-false"),
+        (None, "when-unknown"),
+    ] {
         let facts = facts();
         let (gate, _) = service(&facts);
         define(&gate, &branching()).await;
@@ -273,7 +409,14 @@ async fn branches_route_on_true_false_and_unknown() {
             set(&facts, "a", v);
         }
         let moved = next(&gate, "s", "r", "t", 1).await.unwrap();
-        assert_eq!(moved.decision.outcome, DecisionOutcome::Advance { from_stage: id("fork"), to_stage: id(target), timeout: false });
+        assert_eq!(
+            moved.decision.outcome,
+            DecisionOutcome::Advance {
+                from_stage: id("fork"),
+                to_stage: id(target),
+                timeout: false
+            }
+        );
     }
 }
 
@@ -298,10 +441,19 @@ async fn first_matching_branch_wins_and_no_match_without_default_holds() {
     define(&gate, &spec).await;
     start(&gate, "s", "r").await;
     let held = next(&gate, "s", "r", "t0", 1).await.unwrap();
-    assert!(matches!(&held.decision.outcome, DecisionOutcome::Hold { summary } if summary.retry_hint == "await_evidence"));
+    assert!(
+        matches!(&held.decision.outcome, DecisionOutcome::Hold { summary } if summary.retry_hint == "await_evidence")
+    );
     set(&facts, "a", json!(true));
     let moved = next(&gate, "s", "r", "t1", 2).await.unwrap();
-    assert_eq!(moved.decision.outcome, DecisionOutcome::Advance { from_stage: id("fork"), to_stage: id("first"), timeout: false });
+    assert_eq!(
+        moved.decision.outcome,
+        DecisionOutcome::Advance {
+            from_stage: id("fork"),
+            to_stage: id("first"),
+            timeout: false
+        }
+    );
 }
 
 #[tokio::test]
@@ -324,19 +476,33 @@ async fn a_denied_disclosure_fails_the_run_with_no_packets() {
     start(&gate, "s", "r").await;
     set(&facts, "a", json!(true));
     let failed = next(&gate, "s", "r", "t1", 1).await.unwrap();
-    assert_eq!(failed.decision.outcome, DecisionOutcome::Fail { reason: "policy denied disclosure".into() });
+    assert_eq!(
+        failed.decision.outcome,
+        DecisionOutcome::Fail {
+            reason: "policy denied disclosure".into()
+        }
+    );
     assert!(failed.packets.is_empty());
     assert_eq!(failed.status, RunStatus::Failed);
     let status = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap();
-    assert_eq!(status.issued_packet_ids, vec![id("p1")], "nothing of the denied stage was issued");
+    assert_eq!(
+        status.issued_packet_ids,
+        vec![id("p1")],
+        "nothing of the denied stage was issued"
+    );
 }
 
 #[tokio::test]
 async fn a_denied_first_disclosure_refuses_the_start_and_stores_nothing() {
     let facts = facts();
-    let gate = builder(&facts).policy(Arc::new(StaticPolicy::deny_all())).build();
+    let gate = builder(&facts)
+        .policy(Arc::new(StaticPolicy::deny_all()))
+        .build();
     define(&gate, &three_stages()).await;
-    let err = gate.start_run(&ctx(), start_request("s", "r")).await.unwrap_err();
+    let err = gate
+        .start_run(&ctx(), start_request("s", "r"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "permission_denied", "{err}");
     let missing = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap_err();
     assert_eq!(missing.kind(), "not_found");
@@ -350,46 +516,102 @@ fn one_gate(requirement: Value, conditions: Vec<Value>) -> Value {
     })
 }
 
-fn last_gate_records(entries: &[decision_gate_core::run::JournalEntry]) -> Vec<decision_gate_core::run::GateEvalRecord> {
-    let EntryBody::Trigger(t) = &entries.last().unwrap().body else { panic!("last entry is a trigger") };
+fn last_gate_records(
+    entries: &[decision_gate_core::run::JournalEntry],
+) -> Vec<decision_gate_core::run::GateEvalRecord> {
+    let EntryBody::Trigger(t) = &entries.last().unwrap().body else {
+        panic!("last entry is a trigger")
+    };
     t.gate_evals.clone()
 }
 
 #[tokio::test]
 async fn trust_lanes_only_tighten() {
     let facts = facts();
-    facts.set(&id("a"), EvidenceResult::json(json!(true)).with_lane(TrustLane::Asserted));
+    facts.set(
+        &id("a"),
+        EvidenceResult::json(json!(true)).with_lane(TrustLane::Asserted),
+    );
     // Global verified: asserted evidence is unknown, with a trust_lane error, value kept.
     let (gate, _) = service(&facts);
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
     next(&gate, "s", "r", "t", 1).await.unwrap();
     let records = last_gate_records(&journal(&gate, "s", "r").await);
     let evidence = &records[0].evidence[0];
     assert_eq!(evidence.status, TriState::Unknown);
-    assert_eq!(evidence.result.error.as_ref().map(|e| e.code.as_str()), Some("trust_lane"));
-    assert!(evidence.result.value.is_some(), "a trust failure keeps the value");
+    assert_eq!(
+        evidence.result.error.as_ref().map(|e| e.code.as_str()),
+        Some("trust_lane")
+    );
+    assert!(
+        evidence.result.value.is_some(),
+        "a trust failure keeps the value"
+    );
 
     // A provider override of `asserted` cannot relax a global `verified`.
     let mut relaxed = EngineConfig::default();
-    relaxed.provider_trust.insert(id("facts"), TrustRequirement { min_lane: TrustLane::Asserted });
+    relaxed.provider_trust.insert(
+        id("facts"),
+        TrustRequirement {
+            min_lane: TrustLane::Asserted,
+        },
+    );
     let gate = service_with(&facts, relaxed);
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
-    assert!(matches!(next(&gate, "s", "r", "t", 1).await.unwrap().decision.outcome, DecisionOutcome::Hold { .. }));
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Hold { .. }
+    ));
 
     // Global asserted admits it; a gate requiring verified tightens it again.
-    let permissive = EngineConfig { trust: TrustRequirement { min_lane: TrustLane::Asserted }, ..EngineConfig::default() };
+    let permissive = EngineConfig {
+        trust: TrustRequirement {
+            min_lane: TrustLane::Asserted,
+        },
+        ..EngineConfig::default()
+    };
     let gate = service_with(&facts, permissive.clone());
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
-    assert!(matches!(next(&gate, "s", "r", "t", 1).await.unwrap().decision.outcome, DecisionOutcome::Complete { .. }));
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Complete { .. }
+    ));
     let gate = service_with(&facts, permissive);
     let mut strict_gate = one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]);
     strict_gate["stages"][0]["gates"][0]["trust"] = json!({"min_lane": "verified"});
     define(&gate, &strict_gate).await;
     start(&gate, "s", "r").await;
-    assert!(matches!(next(&gate, "s", "r", "t", 1).await.unwrap().decision.outcome, DecisionOutcome::Hold { .. }));
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Hold { .. }
+    ));
 }
 
 /// A provider that records the order of its queries and fails on check `h`.
@@ -410,7 +632,11 @@ impl Recording {
             })
             .to_vec();
         Arc::new(Self {
-            contract: ProviderContract { provider_id: id("rec"), description: "records calls".into(), checks },
+            contract: ProviderContract {
+                provider_id: id("rec"),
+                description: "records calls".into(),
+                checks,
+            },
             calls: Mutex::new(Vec::new()),
         })
     }
@@ -422,8 +648,15 @@ impl EvidenceProvider for Recording {
         &self.contract
     }
 
-    async fn query(&self, query: &EvidenceQuery, ctx: &EvidenceContext) -> Result<EvidenceResult, ProviderError> {
-        self.calls.lock().unwrap().push((query.check_id.to_string(), ctx.clone()));
+    async fn query(
+        &self,
+        query: &EvidenceQuery,
+        ctx: &EvidenceContext,
+    ) -> Result<EvidenceResult, ProviderError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((query.check_id.to_string(), ctx.clone()));
         if query.check_id.as_str() == "h" {
             return Err(ProviderError("provider unavailable".into()));
         }
@@ -438,7 +671,10 @@ fn rec_cond(name: &str, check: &str) -> Value {
 #[tokio::test]
 async fn every_condition_is_queried_once_in_tree_order_and_failures_stay_local() {
     let rec = Recording::new();
-    let gate = DecisionGate::builder().provider(rec.clone()).unwrap().build();
+    let gate = DecisionGate::builder()
+        .provider(rec.clone())
+        .unwrap()
+        .build();
     let spec = json!({
         "scenario_id": "s", "namespace_id": 1, "spec_version": "1",
         "stages": [{"stage_id": "only", "gates": [
@@ -451,12 +687,30 @@ async fn every_condition_is_queried_once_in_tree_order_and_failures_stay_local()
     start(&gate, "s", "r").await;
     let decided = next(&gate, "s", "r", "t", 3).await.unwrap();
     let calls = rec.calls.lock().unwrap().clone();
-    assert_eq!(calls.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["b", "a", "h"], "tree order, each once");
+    assert_eq!(
+        calls.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+        ["b", "a", "h"],
+        "tree order, each once"
+    );
     let ctx = &calls[0].1;
-    assert_eq!((ctx.trigger_id.as_str(), ctx.stage_id.as_str(), ctx.trigger_time), ("t", "only", Timestamp::Logical(3)));
-    assert!(matches!(decided.decision.outcome, DecisionOutcome::Complete { .. }), "Or(T, U) is true");
+    assert_eq!(
+        (
+            ctx.trigger_id.as_str(),
+            ctx.stage_id.as_str(),
+            ctx.trigger_time
+        ),
+        ("t", "only", Timestamp::Logical(3))
+    );
+    assert!(
+        matches!(decided.decision.outcome, DecisionOutcome::Complete { .. }),
+        "Or(T, U) is true"
+    );
     let records = last_gate_records(&journal(&gate, "s", "r").await);
-    let failed = records[1].evidence.iter().find(|e| e.condition_id.as_str() == "ch").unwrap();
+    let failed = records[1]
+        .evidence
+        .iter()
+        .find(|e| e.condition_id.as_str() == "ch")
+        .unwrap();
     assert_eq!(failed.status, TriState::Unknown);
     let error = failed.result.error.as_ref().unwrap();
     assert_eq!(error.code, "provider_error");
@@ -467,17 +721,34 @@ async fn every_condition_is_queried_once_in_tree_order_and_failures_stay_local()
 #[tokio::test]
 async fn oversized_evidence_is_unknown_and_the_trigger_is_still_recorded() {
     let facts = facts();
-    let config = EngineConfig { limits: decision_gate_core::Limits { max_evidence_bytes: 16, ..Default::default() }, ..EngineConfig::default() };
+    let config = EngineConfig {
+        limits: decision_gate_core::Limits {
+            max_evidence_bytes: 16,
+            ..Default::default()
+        },
+        ..EngineConfig::default()
+    };
     let gate = service_with(&facts, config);
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
     set(&facts, "a", json!("a string well over sixteen bytes"));
     let held = next(&gate, "s", "r", "t", 1).await.unwrap();
-    assert!(matches!(held.decision.outcome, DecisionOutcome::Hold { .. }));
+    assert!(matches!(
+        held.decision.outcome,
+        DecisionOutcome::Hold { .. }
+    ));
     let records = last_gate_records(&journal(&gate, "s", "r").await);
     let error = records[0].evidence[0].result.error.clone().unwrap();
     assert_eq!(error.code, "evidence_too_large");
-    assert!(error.message.contains("limit is 16 bytes"), "{}", error.message);
+    assert!(
+        error.message.contains("limit is 16 bytes"),
+        "{}",
+        error.message
+    );
     assert!(records[0].evidence[0].result.value.is_none());
 }
 
@@ -489,31 +760,71 @@ async fn evidence_hashes_are_recomputed_and_anchors_enforced() {
     facts.set(&id("a"), forged);
     let mut config = EngineConfig::default();
     let gate = service_with(&facts, config.clone());
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
     next(&gate, "s", "r", "t", 1).await.unwrap();
     let records = last_gate_records(&journal(&gate, "s", "r").await);
-    assert_eq!(records[0].evidence[0].result.evidence_hash, Some(HashAlgorithm::Sha256.digest(b"true")));
+    assert_eq!(
+        records[0].evidence[0].result.evidence_hash,
+        Some(HashAlgorithm::Sha256.digest(b"true"))
+    );
 
-    config.anchor_policy.insert(id("facts"), AnchorRequirement { anchor_type: "receipt".into(), required_fields: vec!["id".into()] });
+    config.anchor_policy.insert(
+        id("facts"),
+        AnchorRequirement {
+            anchor_type: "receipt".into(),
+            required_fields: vec!["id".into()],
+        },
+    );
     let gate = service_with(&facts, config);
-    define(&gate, &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")])).await;
+    define(
+        &gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
     start(&gate, "s", "r").await;
-    assert!(matches!(next(&gate, "s", "r", "t", 1).await.unwrap().decision.outcome, DecisionOutcome::Hold { .. }));
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Hold { .. }
+    ));
     let records = last_gate_records(&journal(&gate, "s", "r").await);
     let error = records[0].evidence[0].result.error.clone().unwrap();
-    assert_eq!((error.code.as_str(), error.message.as_str()), ("anchor_invalid", "missing evidence_anchor"));
+    assert_eq!(
+        (error.code.as_str(), error.message.as_str()),
+        ("anchor_invalid", "missing evidence_anchor")
+    );
 }
 
 #[tokio::test]
 async fn bytes_evidence_compares_bytewise() {
     let facts = facts();
-    facts.set(&id("a"), EvidenceResult { value: Some(EvidenceValue::Bytes(vec![1, 2, 3])), ..EvidenceResult::json(json!(null)) });
+    facts.set(
+        &id("a"),
+        EvidenceResult {
+            value: Some(EvidenceValue::Bytes(vec![1, 2, 3])),
+            ..EvidenceResult::json(json!(null))
+        },
+    );
     let (gate, _) = service(&facts);
     let c = json!({"condition_id": "c", "query": {"provider_id": "facts", "check_id": "a"}, "comparator": "equals", "expected": [1, 2, 3]});
     define(&gate, &one_gate(json!({"Condition": "c"}), vec![c])).await;
     start(&gate, "s", "r").await;
-    assert!(matches!(next(&gate, "s", "r", "t", 1).await.unwrap().decision.outcome, DecisionOutcome::Complete { .. }));
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Complete { .. }
+    ));
 }
 
 #[tokio::test]
@@ -527,27 +838,70 @@ async fn precheck_is_asserted_and_touches_nothing() {
         ],
         "conditions": [cond("ca", "a"), cond("cb", "b")]
     });
-    let claims: BTreeMap<_, _> = [(id("ca"), EvidenceResult::json(json!(true))), (id("cb"), EvidenceResult::json(json!(true)))].into();
-    let request = PrecheckRequest { scenario_id: id("s"), stage_id: None, evidence: claims.clone() };
+    let claims: BTreeMap<_, _> = [
+        (id("ca"), EvidenceResult::json(json!(true))),
+        (id("cb"), EvidenceResult::json(json!(true))),
+    ]
+    .into();
+    let request = PrecheckRequest {
+        scenario_id: id("s"),
+        stage_id: None,
+        evidence: claims.clone(),
+    };
 
     // Under the default (verified) trust, claimed evidence cannot pass, even when it says verified.
     let (gate, _) = service(&facts);
     define(&gate, &spec).await;
     let held = gate.precheck(&ctx(), request.clone()).await.unwrap();
-    assert!(matches!(held.decision, DecisionOutcome::Hold { .. }), "{held:?}");
+    assert!(
+        matches!(held.decision, DecisionOutcome::Hold { .. }),
+        "{held:?}"
+    );
     assert_eq!(held.gate_evaluations[0].status, TriState::Unknown);
 
-    let permissive = EngineConfig { trust: TrustRequirement { min_lane: TrustLane::Asserted }, ..EngineConfig::default() };
+    let permissive = EngineConfig {
+        trust: TrustRequirement {
+            min_lane: TrustLane::Asserted,
+        },
+        ..EngineConfig::default()
+    };
     let gate = service_with(&facts, permissive);
     define(&gate, &spec).await;
     let passed = gate.precheck(&ctx(), request.clone()).await.unwrap();
-    assert_eq!(passed.decision, DecisionOutcome::Advance { from_stage: id("one"), to_stage: id("two"), timeout: false });
-    assert_eq!(gate.precheck(&ctx(), request.clone()).await.unwrap(), passed, "repeatable");
-    let partial = PrecheckRequest { evidence: claims.into_iter().take(1).collect(), ..request.clone() };
-    assert_eq!(gate.precheck(&ctx(), partial).await.unwrap().gate_evaluations[0].status, TriState::Unknown);
-    let unknown_stage = PrecheckRequest { stage_id: Some(id("nope")), ..request };
+    assert_eq!(
+        passed.decision,
+        DecisionOutcome::Advance {
+            from_stage: id("one"),
+            to_stage: id("two"),
+            timeout: false
+        }
+    );
+    assert_eq!(
+        gate.precheck(&ctx(), request.clone()).await.unwrap(),
+        passed,
+        "repeatable"
+    );
+    let partial = PrecheckRequest {
+        evidence: claims.into_iter().take(1).collect(),
+        ..request.clone()
+    };
+    assert_eq!(
+        gate.precheck(&ctx(), partial)
+            .await
+            .unwrap()
+            .gate_evaluations[0]
+            .status,
+        TriState::Unknown
+    );
+    let unknown_stage = PrecheckRequest {
+        stage_id: Some(id("nope")),
+        ..request
+    };
     let err = gate.precheck(&ctx(), unknown_stage).await.unwrap_err();
-    assert!(matches!(&err, Error::InvalidInput { field, .. } if field == "stage_id"), "{err}");
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "stage_id"),
+        "{err}"
+    );
     let runs = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap_err();
     assert_eq!(runs.kind(), "not_found", "precheck created no run");
 }
@@ -561,36 +915,87 @@ async fn tenants_are_isolated_and_denials_are_audited() {
     let other = ctx_in(2, 1);
     let mut spec2 = three_stages();
     spec2["spec_version"] = json!("2");
-    gate.define_scenario_json(&other, &spec2.to_string()).await.unwrap();
-    let list = gate.list_scenarios(&other, PageRequest::first(10)).await.unwrap();
+    gate.define_scenario_json(&other, &spec2.to_string())
+        .await
+        .unwrap();
+    let list = gate
+        .list_scenarios(&other, PageRequest::first(10))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
-    assert_ne!(list.items[0].spec_hash, gate.list_scenarios(&ctx(), PageRequest::first(10)).await.unwrap().items[0].spec_hash);
+    assert_ne!(
+        list.items[0].spec_hash,
+        gate.list_scenarios(&ctx(), PageRequest::first(10))
+            .await
+            .unwrap()
+            .items[0]
+            .spec_hash
+    );
     start(&gate, "s", "r").await;
 
     // A principal scoped to tenant 2 asking for tenant 1's run sees "not found".
     let mut intruder = ctx();
-    intruder.principal = Principal { subject: "t2-agent".into(), tenant_id: Some(other.tenant_id), namespace_id: None, actions: None };
-    let hidden = gate.status(&intruder, &id("s"), &id("r")).await.unwrap_err();
-    let missing = gate.status(&ctx(), &id("s"), &id("no-such-run")).await.unwrap_err();
+    intruder.principal = Principal {
+        subject: "t2-agent".into(),
+        tenant_id: Some(other.tenant_id),
+        namespace_id: None,
+        actions: None,
+    };
+    let hidden = gate
+        .status(&intruder, &id("s"), &id("r"))
+        .await
+        .unwrap_err();
+    let missing = gate
+        .status(&ctx(), &id("s"), &id("no-such-run"))
+        .await
+        .unwrap_err();
     assert_eq!(hidden.kind(), "not_found");
-    assert_eq!(hidden.to_string(), missing.to_string().replace("no-such-run", "r"), "indistinguishable from a missing run");
+    assert_eq!(
+        hidden.to_string(),
+        missing.to_string().replace("no-such-run", "r"),
+        "indistinguishable from a missing run"
+    );
 
     // In scope but without the permission: permission denied.
     let mut reader = ctx();
-    reader.principal = Principal { subject: "reader".into(), tenant_id: None, namespace_id: None, actions: Some([Action::ScenarioStatus].into()) };
+    reader.principal = Principal {
+        subject: "reader".into(),
+        tenant_id: None,
+        namespace_id: None,
+        actions: Some([Action::ScenarioStatus].into()),
+    };
     let denied = next(&gate, "s", "r", "t", 1).await.map(drop);
     assert!(denied.is_ok(), "the local caller may trigger");
-    let denied = gate.next(&reader, next_request("s", "r", "t2", 2)).await.unwrap_err();
+    let denied = gate
+        .next(&reader, next_request("s", "r", "t2", 2))
+        .await
+        .unwrap_err();
     assert_eq!(denied.kind(), "permission_denied");
 
     let events = audit.events();
     let failure = |subject: &str, kind: &str| {
-        events.iter().any(|e| e.principal == subject && e.outcome == AuditOutcome::Failure { kind: kind.into() })
+        events.iter().any(|e| {
+            e.principal == subject && e.outcome == AuditOutcome::Failure { kind: kind.into() }
+        })
     };
-    assert!(failure("t2-agent", "not_found"), "the cross-tenant attempt is audited");
-    assert!(failure("reader", "permission_denied"), "the denial is audited");
-    assert!(events.iter().any(|e| e.action == Action::ScenarioDefine && e.outcome == AuditOutcome::Success));
-    assert!(events.iter().all(|e| e.request_hash.as_ref().is_none_or(|h| h.value.len() == 64)));
+    assert!(
+        failure("t2-agent", "not_found"),
+        "the cross-tenant attempt is audited"
+    );
+    assert!(
+        failure("reader", "permission_denied"),
+        "the denial is audited"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == Action::ScenarioDefine && e.outcome == AuditOutcome::Success)
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.request_hash.as_ref().is_none_or(|h| h.value.len() == 64))
+    );
 }
 
 #[tokio::test]

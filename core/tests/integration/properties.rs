@@ -25,7 +25,9 @@ fn requirement() -> impl Strategy<Value = Value> {
             inner.clone().prop_map(|v| json!({"Not": v})),
             prop::collection::vec(inner, 0..4).prop_flat_map(|reqs| {
                 let len = reqs.len() as u8;
-                (0..=len).prop_map(move |min| json!({"RequireGroup": {"min": min, "reqs": reqs.clone()}}))
+                (0..=len).prop_map(
+                    move |min| json!({"RequireGroup": {"min": min, "reqs": reqs.clone()}}),
+                )
             }),
         ]
     })
@@ -82,8 +84,13 @@ fn spec() -> impl Strategy<Value = Value> {
             Some(1) => spec["stages"][0]["stage_id"] = json!("x\n"),
             Some(2) => spec["conditions"][0]["query"]["check_id"] = json!("nope"),
             Some(3) => spec["conditions"][1]["comparator"] = json!("in_set"),
-            Some(4) => spec["stages"][0]["gates"] = json!([{"gate_id": "g", "requirement": {"Condition": "ghost"}}]),
-            Some(5) => spec["stages"][0]["advance_to"] = json!({"kind": "fixed", "stage_id": "nowhere"}),
+            Some(4) => {
+                spec["stages"][0]["gates"] =
+                    json!([{"gate_id": "g", "requirement": {"Condition": "ghost"}}])
+            }
+            Some(5) => {
+                spec["stages"][0]["advance_to"] = json!({"kind": "fixed", "stage_id": "nowhere"})
+            }
             Some(_) => spec["conditions"][2]["condition_id"] = json!("c0"),
         }
         spec

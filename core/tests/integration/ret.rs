@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use decision_gate_core::ConditionId;
-use decision_gate_core::ret::{CompiledRequirement, LogicMode, MAX_DEPTH, Requirement, TraceStep, TriState};
+use decision_gate_core::ret::{
+    CompiledRequirement, LogicMode, MAX_DEPTH, Requirement, TraceStep, TriState,
+};
 use proptest::prelude::*;
 
 use crate::support::id;
@@ -16,7 +18,9 @@ const ALL: [TriState; 3] = [T, F, U];
 
 /// Evaluates `req` over leaves `x0..xn` holding `values`.
 fn eval(req: &Requirement, values: &[TriState], mode: LogicMode) -> (TriState, Vec<TraceStep>) {
-    let compiled = CompiledRequirement::compile(req, &mut |c: &ConditionId| c.as_str()[1..].parse().ok()).expect("leaves resolve");
+    let compiled =
+        CompiledRequirement::compile(req, &mut |c: &ConditionId| c.as_str()[1..].parse().ok())
+            .expect("leaves resolve");
     let mut trace = Vec::new();
     (compiled.evaluate(values, mode, &mut trace), trace)
 }
@@ -38,16 +42,38 @@ fn table(op: fn(Vec<Requirement>) -> Requirement, mode: LogicMode) -> Vec<TriSta
 #[test]
 fn kleene_and_or_not_tables() {
     // Rows a = T, F, U; columns b = T, F, U.
-    assert_eq!(table(Requirement::And, LogicMode::Kleene), [T, F, U, F, F, F, U, F, U]);
-    assert_eq!(table(Requirement::Or, LogicMode::Kleene), [T, T, T, T, F, U, T, U, U]);
-    let not: Vec<_> = ALL.iter().map(|v| eval(&Requirement::Not(Box::new(leaf(0))), &[*v], LogicMode::Kleene).0).collect();
+    assert_eq!(
+        table(Requirement::And, LogicMode::Kleene),
+        [T, F, U, F, F, F, U, F, U]
+    );
+    assert_eq!(
+        table(Requirement::Or, LogicMode::Kleene),
+        [T, T, T, T, F, U, T, U, U]
+    );
+    let not: Vec<_> = ALL
+        .iter()
+        .map(|v| {
+            eval(
+                &Requirement::Not(Box::new(leaf(0))),
+                &[*v],
+                LogicMode::Kleene,
+            )
+            .0
+        })
+        .collect();
     assert_eq!(not, [F, T, U]);
 }
 
 #[test]
 fn bochvar_tables_make_unknown_infectious() {
-    assert_eq!(table(Requirement::And, LogicMode::Bochvar), [T, F, U, F, F, U, U, U, U]);
-    assert_eq!(table(Requirement::Or, LogicMode::Bochvar), [T, T, U, T, F, U, U, U, U]);
+    assert_eq!(
+        table(Requirement::And, LogicMode::Bochvar),
+        [T, F, U, F, F, U, U, U, U]
+    );
+    assert_eq!(
+        table(Requirement::Or, LogicMode::Bochvar),
+        [T, T, U, T, F, U, U, U, U]
+    );
 }
 
 #[test]
@@ -55,21 +81,50 @@ fn empty_folds() {
     for mode in [LogicMode::Kleene, LogicMode::Bochvar] {
         assert_eq!(eval(&Requirement::And(vec![]), &[], mode).0, T);
         assert_eq!(eval(&Requirement::Or(vec![]), &[], mode).0, F);
-        assert_eq!(eval(&Requirement::RequireGroup { min: 0, reqs: vec![] }, &[], mode).0, T);
-        assert_eq!(eval(&Requirement::RequireGroup { min: 1, reqs: vec![] }, &[], mode).0, F);
+        assert_eq!(
+            eval(
+                &Requirement::RequireGroup {
+                    min: 0,
+                    reqs: vec![]
+                },
+                &[],
+                mode
+            )
+            .0,
+            T
+        );
+        assert_eq!(
+            eval(
+                &Requirement::RequireGroup {
+                    min: 1,
+                    reqs: vec![]
+                },
+                &[],
+                mode
+            )
+            .0,
+            F
+        );
     }
 }
 
 #[test]
 fn require_group_counts_in_both_modes() {
-    let group = |min| Requirement::RequireGroup { min, reqs: vec![leaf(0), leaf(1), leaf(2)] };
+    let group = |min| Requirement::RequireGroup {
+        min,
+        reqs: vec![leaf(0), leaf(1), leaf(2)],
+    };
     for mode in [LogicMode::Kleene, LogicMode::Bochvar] {
         assert_eq!(eval(&group(2), &[T, T, F], mode).0, T);
         assert_eq!(eval(&group(2), &[T, U, U], mode).0, U);
         assert_eq!(eval(&group(2), &[T, F, F], mode).0, F);
         assert_eq!(eval(&group(2), &[U, U, U], mode).0, U);
         assert_eq!(eval(&group(0), &[F, F, F], mode).0, T);
-        assert_eq!(eval(&group(4), &[T, T, T], mode).0, F, "min above the child count can never pass");
+        assert_eq!(
+            eval(&group(4), &[T, T, T], mode).0,
+            F,
+            "min above the child count can never pass"
+        );
     }
 }
 
@@ -79,7 +134,11 @@ fn every_leaf_is_traced_in_order_without_short_circuit() {
     let (status, trace) = eval(&req, &[T, F, U], LogicMode::Kleene);
     assert_eq!(status, F);
     let visits: Vec<_> = trace.iter().map(|s| (s.slot, s.status)).collect();
-    assert_eq!(visits, [(0, T), (1, F), (2, U), (0, T)], "a repeated leaf is traced again");
+    assert_eq!(
+        visits,
+        [(0, T), (1, F), (2, U), (0, T)],
+        "a repeated leaf is traced again"
+    );
 }
 
 fn nested_not(depth: usize) -> Requirement {
@@ -93,7 +152,10 @@ fn depth_guard_fails_closed() {
     assert_eq!(ok, T, "an even number of negations of true");
     let (deep, trace) = eval(&nested_not(MAX_DEPTH + 1), &[T], LogicMode::Kleene);
     assert_eq!(deep, U);
-    assert!(trace.is_empty(), "the guard fires before the leaf is visited");
+    assert!(
+        trace.is_empty(),
+        "the guard fires before the leaf is visited"
+    );
     assert_eq!(nested_not(MAX_DEPTH + 1).depth(), 33);
 }
 
@@ -102,15 +164,28 @@ fn depth_guard_keeps_the_trace_before_it_fired() {
     let req = Requirement::And(vec![leaf(1), nested_not(MAX_DEPTH)]);
     let (status, trace) = eval(&req, &[T, T], LogicMode::Kleene);
     assert_eq!(status, U);
-    assert_eq!(trace.len(), 1, "the first leaf was visited before the deep branch aborted");
+    assert_eq!(
+        trace.len(),
+        1,
+        "the first leaf was visited before the deep branch aborted"
+    );
 }
 
 /// The reference: a direct transcription of the truth tables, recursive over the tree.
-fn reference(req: &Requirement, values: &HashMap<String, TriState>, mode: LogicMode, depth: usize) -> Option<TriState> {
+fn reference(
+    req: &Requirement,
+    values: &HashMap<String, TriState>,
+    mode: LogicMode,
+    depth: usize,
+) -> Option<TriState> {
     if depth > MAX_DEPTH {
         return None;
     }
-    let kids = |reqs: &[Requirement]| reqs.iter().map(|r| reference(r, values, mode, depth + 1)).collect::<Option<Vec<_>>>();
+    let kids = |reqs: &[Requirement]| {
+        reqs.iter()
+            .map(|r| reference(r, values, mode, depth + 1))
+            .collect::<Option<Vec<_>>>()
+    };
     Some(match req {
         Requirement::Condition(c) => values.get(c.as_str()).copied().unwrap_or(U),
         Requirement::Not(inner) => match reference(inner, values, mode, depth + 1)? {
@@ -165,7 +240,8 @@ fn arb_requirement() -> impl Strategy<Value = Requirement> {
             prop::collection::vec(inner.clone(), 0..5).prop_map(Requirement::And),
             prop::collection::vec(inner.clone(), 0..5).prop_map(Requirement::Or),
             inner.clone().prop_map(|r| Requirement::Not(Box::new(r))),
-            (0u8..6, prop::collection::vec(inner, 0..5)).prop_map(|(min, reqs)| Requirement::RequireGroup { min, reqs }),
+            (0u8..6, prop::collection::vec(inner, 0..5))
+                .prop_map(|(min, reqs)| Requirement::RequireGroup { min, reqs }),
         ]
     })
 }

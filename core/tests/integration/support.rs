@@ -6,8 +6,9 @@ use decision_gate_core::access::InMemoryAuditSink;
 use decision_gate_core::run::{EntryBody, JournalEntry};
 use decision_gate_core::service::{DecisionGateBuilder, StartResult};
 use decision_gate_core::{
-    CheckId, DecisionGate, EngineConfig, Error, HashAlgorithm, InMemoryEvidence, NamespaceId, NextRequest, RequestContext,
-    RunId, ScenarioId, StartRequest, TenantId, Timestamp, TriggerResult,
+    CheckId, DecisionGate, EngineConfig, Error, HashAlgorithm, InMemoryEvidence, NamespaceId,
+    NextRequest, RequestContext, RunId, ScenarioId, StartRequest, TenantId, Timestamp,
+    TriggerResult,
 };
 use serde_json::Value;
 
@@ -31,7 +32,10 @@ pub(crate) fn ctx_in(t: u64, ns: u64) -> RequestContext {
 
 /// The `facts` provider with checks `a`..`h`, answers set by the test.
 pub(crate) fn facts() -> Arc<InMemoryEvidence> {
-    Arc::new(InMemoryEvidence::new(id("facts"), ["a", "b", "c", "d", "e", "f", "g", "h"].map(id::<CheckId>)))
+    Arc::new(InMemoryEvidence::new(
+        id("facts"),
+        ["a", "b", "c", "d", "e", "f", "g", "h"].map(id::<CheckId>),
+    ))
 }
 
 /// Sets check `check` of `facts` to `value`.
@@ -41,7 +45,9 @@ pub(crate) fn set(facts: &InMemoryEvidence, check: &str, value: Value) {
 
 /// A builder with the facts provider registered.
 pub(crate) fn builder(facts: &Arc<InMemoryEvidence>) -> DecisionGateBuilder {
-    DecisionGate::builder().provider(facts.clone()).expect("register facts")
+    DecisionGate::builder()
+        .provider(facts.clone())
+        .expect("register facts")
 }
 
 /// A service over memory with the facts provider and an inspectable audit sink.
@@ -67,12 +73,16 @@ pub(crate) fn cond(name: &str, check: &str) -> Value {
 
 /// Defines `spec` in tenant 1 / namespace 1.
 pub(crate) async fn define(gate: &DecisionGate, spec: &Value) {
-    gate.define_scenario_json(&ctx(), &spec.to_string()).await.expect("define the test scenario");
+    gate.define_scenario_json(&ctx(), &spec.to_string())
+        .await
+        .expect("define the test scenario");
 }
 
 /// Starts `run` of `scenario` at logical time 0.
 pub(crate) async fn start(gate: &DecisionGate, scenario: &str, run: &str) -> StartResult {
-    gate.start_run(&ctx(), start_request(scenario, run)).await.expect("start the test run")
+    gate.start_run(&ctx(), start_request(scenario, run))
+        .await
+        .expect("start the test run")
 }
 
 /// A start request at logical time 0 with one agent target.
@@ -80,19 +90,34 @@ pub(crate) fn start_request(scenario: &str, run: &str) -> StartRequest {
     StartRequest {
         scenario_id: id(scenario),
         run_id: id(run),
-        dispatch_targets: vec![decision_gate_core::disclosure::DispatchTarget::Agent { agent_id: "agent-1".into() }],
+        dispatch_targets: vec![decision_gate_core::disclosure::DispatchTarget::Agent {
+            agent_id: "agent-1".into(),
+        }],
         started_at: Timestamp::Logical(0),
     }
 }
 
 /// A next request at logical `time`.
 pub(crate) fn next_request(scenario: &str, run: &str, trigger: &str, time: u64) -> NextRequest {
-    NextRequest { scenario_id: id(scenario), run_id: id(run), trigger_id: id(trigger), agent_id: "agent-1".into(), time: Timestamp::Logical(time) }
+    NextRequest {
+        scenario_id: id(scenario),
+        run_id: id(run),
+        trigger_id: id(trigger),
+        agent_id: "agent-1".into(),
+        time: Timestamp::Logical(time),
+    }
 }
 
 /// Sends `next` for `trigger` at logical `time`.
-pub(crate) async fn next(gate: &DecisionGate, scenario: &str, run: &str, trigger: &str, time: u64) -> Result<TriggerResult, Error> {
-    gate.next(&ctx(), next_request(scenario, run, trigger, time)).await
+pub(crate) async fn next(
+    gate: &DecisionGate,
+    scenario: &str,
+    run: &str,
+    trigger: &str,
+    time: u64,
+) -> Result<TriggerResult, Error> {
+    gate.next(&ctx(), next_request(scenario, run, trigger, time))
+        .await
 }
 
 /// The whole journal of a run.
@@ -101,11 +126,19 @@ pub(crate) async fn journal(gate: &DecisionGate, scenario: &str, run: &str) -> V
 }
 
 /// The whole journal of a run, in a given context.
-pub(crate) async fn journal_in(gate: &DecisionGate, ctx: &RequestContext, scenario: &str, run: &str) -> Vec<JournalEntry> {
+pub(crate) async fn journal_in(
+    gate: &DecisionGate,
+    ctx: &RequestContext,
+    scenario: &str,
+    run: &str,
+) -> Vec<JournalEntry> {
     let (scenario, run): (ScenarioId, RunId) = (id(scenario), id(run));
     let mut all = Vec::new();
     loop {
-        let page = gate.journal(ctx, &scenario, &run, all.len() as u64, 1000).await.expect("read the journal");
+        let page = gate
+            .journal(ctx, &scenario, &run, all.len() as u64, 1000)
+            .await
+            .expect("read the journal");
         if page.is_empty() {
             return all;
         }
