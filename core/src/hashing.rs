@@ -22,6 +22,15 @@ pub enum HashAlgorithm {
     Blake3,
 }
 
+impl std::fmt::Display for HashAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sha256 => "sha256",
+            Self::Blake3 => "blake3",
+        })
+    }
+}
+
 /// A digest: the algorithm and the lowercase hex of its output.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -92,7 +92,6 @@ impl std::ops::Not for TriState {
 }
 
 impl TriState {
-
     /// Conjunction under `mode`.
     #[must_use]
     pub fn and(self, other: Self, mode: LogicMode) -> Self {
