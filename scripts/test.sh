@@ -35,4 +35,10 @@ step "dependency direction"
 cargo metadata --format-version 1 --no-deps --locked | python3 scripts/check_dependency_direction.py
 
 step "cargo test (whole workspace)"
-cargo test --workspace --all-features --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --all-features --locked 2>&1 | tee "$log"
+
+# One closing line for the whole run: the sum over every test binary and the doc tests.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i - 1); if ($(i) ~ /^failed;?$/) f += $(i - 1) } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -9,7 +9,7 @@ use decision_gate_core::run::{TriggerEvent, TriggerKind};
 use decision_gate_core::service::SubmitRequest;
 use decision_gate_core::spec::{PacketPayload, ScenarioSpec};
 use decision_gate_core::store::PageRequest;
-use decision_gate_core::{Comparator, DecisionGate, Error, InMemoryEvidence, Limits, Timestamp};
+use decision_gate_core::{Comparator, DecisionGate, Error, Limits, Timestamp};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -557,5 +557,4 @@ async fn data_shapes_must_be_valid_2020_12_schemas_within_the_limit() {
         gate.register_schema(&ctx(), ok).await.unwrap_err().kind(),
         "already_exists"
     );
-    let _ = InMemoryEvidence::new(id("unused"), []);
 }
