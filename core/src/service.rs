@@ -328,16 +328,38 @@ impl DecisionGate {
 
     // ---- call bracket ---------------------------------------------------------------------------
 
+    /// Runs one service call inside the bracket: authorize and quota-check, run `op` with the
+    /// call's effects, then meter and audit (or audit the failure).
+    async fn call<T>(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        resource: (&'static str, String),
+        request_hash: Option<HashDigest>,
+        usage: Vec<(UsageMetric, u64)>,
+        op: impl AsyncFnOnce(&Effects) -> Result<(T, Committed), Error>,
+    ) -> Result<T, Error> {
+        let call = self
+            .begin(ctx, action, resource, request_hash, usage)
+            .await?;
+        let result = op(&call.effects).await;
+        self.finish(ctx, call, result).await
+    }
+
+    /// The digest of a request, for the audit trail.
+    fn hash_request(&self, request: &impl Serialize) -> Option<HashDigest> {
+        self.config.hash_algorithm.digest_json(request).ok()
+    }
+
     /// Authorizes and quota-checks a call. Refusals are audited here.
     async fn begin(
         &self,
         ctx: &RequestContext,
         action: Action,
         (what, id): (&'static str, String),
-        request: Option<&impl Serialize>,
+        request_hash: Option<HashDigest>,
         mut usage: Vec<(UsageMetric, u64)>,
     ) -> Result<Call, Error> {
-        let request_hash = request.and_then(|r| self.config.hash_algorithm.digest_json(r).ok());
         let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
         let key = ctx
             .request_id
@@ -471,17 +493,16 @@ impl DecisionGate {
         ctx: &RequestContext,
         spec: ScenarioSpec,
     ) -> Result<DefineResult, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioDefine,
-                ("scenario", spec.scenario_id.to_string()),
-                Some(&spec),
-                Vec::new(),
-            )
-            .await?;
-        let result = self.define_inner(ctx, spec, &call.effects).await;
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&spec);
+        self.call(
+            ctx,
+            Action::ScenarioDefine,
+            ("scenario", spec.scenario_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |effects| self.define_inner(ctx, spec, effects).await,
+        )
+        .await
     }
 
     async fn define_inner(
@@ -537,22 +558,22 @@ impl DecisionGate {
         ctx: &RequestContext,
         page: PageRequest,
     ) -> Result<Page<ScenarioSummary>, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenariosList,
-                ("namespace", ctx.namespace_id.to_string()),
-                Some(&page),
-                Vec::new(),
-            )
-            .await?;
-        let result = self
-            .scenarios
-            .list(ctx.tenant_id, ctx.namespace_id, &page)
-            .await
-            .map(|p| (p, false))
-            .map_err(Error::from);
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&page);
+        self.call(
+            ctx,
+            Action::ScenariosList,
+            ("namespace", ctx.namespace_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |_| {
+                self.scenarios
+                    .list(ctx.tenant_id, ctx.namespace_id, &page)
+                    .await
+                    .map(|p| (p, false))
+                    .map_err(Error::from)
+            },
+        )
+        .await
     }
 
     fn cache_plan(
@@ -619,17 +640,16 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: StartRequest,
     ) -> Result<StartResult, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioStart,
-                ("run", req.run_id.to_string()),
-                Some(&req),
-                vec![(UsageMetric::RunsStarted, 1)],
-            )
-            .await?;
-        let result = self.start_inner(ctx, req, &call.effects).await;
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&req);
+        self.call(
+            ctx,
+            Action::ScenarioStart,
+            ("run", req.run_id.to_string()),
+            request_hash,
+            vec![(UsageMetric::RunsStarted, 1)],
+            async move |effects| self.start_inner(ctx, req, effects).await,
+        )
+        .await
     }
 
     async fn start_inner(
@@ -737,15 +757,7 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: NextRequest,
     ) -> Result<TriggerResult, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioNext,
-                ("run", req.run_id.to_string()),
-                Some(&req),
-                Vec::new(),
-            )
-            .await?;
+        let request_hash = self.hash_request(&req);
         let event = TriggerEvent {
             trigger_id: req.trigger_id,
             tenant_id: ctx.tenant_id,
@@ -757,10 +769,19 @@ impl DecisionGate {
             payload: None,
             correlation_id: ctx.correlation_id.clone(),
         };
-        let result = self
-            .decide_trigger(ctx, &req.scenario_id, event, "scenario.next", &call.effects)
-            .await;
-        self.finish(ctx, call, result).await
+        let resource = ("run", event.run_id.to_string());
+        self.call(
+            ctx,
+            Action::ScenarioNext,
+            resource,
+            request_hash,
+            Vec::new(),
+            async move |effects| {
+                self.decide_trigger(ctx, &req.scenario_id, event, "scenario.next", effects)
+                    .await
+            },
+        )
+        .await
     }
 
     /// Decides a trigger. Each trigger id is decided once: a repeated id returns the recorded
@@ -777,19 +798,20 @@ impl DecisionGate {
         scenario_id: &ScenarioId,
         event: TriggerEvent,
     ) -> Result<TriggerResult, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioTrigger,
-                ("run", event.run_id.to_string()),
-                Some(&event),
-                Vec::new(),
-            )
-            .await?;
-        let result = self
-            .decide_trigger(ctx, scenario_id, event, "scenario.trigger", &call.effects)
-            .await;
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&event);
+        let resource = ("run", event.run_id.to_string());
+        self.call(
+            ctx,
+            Action::ScenarioTrigger,
+            resource,
+            request_hash,
+            Vec::new(),
+            async move |effects| {
+                self.decide_trigger(ctx, scenario_id, event, "scenario.trigger", effects)
+                    .await
+            },
+        )
+        .await
     }
 
     async fn load_head(&self, key: &RunKey, scenario_id: &ScenarioId) -> Result<RunHead, Error> {
@@ -1120,17 +1142,16 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: SubmitRequest,
     ) -> Result<SubmissionRecord, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioSubmit,
-                ("run", req.run_id.to_string()),
-                Some(&req),
-                Vec::new(),
-            )
-            .await?;
-        let result = self.submit_inner(ctx, req, &call.effects).await;
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&req);
+        self.call(
+            ctx,
+            Action::ScenarioSubmit,
+            ("run", req.run_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |effects| self.submit_inner(ctx, req, effects).await,
+        )
+        .await
     }
 
     async fn submit_inner(
@@ -1226,48 +1247,45 @@ impl DecisionGate {
         scenario_id: &ScenarioId,
         run_id: &RunId,
     ) -> Result<RunStatusView, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioStatus,
-                ("run", run_id.to_string()),
-                None::<&()>,
-                Vec::new(),
-            )
-            .await?;
-        let result = async {
-            let key = Self::run_key(ctx, run_id);
-            let head = self.load_head(&key, scenario_id).await?;
-            let mut issued_packet_ids = Vec::new();
-            if head.counts.packets > 0 {
-                self.for_each_entry(&key, head.revision, |entry| {
-                    if let EntryBody::Trigger(t) = &entry.body {
-                        issued_packet_ids
-                            .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
-                    }
-                })
-                .await?;
-            }
-            let safe_summary = match &head.last_decision.outcome {
-                DecisionOutcome::Hold { summary } => Some(summary.clone()),
-                _ => None,
-            };
-            Ok((
-                RunStatusView {
-                    run_id: head.key.run_id.clone(),
-                    scenario_id: head.scenario_id.clone(),
-                    current_stage_id: head.current_stage_id.clone(),
-                    status: head.status,
-                    last_decision: head.last_decision.clone(),
-                    issued_packet_ids,
-                    safe_summary,
-                    revision: head.revision,
-                },
-                false,
-            ))
-        }
-        .await;
-        self.finish(ctx, call, result).await
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                let head = self.load_head(&key, scenario_id).await?;
+                let mut issued_packet_ids = Vec::new();
+                if head.counts.packets > 0 {
+                    self.for_each_entry(&key, head.revision, |entry| {
+                        if let EntryBody::Trigger(t) = &entry.body {
+                            issued_packet_ids
+                                .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
+                        }
+                    })
+                    .await?;
+                }
+                let safe_summary = match &head.last_decision.outcome {
+                    DecisionOutcome::Hold { summary } => Some(summary.clone()),
+                    _ => None,
+                };
+                Ok((
+                    RunStatusView {
+                        run_id: head.key.run_id.clone(),
+                        scenario_id: head.scenario_id.clone(),
+                        current_stage_id: head.current_stage_id.clone(),
+                        status: head.status,
+                        last_decision: head.last_decision.clone(),
+                        issued_packet_ids,
+                        safe_summary,
+                        revision: head.revision,
+                    },
+                    false,
+                ))
+            },
+        )
+        .await
     }
 
     /// A page of a run's journal: entries after revision `after`, ascending.
@@ -1282,23 +1300,20 @@ impl DecisionGate {
         after: u64,
         limit: u32,
     ) -> Result<Vec<JournalEntry>, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::ScenarioStatus,
-                ("run", run_id.to_string()),
-                None::<&()>,
-                Vec::new(),
-            )
-            .await?;
-        let result = async {
-            PageRequest::first(limit).check()?;
-            let key = Self::run_key(ctx, run_id);
-            self.load_head(&key, scenario_id).await?;
-            Ok((self.runs.entries(&key, after, limit).await?, false))
-        }
-        .await;
-        self.finish(ctx, call, result).await
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                PageRequest::first(limit).check()?;
+                let key = Self::run_key(ctx, run_id);
+                self.load_head(&key, scenario_id).await?;
+                Ok((self.runs.entries(&key, after, limit).await?, false))
+            },
+        )
+        .await
     }
 
     async fn for_each_entry(
@@ -1330,64 +1345,62 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: PrecheckRequest,
     ) -> Result<PrecheckResult, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::Precheck,
-                ("scenario", req.scenario_id.to_string()),
-                Some(&req),
-                Vec::new(),
-            )
-            .await?;
-        let result = async {
-            let plan = self
-                .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
-                .await?;
-            let stage = match &req.stage_id {
-                None => 0,
-                Some(id) => plan
-                    .stage_index(id)
-                    .ok_or_else(|| Error::invalid("stage_id", format!("unknown stage {id}")))?,
-            };
-            let results = plan
-                .stage_conditions(stage)
-                .map(|(id, _)| {
-                    req.evidence
-                        .get(id)
-                        .cloned()
-                        .unwrap_or_else(|| EvidenceResult::empty(TrustLane::Asserted))
-                        .with_lane(TrustLane::Asserted)
-                })
-                .collect();
-            let trigger_id =
-                TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
-            let outcome = plan.evaluate_stage(stage, results, &self.config, &trigger_id);
-            let stage_id = plan.spec().stages[stage].stage_id.clone();
-            let decision = match engine::decide(&plan, stage, &outcome.statuses()) {
-                Verdict::Advance { to, timeout } => DecisionOutcome::Advance {
-                    from_stage: stage_id,
-                    to_stage: plan.spec().stages[to].stage_id.clone(),
-                    timeout,
-                },
-                Verdict::Complete => DecisionOutcome::Complete { stage_id },
-                Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
-                Verdict::Fail(reason) => DecisionOutcome::Fail { reason },
-            };
-            let gate_evaluations = outcome
-                .gate_records
-                .into_iter()
-                .map(|r| r.evaluation)
-                .collect();
-            Ok((
-                PrecheckResult {
-                    decision,
-                    gate_evaluations,
-                },
-                false,
-            ))
-        }
-        .await;
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&req);
+        self.call(
+            ctx,
+            Action::Precheck,
+            ("scenario", req.scenario_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |_| {
+                let plan = self
+                    .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
+                    .await?;
+                let stage = match &req.stage_id {
+                    None => 0,
+                    Some(id) => plan
+                        .stage_index(id)
+                        .ok_or_else(|| Error::invalid("stage_id", format!("unknown stage {id}")))?,
+                };
+                let results = plan
+                    .stage_conditions(stage)
+                    .map(|(id, _)| {
+                        req.evidence
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| EvidenceResult::empty(TrustLane::Asserted))
+                            .with_lane(TrustLane::Asserted)
+                    })
+                    .collect();
+                let trigger_id =
+                    TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
+                let outcome = plan.evaluate_stage(stage, results, &self.config, &trigger_id);
+                let stage_id = plan.spec().stages[stage].stage_id.clone();
+                let decision = match engine::decide(&plan, stage, &outcome.statuses()) {
+                    Verdict::Advance { to, timeout } => DecisionOutcome::Advance {
+                        from_stage: stage_id,
+                        to_stage: plan.spec().stages[to].stage_id.clone(),
+                        timeout,
+                    },
+                    Verdict::Complete => DecisionOutcome::Complete { stage_id },
+                    Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
+                    Verdict::Fail(reason) => DecisionOutcome::Fail { reason },
+                };
+                let gate_evaluations = outcome
+                    .gate_records
+                    .into_iter()
+                    .map(|r| r.evaluation)
+                    .collect();
+                Ok((
+                    PrecheckResult {
+                        decision,
+                        gate_evaluations,
+                    },
+                    false,
+                ))
+            },
+        )
+        .await
     }
 
     // ---- schemas --------------------------------------------------------------------------------
@@ -1410,23 +1423,24 @@ impl DecisionGate {
             (UsageMetric::StorageBytes, size),
         ];
         let id = format!("{}@{}", record.schema_id, record.version);
-        let call = self
-            .begin(
-                ctx,
-                Action::SchemasRegister,
-                ("schema", id),
-                Some(&record),
-                usage,
-            )
-            .await?;
-        let result = async {
-            if record.tenant_id != ctx.tenant_id || record.namespace_id != ctx.namespace_id {
-                return Err(Error::invalid(
-                    "record.tenant_id",
-                    "the record's tenant and namespace must be the request's",
-                ));
-            }
-            crate::schema::check_data_shape(&record.schema, self.config.limits.max_schema_bytes)
+        let request_hash = self.hash_request(&record);
+        self.call(
+            ctx,
+            Action::SchemasRegister,
+            ("schema", id),
+            request_hash,
+            usage,
+            async move |effects| {
+                if record.tenant_id != ctx.tenant_id || record.namespace_id != ctx.namespace_id {
+                    return Err(Error::invalid(
+                        "record.tenant_id",
+                        "the record's tenant and namespace must be the request's",
+                    ));
+                }
+                crate::schema::check_data_shape(
+                    &record.schema,
+                    self.config.limits.max_schema_bytes,
+                )
                 .map_err(|e| match e {
                     crate::schema::SchemaError::TooLarge { limit, actual } => Error::TooLarge {
                         field: "record.schema".into(),
@@ -1435,11 +1449,11 @@ impl DecisionGate {
                     },
                     other => Error::invalid("record.schema", other.to_string()),
                 })?;
-            self.schemas.register(&record, &call.effects).await?;
-            Ok((record, self.schemas.owns_effects()))
-        }
-        .await;
-        self.finish(ctx, call, result).await
+                self.schemas.register(&record, effects).await?;
+                Ok((record, self.schemas.owns_effects()))
+            },
+        )
+        .await
     }
 
     /// Fetches a data shape.
@@ -1453,24 +1467,21 @@ impl DecisionGate {
         version: &SchemaVersion,
     ) -> Result<DataShapeRecord, Error> {
         let id = format!("{schema_id}@{version}");
-        let call = self
-            .begin(
-                ctx,
-                Action::SchemasGet,
-                ("schema", id.clone()),
-                None::<&()>,
-                Vec::new(),
-            )
-            .await?;
-        let result = async {
-            let record = self
-                .schemas
-                .get(ctx.tenant_id, ctx.namespace_id, schema_id, version)
-                .await?;
-            Ok((record.ok_or(Error::NotFound { what: "schema", id })?, false))
-        }
-        .await;
-        self.finish(ctx, call, result).await
+        self.call(
+            ctx,
+            Action::SchemasGet,
+            ("schema", id.clone()),
+            None,
+            Vec::new(),
+            async move |_| {
+                let record = self
+                    .schemas
+                    .get(ctx.tenant_id, ctx.namespace_id, schema_id, version)
+                    .await?;
+                Ok((record.ok_or(Error::NotFound { what: "schema", id })?, false))
+            },
+        )
+        .await
     }
 
     /// Lists data shapes.
@@ -1482,22 +1493,22 @@ impl DecisionGate {
         ctx: &RequestContext,
         page: PageRequest,
     ) -> Result<Page<DataShapeRecord>, Error> {
-        let call = self
-            .begin(
-                ctx,
-                Action::SchemasList,
-                ("namespace", ctx.namespace_id.to_string()),
-                Some(&page),
-                Vec::new(),
-            )
-            .await?;
-        let result = self
-            .schemas
-            .list(ctx.tenant_id, ctx.namespace_id, &page)
-            .await
-            .map(|p| (p, false))
-            .map_err(Error::from);
-        self.finish(ctx, call, result).await
+        let request_hash = self.hash_request(&page);
+        self.call(
+            ctx,
+            Action::SchemasList,
+            ("namespace", ctx.namespace_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |_| {
+                self.schemas
+                    .list(ctx.tenant_id, ctx.namespace_id, &page)
+                    .await
+                    .map(|p| (p, false))
+                    .map_err(Error::from)
+            },
+        )
+        .await
     }
 }
 
