@@ -13,7 +13,8 @@ use crate::ids::{
 use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
-    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, parse_schema_cursor, schema_cursor,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, page_from, parse_scenario_cursor,
+    parse_schema_cursor, schema_cursor,
 };
 
 #[derive(Debug)]
@@ -57,23 +58,6 @@ impl MemoryStore {
             .lock()
             .map_err(|_| StoreError::Unavailable("memory store lock poisoned".to_owned()))
     }
-}
-
-fn page_of<T: Clone>(
-    items: impl Iterator<Item = T>,
-    limit: u32,
-    cursor_of: impl Fn(&T) -> String,
-) -> Page<T> {
-    let limit = limit as usize;
-    let mut items: Vec<T> = items.take(limit + 1).collect();
-    let more = items.len() > limit;
-    items.truncate(limit);
-    let next_token = if more {
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_token }
 }
 
 #[async_trait]
@@ -125,12 +109,8 @@ impl ScenarioStore for MemoryStore {
         let after = page
             .cursor
             .as_deref()
-            .map(ScenarioId::new)
-            .transpose()
-            .map_err(|_| StoreError::Invalid {
-                field: "cursor",
-                message: "not a cursor issued by this store".to_owned(),
-            })?;
+            .map(parse_scenario_cursor)
+            .transpose()?;
         let inner = self.lock()?;
         let empty = BTreeMap::new();
         let scope = inner
@@ -145,7 +125,8 @@ impl ScenarioStore for MemoryStore {
                 namespace_id: r.spec.namespace_id,
                 spec_hash: r.spec_hash.clone(),
             });
-        Ok(page_of(items, page.limit, |s| s.scenario_id.to_string()))
+        let items = items.take(page.limit as usize + 1).collect();
+        Ok(page_from(items, page.limit, |s| s.scenario_id.to_string()))
     }
 }
 
@@ -336,10 +317,11 @@ impl SchemaRegistry for MemoryStore {
             .get(&(tenant_id, namespace_id))
             .unwrap_or(&empty);
         let start = after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(page_of(
-            scope
-                .range((start, Bound::Unbounded))
-                .map(|(_, r)| r.clone()),
+        let items = scope
+            .range((start, Bound::Unbounded))
+            .take(page.limit as usize + 1);
+        Ok(page_from(
+            items.map(|(_, r)| r.clone()).collect(),
             page.limit,
             schema_cursor,
         ))

@@ -8,7 +8,6 @@
 //! document carries a SHA-256 that is checked when it is read back.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,7 +25,8 @@ use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::spec::ScenarioSpec;
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
-    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, parse_schema_cursor, schema_cursor,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, page_from, parse_scenario_cursor,
+    parse_schema_cursor, schema_cursor,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -97,17 +97,6 @@ impl SqliteStore {
 
 fn limit_plus_one(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
-}
-
-fn finish_page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_token = if more {
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_token }
 }
 
 #[async_trait]
@@ -190,12 +179,8 @@ impl ScenarioStore for SqliteStore {
         let after = page
             .cursor
             .as_deref()
-            .map(ScenarioId::from_str)
-            .transpose()
-            .map_err(|_| StoreError::Invalid {
-                field: "cursor",
-                message: "not a cursor issued by this store".to_owned(),
-            })?;
+            .map(parse_scenario_cursor)
+            .transpose()?;
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT scenario_id, spec_hash FROM scenarios
              WHERE tenant_id = ? AND namespace_id = ? AND scenario_id > ? ORDER BY scenario_id LIMIT ?",
@@ -219,9 +204,7 @@ impl ScenarioStore for SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(finish_page(items, page.limit, |s| {
-            s.scenario_id.to_string()
-        }))
+        Ok(page_from(items, page.limit, |s| s.scenario_id.to_string()))
     }
 }
 
@@ -337,19 +320,8 @@ impl RunStore for SqliteStore {
         key: &RunKey,
         trigger_id: &TriggerId,
     ) -> Result<Option<JournalEntry>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT entry_json, doc_sha256 FROM run_entries
-             WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND trigger_id = ?",
-        )
-        .bind(key.tenant_id.as_i64())
-        .bind(key.namespace_id.as_i64())
-        .bind(key.run_id.as_str())
-        .bind(trigger_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("journal entry", &json, &sha))
-            .transpose()
+        self.entry_where(ENTRY_BY_TRIGGER, key, trigger_id.as_str())
+            .await
     }
 
     async fn entry_for_submission(
@@ -357,19 +329,8 @@ impl RunStore for SqliteStore {
         key: &RunKey,
         submission_id: &SubmissionId,
     ) -> Result<Option<JournalEntry>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT entry_json, doc_sha256 FROM run_entries
-             WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND submission_id = ?",
-        )
-        .bind(key.tenant_id.as_i64())
-        .bind(key.namespace_id.as_i64())
-        .bind(key.run_id.as_str())
-        .bind(submission_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("journal entry", &json, &sha))
-            .transpose()
+        self.entry_where(ENTRY_BY_SUBMISSION, key, submission_id.as_str())
+            .await
     }
 
     async fn entries(
@@ -393,6 +354,32 @@ impl RunStore for SqliteStore {
         rows.iter()
             .map(|(json, sha)| decode("journal entry", json, sha))
             .collect()
+    }
+}
+
+const ENTRY_BY_TRIGGER: &str = "SELECT entry_json, doc_sha256 FROM run_entries
+     WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND trigger_id = ?";
+const ENTRY_BY_SUBMISSION: &str = "SELECT entry_json, doc_sha256 FROM run_entries
+     WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND submission_id = ?";
+
+impl SqliteStore {
+    /// The entry of `key` matched by `query` (one of the `ENTRY_BY_*` statements) and `id`.
+    async fn entry_where(
+        &self,
+        query: &'static str,
+        key: &RunKey,
+        id: &str,
+    ) -> Result<Option<JournalEntry>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(query)
+            .bind(key.tenant_id.as_i64())
+            .bind(key.namespace_id.as_i64())
+            .bind(key.run_id.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.map(|(json, sha)| decode("journal entry", &json, &sha))
+            .transpose()
     }
 }
 
@@ -529,6 +516,6 @@ impl SchemaRegistry for SqliteStore {
             .iter()
             .map(|(json, sha)| decode("data shape", json, sha))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(finish_page(items, page.limit, schema_cursor))
+        Ok(page_from(items, page.limit, schema_cursor))
     }
 }

@@ -14,7 +14,7 @@ use decision_gate_core::evidence::{
     EvidenceContext, EvidenceQuery, EvidenceValue, TrustRequirement,
 };
 use decision_gate_core::provider::{CheckContract, ProviderContract, ProviderError};
-use decision_gate_core::run::{EntryBody, TriggerEvent, TriggerKind};
+use decision_gate_core::run::{EntryBody, TriggerKind};
 use decision_gate_core::service::{PrecheckRequest, SubmitRequest};
 use decision_gate_core::spec::PacketPayload;
 use decision_gate_core::store::PageRequest;
@@ -178,17 +178,7 @@ async fn a_trigger_id_is_decided_once() {
     assert_eq!(again.packets, first.packets);
     assert_eq!(journal(&gate, "s", "r").await, entries);
     // The same id through `trigger` with another kind is still the same trigger.
-    let event = TriggerEvent {
-        trigger_id: id("t1"),
-        tenant_id: ctx().tenant_id,
-        namespace_id: ctx().namespace_id,
-        run_id: id("r"),
-        kind: TriggerKind::ExternalEvent,
-        time: Timestamp::Logical(7),
-        source_id: "other".into(),
-        payload: None,
-        correlation_id: None,
-    };
+    let event = event("t1", TriggerKind::ExternalEvent, Timestamp::Logical(7));
     assert_eq!(
         gate.trigger(&ctx(), &id("s"), event)
             .await
@@ -271,17 +261,7 @@ async fn tick(
     trigger: &str,
     time: Timestamp,
 ) -> Result<decision_gate_core::TriggerResult, Error> {
-    let event = TriggerEvent {
-        trigger_id: id(trigger),
-        tenant_id: ctx().tenant_id,
-        namespace_id: ctx().namespace_id,
-        run_id: id("r"),
-        kind: TriggerKind::Tick,
-        time,
-        source_id: "scheduler".into(),
-        payload: None,
-        correlation_id: None,
-    };
+    let event = event(trigger, TriggerKind::Tick, time);
     gate.trigger(&ctx(), &id("s"), event).await
 }
 

@@ -144,17 +144,7 @@ proptest! {
                 }
                 let before = journal(&gate, "p", "r").await;
                 let payload = t.big_payload.then(|| PacketPayload::Json { value: json!("z".repeat(100)) });
-                let event = TriggerEvent {
-                    trigger_id: id(&format!("t{}", t.id)),
-                    tenant_id: ctx().tenant_id,
-                    namespace_id: ctx().namespace_id,
-                    run_id: id("r"),
-                    kind: t.kind,
-                    time: t.time,
-                    source_id: "prop".into(),
-                    payload,
-                    correlation_id: None,
-                };
+                let event = TriggerEvent { payload, ..event(&format!("t{}", t.id), t.kind, t.time) };
                 let result = gate.trigger(&ctx(), &id("p"), event).await;
                 let after = journal(&gate, "p", "r").await;
                 match result {

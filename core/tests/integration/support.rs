@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use decision_gate_core::access::InMemoryAuditSink;
-use decision_gate_core::run::{EntryBody, JournalEntry};
+use decision_gate_core::run::{EntryBody, JournalEntry, TriggerEvent, TriggerKind};
 use decision_gate_core::service::{DecisionGateBuilder, StartResult};
 use decision_gate_core::{
     CheckId, DecisionGate, EngineConfig, Error, HashAlgorithm, InMemoryEvidence, NamespaceId,
@@ -105,6 +105,21 @@ pub(crate) fn next_request(scenario: &str, run: &str, trigger: &str, time: u64) 
         trigger_id: id(trigger),
         agent_id: "agent-1".into(),
         time: Timestamp::Logical(time),
+    }
+}
+
+/// A trigger of `kind` at `time` on run `r` of tenant 1 / namespace 1, with no payload.
+pub(crate) fn event(trigger: &str, kind: TriggerKind, time: Timestamp) -> TriggerEvent {
+    TriggerEvent {
+        trigger_id: id(trigger),
+        tenant_id: ctx().tenant_id,
+        namespace_id: ctx().namespace_id,
+        run_id: id("r"),
+        kind,
+        time,
+        source_id: "test".into(),
+        payload: None,
+        correlation_id: None,
     }
 }
 

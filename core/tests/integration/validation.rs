@@ -425,15 +425,8 @@ async fn bad_triggers_and_submissions_change_nothing() {
         value: json!("q".repeat(64)),
     };
     let event = TriggerEvent {
-        trigger_id: id("t"),
-        tenant_id: ctx().tenant_id,
-        namespace_id: ctx().namespace_id,
-        run_id: id("r"),
-        kind: TriggerKind::ExternalEvent,
-        time: Timestamp::Logical(1),
-        source_id: "x".into(),
         payload: Some(big.clone()),
-        correlation_id: None,
+        ..event("t", TriggerKind::ExternalEvent, Timestamp::Logical(1))
     };
     let err = gate
         .trigger(&ctx(), &id("s"), event.clone())
