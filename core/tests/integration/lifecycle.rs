@@ -496,6 +496,21 @@ fn one_gate(requirement: Value, conditions: Vec<Value>) -> Value {
     })
 }
 
+/// Defines the one-gate scenario over `facts.a`, starts run `r` and decides one trigger.
+async fn single_gate_outcome(gate: &DecisionGate) -> DecisionOutcome {
+    define(
+        gate,
+        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
+    )
+    .await;
+    start(gate, "s", "r").await;
+    next(gate, "s", "r", "t", 1)
+        .await
+        .expect("decide the trigger")
+        .decision
+        .outcome
+}
+
 fn last_gate_records(
     entries: &[decision_gate_core::run::JournalEntry],
 ) -> Vec<decision_gate_core::run::GateEvalRecord> {
@@ -514,13 +529,7 @@ async fn trust_lanes_only_tighten() {
     );
     // Global verified: asserted evidence is unknown, with a trust_lane error, value kept.
     let (gate, _) = service(&facts);
-    define(
-        &gate,
-        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
-    )
-    .await;
-    start(&gate, "s", "r").await;
-    next(&gate, "s", "r", "t", 1).await.unwrap();
+    single_gate_outcome(&gate).await;
     let records = last_gate_records(&journal(&gate, "s", "r").await);
     let evidence = &records[0].evidence[0];
     assert_eq!(evidence.status, TriState::Unknown);
@@ -542,18 +551,8 @@ async fn trust_lanes_only_tighten() {
         },
     );
     let gate = service_with(&facts, relaxed);
-    define(
-        &gate,
-        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
-    )
-    .await;
-    start(&gate, "s", "r").await;
     assert!(matches!(
-        next(&gate, "s", "r", "t", 1)
-            .await
-            .unwrap()
-            .decision
-            .outcome,
+        single_gate_outcome(&gate).await,
         DecisionOutcome::Hold { .. }
     ));
 
@@ -565,18 +564,8 @@ async fn trust_lanes_only_tighten() {
         ..EngineConfig::default()
     };
     let gate = service_with(&facts, permissive.clone());
-    define(
-        &gate,
-        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
-    )
-    .await;
-    start(&gate, "s", "r").await;
     assert!(matches!(
-        next(&gate, "s", "r", "t", 1)
-            .await
-            .unwrap()
-            .decision
-            .outcome,
+        single_gate_outcome(&gate).await,
         DecisionOutcome::Complete { .. }
     ));
     let gate = service_with(&facts, permissive);
@@ -740,13 +729,7 @@ async fn evidence_hashes_are_recomputed_and_anchors_enforced() {
     facts.set(&id("a"), forged);
     let mut config = EngineConfig::default();
     let gate = service_with(&facts, config.clone());
-    define(
-        &gate,
-        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
-    )
-    .await;
-    start(&gate, "s", "r").await;
-    next(&gate, "s", "r", "t", 1).await.unwrap();
+    single_gate_outcome(&gate).await;
     let records = last_gate_records(&journal(&gate, "s", "r").await);
     assert_eq!(
         records[0].evidence[0].result.evidence_hash,
@@ -761,18 +744,8 @@ async fn evidence_hashes_are_recomputed_and_anchors_enforced() {
         },
     );
     let gate = service_with(&facts, config);
-    define(
-        &gate,
-        &one_gate(json!({"Condition": "c"}), vec![cond("c", "a")]),
-    )
-    .await;
-    start(&gate, "s", "r").await;
     assert!(matches!(
-        next(&gate, "s", "r", "t", 1)
-            .await
-            .unwrap()
-            .decision
-            .outcome,
+        single_gate_outcome(&gate).await,
         DecisionOutcome::Hold { .. }
     ));
     let records = last_gate_records(&journal(&gate, "s", "r").await);
