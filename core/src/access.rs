@@ -453,3 +453,95 @@ impl AuditSink for InMemoryAuditSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(resource: &str, outcome: AuditOutcome) -> AuditEvent {
+        AuditEvent {
+            principal: "local".into(),
+            action: Action::ScenarioNext,
+            tenant_id: TenantId::new(1).unwrap(),
+            namespace_id: NamespaceId::new(1).unwrap(),
+            resource: resource.into(),
+            outcome,
+            request_id: Some("req-1".into()),
+            correlation_id: None,
+            request_hash: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn json_lines_sink_appends_one_object_per_line_in_order_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let first = [
+            event("run/a", AuditOutcome::Success),
+            event(
+                "run/b",
+                AuditOutcome::Failure {
+                    kind: "not_found".into(),
+                },
+            ),
+        ];
+        JsonLinesAuditSink::open(&path)
+            .unwrap()
+            .append(&first)
+            .await
+            .unwrap();
+        let second = [event("run/c", AuditOutcome::Success)];
+        JsonLinesAuditSink::open(&path)
+            .unwrap()
+            .append(&second)
+            .await
+            .unwrap();
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let read: Vec<AuditEvent> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(read, [first.as_slice(), second.as_slice()].concat());
+        assert!(text.ends_with('\n'));
+        assert!(
+            text.contains(r#""outcome":{"result":"failure","kind":"not_found"}"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn json_lines_sink_refuses_an_unwritable_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = JsonLinesAuditSink::open(dir.path().join("missing-dir").join("audit.jsonl"))
+            .unwrap_err();
+        assert!(err.0.contains("missing-dir"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn scope_authorizer_hides_other_scopes_and_denies_missing_actions() {
+        let mut ctx =
+            RequestContext::local(TenantId::new(1).unwrap(), NamespaceId::new(2).unwrap());
+        assert_eq!(
+            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            Ok(())
+        );
+        ctx.principal.namespace_id = Some(NamespaceId::new(3).unwrap());
+        assert_eq!(
+            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            Err(AuthzError::OutOfScope)
+        );
+        ctx.principal.namespace_id = None;
+        ctx.principal.tenant_id = Some(TenantId::new(9).unwrap());
+        assert_eq!(
+            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            Err(AuthzError::OutOfScope)
+        );
+        ctx.principal.tenant_id = Some(TenantId::new(1).unwrap());
+        ctx.principal.actions = Some([Action::ScenarioStatus].into());
+        assert!(matches!(
+            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            Err(AuthzError::Denied(_))
+        ));
+    }
+}
