@@ -832,17 +832,7 @@ impl DecisionGate {
         status: RunStatus,
     ) -> Result<TriggerResult, Error> {
         let entry = self.runs.entry_for_trigger(key, trigger_id).await?;
-        match entry.map(|e| e.body) {
-            Some(EntryBody::Trigger(t)) => Ok(TriggerResult {
-                decision: t.decision,
-                packets: t.packets,
-                status,
-            }),
-            _ => Err(Error::Corrupt(format!(
-                "run {}: no entry for trigger {trigger_id}",
-                key.run_id
-            ))),
-        }
+        trigger_result(key, trigger_id, entry, status)
     }
 
     async fn decide_trigger(
@@ -876,15 +866,9 @@ impl DecisionGate {
                     false,
                 ));
             }
-            if self
-                .runs
-                .entry_for_trigger(&key, &event.trigger_id)
-                .await?
-                .is_some()
-            {
+            if let Some(entry) = self.runs.entry_for_trigger(&key, &event.trigger_id).await? {
                 return Ok((
-                    self.recorded_result(&key, &event.trigger_id, head.status)
-                        .await?,
+                    trigger_result(&key, &event.trigger_id, Some(entry), head.status)?,
                     false,
                 ));
             }
@@ -1509,6 +1493,26 @@ impl DecisionGate {
             },
         )
         .await
+    }
+}
+
+/// The recorded answer to a trigger: its entry's decision and packets, with the current status.
+fn trigger_result(
+    key: &RunKey,
+    trigger_id: &TriggerId,
+    entry: Option<JournalEntry>,
+    status: RunStatus,
+) -> Result<TriggerResult, Error> {
+    match entry.map(|e| e.body) {
+        Some(EntryBody::Trigger(t)) => Ok(TriggerResult {
+            decision: t.decision,
+            packets: t.packets,
+            status,
+        }),
+        _ => Err(Error::Corrupt(format!(
+            "run {}: no entry for trigger {trigger_id}",
+            key.run_id
+        ))),
     }
 }
 
