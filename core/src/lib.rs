@@ -21,6 +21,7 @@ pub mod memory;
 pub mod provider;
 pub mod ret;
 pub mod run;
+pub mod runpack;
 pub mod schema;
 pub mod service;
 pub mod spec;

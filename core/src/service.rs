@@ -10,6 +10,7 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ed25519_dalek::SigningKey;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
@@ -34,10 +35,11 @@ use crate::run::{
     RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord,
     TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
 };
+use crate::runpack::{self, MemoryRunpackStore, RunpackManifest, VerifyOptions, VerifyReport};
 use crate::spec::{PacketPayload, ScenarioSpec};
 use crate::store::{
-    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
-    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
+    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, RunpackKey, RunpackStore,
+    ScenarioRecord, ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
 use crate::time::Timestamp;
 
@@ -161,6 +163,17 @@ pub struct PrecheckResult {
     pub gate_evaluations: Vec<GateEvaluation>,
 }
 
+/// The answer to `export_runpack`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportResult {
+    /// Where the runpack is stored; `export_id` is derived from its root hash.
+    pub key: RunpackKey,
+    /// Its manifest.
+    pub manifest: RunpackManifest,
+    /// The stored manifest's URI.
+    pub uri: String,
+}
+
 /// Builds a [`DecisionGate`]; every seam not set gets its open-source in-memory default.
 #[derive(Default)]
 pub struct DecisionGateBuilder {
@@ -174,9 +187,25 @@ pub struct DecisionGateBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     dispatcher: Option<Arc<dyn Dispatcher>>,
     policy: Option<Arc<dyn PolicyDecider>>,
+    runpacks: Option<Arc<dyn RunpackStore>>,
+    signer: Option<SigningKey>,
 }
 
 impl DecisionGateBuilder {
+    /// Where exported runpacks are stored (in memory by default).
+    #[must_use]
+    pub fn runpack_store(mut self, runpacks: Arc<dyn RunpackStore>) -> Self {
+        self.runpacks = Some(runpacks);
+        self
+    }
+
+    /// Signs every exported runpack's manifest with this ed25519 key.
+    #[must_use]
+    pub fn runpack_signer(mut self, key: SigningKey) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
     /// The engine configuration.
     #[must_use]
     pub fn config(mut self, config: EngineConfig) -> Self {
@@ -263,6 +292,10 @@ impl DecisionGateBuilder {
             policy: self
                 .policy
                 .unwrap_or_else(|| Arc::new(StaticPolicy::permit_all())),
+            runpacks: self
+                .runpacks
+                .unwrap_or_else(|| Arc::new(MemoryRunpackStore::default())),
+            signer: self.signer,
             plans: Mutex::new(LruCache::new(
                 NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -283,6 +316,8 @@ pub struct DecisionGate {
     audit: Arc<dyn AuditSink>,
     dispatcher: Arc<dyn Dispatcher>,
     policy: Arc<dyn PolicyDecider>,
+    runpacks: Arc<dyn RunpackStore>,
+    signer: Option<SigningKey>,
     plans: Mutex<LruCache<(TenantId, NamespaceId, ScenarioId), Arc<Plan>>>,
     call_seq: AtomicU64,
 }
@@ -1380,6 +1415,132 @@ impl DecisionGate {
                         decision,
                         gate_evaluations,
                     },
+                    false,
+                ))
+            },
+        )
+        .await
+    }
+
+    // ---- runpacks -------------------------------------------------------------------------------
+
+    /// Exports a run as a runpack through the runpack store: the artifacts first, the manifest
+    /// (and its signature) last, so a reader never finds a manifest whose files are missing. The
+    /// export id is derived from the revision and root hash, so exporting unchanged content again
+    /// writes the same files.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown run, [`Error::Unavailable`] when the store fails,
+    /// [`Error::Corrupt`] when the run does not match its spec.
+    pub async fn export_runpack(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        generated_at: Timestamp,
+    ) -> Result<ExportResult, Error> {
+        let usage = vec![(UsageMetric::RunpackExports, 1)];
+        let resource = ("run", run_id.to_string());
+        self.call(
+            ctx,
+            Action::RunpackExport,
+            resource,
+            None,
+            usage,
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                let head = self.load_head(&key, scenario_id).await?;
+                let plan = self
+                    .plan(
+                        ctx.tenant_id,
+                        ctx.namespace_id,
+                        scenario_id,
+                        Some(&head.spec_hash),
+                    )
+                    .await?;
+                let mut entries = Vec::new();
+                self.for_each_entry(&key, head.revision, |e| entries.push(e.clone()))
+                    .await?;
+                let input = runpack::ExportInput {
+                    spec: plan.spec(),
+                    head: &head,
+                    entries: &entries,
+                    generated_at,
+                    config: &self.config,
+                    signer: self.signer.as_ref(),
+                };
+                let pack = runpack::export(&input).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let root = &pack.manifest.integrity.root_hash.value;
+                let export_id = format!("rev{}-{}", head.revision, &root[..root.len().min(16)]);
+                let key = RunpackKey {
+                    run: key,
+                    export_id,
+                };
+                let last = [runpack::SIGNATURE_PATH, runpack::MANIFEST_PATH];
+                for (path, bytes) in pack
+                    .files
+                    .iter()
+                    .filter(|(p, _)| !last.contains(&p.as_str()))
+                {
+                    self.runpacks.put_file(&key, path, bytes).await?;
+                }
+                let mut uri = String::new();
+                for path in last {
+                    if let Some(bytes) = pack.files.get(path) {
+                        uri = self.runpacks.put_file(&key, path, bytes).await?;
+                    }
+                }
+                Ok((
+                    ExportResult {
+                        key,
+                        manifest: pack.manifest,
+                        uri,
+                    },
+                    false,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Verifies a stored runpack of a run in the caller's scope.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no such runpack is stored, [`Error::Unavailable`] when the store
+    /// fails. A runpack that fails verification is a report with failures, not an error.
+    pub async fn verify_runpack(
+        &self,
+        ctx: &RequestContext,
+        run_id: &RunId,
+        export_id: &str,
+        options: &VerifyOptions,
+    ) -> Result<VerifyReport, Error> {
+        let resource = ("runpack", format!("{run_id}/{export_id}"));
+        self.call(
+            ctx,
+            Action::RunpackVerify,
+            resource,
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = RunpackKey {
+                    run: Self::run_key(ctx, run_id),
+                    export_id: export_id.to_owned(),
+                };
+                let mut files = BTreeMap::new();
+                for path in self.runpacks.list_files(&key).await? {
+                    if let Some(bytes) = self.runpacks.get_file(&key, &path).await? {
+                        files.insert(path, bytes);
+                    }
+                }
+                if files.is_empty() {
+                    return Err(Error::NotFound {
+                        what: "runpack",
+                        id: format!("{run_id}/{export_id}"),
+                    });
+                }
+                Ok((
+                    runpack::verify(&runpack::files_reader(&files), options),
                     false,
                 ))
             },

@@ -7,5 +7,6 @@ mod durability;
 mod lifecycle;
 mod properties;
 mod ret;
+mod runpacks;
 mod support;
 mod validation;

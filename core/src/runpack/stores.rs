@@ -1,0 +1,218 @@
+//! Backends of the `RunpackStore` seam: a directory confined to one root, and memory.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::store::{RunpackKey, RunpackStore, StoreError};
+
+use super::verify::{check_relative, confined};
+
+/// A path segment safe on any filesystem: kept when it is plain ASCII, otherwise hex-encoded
+/// behind `~`, so no id can name `..`, a separator or a reserved name.
+fn segment(id: &str) -> String {
+    let plain = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && !id.starts_with('~')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if plain {
+        id.to_owned()
+    } else {
+        format!("~{}", hex::encode(id))
+    }
+}
+
+fn key_dir(key: &RunpackKey) -> String {
+    format!(
+        "t{}/n{}/{}/{}",
+        key.run.tenant_id,
+        key.run.namespace_id,
+        segment(key.run.run_id.as_str()),
+        segment(&key.export_id)
+    )
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::Invalid {
+        field: "path",
+        message,
+    }
+}
+
+/// Runpacks as files under one root directory: `t{tenant}/n{namespace}/{run}/{export}/{path}`.
+/// Paths are relative, without `..`, and never cross a symlink; each file is written to a
+/// temporary name, synced and renamed, so a reader never sees it half-written.
+#[derive(Debug)]
+pub struct FsRunpackStore {
+    root: PathBuf,
+    temp_seq: AtomicU64,
+}
+
+impl FsRunpackStore {
+    /// A store rooted at `root`, created if missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the root cannot be created.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", root.display())))?;
+        Ok(Self {
+            root,
+            temp_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory holding one runpack, for offline verification with a
+    /// [`DirReader`](super::DirReader).
+    #[must_use]
+    pub fn runpack_dir(&self, key: &RunpackKey) -> PathBuf {
+        self.root.join(key_dir(key))
+    }
+
+    fn write_atomically(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = target
+            .parent()
+            .ok_or_else(|| std::io::Error::other("no parent directory"))?;
+        std::fs::create_dir_all(dir)?;
+        let temp = dir.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            self.temp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, target)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl RunpackStore for FsRunpackStore {
+    async fn put_file(
+        &self,
+        key: &RunpackKey,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<String, StoreError> {
+        check_relative(path).map_err(invalid)?;
+        let full = confined(&self.root, &format!("{}/{path}", key_dir(key))).map_err(invalid)?;
+        self.write_atomically(&full, bytes)
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", full.display())))?;
+        Ok(format!("file://{}", full.display()))
+    }
+
+    async fn get_file(&self, key: &RunpackKey, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_relative(path).map_err(invalid)?;
+        let full = confined(&self.root, &format!("{}/{path}", key_dir(key))).map_err(invalid)?;
+        match std::fs::read(&full) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Unavailable(format!("{}: {e}", full.display()))),
+        }
+    }
+
+    async fn list_files(&self, key: &RunpackKey) -> Result<Vec<String>, StoreError> {
+        let dir = confined(&self.root, &key_dir(key)).map_err(invalid)?;
+        let mut found = Vec::new();
+        let mut pending = vec![(dir.clone(), String::new())];
+        while let Some((at, prefix)) = pending.pop() {
+            let entries = match std::fs::read_dir(&at) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", at.display()))),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let kind = entry
+                    .file_type()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let rel = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if kind.is_dir() {
+                    pending.push((entry.path(), rel));
+                } else if kind.is_file() && !name.starts_with(".tmp-") {
+                    found.push(rel);
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+/// Runpacks held in memory.
+#[derive(Debug, Default)]
+pub struct MemoryRunpackStore {
+    files: Mutex<BTreeMap<(String, String), Vec<u8>>>,
+}
+
+#[async_trait]
+impl RunpackStore for MemoryRunpackStore {
+    async fn put_file(
+        &self,
+        key: &RunpackKey,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<String, StoreError> {
+        check_relative(path).map_err(invalid)?;
+        let mut files = self
+            .files
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        files.insert((key_dir(key), path.to_owned()), bytes.to_vec());
+        Ok(format!("memory://{}/{path}", key_dir(key)))
+    }
+
+    async fn get_file(&self, key: &RunpackKey, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_relative(path).map_err(invalid)?;
+        let files = self
+            .files
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        Ok(files.get(&(key_dir(key), path.to_owned())).cloned())
+    }
+
+    async fn list_files(&self, key: &RunpackKey) -> Result<Vec<String>, StoreError> {
+        let files = self
+            .files
+            .lock()
+            .map_err(|_| StoreError::Unavailable("lock poisoned".into()))?;
+        let dir = key_dir(key);
+        Ok(files
+            .keys()
+            .filter(|(d, _)| *d == dir)
+            .map(|(_, p)| p.clone())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_ids_are_encoded() {
+        assert_eq!(segment("run-1.a_b"), "run-1.a_b");
+        assert_eq!(segment(".."), "~2e2e");
+        assert_eq!(segment("a/b"), "~612f62");
+        assert_eq!(segment("~x"), "~7e78");
+    }
+}

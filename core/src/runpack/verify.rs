@@ -1,0 +1,665 @@
+//! Offline verification of a runpack: integrity, cross-checks between the logs, hashes against
+//! values, sequence numbers, anchors, the optional signature, and (on request) replay.
+
+use std::path::{Component, Path, PathBuf};
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::disclosure::PacketRecord;
+use crate::evidence::EvidenceValue;
+use crate::hashing::{HashAlgorithm, HashDigest, canonical_json};
+use crate::run::{DecisionRecord, GateEvalRecord, SubmissionRecord, ToolCallRecord, TriggerRecord};
+use crate::spec::ScenarioSpec;
+
+use super::{
+    ARTIFACTS, MANIFEST_PATH, MAX_ARTIFACT_BYTES, ManifestSignature, RunpackManifest,
+    SIGNATURE_PATH,
+};
+
+/// Reads a runpack's files: `Ok(None)` when absent, `Err` when unreadable or refused.
+pub trait Reader {
+    /// Reads the file at `path` (relative to the runpack root).
+    ///
+    /// # Errors
+    /// Why the file cannot be read.
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+}
+
+impl<F: Fn(&str) -> Result<Option<Vec<u8>>, String>> Reader for F {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        self(path)
+    }
+}
+
+/// Reads a runpack from a directory, refusing absolute paths, `..`, symlinks and files over
+/// [`MAX_ARTIFACT_BYTES`].
+#[derive(Clone, Debug)]
+pub struct DirReader {
+    root: PathBuf,
+}
+
+impl DirReader {
+    /// A reader rooted at `root`.
+    #[must_use]
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+/// Checks that `path` is relative with only plain components (no `..`, `.` or root).
+pub(crate) fn check_relative(path: &str) -> Result<(), String> {
+    let plain = Path::new(path)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)));
+    if path.is_empty() || !plain {
+        return Err(format!(
+            "path {path:?} must be relative, without '..' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `path` with [`check_relative`] and that it crosses no symlink under `root`; returns
+/// the full path.
+pub(crate) fn confined(root: &Path, path: &str) -> Result<PathBuf, String> {
+    check_relative(path)?;
+    let relative = Path::new(path);
+    let mut full = root.to_path_buf();
+    for component in relative.components() {
+        full.push(component);
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!("path {path:?} crosses a symlink"));
+            }
+            _ => {}
+        }
+    }
+    Ok(full)
+}
+
+impl Reader for DirReader {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let full = confined(&self.root, path)?;
+        let meta = match std::fs::metadata(&full) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        if meta.len() > MAX_ARTIFACT_BYTES as u64 {
+            return Err(format!(
+                "artifact too large: {} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes",
+                meta.len()
+            ));
+        }
+        std::fs::read(&full).map(Some).map_err(|e| e.to_string())
+    }
+}
+
+/// What to check beyond integrity.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Re-run every recorded trigger through the engine from the recorded evidence.
+    pub replay: bool,
+    /// When not empty, the manifest must be signed by one of these keys.
+    pub trusted_keys: Vec<VerifyingKey>,
+}
+
+/// One failed check: which check, on which artifact and entry, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The check (`file_hash`, `root_hash`, `spec_hash`, `sequence`, `replay`, ...).
+    pub check: String,
+    /// The artifact (a path in the runpack).
+    pub artifact: String,
+    /// The entry inside it (`decision-3`, `trigger t2`, `gate g1 (trigger t2)`), if any.
+    pub entry: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.entry {
+            Some(entry) => write!(
+                f,
+                "{}: {} [{entry}]: {}",
+                self.check, self.artifact, self.message
+            ),
+            None => write!(f, "{}: {}: {}", self.check, self.artifact, self.message),
+        }
+    }
+}
+
+/// The verification result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Files read and hashed.
+    pub checked_files: u64,
+    /// Every failed check; empty when the runpack verifies.
+    pub failures: Vec<Failure>,
+    /// Whether replay ran.
+    pub replayed: bool,
+}
+
+impl VerifyReport {
+    /// Whether every check passed.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    /// The reference report shape: `{checked_files, errors, status}`.
+    #[must_use]
+    pub fn reference_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "checked_files": self.checked_files,
+            "errors": self.failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "status": if self.passed() { "pass" } else { "fail" },
+        })
+    }
+}
+
+/// Collects failures while checking.
+pub(crate) struct Checks {
+    pub(crate) failures: Vec<Failure>,
+}
+
+impl Checks {
+    pub(crate) fn fail(
+        &mut self,
+        check: &str,
+        artifact: &str,
+        entry: Option<String>,
+        message: impl Into<String>,
+    ) {
+        self.failures.push(Failure {
+            check: check.into(),
+            artifact: artifact.into(),
+            entry,
+            message: message.into(),
+        });
+    }
+}
+
+/// Verifies the runpack `reader` holds: its manifest, the optional signature, and every check
+/// of [`verify_manifest`].
+#[must_use]
+pub fn verify(reader: &impl Reader, options: &VerifyOptions) -> VerifyReport {
+    let mut checks = Checks {
+        failures: Vec::new(),
+    };
+    let manifest_bytes = match reader.read(MANIFEST_PATH) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            checks.fail("manifest", MANIFEST_PATH, None, "missing");
+            return VerifyReport {
+                checked_files: 0,
+                failures: checks.failures,
+                replayed: false,
+            };
+        }
+        Err(e) => {
+            checks.fail("manifest", MANIFEST_PATH, None, e);
+            return VerifyReport {
+                checked_files: 0,
+                failures: checks.failures,
+                replayed: false,
+            };
+        }
+    };
+    let manifest: RunpackManifest = match serde_json::from_slice(&manifest_bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            checks.fail(
+                "manifest",
+                MANIFEST_PATH,
+                None,
+                format!("invalid manifest: {e}"),
+            );
+            return VerifyReport {
+                checked_files: 0,
+                failures: checks.failures,
+                replayed: false,
+            };
+        }
+    };
+    check_signature(reader, &manifest_bytes, options, &mut checks);
+    let mut report = verify_manifest(reader, &manifest, options);
+    checks.failures.append(&mut report.failures);
+    report.failures = checks.failures;
+    report
+}
+
+fn check_signature(
+    reader: &impl Reader,
+    manifest_bytes: &[u8],
+    options: &VerifyOptions,
+    checks: &mut Checks,
+) {
+    let signature = match reader.read(SIGNATURE_PATH) {
+        Ok(None) if options.trusted_keys.is_empty() => return,
+        Ok(None) => {
+            return checks.fail(
+                "signature",
+                SIGNATURE_PATH,
+                None,
+                "a signature is required and the runpack has none",
+            );
+        }
+        Ok(Some(bytes)) => bytes,
+        Err(e) => return checks.fail("signature", SIGNATURE_PATH, None, e),
+    };
+    let parsed = serde_json::from_slice::<ManifestSignature>(&signature)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            if s.scheme != "ed25519" {
+                return Err(format!("unsupported scheme {}", s.scheme));
+            }
+            let key: [u8; 32] = hex::decode(&s.public_key)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or("public_key is not 32 bytes of hex")?;
+            let sig: [u8; 64] = hex::decode(&s.signature)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or("signature is not 64 bytes of hex")?;
+            let key = VerifyingKey::from_bytes(&key).map_err(|e| e.to_string())?;
+            Ok((key, Signature::from_bytes(&sig)))
+        });
+    match parsed {
+        Err(e) => checks.fail("signature", SIGNATURE_PATH, None, e),
+        Ok((key, sig)) => {
+            if key.verify_strict(manifest_bytes, &sig).is_err() {
+                checks.fail(
+                    "signature",
+                    MANIFEST_PATH,
+                    None,
+                    "the signature does not match the manifest bytes",
+                );
+            } else if !options.trusted_keys.is_empty() && !options.trusted_keys.contains(&key) {
+                checks.fail(
+                    "signature",
+                    SIGNATURE_PATH,
+                    None,
+                    format!("signed by an untrusted key {}", hex::encode(key.as_bytes())),
+                );
+            }
+        }
+    }
+}
+
+/// The digest of an evidence value or a JSON document, as the engine computes it.
+fn value_digest(alg: HashAlgorithm, value: &EvidenceValue) -> Option<HashDigest> {
+    match value {
+        EvidenceValue::Json(v) => alg.digest_json(v).ok(),
+        EvidenceValue::Bytes(b) => Some(alg.digest(b)),
+    }
+}
+
+fn parse<T: DeserializeOwned>(
+    bytes: Option<&Vec<u8>>,
+    path: &str,
+    checks: &mut Checks,
+) -> Option<T> {
+    let bytes = bytes?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| {
+            checks.fail(
+                "parse",
+                path,
+                None,
+                format!("invalid JSON for this artifact: {e}"),
+            )
+        })
+        .ok()
+}
+
+/// The parsed logs of a runpack.
+pub(crate) struct Logs {
+    pub(crate) spec: ScenarioSpec,
+    pub(crate) triggers: Vec<TriggerRecord>,
+    pub(crate) gate_evals: Vec<GateEvalRecord>,
+    pub(crate) decisions: Vec<DecisionRecord>,
+    pub(crate) packets: Vec<PacketRecord>,
+}
+
+/// Verifies a runpack against a given manifest: every file hash and the root, the manifest's
+/// artifact list, the spec hash, ids against the logs, sequence numbers, evidence, packet and
+/// submission hashes against their values, the anchor policy and, on request, replay.
+#[must_use]
+pub fn verify_manifest(
+    reader: &impl Reader,
+    manifest: &RunpackManifest,
+    options: &VerifyOptions,
+) -> VerifyReport {
+    let mut checks = Checks {
+        failures: Vec::new(),
+    };
+    let mut checked_files = 0;
+    if manifest.manifest_version != "v1" {
+        checks.fail(
+            "manifest",
+            MANIFEST_PATH,
+            None,
+            format!(
+                "unsupported manifest version: {}",
+                manifest.manifest_version
+            ),
+        );
+        return VerifyReport {
+            checked_files,
+            failures: checks.failures,
+            replayed: false,
+        };
+    }
+    let alg = manifest.hash_algorithm;
+
+    // Integrity: every listed file, then the root.
+    let mut contents = std::collections::BTreeMap::new();
+    for entry in &manifest.integrity.file_hashes {
+        match reader.read(&entry.path) {
+            Ok(Some(bytes)) => {
+                checked_files += 1;
+                if entry.hash.algorithm != alg {
+                    checks.fail(
+                        "hash_algorithm",
+                        &entry.path,
+                        None,
+                        format!(
+                            "hashed with {}, the manifest says {alg}",
+                            entry.hash.algorithm
+                        ),
+                    );
+                }
+                if alg.digest(&bytes) != entry.hash {
+                    checks.fail("file_hash", &entry.path, None, "hash mismatch");
+                }
+                contents.insert(entry.path.clone(), bytes);
+            }
+            Ok(None) => checks.fail(
+                "file_hash",
+                &entry.path,
+                None,
+                "artifact read failed: missing",
+            ),
+            Err(e) => checks.fail(
+                "file_hash",
+                &entry.path,
+                None,
+                format!("artifact read failed: {e}"),
+            ),
+        }
+    }
+    match canonical_json(&manifest.integrity.file_hashes) {
+        Ok(bytes) if alg.digest(&bytes) == manifest.integrity.root_hash => {}
+        _ => checks.fail("root_hash", MANIFEST_PATH, None, "root hash mismatch"),
+    }
+    let listed: Vec<(&str, &HashDigest)> = manifest
+        .integrity
+        .file_hashes
+        .iter()
+        .map(|f| (f.path.as_str(), &f.hash))
+        .collect();
+    for a in &manifest.artifacts {
+        if !listed.contains(&(a.path.as_str(), &a.hash)) {
+            checks.fail(
+                "manifest",
+                &a.path,
+                None,
+                "artifact entry has no matching file hash",
+            );
+        }
+    }
+    for (path, _) in ARTIFACTS {
+        if !listed.iter().any(|(p, _)| *p == path) {
+            checks.fail("manifest", path, None, "required artifact is not listed");
+        }
+    }
+
+    // The logs.
+    let [
+        spec_p,
+        triggers_p,
+        gates_p,
+        decisions_p,
+        packets_p,
+        submissions_p,
+        calls_p,
+    ] = ARTIFACTS.map(|(p, _)| p);
+    let spec: Option<ScenarioSpec> = parse(contents.get(spec_p), spec_p, &mut checks);
+    let triggers: Option<Vec<TriggerRecord>> =
+        parse(contents.get(triggers_p), triggers_p, &mut checks);
+    let gate_evals: Option<Vec<GateEvalRecord>> =
+        parse(contents.get(gates_p), gates_p, &mut checks);
+    let decisions: Option<Vec<DecisionRecord>> =
+        parse(contents.get(decisions_p), decisions_p, &mut checks);
+    let packets: Option<Vec<PacketRecord>> = parse(contents.get(packets_p), packets_p, &mut checks);
+    let submissions: Option<Vec<SubmissionRecord>> =
+        parse(contents.get(submissions_p), submissions_p, &mut checks);
+    let calls: Option<Vec<ToolCallRecord>> = parse(contents.get(calls_p), calls_p, &mut checks);
+
+    if let Some(bytes) = contents.get(spec_p)
+        && alg.digest(bytes) != manifest.spec_hash
+    {
+        checks.fail(
+            "spec_hash",
+            spec_p,
+            None,
+            "the manifest's spec_hash does not match the spec artifact",
+        );
+    }
+    if let Some(spec) = &spec
+        && spec.scenario_id != manifest.scenario_id
+    {
+        checks.fail(
+            "ids",
+            spec_p,
+            None,
+            format!(
+                "scenario {} is not the manifest's {}",
+                spec.scenario_id, manifest.scenario_id
+            ),
+        );
+    }
+    if let Some(triggers) = &triggers {
+        for (i, t) in triggers.iter().enumerate() {
+            let entry = || Some(format!("trigger {}", t.event.trigger_id));
+            if t.seq != i as u64 + 1 {
+                checks.fail(
+                    "sequence",
+                    triggers_p,
+                    entry(),
+                    format!("seq {} at position {}", t.seq, i + 1),
+                );
+            }
+            let e = &t.event;
+            if e.run_id != manifest.run_id
+                || e.tenant_id != manifest.tenant_id
+                || e.namespace_id != manifest.namespace_id
+            {
+                checks.fail(
+                    "ids",
+                    triggers_p,
+                    entry(),
+                    "the trigger belongs to another run, tenant or namespace",
+                );
+            }
+        }
+    }
+    if let Some(decisions) = &decisions {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, d) in decisions.iter().enumerate() {
+            let entry = Some(d.decision_id.to_string());
+            if d.seq != i as u64 + 1 || d.decision_id.as_str() != format!("decision-{}", d.seq) {
+                checks.fail(
+                    "sequence",
+                    decisions_p,
+                    entry.clone(),
+                    format!(
+                        "decision {} has seq {} at position {}",
+                        d.decision_id,
+                        d.seq,
+                        i + 1
+                    ),
+                );
+            }
+            if !seen.insert(d.trigger_id.clone()) {
+                checks.fail(
+                    "duplicate",
+                    decisions_p,
+                    entry,
+                    format!("duplicate decision for trigger {}", d.trigger_id),
+                );
+            }
+        }
+    }
+    if let Some(calls) = &calls {
+        for (i, c) in calls.iter().enumerate() {
+            if c.call_id != format!("call-{}", i + 1) {
+                checks.fail(
+                    "sequence",
+                    calls_p,
+                    Some(c.call_id.clone()),
+                    format!("at position {}", i + 1),
+                );
+            }
+        }
+    }
+    if let Some(gate_evals) = &gate_evals {
+        for g in gate_evals {
+            for e in &g.evidence {
+                let entry = || {
+                    Some(format!(
+                        "condition {} of gate {} (trigger {})",
+                        e.condition_id, g.evaluation.gate_id, g.trigger_id
+                    ))
+                };
+                match (&e.result.value, &e.result.evidence_hash) {
+                    (Some(value), Some(hash))
+                        if value_digest(alg, value).as_ref() != Some(hash) =>
+                    {
+                        checks.fail(
+                            "evidence_hash",
+                            gates_p,
+                            entry(),
+                            "the evidence hash does not match the value",
+                        );
+                    }
+                    (Some(_), None) => checks.fail(
+                        "evidence_hash",
+                        gates_p,
+                        entry(),
+                        "a value without its hash",
+                    ),
+                    _ => {}
+                }
+                if let (Some(policy), Some(spec), None) =
+                    (&manifest.anchor_policy, &spec, &e.result.error)
+                {
+                    let Some(condition) = spec
+                        .conditions
+                        .iter()
+                        .find(|c| c.condition_id == e.condition_id)
+                    else {
+                        checks.fail(
+                            "anchor",
+                            gates_p,
+                            entry(),
+                            "condition missing from scenario spec",
+                        );
+                        continue;
+                    };
+                    if let Some(p) = policy
+                        .providers
+                        .iter()
+                        .find(|p| p.provider_id == condition.query.provider_id)
+                        && let Err(message) = p.requirement.check(e.result.evidence_anchor.as_ref())
+                    {
+                        checks.fail(
+                            "anchor",
+                            gates_p,
+                            entry(),
+                            format!("anchor invalid: {message}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if let Some(packets) = &packets {
+        for p in packets {
+            let entry = Some(format!(
+                "packet {} ({})",
+                p.envelope.packet_id, p.decision_id
+            ));
+            if p.payload.content_hash(alg).ok().as_ref() != Some(&p.envelope.content_hash) {
+                checks.fail(
+                    "content_hash",
+                    packets_p,
+                    entry.clone(),
+                    "the content hash does not match the payload",
+                );
+            }
+            if p.envelope.run_id != manifest.run_id
+                || p.envelope.scenario_id != manifest.scenario_id
+            {
+                checks.fail(
+                    "ids",
+                    packets_p,
+                    entry,
+                    "the packet belongs to another run or scenario",
+                );
+            }
+        }
+    }
+    if let Some(submissions) = &submissions {
+        for s in submissions {
+            let entry = Some(format!("submission {}", s.submission_id));
+            if s.payload.content_hash(alg).ok().as_ref() != Some(&s.content_hash) {
+                checks.fail(
+                    "content_hash",
+                    submissions_p,
+                    entry.clone(),
+                    "the content hash does not match the payload",
+                );
+            }
+            if s.run_id != manifest.run_id {
+                checks.fail(
+                    "ids",
+                    submissions_p,
+                    entry,
+                    "the submission belongs to another run",
+                );
+            }
+        }
+    }
+
+    let replayed = options.replay;
+    if replayed {
+        match (spec, triggers, gate_evals, decisions, packets) {
+            (Some(spec), Some(triggers), Some(gate_evals), Some(decisions), Some(packets)) => {
+                let logs = Logs {
+                    spec,
+                    triggers,
+                    gate_evals,
+                    decisions,
+                    packets,
+                };
+                super::replay::replay(&logs, &manifest.replay_config(), &mut checks);
+            }
+            _ => checks.fail(
+                "replay",
+                MANIFEST_PATH,
+                None,
+                "cannot replay: a log is missing or unreadable",
+            ),
+        }
+    }
+    VerifyReport {
+        checked_files,
+        failures: checks.failures,
+        replayed,
+    }
+}
