@@ -793,6 +793,127 @@ pub mod schema_registry {
     }
 }
 
+/// `RunpackStore` contract checks.
+pub mod runpack_store {
+    use super::*;
+    use crate::store::{RunpackKey, RunpackStore};
+
+    fn key(t: u64, export: &str) -> RunpackKey {
+        RunpackKey {
+            run: run_key(t, 1, "r"),
+            export_id: export.into(),
+        }
+    }
+
+    /// Clause 1: a stored file reads back; escaping paths are refused.
+    pub async fn files_round_trip_and_paths_are_confined(store: Arc<dyn RunpackStore>) {
+        let k = key(1, "e1");
+        store
+            .put_file(&k, "artifacts/a.json", b"[1]")
+            .await
+            .expect("clause 1: put");
+        for bad in ["../x", "/abs", "a/../../b", "./a", ""] {
+            let err = store.put_file(&k, bad, b"x").await;
+            assert!(
+                matches!(err, Err(StoreError::Invalid { field: "path", .. })),
+                "clause 1: {bad:?} gave {err:?}"
+            );
+        }
+        assert_eq!(
+            store.get_file(&k, "artifacts/a.json").await.expect("get"),
+            Some(b"[1]".to_vec()),
+            "clause 2"
+        );
+    }
+
+    /// Clause 2: get returns exactly the stored bytes, the latest write, or None.
+    pub async fn get_returns_the_bytes_or_none(store: Arc<dyn RunpackStore>) {
+        let k = key(1, "e1");
+        let bytes: Vec<u8> = (0..=255).collect();
+        store.put_file(&k, "bin", &bytes).await.expect("put");
+        assert_eq!(
+            store.get_file(&k, "bin").await.expect("get"),
+            Some(bytes),
+            "clause 2"
+        );
+        assert_eq!(
+            store.get_file(&k, "missing").await.expect("get"),
+            None,
+            "clause 2"
+        );
+    }
+
+    /// Clause 3: list returns every path of the key, sorted.
+    pub async fn list_is_sorted_and_complete(store: Arc<dyn RunpackStore>) {
+        let k = key(1, "e1");
+        for p in ["manifest.json", "artifacts/b.json", "artifacts/a.json"] {
+            store.put_file(&k, p, b"{}").await.expect("put");
+        }
+        store
+            .put_file(&key(1, "e2"), "other.json", b"{}")
+            .await
+            .expect("put");
+        let listed = store.list_files(&k).await.expect("list");
+        assert_eq!(
+            listed,
+            ["artifacts/a.json", "artifacts/b.json", "manifest.json"],
+            "clause 3"
+        );
+        assert!(
+            store
+                .list_files(&key(1, "none"))
+                .await
+                .expect("list")
+                .is_empty(),
+            "clause 3"
+        );
+    }
+
+    /// Clause 4: keys of different tenants never share storage.
+    pub async fn tenants_are_separate(store: Arc<dyn RunpackStore>) {
+        store
+            .put_file(&key(1, "e"), "f.json", b"one")
+            .await
+            .expect("put");
+        store
+            .put_file(&key(2, "e"), "f.json", b"two")
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get_file(&key(1, "e"), "f.json").await.expect("get"),
+            Some(b"one".to_vec()),
+            "clause 4"
+        );
+        assert_eq!(
+            store.get_file(&key(2, "e"), "f.json").await.expect("get"),
+            Some(b"two".to_vec()),
+            "clause 4"
+        );
+        assert_eq!(
+            store.get_file(&key(3, "e"), "f.json").await.expect("get"),
+            None,
+            "clause 4"
+        );
+    }
+}
+
+/// Stamps the `RunpackStore` suite onto `$factory`, an async fn returning a fresh
+/// `Arc<impl RunpackStore>`.
+#[macro_export]
+macro_rules! runpack_store_conformance {
+    ($factory:path) => {
+        $crate::__conformance_tests!(
+            $factory,
+            RunpackStore,
+            runpack_store,
+            files_round_trip_and_paths_are_confined,
+            get_returns_the_bytes_or_none,
+            list_is_sorted_and_complete,
+            tenants_are_separate
+        );
+    };
+}
+
 /// Stamps the `ScenarioStore` suite onto `$factory`, an async fn returning a fresh
 /// `Arc<impl ScenarioStore>`.
 #[macro_export]

@@ -396,7 +396,7 @@ pub struct RunpackKey {
 /// # Contract
 /// 1. `put_file` stores `bytes` at `path` under `key`; a path that is absolute, contains `..`
 ///    or would leave the store's root is refused with `Invalid`.
-/// 2. `get_file` returns exactly the stored bytes, or `None`.
+/// 2. `get_file` returns exactly the stored bytes (of the latest write), or `None`.
 /// 3. `list_files` returns every stored path of `key`, sorted.
 /// 4. Keys of different tenants never share storage.
 ///
