@@ -19,6 +19,7 @@ pub mod hashing;
 pub mod ids;
 pub mod memory;
 pub mod provider;
+pub mod providers;
 pub mod ret;
 pub mod run;
 pub mod runpack;

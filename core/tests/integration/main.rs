@@ -6,6 +6,7 @@ mod determinism;
 mod durability;
 mod lifecycle;
 mod properties;
+mod providers;
 mod ret;
 mod runpacks;
 mod support;

@@ -1,0 +1,309 @@
+//! Built-in providers: answers from the trigger time and a controlled environment, structured
+//! error codes, and capability contracts enforced at define time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use decision_gate_core::evidence::{EvidenceContext, EvidenceQuery, EvidenceValue};
+use decision_gate_core::providers::{EnvConfig, EnvProvider, TimeConfig, TimeProvider};
+use decision_gate_core::{
+    DecisionGate, DecisionOutcome, EvidenceProvider, EvidenceResult, Timestamp,
+};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn context(time: Timestamp) -> EvidenceContext {
+    EvidenceContext {
+        tenant_id: ctx().tenant_id,
+        namespace_id: ctx().namespace_id,
+        run_id: id("r"),
+        scenario_id: id("s"),
+        stage_id: id("one"),
+        trigger_id: id("t"),
+        trigger_time: time,
+        correlation_id: None,
+    }
+}
+
+async fn ask(
+    provider: &dyn EvidenceProvider,
+    check: &str,
+    params: Value,
+    time: Timestamp,
+) -> EvidenceResult {
+    let query = EvidenceQuery {
+        provider_id: provider.contract().provider_id.clone(),
+        check_id: id(check),
+        params: Some(params),
+    };
+    provider
+        .query(&query, &context(time))
+        .await
+        .expect("built-ins answer with results, not failures")
+}
+
+fn value(result: &EvidenceResult) -> Option<Value> {
+    match &result.value {
+        Some(EvidenceValue::Json(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn code(result: &EvidenceResult) -> Option<&str> {
+    result.error.as_ref().map(|e| e.code.as_str())
+}
+
+#[tokio::test]
+async fn time_answers_from_the_trigger_time_only() {
+    let time = TimeProvider::new(TimeConfig::default());
+    let at = Timestamp::UnixMillis(1_700_000_000_000);
+    let now = ask(&time, "now", json!({}), at).await;
+    assert_eq!(value(&now), Some(json!(1_700_000_000_000_i64)));
+    let anchor = now.evidence_anchor.unwrap();
+    assert_eq!(
+        (anchor.anchor_type.as_str(), anchor.anchor_value.as_str()),
+        (
+            "trigger_time_unix_millis",
+            r#"{"trigger_time":1700000000000}"#
+        )
+    );
+    assert_eq!(
+        value(
+            &ask(
+                &time,
+                "after",
+                json!({"timestamp": 1_699_999_999_999_i64}),
+                at
+            )
+            .await
+        ),
+        Some(json!(true))
+    );
+    assert_eq!(
+        value(
+            &ask(
+                &time,
+                "after",
+                json!({"timestamp": 1_700_000_000_000_i64}),
+                at
+            )
+            .await
+        ),
+        Some(json!(false)),
+        "strictly after"
+    );
+    assert_eq!(
+        value(
+            &ask(
+                &time,
+                "before",
+                json!({"timestamp": "2023-11-14T22:13:20.001Z"}),
+                at
+            )
+            .await
+        ),
+        Some(json!(true))
+    );
+    assert_eq!(
+        value(
+            &ask(
+                &time,
+                "before",
+                json!({"timestamp": "2023-11-14T22:13:20Z"}),
+                at
+            )
+            .await
+        ),
+        Some(json!(false))
+    );
+
+    let tick = Timestamp::Logical(u64::MAX);
+    assert_eq!(
+        value(&ask(&time, "now", json!({}), tick).await),
+        Some(json!(u64::MAX)),
+        "exact, even above i64::MAX"
+    );
+    assert_eq!(
+        code(
+            &ask(
+                &time,
+                "after",
+                json!({"timestamp": "2024-01-01T00:00:00Z"}),
+                Timestamp::Logical(5)
+            )
+            .await
+        ),
+        Some("timestamp_kind_mismatch")
+    );
+    assert_eq!(
+        code(&ask(&time, "after", json!({"timestamp": "yesterday"}), at).await),
+        Some("params_invalid")
+    );
+    assert_eq!(
+        code(&ask(&time, "after", json!({}), at).await),
+        Some("params_missing")
+    );
+    let strict = TimeProvider::new(TimeConfig {
+        allow_logical: false,
+    });
+    assert_eq!(
+        code(&ask(&strict, "now", json!({}), Timestamp::Logical(1)).await),
+        Some("logical_time_disallowed")
+    );
+}
+
+fn env(config: EnvConfig) -> EnvProvider {
+    EnvProvider::new(config)
+}
+
+#[tokio::test]
+async fn env_reads_only_allowed_keys_and_overrides_are_deterministic() {
+    let overrides: BTreeMap<String, String> = [
+        ("REGION".to_owned(), "eu-west".to_owned()),
+        ("BIG".to_owned(), "x".repeat(20)),
+    ]
+    .into();
+    let provider = env(EnvConfig {
+        overrides: Some(overrides),
+        denylist: ["SECRET".to_owned()].into(),
+        max_value_bytes: 10,
+        ..EnvConfig::default()
+    });
+    let at = Timestamp::Logical(1);
+    let region = ask(&provider, "get", json!({"key": "REGION"}), at).await;
+    assert_eq!(value(&region), Some(json!("eu-west")));
+    assert_eq!(
+        region.evidence_anchor.unwrap().anchor_value,
+        r#"{"key":"REGION"}"#
+    );
+    let unset = ask(&provider, "get", json!({"key": "PATH"}), at).await;
+    assert!(
+        unset.value.is_none() && unset.error.is_none(),
+        "with overrides the process environment is never read"
+    );
+    assert_eq!(
+        code(&ask(&provider, "get", json!({"key": "SECRET"}), at).await),
+        Some("key_denied")
+    );
+    assert_eq!(
+        code(&ask(&provider, "get", json!({"key": "BIG"}), at).await),
+        Some("value_too_large")
+    );
+    assert_eq!(
+        code(&ask(&provider, "get", json!({"key": "A=B"}), at).await),
+        Some("params_invalid")
+    );
+
+    let allow = env(EnvConfig {
+        allowlist: Some(BTreeSet::from(["HOME".to_owned()])),
+        ..EnvConfig::default()
+    });
+    assert_eq!(
+        code(&ask(&allow, "get", json!({"key": "PATH"}), at).await),
+        Some("key_denied")
+    );
+}
+
+fn time_spec(check: &str, params: Value, comparator: &str, expected: Value) -> Value {
+    json!({
+        "scenario_id": "s", "namespace_id": 1, "spec_version": "1",
+        "stages": [{"stage_id": "one", "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}], "advance_to": {"kind": "terminal"}}],
+        "conditions": [{"condition_id": "c", "query": {"provider_id": "time", "check_id": check, "params": params},
+                        "comparator": comparator, "expected": expected}]
+    })
+}
+
+fn gate_with_builtins() -> DecisionGate {
+    let overrides = Some([("MODE".to_owned(), "release".to_owned())].into());
+    DecisionGate::builder()
+        .provider(Arc::new(TimeProvider::new(TimeConfig::default())))
+        .unwrap()
+        .provider(Arc::new(EnvProvider::new(EnvConfig {
+            overrides,
+            ..EnvConfig::default()
+        })))
+        .unwrap()
+        .build()
+}
+
+#[tokio::test]
+async fn a_deadline_gate_passes_once_the_trigger_time_is_after_it() {
+    let gate = gate_with_builtins();
+    define(
+        &gate,
+        &time_spec("after", json!({"timestamp": 100}), "equals", json!(true)),
+    )
+    .await;
+    start(&gate, "s", "r").await;
+    assert!(matches!(
+        next(&gate, "s", "r", "early", 100)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Hold { .. }
+    ));
+    assert!(matches!(
+        next(&gate, "s", "r", "late", 101)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Complete { .. }
+    ));
+}
+
+#[tokio::test]
+async fn contracts_refuse_bad_params_and_comparators_at_define_time() {
+    let gate = gate_with_builtins();
+    let refused = |spec: Value| {
+        let gate = &gate;
+        async move {
+            gate.define_scenario_json(&ctx(), &spec.to_string())
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let err = refused(time_spec("after", json!({}), "equals", json!(true))).await;
+    assert!(
+        err.contains("conditions[0].query.params") && err.contains("timestamp"),
+        "{err}"
+    );
+    let err = refused(time_spec(
+        "after",
+        json!({"timestamp": 1, "zone": "utc"}),
+        "equals",
+        json!(true),
+    ))
+    .await;
+    assert!(err.contains("conditions[0].query.params"), "{err}");
+    let err = refused(time_spec("now", json!({}), "lex_greater_than", json!("1"))).await;
+    assert!(
+        err.contains("conditions[0].comparator") && err.contains("lex_greater_than"),
+        "{err}"
+    );
+    let err = refused(time_spec("tomorrow", json!({}), "equals", json!(1))).await;
+    assert!(err.contains("conditions[0].query.check_id"), "{err}");
+    let mut env_spec = time_spec("get", json!({"key": ""}), "equals", json!("release"));
+    env_spec["conditions"][0]["query"]["provider_id"] = json!("env");
+    let err = refused(env_spec.clone()).await;
+    assert!(
+        err.contains("conditions[0].query.params"),
+        "an empty key breaks the schema: {err}"
+    );
+    env_spec["conditions"][0]["query"]["params"] = json!({"key": "MODE"});
+    gate.define_scenario_json(&ctx(), &env_spec.to_string())
+        .await
+        .expect("a spec within both contracts");
+    start(&gate, "s", "r").await;
+    assert!(matches!(
+        next(&gate, "s", "r", "t", 1)
+            .await
+            .unwrap()
+            .decision
+            .outcome,
+        DecisionOutcome::Complete { .. }
+    ));
+}
