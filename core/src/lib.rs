@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod comparator;
+mod confine;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod disclosure;

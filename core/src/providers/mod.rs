@@ -4,11 +4,13 @@
 //! evidence errors with stable codes rather than provider failures.
 
 mod env;
+mod json;
 mod time;
 
 use serde_json::Value;
 
 pub use env::{EnvConfig, EnvProvider};
+pub use json::{JsonConfig, JsonConfigError, JsonProvider};
 pub use time::{TimeConfig, TimeProvider};
 
 use crate::comparator::Comparator;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::store::{RunpackKey, RunpackStore, StoreError};
 
-use super::verify::{check_relative, confined};
+use crate::confine::{check_relative, confined};
 
 /// A path segment safe on any filesystem: kept when it is plain ASCII, otherwise hex-encoded
 /// behind `~`, so no id can name `..`, a separator or a reserved name.
@@ -39,7 +39,8 @@ fn key_dir(key: &RunpackKey) -> String {
     )
 }
 
-fn invalid(message: String) -> StoreError {
+fn invalid(refusal: crate::confine::PathRefusal) -> StoreError {
+    let message = refusal.to_string();
     StoreError::Invalid {
         field: "path",
         message,

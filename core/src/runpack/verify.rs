@@ -1,12 +1,13 @@
 //! Offline verification of a runpack: integrity, cross-checks between the logs, hashes against
 //! values, sequence numbers, anchors, the optional signature, and (on request) replay.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::confine::confined;
 use crate::disclosure::PacketRecord;
 use crate::evidence::EvidenceValue;
 use crate::hashing::{HashAlgorithm, HashDigest, canonical_json};
@@ -48,40 +49,9 @@ impl DirReader {
     }
 }
 
-/// Checks that `path` is relative with only plain components (no `..`, `.` or root).
-pub(crate) fn check_relative(path: &str) -> Result<(), String> {
-    let plain = Path::new(path)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
-    if path.is_empty() || !plain {
-        return Err(format!(
-            "path {path:?} must be relative, without '..' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks `path` with [`check_relative`] and that it crosses no symlink under `root`; returns
-/// the full path.
-pub(crate) fn confined(root: &Path, path: &str) -> Result<PathBuf, String> {
-    check_relative(path)?;
-    let relative = Path::new(path);
-    let mut full = root.to_path_buf();
-    for component in relative.components() {
-        full.push(component);
-        match std::fs::symlink_metadata(&full) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(format!("path {path:?} crosses a symlink"));
-            }
-            _ => {}
-        }
-    }
-    Ok(full)
-}
-
 impl Reader for DirReader {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        let full = confined(&self.root, path)?;
+        let full = confined(&self.root, path).map_err(|e| e.to_string())?;
         let meta = match std::fs::metadata(&full) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -307,3 +307,163 @@ async fn contracts_refuse_bad_params_and_comparators_at_define_time() {
         DecisionOutcome::Complete { .. }
     ));
 }
+
+mod json_files {
+    use decision_gate_core::providers::{JsonConfig, JsonProvider};
+    use serde_json::json;
+
+    use super::*;
+
+    fn provider(root: &std::path::Path, allow_yaml: bool, max_bytes: u64) -> JsonProvider {
+        JsonProvider::new(JsonConfig {
+            root: root.to_path_buf(),
+            root_id: "repo".into(),
+            max_bytes,
+            allow_yaml,
+        })
+        .unwrap()
+    }
+
+    fn params(file: &str, jsonpath: Option<&str>) -> Value {
+        match jsonpath {
+            Some(p) => json!({"file": file, "jsonpath": p}),
+            None => json!({"file": file}),
+        }
+    }
+
+    #[tokio::test]
+    async fn selects_values_from_json_and_yaml_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("ci")).unwrap();
+        std::fs::write(
+            root.join("ci/report.json"),
+            r#"{"build": {"status": "passed"}, "items": [{"id": 1}, {"id": 2}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("ci/review.yaml"),
+            "approvals: 2\nreviewers: [ana, bo]\n",
+        )
+        .unwrap();
+        let p = provider(&root, true, 1024);
+        let at = Timestamp::Logical(1);
+        let status = ask(
+            &p,
+            "path",
+            params("ci/report.json", Some("$.build.status")),
+            at,
+        )
+        .await;
+        assert_eq!(value(&status), Some(json!("passed")));
+        let anchor = status.evidence_anchor.as_ref().unwrap();
+        assert_eq!(
+            (anchor.anchor_type.as_str(), anchor.anchor_value.as_str()),
+            (
+                "file_path_rooted",
+                r#"{"path":"ci/report.json","root_id":"repo"}"#
+            )
+        );
+        assert_eq!(
+            status.evidence_ref.unwrap().uri,
+            "dg+file://repo/ci/report.json"
+        );
+        assert_eq!(
+            value(
+                &ask(
+                    &p,
+                    "path",
+                    params("ci/report.json", Some("$.items[*].id")),
+                    at
+                )
+                .await
+            ),
+            Some(json!([1, 2])),
+            "several matches form an array"
+        );
+        let absent = ask(&p, "path", params("ci/report.json", Some("$.nope")), at).await;
+        assert!(
+            absent.value.is_none() && absent.error.is_none(),
+            "no match is no value"
+        );
+        assert_eq!(
+            value(
+                &ask(
+                    &p,
+                    "path",
+                    params("ci/review.yaml", Some("$.approvals")),
+                    at
+                )
+                .await
+            ),
+            Some(json!(2))
+        );
+        assert_eq!(
+            value(&ask(&p, "path", params("ci/review.yaml", None), at).await),
+            Some(json!({"approvals": 2, "reviewers": ["ana", "bo"]}))
+        );
+    }
+
+    #[tokio::test]
+    async fn every_failure_has_a_stable_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("bad.json"), "{not json").unwrap();
+        std::fs::write(root.join("bad.yml"), "a: [unclosed").unwrap();
+        std::fs::write(root.join("ok.yml"), "a: 1").unwrap();
+        std::fs::write(root.join("big.json"), format!("\"{}\"", "x".repeat(64))).unwrap();
+        std::fs::write(dir.path().join("outside.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.json"), root.join("link.json"))
+            .unwrap();
+        let p = provider(&root, true, 32);
+        let at = Timestamp::Logical(1);
+        let cases = [
+            (params("../outside.json", None), "path_invalid"),
+            (params("/etc/hostname", None), "absolute_path_forbidden"),
+            (params("link.json", None), "path_outside_root"),
+            (params("missing.json", None), "file_not_found"),
+            (params("big.json", None), "size_limit_exceeded"),
+            (params("bad.json", None), "invalid_json"),
+            (params("bad.yml", None), "invalid_yaml"),
+            (params("ok.yml", Some("$[")), "invalid_jsonpath"),
+            (json!({"jsonpath": "$"}), "params_missing"),
+        ];
+        for (params, expected) in cases {
+            assert_eq!(
+                code(&ask(&p, "path", params.clone(), at).await),
+                Some(expected),
+                "{params}"
+            );
+        }
+        let no_yaml = provider(&root, false, 1024);
+        assert_eq!(
+            code(&ask(&no_yaml, "path", params("ok.yml", None), at).await),
+            Some("yaml_disabled")
+        );
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |root_id: &str, root: std::path::PathBuf| JsonConfig {
+            root,
+            root_id: root_id.into(),
+            max_bytes: 1,
+            allow_yaml: true,
+        };
+        assert_eq!(
+            JsonProvider::new(config("Bad Id", dir.path().into()))
+                .unwrap_err()
+                .field,
+            "root_id"
+        );
+        assert_eq!(
+            JsonProvider::new(config("ok", dir.path().join("missing")))
+                .unwrap_err()
+                .field,
+            "root"
+        );
+        assert!(JsonProvider::new(config("ok", dir.path().into())).is_ok());
+    }
+}
