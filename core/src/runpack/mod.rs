@@ -12,7 +12,7 @@ mod verify;
 
 use std::collections::BTreeMap;
 
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{AnchorRequirement, EngineConfig, Limits};
@@ -24,6 +24,7 @@ use crate::run::{EntryBody, JournalEntry, RunHead};
 use crate::spec::ScenarioSpec;
 use crate::time::Timestamp;
 
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use stores::{FsRunpackStore, MemoryRunpackStore};
 pub use verify::{
     DirReader, Failure, Reader, VerifyOptions, VerifyReport, verify, verify_manifest,

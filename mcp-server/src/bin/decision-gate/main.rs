@@ -1,0 +1,138 @@
+//! `decision-gate`: the command line of Decision Gate. Every command prints plain text, or one
+//! JSON document with `--json`; exit code 0 means success, 1 a failed check (an invalid spec, a
+//! runpack that does not verify), 2 a usage error.
+
+mod output;
+mod quickstart;
+mod runpack;
+mod scenario;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "decision-gate",
+    version,
+    about = "Deterministic checkpoints for AI agents: decide, disclose, record, verify."
+)]
+struct Cli {
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bundled example end to end on SQLite: define, start, trigger, export, verify.
+    Quickstart {
+        /// Where the database, evidence files and runpacks live.
+        #[arg(long, default_value = "dg-data")]
+        data_dir: PathBuf,
+    },
+    /// Scenario specs.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+    /// Runpacks.
+    #[command(subcommand)]
+    Runpack(RunpackCommand),
+}
+
+#[derive(Subcommand)]
+enum ScenarioCommand {
+    /// Check a scenario spec file against every define-time rule and the built-in providers'
+    /// contracts.
+    Validate {
+        /// The spec file (JSON).
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunpackCommand {
+    /// Export a run stored in a data directory as a runpack under `<data-dir>/runpacks`.
+    Export {
+        /// The data directory holding `decision-gate.db`.
+        #[arg(long, default_value = "dg-data")]
+        data_dir: PathBuf,
+        /// The tenant.
+        #[arg(long, default_value_t = 1)]
+        tenant: u64,
+        /// The namespace.
+        #[arg(long, default_value_t = 1)]
+        namespace: u64,
+        /// The scenario.
+        #[arg(long)]
+        scenario: String,
+        /// The run.
+        #[arg(long)]
+        run: String,
+        /// The export time in Unix milliseconds (defaults to now; it is recorded, never decided on).
+        #[arg(long)]
+        generated_at: Option<i64>,
+    },
+    /// Verify a runpack directory offline.
+    Verify {
+        /// The runpack directory (holding `manifest.json`).
+        dir: PathBuf,
+        /// Also re-run every recorded trigger and compare every gate outcome and decision.
+        #[arg(long)]
+        replay: bool,
+        /// Require a manifest signature by this ed25519 public key (hex); repeatable.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return out.fatal(&anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Quickstart { data_dir } => quickstart::run(&out, &data_dir).await,
+            Command::Scenario(ScenarioCommand::Validate { file }) => {
+                scenario::validate(&out, &file)
+            }
+            Command::Runpack(RunpackCommand::Export {
+                data_dir,
+                tenant,
+                namespace,
+                scenario,
+                run,
+                generated_at,
+            }) => {
+                runpack::export(
+                    &out,
+                    &data_dir,
+                    (tenant, namespace),
+                    &scenario,
+                    &run,
+                    generated_at,
+                )
+                .await
+            }
+            Command::Runpack(RunpackCommand::Verify {
+                dir,
+                replay,
+                trusted_keys,
+            }) => runpack::verify(&out, &dir, replay, &trusted_keys),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => out.fatal(&e),
+    }
+}

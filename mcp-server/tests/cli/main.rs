@@ -1,0 +1,234 @@
+//! The `decision-gate` binary, end to end: quickstart, scenario validation, runpack export and
+//! verification, exit codes and JSON output.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn decision_gate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_decision-gate"))
+        .args(args)
+        .output()
+        .expect("run decision-gate")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document on stdout ({e}): {}", stdout(output)))
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/scenarios")
+        .join(name)
+}
+
+/// Runs the quickstart in `data_dir` and returns the runpack directory it verified.
+fn quickstart(data_dir: &Path) -> PathBuf {
+    let output = decision_gate(&[
+        "quickstart",
+        "--json",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let doc = json(&output);
+    assert_eq!(doc["status"], "pass");
+    PathBuf::from(doc["runpack"].as_str().unwrap())
+}
+
+#[test]
+fn quickstart_holds_advances_completes_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = decision_gate(&["quickstart", "--data-dir", dir.path().to_str().unwrap()]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}");
+    let order = [
+        "\"kind\":\"hold\"",
+        "\"kind\":\"advance\"",
+        "release-notes",
+        "\"kind\":\"complete\"",
+        "PASS",
+        "every decision replayed",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|s| {
+            text.find(s)
+                .unwrap_or_else(|| panic!("{s} missing from:\n{text}"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+
+    // A second quickstart in the same data directory makes a new run.
+    let doc = json(&decision_gate(&[
+        "quickstart",
+        "--json",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_eq!(doc["run_id"], "quickstart-2");
+    assert_eq!(doc["decisions"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["verification"]["checked_files"], 8);
+}
+
+#[test]
+fn runpack_verify_passes_and_names_what_was_tampered_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let runpack = quickstart(dir.path());
+    let runpack_arg = runpack.to_str().unwrap();
+    let ok = decision_gate(&["runpack", "verify", "--replay", runpack_arg]);
+    assert!(ok.status.success(), "{}", stdout(&ok));
+    assert!(stdout(&ok).starts_with("PASS"));
+
+    let decisions = runpack.join("artifacts/decisions.json");
+    let mut bytes = std::fs::read(&decisions).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&decisions, bytes).unwrap();
+    let failed = decision_gate(&["runpack", "verify", "--replay", runpack_arg]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stdout(&failed).contains("file_hash: artifacts/decisions.json: hash mismatch"),
+        "{}",
+        stdout(&failed)
+    );
+    let doc = json(&decision_gate(&[
+        "runpack",
+        "verify",
+        "--json",
+        runpack_arg,
+    ]));
+    assert_eq!(doc["status"], "fail");
+    assert!(
+        doc["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["check"] == "file_hash" && f["artifact"] == "artifacts/decisions.json")
+    );
+}
+
+#[test]
+fn a_required_signature_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let runpack = quickstart(dir.path());
+    let key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let output = decision_gate(&[
+        "runpack",
+        "verify",
+        "--trusted-key",
+        key,
+        runpack.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("a signature is required"),
+        "{}",
+        stdout(&output)
+    );
+    let bad = decision_gate(&[
+        "runpack",
+        "verify",
+        "--trusted-key",
+        "zz",
+        runpack.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--trusted-key must be 64 hex digits"));
+}
+
+#[test]
+fn runpack_export_writes_a_verifiable_runpack() {
+    let dir = tempfile::tempdir().unwrap();
+    quickstart(dir.path());
+    let data = dir.path().to_str().unwrap();
+    let output = decision_gate(&[
+        "runpack",
+        "export",
+        "--json",
+        "--data-dir",
+        data,
+        "--scenario",
+        "quickstart",
+        "--run",
+        "quickstart-1",
+        "--generated-at",
+        "0",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let exported = json(&output);
+    let runpack = exported["dir"].as_str().unwrap();
+    assert!(
+        decision_gate(&["runpack", "verify", "--replay", runpack])
+            .status
+            .success()
+    );
+    let missing = decision_gate(&[
+        "runpack",
+        "export",
+        "--data-dir",
+        data,
+        "--scenario",
+        "quickstart",
+        "--run",
+        "nope",
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("run not found: nope"));
+}
+
+#[test]
+fn scenario_validate_reports_every_broken_rule_with_its_path() {
+    let valid = decision_gate(&[
+        "scenario",
+        "validate",
+        example("quickstart.json").to_str().unwrap(),
+    ]);
+    assert!(valid.status.success(), "{}", stdout(&valid));
+    assert!(stdout(&valid).ends_with(": valid\n"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(example("quickstart.json")).unwrap())
+            .unwrap();
+    spec["stages"][0]["gates"][0]["requirement"] = serde_json::json!({"Condition": "ghost"});
+    spec["conditions"][1]["query"]["params"] = serde_json::json!({});
+    let broken = dir.path().join("broken.json");
+    std::fs::write(&broken, spec.to_string()).unwrap();
+    let output = decision_gate(&["scenario", "validate", "--json", broken.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let doc = json(&output);
+    let paths: Vec<&str> = doc["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&"stages[0].gates[0].requirement.Condition"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"conditions[1].query.params"), "{paths:?}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    assert_eq!(decision_gate(&["runpack", "verify"]).status.code(), Some(2));
+    assert_eq!(decision_gate(&["no-such-command"]).status.code(), Some(2));
+}
