@@ -6,6 +6,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod docs;
+
 fn decision_gate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_decision-gate"))
         .args(args)
