@@ -67,6 +67,17 @@ impl StageOutcome {
     }
 }
 
+/// Reusable buffers for [`Plan::gate_outcomes`].
+#[derive(Clone, Debug, Default)]
+pub struct OutcomeBuffers {
+    /// Each condition slot's status.
+    pub statuses: Vec<TriState>,
+    /// Each gate's outcome, in stage order.
+    pub outcomes: Vec<TriState>,
+    /// Every leaf visit of every gate, in order.
+    pub trace: Vec<TraceStep>,
+}
+
 impl Plan {
     /// Compiles a spec. The spec must already have passed [`super::validate_spec`]; this only
     /// fails on structural problems (an unknown condition or stage), which for a stored spec
@@ -196,6 +207,37 @@ impl Plan {
             slots.sort_by_cached_key(key);
         }
         slots
+    }
+
+    /// The decision's hot path, without normalising or recording: compares each slot's value
+    /// (in slot order; `None` is no value), then evaluates every gate of the stage, appending
+    /// each leaf visit to `trace`. `statuses` and `outcomes` are cleared and refilled, so a caller
+    /// can reuse the buffers. Trust lanes and evidence errors are not considered here.
+    pub fn gate_outcomes(
+        &self,
+        stage: usize,
+        values: &[Option<&EvidenceValue>],
+        mode: crate::ret::LogicMode,
+        buffers: &mut OutcomeBuffers,
+    ) {
+        buffers.statuses.clear();
+        buffers.outcomes.clear();
+        buffers.trace.clear();
+        let Some(plan) = self.stages.get(stage) else {
+            return;
+        };
+        buffers.statuses.extend(
+            plan.conditions
+                .iter()
+                .enumerate()
+                .map(|(slot, c)| c.comparison.evaluate(values.get(slot).copied().flatten())),
+        );
+        for gate in &plan.gates {
+            let outcome = gate
+                .requirement
+                .evaluate(&buffers.statuses, mode, &mut buffers.trace);
+            buffers.outcomes.push(outcome);
+        }
     }
 
     /// Evaluates a stage's gates from one provider result per slot (in slot order; a missing

@@ -199,3 +199,44 @@ async fn concurrent_runs_give_identical_logs() {
         "concurrent runs decide exactly as a lone run"
     );
 }
+
+#[test]
+fn the_hot_path_agrees_with_the_recorded_evaluation() {
+    use decision_gate_core::engine::{OutcomeBuffers, Plan};
+    use decision_gate_core::evidence::EvidenceValue;
+    let plan = Plan::compile(
+        serde_json::from_value(spec(conditions())).unwrap(),
+        decision_gate_core::HashAlgorithm::Sha256,
+    )
+    .unwrap();
+    let config = EngineConfig::default();
+    let mut buffers = OutcomeBuffers::default();
+    let answers = [json!(true), json!(false), json!("x")];
+    for combo in 0..(3usize.pow(5)) {
+        let values: Vec<EvidenceValue> = (0..5)
+            .map(|i| EvidenceValue::Json(answers[(combo / 3usize.pow(i)) % 3].clone()))
+            .collect();
+        let results = values
+            .iter()
+            .map(|v| decision_gate_core::EvidenceResult {
+                value: Some(v.clone()),
+                ..decision_gate_core::EvidenceResult::json(json!(null))
+            })
+            .collect();
+        let recorded = plan.evaluate_stage(0, results, &config, &id("t"));
+        let refs: Vec<Option<&EvidenceValue>> = values.iter().map(Some).collect();
+        plan.gate_outcomes(0, &refs, config.logic_mode, &mut buffers);
+        let expected: Vec<_> = recorded
+            .gate_records
+            .iter()
+            .map(|r| r.evaluation.status)
+            .collect();
+        assert_eq!(buffers.outcomes, expected, "combination {combo}");
+        let traced: usize = recorded
+            .gate_records
+            .iter()
+            .map(|r| r.evaluation.trace.len())
+            .sum();
+        assert_eq!(buffers.trace.len(), traced);
+    }
+}
