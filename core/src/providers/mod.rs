@@ -4,12 +4,16 @@
 //! evidence errors with stable codes rather than provider failures.
 
 mod env;
+#[cfg(feature = "http")]
+mod http;
 mod json;
 mod time;
 
 use serde_json::Value;
 
 pub use env::{EnvConfig, EnvProvider};
+#[cfg(feature = "http")]
+pub use http::{HttpConfig, HttpConfigError, HttpProvider, is_public_address};
 pub use json::{JsonConfig, JsonConfigError, JsonProvider};
 pub use time::{TimeConfig, TimeProvider};
 

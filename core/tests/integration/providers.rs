@@ -467,3 +467,173 @@ mod json_files {
         assert!(JsonProvider::new(config("ok", dir.path().into())).is_ok());
     }
 }
+
+mod http_urls {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use decision_gate_core::providers::{HttpConfig, HttpProvider, is_public_address};
+    use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A loopback HTTP/1.1 server: `/ok` answers "hello", `/redirect` a 302, `/big` 2000 bytes,
+    /// `/slow` nothing for two seconds. It serves until the test ends.
+    async fn server() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 4096];
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let (head, body) = match path.as_str() {
+                        "/ok" => ("200 OK", "hello".to_owned()),
+                        "/redirect" => ("302 Found\r\nLocation: /ok", String::new()),
+                        "/big" => ("200 OK", "x".repeat(2000)),
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            ("200 OK", String::new())
+                        }
+                        _ => ("404 Not Found", String::new()),
+                    };
+                    let response = format!(
+                        "HTTP/1.1 {head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn local(config: HttpConfig) -> HttpProvider {
+        HttpProvider::new(HttpConfig {
+            allow_http: true,
+            allow_private_addresses: true,
+            ..config
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_status_and_body_digest_and_refuses_redirects_size_and_slowness() {
+        let addr = server().await;
+        let at = Timestamp::Logical(1);
+        let url = |path: &str| json!({"url": format!("http://{addr}{path}")});
+        let p = local(HttpConfig {
+            timeout_ms: 500,
+            max_response_bytes: 1000,
+            ..HttpConfig::default()
+        });
+        let ok = ask(&p, "status", url("/ok"), at).await;
+        assert_eq!(value(&ok), Some(json!(200)));
+        assert_eq!(ok.evidence_ref.unwrap().uri, format!("http://{addr}/ok"));
+        assert_eq!(
+            value(&ask(&p, "status", url("/missing"), at).await),
+            Some(json!(404))
+        );
+        let digest = value(&ask(&p, "body_hash", url("/ok"), at).await).unwrap();
+        assert_eq!(
+            digest,
+            serde_json::to_value(decision_gate_core::HashAlgorithm::Sha256.digest(b"hello"))
+                .unwrap()
+        );
+        assert_eq!(
+            code(&ask(&p, "status", url("/redirect"), at).await),
+            Some("redirect_refused")
+        );
+        assert_eq!(
+            code(&ask(&p, "body_hash", url("/big"), at).await),
+            Some("response_too_large")
+        );
+        assert_eq!(
+            code(&ask(&p, "status", url("/slow"), at).await),
+            Some("timeout")
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_plain_http_private_addresses_and_other_hosts_without_connecting() {
+        let addr = server().await;
+        let at = Timestamp::Logical(1);
+        let strict = HttpProvider::new(HttpConfig::default()).unwrap();
+        let refused = |url: String| {
+            let strict = &strict;
+            async move { ask(strict, "status", json!({ "url": url }), at).await }
+        };
+        assert_eq!(
+            code(&refused(format!("http://{addr}/ok")).await),
+            Some("scheme_forbidden")
+        );
+        for url in [
+            format!("https://{addr}/ok"),
+            "https://10.0.0.1/".to_owned(),
+            "https://192.168.1.1/".to_owned(),
+            "https://169.254.169.254/latest/meta-data".to_owned(),
+            "https://[::1]/".to_owned(),
+            "https://[fe80::1]/".to_owned(),
+            "https://[::ffff:127.0.0.1]/".to_owned(),
+            format!("https://localhost:{}/ok", addr.port()),
+        ] {
+            assert_eq!(
+                code(&refused(url.clone()).await),
+                Some("address_forbidden"),
+                "{url}"
+            );
+        }
+        let only = HttpProvider::new(HttpConfig {
+            allowed_hosts: Some(["example.org".to_owned()].into()),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            code(
+                &ask(
+                    &only,
+                    "status",
+                    json!({"url": "https://elsewhere.invalid/"}),
+                    at
+                )
+                .await
+            ),
+            Some("host_not_allowed")
+        );
+        assert_eq!(
+            code(&ask(&strict, "status", json!({"url": "not a url"}), at).await),
+            Some("params_invalid")
+        );
+    }
+
+    #[test]
+    fn public_addresses_are_told_apart() {
+        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
+            assert!(is_public_address(public.parse().unwrap()), "{public}");
+        }
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public_address(private.parse().unwrap()), "{private}");
+        }
+    }
+}

@@ -31,12 +31,14 @@ fn json_provider(root: &Path) -> anyhow::Result<JsonProvider> {
     Ok(JsonProvider::new(config)?)
 }
 
-/// A registry of the built-in providers; the `json` provider reads under `json_root`.
+/// A registry of every built-in provider, for validating specs; the `json` provider reads under
+/// `json_root`.
 pub(crate) fn builtin_providers(json_root: &Path) -> anyhow::Result<ProviderRegistry> {
     let mut registry = ProviderRegistry::new();
     registry.register(Arc::new(TimeProvider::new(TimeConfig::default())))?;
     registry.register(Arc::new(EnvProvider::new(EnvConfig::default())))?;
     registry.register(Arc::new(json_provider(json_root)?))?;
+    registry.register(Arc::new(HttpProvider::new(HttpConfig::default())?))?;
     Ok(registry)
 }
 
