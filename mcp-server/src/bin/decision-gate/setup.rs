@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use decision_gate_core::providers::{
-    EnvConfig, EnvProvider, JsonConfig, JsonProvider, TimeConfig, TimeProvider,
+    EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
+    TimeProvider,
 };
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_core::{DecisionGate, ProviderRegistry, SqliteStore};
