@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod config;
 mod docs;
 
 fn decision_gate(args: &[&str]) -> Output {

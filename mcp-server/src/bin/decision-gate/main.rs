@@ -2,6 +2,7 @@
 //! JSON document with `--json`; exit code 0 means success, 1 a failed check (an invalid spec, a
 //! runpack that does not verify), 2 a usage error.
 
+mod config;
 mod output;
 mod quickstart;
 mod runpack;
@@ -41,6 +42,19 @@ enum Command {
     /// Runpacks.
     #[command(subcommand)]
     Runpack(RunpackCommand),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file: unknown keys, invalid values and provider settings.
+    Check {
+        /// The file (default: `$DECISION_GATE_CONFIG`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +143,7 @@ fn main() -> ExitCode {
                 replay,
                 trusted_keys,
             }) => runpack::verify(&out, &dir, replay, &trusted_keys),
+            Command::Config(ConfigCommand::Check { config }) => config::check(&out, config),
         }
     });
     match result {
