@@ -1,0 +1,387 @@
+//! The service layer: the one place that fixes the order of every call.
+//!
+//! authorize → quota check → engine step → persist (one atomic append) → usage → audit.
+//!
+//! Transports (MCP, gRPC) authenticate, build a [`RequestContext`] and call exactly one method
+//! here. Enterprise deployments swap the seams; they never branch this logic.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::SigningKey;
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+
+use crate::access::{
+    Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, InMemoryAuditSink,
+    InMemoryUsageMeter, RequestContext, ScopeAuthorizer, UsageEvent, UsageMeter, UsageMetric,
+};
+use crate::disclosure::{
+    DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
+};
+use crate::engine::{self, DisclosureContext, EngineConfig, Plan, Verdict};
+use crate::error::Error;
+use crate::evidence::{EvidenceContext, EvidenceError, EvidenceResult, TrustLane};
+use crate::hashing::HashDigest;
+use crate::ids::{
+    ConditionId, DecisionId, NamespaceId, RunId, ScenarioId, SchemaId, SchemaVersion, StageId,
+    SubmissionId, TenantId, TriggerId,
+};
+use crate::provider::{EvidenceProvider, ProviderRegistry, RegistryError};
+use crate::run::{
+    DecisionOutcome, DecisionRecord, EntryBody, GateEvaluation, JournalEntry, RunCounts, RunHead,
+    RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord,
+    TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
+};
+use crate::runpack::{self, MemoryRunpackStore, RunpackManifest, VerifyOptions, VerifyReport};
+use crate::spec::{PacketPayload, ScenarioSpec};
+use crate::store::{
+    DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, RunpackKey, RunpackStore,
+    ScenarioRecord, ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
+};
+use crate::time::Timestamp;
+
+mod precheck;
+mod runpacks;
+mod runs;
+mod scenarios;
+mod schemas;
+
+pub use precheck::{PrecheckRequest, PrecheckResult};
+pub use runpacks::ExportResult;
+pub use runs::{NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest};
+pub use scenarios::DefineResult;
+
+/// How often a trigger or submission is recomputed when a concurrent call appended first.
+const MAX_APPEND_ATTEMPTS: usize = 8;
+/// Compiled plans kept in memory.
+const PLAN_CACHE_SIZE: usize = 512;
+
+/// Builds a [`DecisionGate`]; every seam not set gets its open-source in-memory default.
+#[derive(Default)]
+pub struct DecisionGateBuilder {
+    config: EngineConfig,
+    providers: ProviderRegistry,
+    scenarios: Option<Arc<dyn ScenarioStore>>,
+    runs: Option<Arc<dyn RunStore>>,
+    schemas: Option<Arc<dyn SchemaRegistry>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
+    usage: Option<Arc<dyn UsageMeter>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    dispatcher: Option<Arc<dyn Dispatcher>>,
+    policy: Option<Arc<dyn PolicyDecider>>,
+    runpacks: Option<Arc<dyn RunpackStore>>,
+    signer: Option<SigningKey>,
+}
+
+impl DecisionGateBuilder {
+    /// Where exported runpacks are stored (in memory by default).
+    #[must_use]
+    pub fn runpack_store(mut self, runpacks: Arc<dyn RunpackStore>) -> Self {
+        self.runpacks = Some(runpacks);
+        self
+    }
+
+    /// Signs every exported runpack's manifest with this ed25519 key.
+    #[must_use]
+    pub fn runpack_signer(mut self, key: SigningKey) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    /// The engine configuration.
+    #[must_use]
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers an evidence provider.
+    ///
+    /// # Errors
+    /// [`RegistryError`] for a duplicate id or an invalid contract.
+    pub fn provider(mut self, provider: Arc<dyn EvidenceProvider>) -> Result<Self, RegistryError> {
+        self.providers.register(provider)?;
+        Ok(self)
+    }
+
+    /// Uses one backend for scenarios, runs and schemas.
+    #[must_use]
+    pub fn store<S: ScenarioStore + RunStore + SchemaRegistry + 'static>(
+        mut self,
+        store: Arc<S>,
+    ) -> Self {
+        self.scenarios = Some(store.clone());
+        self.runs = Some(store.clone());
+        self.schemas = Some(store);
+        self
+    }
+
+    /// The authorizer.
+    #[must_use]
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+
+    /// The usage meter.
+    #[must_use]
+    pub fn usage_meter(mut self, usage: Arc<dyn UsageMeter>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// The audit sink.
+    #[must_use]
+    pub fn audit_sink(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The packet dispatcher.
+    #[must_use]
+    pub fn dispatcher(mut self, dispatcher: Arc<dyn Dispatcher>) -> Self {
+        self.dispatcher = Some(dispatcher);
+        self
+    }
+
+    /// The disclosure policy.
+    #[must_use]
+    pub fn policy(mut self, policy: Arc<dyn PolicyDecider>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Builds the service.
+    #[must_use]
+    pub fn build(self) -> DecisionGate {
+        let memory = Arc::new(crate::memory::MemoryStore::default());
+        DecisionGate {
+            config: self.config,
+            providers: self.providers,
+            scenarios: self.scenarios.unwrap_or_else(|| memory.clone()),
+            runs: self.runs.unwrap_or_else(|| memory.clone()),
+            schemas: self.schemas.unwrap_or(memory),
+            authorizer: self.authorizer.unwrap_or_else(|| Arc::new(ScopeAuthorizer)),
+            usage: self
+                .usage
+                .unwrap_or_else(|| Arc::new(InMemoryUsageMeter::default())),
+            audit: self
+                .audit
+                .unwrap_or_else(|| Arc::new(InMemoryAuditSink::default())),
+            dispatcher: self
+                .dispatcher
+                .unwrap_or_else(|| Arc::new(RecordingDispatcher)),
+            policy: self
+                .policy
+                .unwrap_or_else(|| Arc::new(StaticPolicy::permit_all())),
+            runpacks: self
+                .runpacks
+                .unwrap_or_else(|| Arc::new(MemoryRunpackStore::default())),
+            signer: self.signer,
+            plans: Mutex::new(LruCache::new(
+                NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
+            )),
+            call_seq: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The Decision Gate service.
+pub struct DecisionGate {
+    config: EngineConfig,
+    providers: ProviderRegistry,
+    scenarios: Arc<dyn ScenarioStore>,
+    runs: Arc<dyn RunStore>,
+    schemas: Arc<dyn SchemaRegistry>,
+    authorizer: Arc<dyn Authorizer>,
+    usage: Arc<dyn UsageMeter>,
+    audit: Arc<dyn AuditSink>,
+    dispatcher: Arc<dyn Dispatcher>,
+    policy: Arc<dyn PolicyDecider>,
+    runpacks: Arc<dyn RunpackStore>,
+    signer: Option<SigningKey>,
+    plans: Mutex<LruCache<(TenantId, NamespaceId, ScenarioId), Arc<Plan>>>,
+    call_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for DecisionGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionGate")
+            .field("config", &self.config)
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An authorized call in progress: what to audit and meter when it ends.
+struct Call {
+    action: Action,
+    resource: String,
+    request_hash: Option<HashDigest>,
+    effects: Effects,
+}
+
+/// Whether a call's effects were committed by the store together with its write.
+type Committed = bool;
+
+impl DecisionGate {
+    /// A builder with in-memory defaults.
+    #[must_use]
+    pub fn builder() -> DecisionGateBuilder {
+        DecisionGateBuilder::default()
+    }
+
+    /// The engine configuration.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The registered providers.
+    #[must_use]
+    pub fn providers(&self) -> &ProviderRegistry {
+        &self.providers
+    }
+
+    // ---- call bracket ---------------------------------------------------------------------------
+
+    /// Runs one service call inside the bracket: authorize and quota-check, run `op` with the
+    /// call's effects, then meter and audit (or audit the failure).
+    pub(super) async fn call<T>(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        resource: (&'static str, String),
+        request_hash: Option<HashDigest>,
+        usage: Vec<(UsageMetric, u64)>,
+        op: impl AsyncFnOnce(&Effects) -> Result<(T, Committed), Error>,
+    ) -> Result<T, Error> {
+        let call = self
+            .begin(ctx, action, resource, request_hash, usage)
+            .await?;
+        let result = op(&call.effects).await;
+        self.finish(ctx, call, result).await
+    }
+
+    /// The digest of a request, for the audit trail.
+    pub(super) fn hash_request(&self, request: &impl Serialize) -> Option<HashDigest> {
+        self.config.hash_algorithm.digest_json(request).ok()
+    }
+
+    /// Authorizes and quota-checks a call. Refusals are audited here.
+    async fn begin(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        (what, id): (&'static str, String),
+        request_hash: Option<HashDigest>,
+        mut usage: Vec<(UsageMetric, u64)>,
+    ) -> Result<Call, Error> {
+        let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
+        let key = ctx
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("local-{seq}"));
+        usage.insert(0, (UsageMetric::ToolCalls, 1));
+        let usage = usage
+            .into_iter()
+            .map(|(metric, quantity)| UsageEvent {
+                tenant_id: ctx.tenant_id,
+                namespace_id: ctx.namespace_id,
+                metric,
+                quantity,
+                idempotency_key: format!("{key}/{}/{metric:?}", action.name()),
+            })
+            .collect::<Vec<_>>();
+        let resource = format!("{what}/{id}");
+        let mut call = Call {
+            action,
+            resource,
+            request_hash,
+            effects: Effects {
+                usage,
+                audit: Vec::new(),
+            },
+        };
+        let refused = match self.authorizer.authorize(ctx, action).await {
+            Err(AuthzError::OutOfScope) => Some(Error::NotFound { what, id }),
+            Err(e) => Some(Error::from(e)),
+            Ok(()) => self
+                .usage
+                .check(&call.effects.usage)
+                .await
+                .err()
+                .map(Error::from),
+        };
+        if let Some(error) = refused {
+            self.audit
+                .append(&[self.event(
+                    ctx,
+                    &call,
+                    AuditOutcome::Failure {
+                        kind: error.kind().to_owned(),
+                    },
+                )])
+                .await?;
+            return Err(error);
+        }
+        call.effects
+            .audit
+            .push(self.event(ctx, &call, AuditOutcome::Success));
+        Ok(call)
+    }
+
+    /// Ends a call: meters and audits a success the store did not commit, audits a failure.
+    async fn finish<T>(
+        &self,
+        ctx: &RequestContext,
+        call: Call,
+        result: Result<(T, Committed), Error>,
+    ) -> Result<T, Error> {
+        match result {
+            Ok((value, true)) => Ok(value),
+            Ok((value, false)) => {
+                self.usage.record(&call.effects.usage).await?;
+                self.audit.append(&call.effects.audit).await?;
+                Ok(value)
+            }
+            Err(error) => {
+                self.audit
+                    .append(&[self.event(
+                        ctx,
+                        &call,
+                        AuditOutcome::Failure {
+                            kind: error.kind().to_owned(),
+                        },
+                    )])
+                    .await?;
+                Err(error)
+            }
+        }
+    }
+
+    fn event(&self, ctx: &RequestContext, call: &Call, outcome: AuditOutcome) -> AuditEvent {
+        AuditEvent {
+            principal: ctx.principal.subject.clone(),
+            action: call.action,
+            tenant_id: ctx.tenant_id,
+            namespace_id: ctx.namespace_id,
+            resource: call.resource.clone(),
+            outcome,
+            request_id: ctx.request_id.clone(),
+            correlation_id: ctx.correlation_id.clone(),
+            request_hash: call.request_hash.clone(),
+        }
+    }
+
+    pub(super) fn run_key(ctx: &RequestContext, run_id: &RunId) -> RunKey {
+        RunKey {
+            tenant_id: ctx.tenant_id,
+            namespace_id: ctx.namespace_id,
+            run_id: run_id.clone(),
+        }
+    }
+}

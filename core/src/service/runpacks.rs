@@ -1,0 +1,140 @@
+//! Runpacks: export through the runpack store, and verification of stored runpacks.
+
+use super::*;
+
+/// The answer to `export_runpack`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportResult {
+    /// Where the runpack is stored; `export_id` is derived from its root hash.
+    pub key: RunpackKey,
+    /// Its manifest.
+    pub manifest: RunpackManifest,
+    /// The stored manifest's URI.
+    pub uri: String,
+}
+
+impl DecisionGate {
+    /// Exports a run as a runpack through the runpack store: the artifacts first, the manifest
+    /// (and its signature) last, so a reader never finds a manifest whose files are missing. The
+    /// export id is derived from the revision and root hash, so exporting unchanged content again
+    /// writes the same files.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown run, [`Error::Unavailable`] when the store fails,
+    /// [`Error::Corrupt`] when the run does not match its spec.
+    pub async fn export_runpack(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        generated_at: Timestamp,
+    ) -> Result<ExportResult, Error> {
+        let usage = vec![(UsageMetric::RunpackExports, 1)];
+        let resource = ("run", run_id.to_string());
+        self.call(
+            ctx,
+            Action::RunpackExport,
+            resource,
+            None,
+            usage,
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                let head = self.load_head(&key, scenario_id).await?;
+                let plan = self
+                    .plan(
+                        ctx.tenant_id,
+                        ctx.namespace_id,
+                        scenario_id,
+                        Some(&head.spec_hash),
+                    )
+                    .await?;
+                let mut entries = Vec::new();
+                self.for_each_entry(&key, head.revision, |e| entries.push(e.clone()))
+                    .await?;
+                let input = runpack::ExportInput {
+                    spec: plan.spec(),
+                    head: &head,
+                    entries: &entries,
+                    generated_at,
+                    config: &self.config,
+                    signer: self.signer.as_ref(),
+                };
+                let pack = runpack::export(&input).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let root = &pack.manifest.integrity.root_hash.value;
+                let export_id = format!("rev{}-{}", head.revision, &root[..root.len().min(16)]);
+                let key = RunpackKey {
+                    run: key,
+                    export_id,
+                };
+                let last = [runpack::SIGNATURE_PATH, runpack::MANIFEST_PATH];
+                for (path, bytes) in pack
+                    .files
+                    .iter()
+                    .filter(|(p, _)| !last.contains(&p.as_str()))
+                {
+                    self.runpacks.put_file(&key, path, bytes).await?;
+                }
+                let mut uri = String::new();
+                for path in last {
+                    if let Some(bytes) = pack.files.get(path) {
+                        uri = self.runpacks.put_file(&key, path, bytes).await?;
+                    }
+                }
+                Ok((
+                    ExportResult {
+                        key,
+                        manifest: pack.manifest,
+                        uri,
+                    },
+                    false,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// Verifies a stored runpack of a run in the caller's scope.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when no such runpack is stored, [`Error::Unavailable`] when the store
+    /// fails. A runpack that fails verification is a report with failures, not an error.
+    pub async fn verify_runpack(
+        &self,
+        ctx: &RequestContext,
+        run_id: &RunId,
+        export_id: &str,
+        options: &VerifyOptions,
+    ) -> Result<VerifyReport, Error> {
+        let resource = ("runpack", format!("{run_id}/{export_id}"));
+        self.call(
+            ctx,
+            Action::RunpackVerify,
+            resource,
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = RunpackKey {
+                    run: Self::run_key(ctx, run_id),
+                    export_id: export_id.to_owned(),
+                };
+                let mut files = BTreeMap::new();
+                for path in self.runpacks.list_files(&key).await? {
+                    if let Some(bytes) = self.runpacks.get_file(&key, &path).await? {
+                        files.insert(path, bytes);
+                    }
+                }
+                if files.is_empty() {
+                    return Err(Error::NotFound {
+                        what: "runpack",
+                        id: format!("{run_id}/{export_id}"),
+                    });
+                }
+                Ok((
+                    runpack::verify(&runpack::files_reader(&files), options),
+                    false,
+                ))
+            },
+        )
+        .await
+    }
+}

@@ -1,0 +1,820 @@
+//! Runs: start, triggers, submissions, status and the journal.
+
+use super::*;
+
+/// Starts a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// The scenario to run.
+    pub scenario_id: ScenarioId,
+    /// The new run's id.
+    pub run_id: RunId,
+    /// Where disclosed packets go.
+    #[serde(default)]
+    pub dispatch_targets: Vec<DispatchTarget>,
+    /// The start time; its kind is the run's time kind.
+    pub started_at: Timestamp,
+}
+
+/// The answer to `start_run`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartResult {
+    /// The new run's head.
+    pub run: RunHead,
+    /// The start decision.
+    pub decision: DecisionRecord,
+    /// The first stage's entry packets.
+    pub packets: Vec<PacketRecord>,
+}
+
+/// An agent asks whether the run may advance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextRequest {
+    /// The run's scenario.
+    pub scenario_id: ScenarioId,
+    /// The run.
+    pub run_id: RunId,
+    /// Idempotency key.
+    pub trigger_id: TriggerId,
+    /// The asking agent.
+    pub agent_id: String,
+    /// The request time.
+    pub time: Timestamp,
+}
+
+/// Attaches a submission to a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The run's scenario.
+    pub scenario_id: ScenarioId,
+    /// The run.
+    pub run_id: RunId,
+    /// Idempotency key within the run.
+    pub submission_id: SubmissionId,
+    /// The content.
+    pub payload: PacketPayload,
+    /// Its media type.
+    pub content_type: String,
+    /// The request time.
+    pub submitted_at: Timestamp,
+}
+
+/// A run's status: the head's view plus the packets it has disclosed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStatusView {
+    /// The run.
+    pub run_id: RunId,
+    /// Its scenario.
+    pub scenario_id: ScenarioId,
+    /// Its stage.
+    pub current_stage_id: StageId,
+    /// Its lifecycle state.
+    pub status: RunStatus,
+    /// Its latest decision.
+    pub last_decision: DecisionRecord,
+    /// Every packet disclosed so far, in order.
+    pub issued_packet_ids: Vec<crate::ids::PacketId>,
+    /// Why it holds, when the latest decision is a hold.
+    pub safe_summary: Option<SafeSummary>,
+    /// Its journal revision.
+    pub revision: u64,
+}
+
+impl DecisionGate {
+    /// Starts a run: records the start trigger and decision and issues the first stage's entry
+    /// packets, all in the run's first journal entry.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown scenario, [`Error::AlreadyExists`] for a taken run id,
+    /// [`Error::PermissionDenied`] when the disclosure policy refuses the first packets (nothing
+    /// is stored).
+    pub async fn start_run(
+        &self,
+        ctx: &RequestContext,
+        req: StartRequest,
+    ) -> Result<StartResult, Error> {
+        let request_hash = self.hash_request(&req);
+        self.call(
+            ctx,
+            Action::ScenarioStart,
+            ("run", req.run_id.to_string()),
+            request_hash,
+            vec![(UsageMetric::RunsStarted, 1)],
+            async move |effects| self.start_inner(ctx, req, effects).await,
+        )
+        .await
+    }
+
+    async fn start_inner(
+        &self,
+        ctx: &RequestContext,
+        req: StartRequest,
+        effects: &Effects,
+    ) -> Result<(StartResult, Committed), Error> {
+        let plan = self
+            .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
+            .await?;
+        let first = &plan.spec().stages[0];
+        let trigger_id = TriggerId::new("init").map_err(|e| Error::Corrupt(e.to_string()))?;
+        let decision_id = decision_id(1)?;
+        let packets = engine::issue_packets(
+            &plan,
+            0,
+            DisclosureContext {
+                run_id: &req.run_id,
+                decision_id: &decision_id,
+                issued_at: req.started_at,
+                correlation_id: ctx.correlation_id.as_ref(),
+                targets: &req.dispatch_targets,
+            },
+            self.config.hash_algorithm,
+            self.policy.as_ref(),
+            self.dispatcher.as_ref(),
+        )
+        .await
+        .map_err(|f| {
+            if f.denied {
+                Error::PermissionDenied(f.reason)
+            } else {
+                Error::Unavailable(f.reason)
+            }
+        })?;
+        let decision = DecisionRecord {
+            decision_id,
+            seq: 1,
+            trigger_id: trigger_id.clone(),
+            stage_id: first.stage_id.clone(),
+            decided_at: req.started_at,
+            outcome: DecisionOutcome::Start {
+                stage_id: first.stage_id.clone(),
+            },
+            correlation_id: ctx.correlation_id.clone(),
+        };
+        let key = Self::run_key(ctx, &req.run_id);
+        let event = TriggerEvent {
+            trigger_id,
+            tenant_id: ctx.tenant_id,
+            namespace_id: ctx.namespace_id,
+            run_id: req.run_id.clone(),
+            kind: TriggerKind::ExternalEvent,
+            time: req.started_at,
+            source_id: "system".to_owned(),
+            payload: None,
+            correlation_id: ctx.correlation_id.clone(),
+        };
+        let head = RunHead {
+            key,
+            scenario_id: req.scenario_id.clone(),
+            spec_hash: plan.spec_hash().clone(),
+            current_stage_id: first.stage_id.clone(),
+            stage_entered_at: req.started_at,
+            status: RunStatus::Active,
+            dispatch_targets: req.dispatch_targets,
+            revision: 1,
+            counts: RunCounts {
+                triggers: 1,
+                decisions: 1,
+                packets: packets.len() as u64,
+                submissions: 0,
+                tool_calls: 0,
+            },
+            last_decision: decision.clone(),
+        };
+        let entry = JournalEntry {
+            revision: 1,
+            body: EntryBody::Trigger(Box::new(TriggerEntry {
+                trigger: TriggerRecord { seq: 1, event },
+                gate_evals: Vec::new(),
+                decision: decision.clone(),
+                packets: packets.clone(),
+                tool_call: None,
+            })),
+        };
+        self.runs.create(&head, &entry, effects).await?;
+        Ok((
+            StartResult {
+                run: head,
+                decision,
+                packets,
+            },
+            self.runs.owns_effects(),
+        ))
+    }
+
+    /// An agent's request for the next decision (a trigger of kind `agent_request_next`).
+    ///
+    /// # Errors
+    /// As [`Self::trigger`].
+    pub async fn next(
+        &self,
+        ctx: &RequestContext,
+        req: NextRequest,
+    ) -> Result<TriggerResult, Error> {
+        let request_hash = self.hash_request(&req);
+        let event = TriggerEvent {
+            trigger_id: req.trigger_id,
+            tenant_id: ctx.tenant_id,
+            namespace_id: ctx.namespace_id,
+            run_id: req.run_id,
+            kind: TriggerKind::AgentRequestNext,
+            time: req.time,
+            source_id: req.agent_id,
+            payload: None,
+            correlation_id: ctx.correlation_id.clone(),
+        };
+        let resource = ("run", event.run_id.to_string());
+        self.call(
+            ctx,
+            Action::ScenarioNext,
+            resource,
+            request_hash,
+            Vec::new(),
+            async move |effects| {
+                self.decide_trigger(ctx, &req.scenario_id, event, "scenario.next", effects)
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// Decides a trigger. Each trigger id is decided once: a repeated id returns the recorded
+    /// decision and packets with the current status, whatever its payload. A trigger on a
+    /// finished run returns the final decision. Nothing is written in either case.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown run, [`Error::InvalidInput`] when the trigger's tenant,
+    /// namespace or time kind does not match the run, [`Error::TooLarge`] for an oversized
+    /// payload, [`Error::Conflict`] when the run stays too busy to append.
+    pub async fn trigger(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        event: TriggerEvent,
+    ) -> Result<TriggerResult, Error> {
+        let request_hash = self.hash_request(&event);
+        let resource = ("run", event.run_id.to_string());
+        self.call(
+            ctx,
+            Action::ScenarioTrigger,
+            resource,
+            request_hash,
+            Vec::new(),
+            async move |effects| {
+                self.decide_trigger(ctx, scenario_id, event, "scenario.trigger", effects)
+                    .await
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn load_head(
+        &self,
+        key: &RunKey,
+        scenario_id: &ScenarioId,
+    ) -> Result<RunHead, Error> {
+        self.runs
+            .head(key)
+            .await?
+            .filter(|h| &h.scenario_id == scenario_id)
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: key.run_id.to_string(),
+            })
+    }
+
+    async fn recorded_result(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+        status: RunStatus,
+    ) -> Result<TriggerResult, Error> {
+        let entry = self.runs.entry_for_trigger(key, trigger_id).await?;
+        trigger_result(key, trigger_id, entry, status)
+    }
+
+    async fn decide_trigger(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        event: TriggerEvent,
+        method: &str,
+        effects: &Effects,
+    ) -> Result<(TriggerResult, Committed), Error> {
+        if event.tenant_id != ctx.tenant_id || event.namespace_id != ctx.namespace_id {
+            return Err(Error::invalid(
+                "trigger.tenant_id",
+                "the trigger's tenant and namespace must be the request's",
+            ));
+        }
+        if let Some(payload) = &event.payload {
+            check_payload(
+                payload,
+                "trigger.payload",
+                self.config.limits.max_payload_bytes,
+            )?;
+        }
+        let key = Self::run_key(ctx, &event.run_id);
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let head = self.load_head(&key, scenario_id).await?;
+            if head.status != RunStatus::Active {
+                return Ok((
+                    self.recorded_result(&key, &head.last_decision.trigger_id, head.status)
+                        .await?,
+                    false,
+                ));
+            }
+            if let Some(entry) = self.runs.entry_for_trigger(&key, &event.trigger_id).await? {
+                return Ok((
+                    trigger_result(&key, &event.trigger_id, Some(entry), head.status)?,
+                    false,
+                ));
+            }
+            if event.time.kind() != head.stage_entered_at.kind() {
+                return Err(Error::invalid(
+                    "time",
+                    format!(
+                        "the run uses {} timestamps, the trigger sent {}",
+                        head.stage_entered_at.kind(),
+                        event.time.kind()
+                    ),
+                ));
+            }
+            let (new_head, entry, result) = self.step(&head, &event, method).await?;
+            match self
+                .runs
+                .append(head.revision, &new_head, &entry, effects)
+                .await
+            {
+                Ok(()) => return Ok((result, self.runs.owns_effects())),
+                // Another call appended first: re-read and decide again (or replay).
+                Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "run {} is too busy; retry the trigger",
+            key.run_id
+        )))
+    }
+
+    /// One engine step: evidence, gates, decision, disclosure, and the entry that records them.
+    async fn step(
+        &self,
+        head: &RunHead,
+        event: &TriggerEvent,
+        method: &str,
+    ) -> Result<(RunHead, JournalEntry, TriggerResult), Error> {
+        let plan = self
+            .plan(
+                head.key.tenant_id,
+                head.key.namespace_id,
+                &head.scenario_id,
+                Some(&head.spec_hash),
+            )
+            .await?;
+        let stage = plan.stage_index(&head.current_stage_id).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "run {} is in unknown stage {}",
+                head.key.run_id, head.current_stage_id
+            ))
+        })?;
+        let stage_spec = &plan.spec().stages[stage];
+        let timed_out = match (&stage_spec.timeout, event.kind) {
+            (Some(timeout), TriggerKind::Tick) => {
+                let deadline = head
+                    .stage_entered_at
+                    .checked_add_millis(timeout.timeout_ms)
+                    .ok_or_else(|| {
+                        Error::invalid("time", "stage deadline overflows the timestamp range")
+                    })?;
+                event.time.at_or_after(deadline).unwrap_or(false)
+            }
+            _ => false,
+        };
+        let (gate_evals, verdict) = if timed_out {
+            (
+                Vec::new(),
+                engine::decide_timeout(&plan, stage, stage_spec.on_timeout),
+            )
+        } else {
+            let results = self.gather_evidence(&plan, stage, head, event).await;
+            let outcome = plan.evaluate_stage(stage, results, &self.config, &event.trigger_id);
+            let verdict = engine::decide(&plan, stage, &outcome.statuses());
+            (outcome.gate_records, verdict)
+        };
+
+        let decision_seq = head.counts.decisions + 1;
+        let decision_id = decision_id(decision_seq)?;
+        let mut new_head = head.clone();
+        let mut packets = Vec::new();
+        let outcome = match verdict {
+            Verdict::Advance { to, timeout } => {
+                let to_stage = plan.spec().stages[to].stage_id.clone();
+                let disclosure = DisclosureContext {
+                    run_id: &head.key.run_id,
+                    decision_id: &decision_id,
+                    issued_at: event.time,
+                    correlation_id: event.correlation_id.as_ref(),
+                    targets: &head.dispatch_targets,
+                };
+                match engine::issue_packets(
+                    &plan,
+                    to,
+                    disclosure,
+                    self.config.hash_algorithm,
+                    self.policy.as_ref(),
+                    self.dispatcher.as_ref(),
+                )
+                .await
+                {
+                    Ok(issued) => {
+                        packets = issued;
+                        new_head.current_stage_id = to_stage.clone();
+                        new_head.stage_entered_at = event.time;
+                        DecisionOutcome::Advance {
+                            from_stage: head.current_stage_id.clone(),
+                            to_stage,
+                            timeout,
+                        }
+                    }
+                    Err(failure) => {
+                        new_head.status = RunStatus::Failed;
+                        DecisionOutcome::Fail {
+                            reason: failure.reason,
+                        }
+                    }
+                }
+            }
+            Verdict::Complete => {
+                new_head.status = RunStatus::Completed;
+                DecisionOutcome::Complete {
+                    stage_id: head.current_stage_id.clone(),
+                }
+            }
+            Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
+            Verdict::Fail(reason) => {
+                new_head.status = RunStatus::Failed;
+                DecisionOutcome::Fail { reason }
+            }
+        };
+        let decision = DecisionRecord {
+            decision_id,
+            seq: decision_seq,
+            trigger_id: event.trigger_id.clone(),
+            stage_id: head.current_stage_id.clone(),
+            decided_at: event.time,
+            outcome,
+            correlation_id: event.correlation_id.clone(),
+        };
+        let result = TriggerResult {
+            decision: decision.clone(),
+            packets: packets.clone(),
+            status: new_head.status,
+        };
+        let tool_call = self.tool_call(
+            head,
+            method,
+            event,
+            &result,
+            event.time,
+            event.correlation_id.clone(),
+        )?;
+        new_head.revision += 1;
+        new_head.counts.triggers += 1;
+        new_head.counts.decisions += 1;
+        new_head.counts.packets += packets.len() as u64;
+        new_head.counts.tool_calls += 1;
+        new_head.last_decision = decision.clone();
+        let entry = JournalEntry {
+            revision: new_head.revision,
+            body: EntryBody::Trigger(Box::new(TriggerEntry {
+                trigger: TriggerRecord {
+                    seq: new_head.counts.triggers,
+                    event: event.clone(),
+                },
+                gate_evals,
+                decision,
+                packets,
+                tool_call: Some(tool_call),
+            })),
+        };
+        Ok((new_head, entry, result))
+    }
+
+    fn tool_call(
+        &self,
+        head: &RunHead,
+        method: &str,
+        request: &impl Serialize,
+        response: &impl Serialize,
+        called_at: Timestamp,
+        correlation_id: Option<crate::ids::CorrelationId>,
+    ) -> Result<ToolCallRecord, Error> {
+        let alg = self.config.hash_algorithm;
+        Ok(ToolCallRecord {
+            call_id: format!("call-{}", head.counts.tool_calls + 1),
+            method: method.to_owned(),
+            request_hash: alg
+                .digest_json(request)
+                .map_err(|e| Error::invalid("request", e.to_string()))?,
+            response_hash: alg
+                .digest_json(response)
+                .map_err(|e| Error::invalid("response", e.to_string()))?,
+            called_at,
+            correlation_id,
+            error: None,
+        })
+    }
+
+    /// Queries every condition of the stage once, concurrently, in the configured order; a
+    /// provider failure becomes an evidence error, never a trigger failure.
+    async fn gather_evidence(
+        &self,
+        plan: &Plan,
+        stage: usize,
+        head: &RunHead,
+        event: &TriggerEvent,
+    ) -> Vec<EvidenceResult> {
+        let ctx = EvidenceContext {
+            tenant_id: head.key.tenant_id,
+            namespace_id: head.key.namespace_id,
+            run_id: head.key.run_id.clone(),
+            scenario_id: head.scenario_id.clone(),
+            stage_id: head.current_stage_id.clone(),
+            trigger_id: event.trigger_id.clone(),
+            trigger_time: event.time,
+            correlation_id: event.correlation_id.clone(),
+        };
+        let queries: Vec<_> = plan.stage_conditions(stage).map(|(_, q)| q).collect();
+        let order = plan.query_order(stage, self.config.condition_order);
+        let ctx = &ctx;
+        let futures = order.iter().map(|&slot| {
+            let query = queries[slot];
+            async move {
+                let answer = match self.providers.get(&query.provider_id) {
+                    None => EvidenceResult::failed(EvidenceError::new(
+                        "provider_missing",
+                        format!("provider {} is not registered", query.provider_id),
+                    )),
+                    Some(provider) => provider.query(query, ctx).await.unwrap_or_else(|e| {
+                        EvidenceResult::failed(EvidenceError::new("provider_error", e.to_string()))
+                    }),
+                };
+                (slot, answer)
+            }
+        });
+        let mut by_slot: Vec<Option<EvidenceResult>> = vec![None; queries.len()];
+        for (slot, answer) in futures::future::join_all(futures).await {
+            by_slot[slot] = Some(answer);
+        }
+        by_slot
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| EvidenceResult::empty(TrustLane::Verified)))
+            .collect()
+    }
+
+    /// Attaches a submission to a run. The same id with the same content returns the recorded
+    /// submission; with different content it is a conflict.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::TooLarge`], [`Error::Conflict`].
+    pub async fn submit(
+        &self,
+        ctx: &RequestContext,
+        req: SubmitRequest,
+    ) -> Result<SubmissionRecord, Error> {
+        let request_hash = self.hash_request(&req);
+        self.call(
+            ctx,
+            Action::ScenarioSubmit,
+            ("run", req.run_id.to_string()),
+            request_hash,
+            Vec::new(),
+            async move |effects| self.submit_inner(ctx, req, effects).await,
+        )
+        .await
+    }
+
+    async fn submit_inner(
+        &self,
+        ctx: &RequestContext,
+        req: SubmitRequest,
+        effects: &Effects,
+    ) -> Result<(SubmissionRecord, Committed), Error> {
+        check_payload(
+            &req.payload,
+            "payload",
+            self.config.limits.max_payload_bytes,
+        )?;
+        let key = Self::run_key(ctx, &req.run_id);
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let head = self.load_head(&key, &req.scenario_id).await?;
+            if let Some(entry) = self
+                .runs
+                .entry_for_submission(&key, &req.submission_id)
+                .await?
+            {
+                let EntryBody::Submission(existing) = entry.body else {
+                    return Err(Error::Corrupt(format!(
+                        "run {}: submission entry of the wrong kind",
+                        key.run_id
+                    )));
+                };
+                if existing.submission.payload == req.payload
+                    && existing.submission.content_type == req.content_type
+                {
+                    return Ok((existing.submission, false));
+                }
+                return Err(Error::Conflict(format!(
+                    "submission_id {} already holds a different payload",
+                    req.submission_id
+                )));
+            }
+            let content_hash = req
+                .payload
+                .content_hash(self.config.hash_algorithm)
+                .map_err(|e| Error::invalid("payload", e.to_string()))?;
+            let submission = SubmissionRecord {
+                submission_id: req.submission_id.clone(),
+                run_id: req.run_id.clone(),
+                payload: req.payload.clone(),
+                content_type: req.content_type.clone(),
+                content_hash,
+                submitted_at: req.submitted_at,
+                correlation_id: ctx.correlation_id.clone(),
+            };
+            let tool_call = self.tool_call(
+                &head,
+                "scenario.submit",
+                &req,
+                &submission,
+                req.submitted_at,
+                ctx.correlation_id.clone(),
+            )?;
+            let mut new_head = head.clone();
+            new_head.revision += 1;
+            new_head.counts.submissions += 1;
+            new_head.counts.tool_calls += 1;
+            let entry = JournalEntry {
+                revision: new_head.revision,
+                body: EntryBody::Submission(Box::new(SubmissionEntry {
+                    submission: submission.clone(),
+                    tool_call,
+                })),
+            };
+            match self
+                .runs
+                .append(head.revision, &new_head, &entry, effects)
+                .await
+            {
+                Ok(()) => return Ok((submission, self.runs.owns_effects())),
+                Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "run {} is too busy; retry the submission",
+            key.run_id
+        )))
+    }
+
+    /// A run's status. Read-only: it writes nothing to the run.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`].
+    pub async fn status(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+    ) -> Result<RunStatusView, Error> {
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                let head = self.load_head(&key, scenario_id).await?;
+                let mut issued_packet_ids = Vec::new();
+                if head.counts.packets > 0 {
+                    self.for_each_entry(&key, head.revision, |entry| {
+                        if let EntryBody::Trigger(t) = &entry.body {
+                            issued_packet_ids
+                                .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
+                        }
+                    })
+                    .await?;
+                }
+                let safe_summary = match &head.last_decision.outcome {
+                    DecisionOutcome::Hold { summary } => Some(summary.clone()),
+                    _ => None,
+                };
+                Ok((
+                    RunStatusView {
+                        run_id: head.key.run_id.clone(),
+                        scenario_id: head.scenario_id.clone(),
+                        current_stage_id: head.current_stage_id.clone(),
+                        status: head.status,
+                        last_decision: head.last_decision.clone(),
+                        issued_packet_ids,
+                        safe_summary,
+                        revision: head.revision,
+                    },
+                    false,
+                ))
+            },
+        )
+        .await
+    }
+
+    /// A page of a run's journal: entries after revision `after`, ascending.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::InvalidInput`] for a limit outside 1..=1000.
+    pub async fn journal(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<JournalEntry>, Error> {
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                PageRequest::first(limit).check()?;
+                let key = Self::run_key(ctx, run_id);
+                self.load_head(&key, scenario_id).await?;
+                Ok((self.runs.entries(&key, after, limit).await?, false))
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn for_each_entry(
+        &self,
+        key: &RunKey,
+        up_to: u64,
+        mut f: impl FnMut(&JournalEntry),
+    ) -> Result<(), Error> {
+        let mut after = 0;
+        while after < up_to {
+            let page = self
+                .runs
+                .entries(key, after, crate::store::MAX_PAGE_SIZE)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.revision;
+            page.iter().filter(|e| e.revision <= up_to).for_each(&mut f);
+        }
+        Ok(())
+    }
+}
+
+/// The recorded answer to a trigger: its entry's decision and packets, with the current status.
+fn trigger_result(
+    key: &RunKey,
+    trigger_id: &TriggerId,
+    entry: Option<JournalEntry>,
+    status: RunStatus,
+) -> Result<TriggerResult, Error> {
+    match entry.map(|e| e.body) {
+        Some(EntryBody::Trigger(t)) => Ok(TriggerResult {
+            decision: t.decision,
+            packets: t.packets,
+            status,
+        }),
+        _ => Err(Error::Corrupt(format!(
+            "run {}: no entry for trigger {trigger_id}",
+            key.run_id
+        ))),
+    }
+}
+
+fn decision_id(seq: u64) -> Result<DecisionId, Error> {
+    DecisionId::new(format!("decision-{seq}")).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+/// Refuses an inline payload over the limit.
+fn check_payload(payload: &PacketPayload, field: &str, limit: usize) -> Result<(), Error> {
+    let actual = payload
+        .inline_size()
+        .map_err(|e| Error::invalid(field, e.to_string()))?;
+    if actual > limit {
+        return Err(Error::TooLarge {
+            field: field.to_owned(),
+            limit,
+            actual,
+        });
+    }
+    Ok(())
+}
