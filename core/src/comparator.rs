@@ -25,9 +25,11 @@ use crate::ret::TriState;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Comparator {
-    /// Decimal equality for two numbers, structural equality otherwise; a type mismatch is false.
+    /// Decimal equality for two numbers, structural equality otherwise; a JSON type mismatch is
+    /// false. Byte evidence compares byte-exactly with an array of integers 0..=255, and with
+    /// anything else is unknown.
     Equals,
-    /// The negation of `equals`; a type mismatch is true.
+    /// The negation of `equals` (a JSON type mismatch is true; bytes as for `equals`).
     NotEquals,
     /// `evidence > expected` for numbers, or for two dates (RFC 3339 date-times or `YYYY-MM-DD`).
     GreaterThan,

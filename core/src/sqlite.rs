@@ -63,6 +63,29 @@ fn decode<T: DeserializeOwned>(what: &str, json: &str, sha: &str) -> Result<T, S
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// The checksum of a scenario row: its spec hash and its spec, both covered.
+fn scenario_checksum(hash_json: &str, spec_json: &str) -> String {
+    HashAlgorithm::Sha256
+        .digest(format!("{hash_json}\n{spec_json}").as_bytes())
+        .value
+}
+
+/// Checks a scenario row against its checksum and parses it.
+fn decode_scenario(
+    hash_json: &str,
+    spec_json: &str,
+    sha: &str,
+) -> Result<(ScenarioSpec, HashDigest), StoreError> {
+    if scenario_checksum(hash_json, spec_json) != sha {
+        return Err(StoreError::Corrupt("scenario: checksum mismatch".into()));
+    }
+    let spec = serde_json::from_str(spec_json)
+        .map_err(|e| StoreError::Corrupt(format!("scenario: {e}")))?;
+    let hash = serde_json::from_str(hash_json)
+        .map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
+    Ok((spec, hash))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     ///
@@ -106,8 +129,9 @@ impl ScenarioStore for SqliteStore {
         record: &ScenarioRecord,
         _effects: &Effects,
     ) -> Result<PutOutcome, StoreError> {
-        let (spec_json, sha) = encode(&record.spec)?;
+        let (spec_json, _) = encode(&record.spec)?;
         let (hash_json, _) = encode(&record.spec_hash)?;
+        let sha = scenario_checksum(&hash_json, &spec_json);
         let inserted = sqlx::query(
             "INSERT INTO scenarios (tenant_id, namespace_id, scenario_id, spec_hash, spec_json, doc_sha256)
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -159,9 +183,7 @@ impl ScenarioStore for SqliteStore {
         let Some((hash_json, spec_json, sha)) = row else {
             return Ok(None);
         };
-        let spec: ScenarioSpec = decode("scenario", &spec_json, &sha)?;
-        let spec_hash: HashDigest = serde_json::from_str(&hash_json)
-            .map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
+        let (spec, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
         Ok(Some(ScenarioRecord {
             tenant_id,
             spec,
@@ -181,8 +203,8 @@ impl ScenarioStore for SqliteStore {
             .as_deref()
             .map(parse_scenario_cursor)
             .transpose()?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT scenario_id, spec_hash FROM scenarios
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT scenario_id, spec_hash, spec_json, doc_sha256 FROM scenarios
              WHERE tenant_id = ? AND namespace_id = ? AND scenario_id > ? ORDER BY scenario_id LIMIT ?",
         )
         .bind(tenant_id.as_i64())
@@ -194,13 +216,13 @@ impl ScenarioStore for SqliteStore {
         .map_err(unavailable)?;
         let items = rows
             .into_iter()
-            .map(|(id, hash)| {
+            .map(|(id, hash_json, spec_json, sha)| {
+                let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
                 Ok(ScenarioSummary {
                     scenario_id: ScenarioId::new(id)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     namespace_id,
-                    spec_hash: serde_json::from_str(&hash)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    spec_hash,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

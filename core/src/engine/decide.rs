@@ -197,13 +197,13 @@ pub async fn issue_packets(
     let Some(stage_spec) = spec.stages.get(stage) else {
         return Ok(Vec::new());
     };
-    let mut records = Vec::with_capacity(stage_spec.entry_packets.len());
+    let mut envelopes = Vec::with_capacity(stage_spec.entry_packets.len());
     for packet in &stage_spec.entry_packets {
         let content_hash = packet
             .payload
             .content_hash(algorithm)
             .map_err(|e| DisclosureFailure::error(e.to_string()))?;
-        let envelope = PacketEnvelope {
+        envelopes.push(PacketEnvelope {
             scenario_id: spec.scenario_id.clone(),
             run_id: ctx.run_id.clone(),
             stage_id: stage_spec.stage_id.clone(),
@@ -218,11 +218,14 @@ pub async fn issue_packets(
             expiry: packet.expiry,
             correlation_id: ctx.correlation_id.cloned(),
             issued_at: ctx.issued_at,
-        };
-        let mut receipts = Vec::with_capacity(ctx.targets.len());
+        });
+    }
+    // Every (packet, target) pair is permitted before anything is delivered, so a refusal
+    // never leaves a partial, unrecorded disclosure behind.
+    for envelope in &envelopes {
         for target in ctx.targets {
             match policy
-                .decide(target, &envelope)
+                .decide(target, envelope)
                 .await
                 .map_err(|e| DisclosureFailure::error(format!("policy error: {e}")))?
             {
@@ -234,6 +237,12 @@ pub async fn issue_packets(
                     });
                 }
             }
+        }
+    }
+    let mut records = Vec::with_capacity(envelopes.len());
+    for (packet, envelope) in stage_spec.entry_packets.iter().zip(envelopes) {
+        let mut receipts = Vec::with_capacity(ctx.targets.len());
+        for target in ctx.targets {
             let receipt = dispatcher
                 .dispatch(target, &envelope, &packet.payload)
                 .await;

@@ -86,6 +86,12 @@ impl Plan {
     /// # Errors
     /// A [`SpecError`] naming the unresolvable reference, or a hashing failure.
     pub fn compile(spec: ScenarioSpec, algorithm: HashAlgorithm) -> Result<Self, SpecError> {
+        if spec.stages.is_empty() {
+            return Err(SpecError {
+                path: "stages".into(),
+                rule: "a scenario needs at least one stage".into(),
+            });
+        }
         let spec_hash = algorithm.digest_json(&spec).map_err(|e| SpecError {
             path: "$".into(),
             rule: e.to_string(),
@@ -342,8 +348,12 @@ fn normalise(
     result: Option<EvidenceResult>,
     config: &EngineConfig,
 ) -> (EvidenceResult, TriState) {
-    let mut result =
-        result.unwrap_or_else(|| EvidenceResult::empty(crate::evidence::TrustLane::Verified));
+    let mut result = result.unwrap_or_else(|| {
+        EvidenceResult::failed(EvidenceError::new(
+            "evidence_missing",
+            "no answer was gathered for this condition",
+        ))
+    });
     if result.error.is_none()
         && let Some(requirement) = config.anchor_policy.get(&condition.query.provider_id)
         && let Err(message) = requirement.check(result.evidence_anchor.as_ref())

@@ -210,11 +210,19 @@ pub fn validate_spec(
                 "alternate_branch needs advance_to of kind branch".into(),
             );
         }
-        if stage.timeout.as_ref().is_some_and(|t| t.timeout_ms == 0) {
-            err(
+        match stage.timeout.as_ref().map(|t| t.timeout_ms) {
+            Some(0) => err(
                 format!("{sp}.timeout.timeout_ms"),
                 "must be at least 1".into(),
-            );
+            ),
+            // Larger deadlines cannot be added to a Unix-millisecond entry time.
+            Some(ms) if ms > i64::MAX.unsigned_abs() => {
+                err(
+                    format!("{sp}.timeout.timeout_ms"),
+                    format!("must be at most {}", i64::MAX),
+                );
+            }
+            _ => {}
         }
     }
     for (gp, requirement) in requirement_errors {

@@ -16,7 +16,7 @@ use crate::provider::{EvidenceProvider, ProviderContract, ProviderError};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EnvConfig {
-    /// When set, only these keys may be read.
+    /// The only keys that may be read; empty (the default) allows none, `None` allows all.
     pub allowlist: Option<BTreeSet<String>>,
     /// Keys that may never be read (checked first).
     pub denylist: BTreeSet<String>,
@@ -31,7 +31,9 @@ pub struct EnvConfig {
 impl Default for EnvConfig {
     fn default() -> Self {
         Self {
-            allowlist: None,
+            // Nothing is readable until the operator allows it: variables often hold secrets,
+            // and an answer is stored in the journal and in runpacks.
+            allowlist: Some(BTreeSet::new()),
             denylist: BTreeSet::new(),
             max_key_bytes: 255,
             max_value_bytes: 64 * 1024,
@@ -74,10 +76,13 @@ impl EnvProvider {
         Self { config, contract }
     }
 
-    fn lookup(&self, key: &str) -> Option<String> {
+    /// The variable's value: `Ok(None)` when unset, `Err` when set but not UTF-8.
+    fn lookup(&self, key: &str) -> Result<Option<String>, ()> {
         match &self.config.overrides {
-            Some(overrides) => overrides.get(key).cloned(),
-            None => std::env::var(key).ok(),
+            Some(overrides) => Ok(overrides.get(key).cloned()),
+            None => std::env::var_os(key)
+                .map(|v| v.into_string().map_err(drop))
+                .transpose(),
         }
     }
 }
@@ -130,11 +135,15 @@ impl EvidenceProvider for EnvProvider {
         let fields = json!({"key": key});
         match self.lookup(key) {
             // An unset variable has no value, so `exists` / `not_exists` can tell.
-            None => Ok(EvidenceResult {
+            Err(()) => Ok(refuse(
+                "value_not_utf8",
+                format!("{key} is set but is not UTF-8"),
+            )),
+            Ok(None) => Ok(EvidenceResult {
                 evidence_anchor: Some(super::anchor("env", &fields)),
                 ..EvidenceResult::empty(TrustLane::Verified)
             }),
-            Some(value) if value.len() > self.config.max_value_bytes => Ok(refuse(
+            Ok(Some(value)) if value.len() > self.config.max_value_bytes => Ok(refuse(
                 "value_too_large",
                 format!(
                     "{key} is {} bytes; the limit is {} bytes",
@@ -142,7 +151,7 @@ impl EvidenceProvider for EnvProvider {
                     self.config.max_value_bytes
                 ),
             )),
-            Some(value) => Ok(answer(json!(value), "env", &fields)),
+            Ok(Some(value)) => Ok(answer(json!(value), "env", &fields)),
         }
     }
 }

@@ -69,7 +69,7 @@ pub fn is_public_address(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_private()
         || ip.is_loopback()
         || ip.is_link_local()
@@ -80,17 +80,28 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // shared address space, RFC 6598
         || (a == 198 && (b == 18 || b == 19)) // benchmarking, RFC 2544
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments, RFC 6890
         || a >= 240) // reserved
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let seg = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    // Prefixes that carry an IPv4 address are judged by that address.
+    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return is_public_v4(v4(seg[6], seg[7])); // NAT64, 64:ff9b::/96
+    }
+    if seg[0] == 0x2002 {
+        return is_public_v4(v4(seg[1], seg[2])); // 6to4, 2002::/16
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local, fc00::/7
-        || (first & 0xffc0) == 0xfe80 // link-local, fe80::/10
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8)) // documentation, 2001:db8::/32
+        || seg[..6] == [0; 6] // IPv4-compatible, ::/96 (deprecated)
+        || (seg[0] & 0xfe00) == 0xfc00 // unique local, fc00::/7
+        || (seg[0] & 0xffc0) == 0xfe80 // link-local, fe80::/10
+        || (seg[0] & 0xffc0) == 0xfec0 // site-local, fec0::/10 (deprecated)
+        || (seg[0] == 0x2001 && seg[1] == 0x0db8)) // documentation, 2001:db8::/32
 }
 
 /// Resolves through the system resolver and drops every address the policy refuses.

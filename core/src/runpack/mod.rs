@@ -316,7 +316,8 @@ fn canonical(value: &impl Serialize) -> Result<Vec<u8>, RunpackError> {
 /// [`RunpackError`] when the spec does not hash to the run's spec hash or a record cannot be
 /// serialised.
 pub fn export(input: &ExportInput<'_>) -> Result<Runpack, RunpackError> {
-    let alg = input.config.hash_algorithm;
+    // The run's own algorithm, which a configuration change must not rewrite.
+    let alg = input.head.spec_hash.algorithm;
     let spec_bytes = canonical(input.spec)?;
     let spec_hash = alg.digest(&spec_bytes);
     if spec_hash != input.head.spec_hash {
@@ -386,6 +387,13 @@ pub fn export(input: &ExportInput<'_>) -> Result<Runpack, RunpackError> {
             ..VerifyOptions::default()
         },
     );
+    if !report.passed() {
+        let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
+        return Err(RunpackError::Mismatch(format!(
+            "the run fails its own verification: {}",
+            failures.join("; ")
+        )));
+    }
     let report_bytes = canonical(&report.reference_json())?;
     manifest.artifacts.push(artifact_entry(
         REPORT_PATH,

@@ -68,6 +68,9 @@ fn check_packets(
 }
 
 pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
+    if logs.spec.stages.is_empty() {
+        return checks.fail("replay", SPEC, None, "the spec has no stages");
+    }
     let plan = match Plan::compile(logs.spec.clone(), config.hash_algorithm) {
         Ok(plan) => plan,
         Err(e) => {

@@ -16,16 +16,23 @@ use crate::confine::{check_relative, confined};
 /// behind `~`, so no id can name `..`, a separator or a reserved name.
 fn segment(id: &str) -> String {
     let plain = !id.is_empty()
+        && id.len() <= 200
         && id != "."
         && id != ".."
         && !id.starts_with('~')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if plain {
-        id.to_owned()
-    } else {
-        format!("~{}", hex::encode(id))
+    match (plain, id.len()) {
+        (true, _) => id.to_owned(),
+        // Hex doubles the length; past a safe file-name length, a digest names the segment.
+        (false, n) if n <= 100 => format!("~{}", hex::encode(id)),
+        (false, _) => format!(
+            "~~{}",
+            crate::hashing::HashAlgorithm::Sha256
+                .digest(id.as_bytes())
+                .value
+        ),
     }
 }
 
@@ -215,5 +222,8 @@ mod tests {
         assert_eq!(segment(".."), "~2e2e");
         assert_eq!(segment("a/b"), "~612f62");
         assert_eq!(segment("~x"), "~7e78");
+        let long = "é".repeat(64);
+        assert_eq!(segment(&long).len(), 66, "a long id is named by its digest");
+        assert_ne!(segment(&long), segment(&"è".repeat(64)));
     }
 }

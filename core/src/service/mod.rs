@@ -6,6 +6,7 @@
 //! here. Enterprise deployments swap the seams; they never branch this logic.
 
 use std::collections::BTreeMap;
+use std::hash::Hasher as _;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -185,6 +186,11 @@ impl DecisionGateBuilder {
                 NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
             call_seq: AtomicU64::new(0),
+            // A random instance id without a dependency: std seeds RandomState randomly.
+            instance: std::hash::BuildHasher::build_hasher(
+                &std::collections::hash_map::RandomState::new(),
+            )
+            .finish(),
         }
     }
 }
@@ -205,6 +211,7 @@ pub struct DecisionGate {
     signer: Option<SigningKey>,
     plans: Mutex<LruCache<(TenantId, NamespaceId, ScenarioId), Arc<Plan>>>,
     call_seq: AtomicU64,
+    instance: u64,
 }
 
 impl std::fmt::Debug for DecisionGate {
@@ -280,11 +287,13 @@ impl DecisionGate {
         request_hash: Option<HashDigest>,
         mut usage: Vec<(UsageMetric, u64)>,
     ) -> Result<Call, Error> {
+        // Unique per call across tenants and restarts: tenant, namespace, this service
+        // instance's random id and its call counter.
         let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
-        let key = ctx
-            .request_id
-            .clone()
-            .unwrap_or_else(|| format!("local-{seq}"));
+        let key = format!(
+            "{}/{}/{:016x}-{seq}",
+            ctx.tenant_id, ctx.namespace_id, self.instance
+        );
         usage.insert(0, (UsageMetric::ToolCalls, 1));
         let usage = usage
             .into_iter()
@@ -344,8 +353,14 @@ impl DecisionGate {
         match result {
             Ok((value, true)) => Ok(value),
             Ok((value, false)) => {
-                self.usage.record(&call.effects.usage).await?;
-                self.audit.append(&call.effects.audit).await?;
+                // The operation happened; an error now would make the caller retry something done.
+                // A sink that cannot share the store's transaction can miss it (ADR 0003): say so.
+                if let Err(e) = self.usage.record(&call.effects.usage).await {
+                    tracing::error!(action = call.action.name(), resource = %call.resource, "usage not recorded: {e}");
+                }
+                if let Err(e) = self.audit.append(&call.effects.audit).await {
+                    tracing::error!(action = call.action.name(), resource = %call.resource, "audit event not recorded: {e}");
+                }
                 Ok(value)
             }
             Err(error) => {

@@ -53,6 +53,14 @@ impl DecisionGate {
                         .stage_index(id)
                         .ok_or_else(|| Error::invalid("stage_id", format!("unknown stage {id}")))?,
                 };
+                let needed: Vec<&ConditionId> =
+                    plan.stage_conditions(stage).map(|(id, _)| id).collect();
+                if let Some(extra) = req.evidence.keys().find(|id| !needed.contains(id)) {
+                    return Err(Error::invalid(
+                        format!("evidence.{extra}"),
+                        "not a condition of this stage's gates",
+                    ));
+                }
                 let results = plan
                     .stage_conditions(stage)
                     .map(|(id, _)| {

@@ -9,15 +9,16 @@ pub struct ExportResult {
     pub key: RunpackKey,
     /// Its manifest.
     pub manifest: RunpackManifest,
-    /// The stored manifest's URI.
-    pub uri: String,
+    /// The stored manifest's URI, when this call wrote it (`None` when the same export was
+    /// already stored).
+    pub uri: Option<String>,
 }
 
 impl DecisionGate {
     /// Exports a run as a runpack through the runpack store: the artifacts first, the manifest
     /// (and its signature) last, so a reader never finds a manifest whose files are missing. The
-    /// export id is derived from the revision and root hash, so exporting unchanged content again
-    /// writes the same files.
+    /// export id is derived from the revision and root hash, and a stored export is never
+    /// overwritten: exporting unchanged content again returns the stored export.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown run, [`Error::Unavailable`] when the store fails,
@@ -66,6 +67,20 @@ impl DecisionGate {
                     run: key,
                     export_id,
                 };
+                // Exports are immutable: the same content exported again returns the stored one.
+                if let Some(bytes) = self.runpacks.get_file(&key, runpack::MANIFEST_PATH).await? {
+                    let manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::Corrupt(format!("stored manifest of {}: {e}", key.export_id))
+                    })?;
+                    return Ok((
+                        ExportResult {
+                            key,
+                            manifest,
+                            uri: None,
+                        },
+                        false,
+                    ));
+                }
                 let last = [runpack::SIGNATURE_PATH, runpack::MANIFEST_PATH];
                 for (path, bytes) in pack
                     .files
@@ -74,10 +89,10 @@ impl DecisionGate {
                 {
                     self.runpacks.put_file(&key, path, bytes).await?;
                 }
-                let mut uri = String::new();
+                let mut uri = None;
                 for path in last {
                     if let Some(bytes) = pack.files.get(path) {
-                        uri = self.runpacks.put_file(&key, path, bytes).await?;
+                        uri = Some(self.runpacks.put_file(&key, path, bytes).await?);
                     }
                 }
                 Ok((

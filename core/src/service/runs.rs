@@ -100,7 +100,8 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioStart,
-            ("run", req.run_id.to_string()),
+            // Out of scope must look like a missing scenario, the first thing start looks up.
+            ("scenario", req.scenario_id.to_string()),
             request_hash,
             vec![(UsageMetric::RunsStarted, 1)],
             async move |effects| self.start_inner(ctx, req, effects).await,
@@ -118,6 +119,15 @@ impl DecisionGate {
             .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
             .await?;
         let first = &plan.spec().stages[0];
+        let key = Self::run_key(ctx, &req.run_id);
+        // Nothing is disclosed for a run id that is taken (the dispatcher contract covers the
+        // remaining race with a concurrent start).
+        if self.runs.head(&key).await?.is_some() {
+            return Err(Error::AlreadyExists {
+                what: "run",
+                id: req.run_id.to_string(),
+            });
+        }
         let trigger_id = TriggerId::new("init").map_err(|e| Error::Corrupt(e.to_string()))?;
         let decision_id = decision_id(1)?;
         let packets = engine::issue_packets(
@@ -153,7 +163,7 @@ impl DecisionGate {
             },
             correlation_id: ctx.correlation_id.clone(),
         };
-        let key = Self::run_key(ctx, &req.run_id);
+
         let event = TriggerEvent {
             trigger_id,
             tenant_id: ctx.tenant_id,
@@ -572,7 +582,14 @@ impl DecisionGate {
         }
         by_slot
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| EvidenceResult::empty(TrustLane::Verified)))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    EvidenceResult::failed(EvidenceError::new(
+                        "evidence_missing",
+                        "no answer was gathered for this condition",
+                    ))
+                })
+            })
             .collect()
     }
 

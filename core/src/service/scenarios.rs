@@ -24,9 +24,29 @@ impl DecisionGate {
         ctx: &RequestContext,
         text: &str,
     ) -> Result<DefineResult, Error> {
-        let spec = engine::parse_json::<ScenarioSpec>(text, self.config.limits.max_spec_bytes)
-            .map_err(|e| Error::InvalidSpec(vec![e]))?;
-        self.define_scenario(ctx, spec).await
+        // Authorize (and audit) before parsing: an unauthorized caller learns nothing about
+        // its document. The resource id is read leniently, only to name the audit event.
+        let lenient = serde_json::from_str::<serde_json::Value>(text).ok();
+        let id = lenient
+            .as_ref()
+            .and_then(|v| v.get("scenario_id"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_owned();
+        let limit = self.config.limits.max_spec_bytes;
+        self.call(
+            ctx,
+            Action::ScenarioDefine,
+            ("scenario", id),
+            None,
+            Vec::new(),
+            async move |effects| {
+                let spec = engine::parse_json::<ScenarioSpec>(text, limit)
+                    .map_err(|e| Error::InvalidSpec(vec![e]))?;
+                self.define_inner(ctx, spec, effects).await
+            },
+        )
+        .await
     }
 
     /// Validates a spec, compiles it and stores it under the caller's tenant and namespace.
@@ -160,7 +180,7 @@ impl DecisionGate {
                 what: "scenario",
                 id: scenario_id.to_string(),
             })?;
-        let plan = Plan::compile(record.spec, self.config.hash_algorithm)
+        let plan = Plan::compile(record.spec, record.spec_hash.algorithm)
             .map_err(|e| Error::Corrupt(format!("stored scenario {scenario_id}: {e}")))?;
         if plan.spec_hash() != &record.spec_hash || expected.is_some_and(|h| h != plan.spec_hash())
         {

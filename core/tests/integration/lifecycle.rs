@@ -963,3 +963,142 @@ async fn usage_is_metered_per_accepted_call() {
     assert_eq!(meter.total(tenant, UsageMetric::RunsStarted), 1);
     assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 3);
 }
+
+/// Counts deliveries, to show that refused calls deliver nothing.
+#[derive(Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl decision_gate_core::disclosure::Dispatcher for Counting {
+    async fn dispatch(
+        &self,
+        target: &decision_gate_core::disclosure::DispatchTarget,
+        envelope: &decision_gate_core::disclosure::PacketEnvelope,
+        payload: &PacketPayload,
+    ) -> Result<
+        decision_gate_core::disclosure::DispatchReceipt,
+        decision_gate_core::disclosure::DisclosureError,
+    > {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        decision_gate_core::disclosure::RecordingDispatcher
+            .dispatch(target, envelope, payload)
+            .await
+    }
+}
+
+#[tokio::test]
+async fn refused_starts_and_disclosures_deliver_nothing() {
+    let facts = facts();
+    let counting = Arc::new(Counting::default());
+    let gate = builder(&facts).dispatcher(counting.clone()).build();
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the first stage's packet to one target"
+    );
+    let taken = gate
+        .start_run(&ctx(), start_request("s", "r"))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.kind(), "already_exists");
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a taken run id discloses nothing"
+    );
+
+    // Two targets, the second refused: nothing is delivered to the first either.
+    let policy = Arc::new(StaticPolicy {
+        rules: vec![decision_gate_core::disclosure::PolicyRule {
+            effect: decision_gate_core::disclosure::PolicyDecision::Deny,
+            target_kinds: vec!["channel".into()],
+            require_labels: vec![],
+            forbid_labels: vec![],
+            packet_ids: vec![],
+            stage_ids: vec![],
+            scenario_ids: vec![],
+        }],
+        default: decision_gate_core::disclosure::PolicyDecision::Permit,
+    });
+    let counting = Arc::new(Counting::default());
+    let gate = builder(&facts)
+        .dispatcher(counting.clone())
+        .policy(policy)
+        .build();
+    define(&gate, &three_stages()).await;
+    let mut two_targets = start_request("s", "r");
+    two_targets
+        .dispatch_targets
+        .push(decision_gate_core::disclosure::DispatchTarget::Channel {
+            channel: "ops".into(),
+        });
+    assert_eq!(
+        gate.start_run(&ctx(), two_targets)
+            .await
+            .unwrap_err()
+            .kind(),
+        "permission_denied"
+    );
+    assert_eq!(
+        counting.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the permitted target got nothing"
+    );
+}
+
+#[tokio::test]
+async fn precheck_names_evidence_for_conditions_the_stage_lacks() {
+    let facts = facts();
+    let (gate, _) = service(&facts);
+    define(&gate, &three_stages()).await;
+    let request = PrecheckRequest {
+        scenario_id: id("s"),
+        stage_id: None,
+        evidence: [(id("cx"), EvidenceResult::json(json!(true)))].into(),
+    };
+    let err = gate.precheck(&ctx(), request).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "evidence.cx"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn out_of_scope_callers_learn_nothing_about_their_documents() {
+    let facts = facts();
+    let (gate, audit) = service(&facts);
+    let mut intruder = ctx();
+    intruder.principal = Principal {
+        subject: "other-tenant".into(),
+        tenant_id: Some(decision_gate_core::TenantId::new(2).unwrap()),
+        namespace_id: None,
+        actions: None,
+    };
+    let err = gate
+        .define_scenario_json(&intruder, "{not json")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        "not_found",
+        "authorization comes before parsing"
+    );
+    assert!(
+        audit.events().iter().any(|e| e.principal == "other-tenant"),
+        "and the refusal is audited"
+    );
+    let start = gate
+        .start_run(&intruder, start_request("s", "r"))
+        .await
+        .unwrap_err();
+    let missing = gate
+        .start_run(&ctx(), start_request("s", "r"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        start, missing,
+        "an out-of-scope start looks exactly like a missing scenario"
+    );
+}

@@ -166,6 +166,7 @@ async fn env_reads_only_allowed_keys_and_overrides_are_deterministic() {
     .into();
     let provider = env(EnvConfig {
         overrides: Some(overrides),
+        allowlist: None,
         denylist: ["SECRET".to_owned()].into(),
         max_value_bytes: 10,
         ..EnvConfig::default()
@@ -195,6 +196,12 @@ async fn env_reads_only_allowed_keys_and_overrides_are_deterministic() {
         Some("params_invalid")
     );
 
+    let default = env(EnvConfig::default());
+    assert_eq!(
+        code(&ask(&default, "get", json!({"key": "PATH"}), at).await),
+        Some("key_denied"),
+        "nothing is readable by default"
+    );
     let allow = env(EnvConfig {
         allowlist: Some(BTreeSet::from(["HOME".to_owned()])),
         ..EnvConfig::default()
@@ -221,6 +228,7 @@ fn gate_with_builtins() -> DecisionGate {
         .unwrap()
         .provider(Arc::new(EnvProvider::new(EnvConfig {
             overrides,
+            allowlist: Some(["MODE".to_owned()].into()),
             ..EnvConfig::default()
         })))
         .unwrap()
@@ -611,7 +619,13 @@ mod http_urls {
 
     #[test]
     fn public_addresses_are_told_apart() {
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700:4700::1111",
+            "64:ff9b::101:101",
+            "2002:808:808::",
+        ] {
             assert!(is_public_address(public.parse().unwrap()), "{public}");
         }
         for private in [

@@ -153,13 +153,15 @@ async fn export_then_verify_with_replay_passes() {
         export.key.export_id
     );
     let again = gate
-        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(10))
+        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(11))
         .await
         .unwrap();
     assert_eq!(
-        again, export,
-        "exporting unchanged content is deterministic"
+        (&again.key, &again.manifest),
+        (&export.key, &export.manifest),
+        "a stored export is returned, never overwritten"
     );
+    assert!(again.uri.is_none() && export.uri.is_some());
 }
 
 #[tokio::test]
@@ -466,7 +468,12 @@ async fn the_filesystem_store_verifies_offline_and_stays_in_its_root() {
     let gate = builder(&facts).runpack_store(store.clone()).build();
     let export = exported_with(&gate, &facts).await;
     let on_disk = store.runpack_dir(&export.key);
-    assert!(export.uri.starts_with("file://"));
+    assert!(
+        export
+            .uri
+            .as_deref()
+            .is_some_and(|u| u.starts_with("file://"))
+    );
     let report = runpack::verify(
         &DirReader::new(&on_disk),
         &VerifyOptions {
@@ -554,4 +561,26 @@ async fn runpacks_of_other_tenants_are_not_found() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), "not_found");
+}
+
+#[tokio::test]
+async fn a_crafted_runpack_without_stages_is_reported_not_a_crash() {
+    let facts = facts();
+    let store = Arc::new(decision_gate_core::runpack::MemoryRunpackStore::default());
+    let gate = builder(&facts).runpack_store(store.clone()).build();
+    let export = exported_with(&gate, &facts).await;
+    let mut files = files_of(store.as_ref(), &export.key).await;
+    let spec = "artifacts/scenario_spec.json";
+    edit(&mut files, spec, |s| s["stages"] = json!([]));
+    reseal(&mut files, spec);
+    let report = check(&files, true);
+    assert!(!report.passed());
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.check == "replay" && f.message.contains("no stages")),
+        "{:#?}",
+        report.failures
+    );
 }

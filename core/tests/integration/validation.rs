@@ -351,6 +351,12 @@ async fn expected_values_timeouts_payloads_and_scope_are_checked() {
         "at least 1",
     )
     .await;
+    assert_refused_at(
+        mutate(|v| v["stages"][1]["timeout"] = json!({"timeout_ms": u64::MAX})),
+        "stages[1].timeout.timeout_ms",
+        "at most",
+    )
+    .await;
     let big =
         mutate(|v| v["stages"][0]["entry_packets"][0]["payload"]["value"] = json!("y".repeat(100)));
     assert_refused_at(

@@ -147,7 +147,11 @@ fn a_required_signature_is_enforced() {
         "zz",
         runpack.to_str().unwrap(),
     ]);
-    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a malformed key is a usage error"
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--trusted-key must be 64 hex digits"));
 }
 

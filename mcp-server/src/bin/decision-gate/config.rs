@@ -18,7 +18,7 @@ use decision_gate_core::{EvidenceProvider, ProviderRegistry};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::output::Output;
+use crate::output::{Output, UsageError};
 
 /// The environment variable naming the configuration file.
 pub(crate) const CONFIG_ENV: &str = "DECISION_GATE_CONFIG";
@@ -159,8 +159,10 @@ pub(crate) fn load(
 pub(crate) fn check(out: &Output, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let file = file
         .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
-        .with_context(|| {
-            format!("no configuration file: pass --config FILE or set {CONFIG_ENV}")
+        .ok_or_else(|| {
+            UsageError(format!(
+                "no configuration file: pass --config FILE or set {CONFIG_ENV}"
+            ))
         })?;
     match load(&file)? {
         Ok((config, registry)) => {

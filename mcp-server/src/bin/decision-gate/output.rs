@@ -42,19 +42,35 @@ impl Output {
         bar
     }
 
-    /// Reports an error and returns exit code 1.
+    /// Reports an error: exit code 2 for a [`UsageError`], 1 for anything else.
     pub(crate) fn fatal(&self, error: &anyhow::Error) -> ExitCode {
         if self.json {
-            println!(
+            write_stdout(&format!(
                 "{:#}",
                 serde_json::json!({"status": "error", "error": format!("{error:#}")})
-            );
+            ));
         } else {
-            eprintln!("error: {error:#}");
+            let _ = writeln!(std::io::stderr().lock(), "error: {error:#}");
         }
-        ExitCode::from(1)
+        ExitCode::from(if error.downcast_ref::<UsageError>().is_some() {
+            2
+        } else {
+            1
+        })
     }
 }
+
+/// An invalid argument: the command was called wrongly, nothing was checked.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Writes a line to stdout. A reader that went away (a closed pipe) is not an error worth a
 /// panic: the output is simply no longer wanted.

@@ -9,7 +9,7 @@ use decision_gate_core::runpack::{self, DirReader, VerifyOptions, VerifyReport};
 use decision_gate_core::{NamespaceId, RequestContext, TenantId, Timestamp};
 use serde_json::json;
 
-use crate::output::Output;
+use crate::output::{Output, UsageError};
 use crate::setup;
 
 pub(crate) async fn export(
@@ -21,7 +21,12 @@ pub(crate) async fn export(
     generated_at: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     let (gate, store) = setup::service(data_dir).await?;
-    let ctx = RequestContext::local(TenantId::new(tenant)?, NamespaceId::new(namespace)?);
+    let usage =
+        |e: decision_gate_core::ids::IdError, flag: &str| UsageError(format!("{flag}: {e}"));
+    let ctx = RequestContext::local(
+        TenantId::new(tenant).map_err(|e| usage(e, "--tenant"))?,
+        NamespaceId::new(namespace).map_err(|e| usage(e, "--namespace"))?,
+    );
     // The export time is recorded, never decided on, so the CLI may read the clock for it.
     let now = || {
         SystemTime::now()
@@ -58,7 +63,7 @@ pub(crate) fn verify(
             let bytes: [u8; 32] = hex::decode(hex_key)
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .context("--trusted-key must be 64 hex digits")?;
+                .ok_or_else(|| UsageError("--trusted-key must be 64 hex digits".into()))?;
             ed25519_key(&bytes)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
