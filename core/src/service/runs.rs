@@ -280,6 +280,26 @@ impl DecisionGate {
         .await
     }
 
+    /// Appends an entry with its new head. `Ok(None)` means another call appended first: the
+    /// caller re-reads the head and decides again (or finds its id already recorded).
+    async fn append_unless_raced(
+        &self,
+        expected_revision: u64,
+        head: &RunHead,
+        entry: &JournalEntry,
+        effects: &Effects,
+    ) -> Result<Option<Committed>, Error> {
+        match self
+            .runs
+            .append(expected_revision, head, entry, effects)
+            .await
+        {
+            Ok(()) => Ok(Some(self.runs.owns_effects())),
+            Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(super) async fn load_head(
         &self,
         key: &RunKey,
@@ -353,21 +373,14 @@ impl DecisionGate {
                 ));
             }
             let (new_head, entry, result) = self.step(&head, &event, method).await?;
-            match self
-                .runs
-                .append(head.revision, &new_head, &entry, effects)
-                .await
+            if let Some(committed) = self
+                .append_unless_raced(head.revision, &new_head, &entry, effects)
+                .await?
             {
-                Ok(()) => return Ok((result, self.runs.owns_effects())),
-                // Another call appended first: re-read and decide again (or replay).
-                Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
-                Err(e) => return Err(e.into()),
+                return Ok((result, committed));
             }
         }
-        Err(Error::Conflict(format!(
-            "run {} is too busy; retry the trigger",
-            key.run_id
-        )))
+        Err(too_busy(&key, "trigger"))
     }
 
     /// One engine step: evidence, gates, decision, disclosure, and the entry that records them.
@@ -682,20 +695,14 @@ impl DecisionGate {
                     tool_call,
                 })),
             };
-            match self
-                .runs
-                .append(head.revision, &new_head, &entry, effects)
-                .await
+            if let Some(committed) = self
+                .append_unless_raced(head.revision, &new_head, &entry, effects)
+                .await?
             {
-                Ok(()) => return Ok((submission, self.runs.owns_effects())),
-                Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => {}
-                Err(e) => return Err(e.into()),
+                return Ok((submission, committed));
             }
         }
-        Err(Error::Conflict(format!(
-            "run {} is too busy; retry the submission",
-            key.run_id
-        )))
+        Err(too_busy(&key, "submission"))
     }
 
     /// A run's status. Read-only: it writes nothing to the run.
@@ -795,6 +802,11 @@ impl DecisionGate {
         }
         Ok(())
     }
+}
+
+/// The answer when a run stayed too contended for `MAX_APPEND_ATTEMPTS` tries.
+fn too_busy(key: &RunKey, what: &str) -> Error {
+    Error::Conflict(format!("run {} is too busy; retry the {what}", key.run_id))
 }
 
 /// The recorded answer to a trigger: its entry's decision and packets, with the current status.
