@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, in order: formatting, clippy (-D warnings), the dependency-direction
-# check, and every test of the workspace. Installs nothing it does not need; today the tests need
-# only the Rust toolchain pinned in rust-toolchain.toml (SQLite is compiled in).
+# check, and every test of the workspace, including the system tests that drive the real server
+# with the official MCP clients. It installs what the tests need: the Python `mcp` SDK into a
+# venv and the TypeScript SDK into system-tests/clients/typescript/node_modules (both pinned).
 #
 # CARGO_TARGET_DIR defaults to a cache directory outside the clone, so repeated runs and fresh
-# clones reuse one build; set it to override.
+# clones reuse one build; set it to override. The venv lives in the same cache directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -18,9 +20,30 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 if ! command -v python3 >/dev/null 2>&1; then
-  echo "python3 not found: the dependency-direction check needs it (apt-get install python3)" >&2
+  echo "python3 not found: the checks and the Python MCP client need it (apt-get install python3 python3-venv)" >&2
   exit 1
 fi
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "node and npm not found: the TypeScript MCP client needs them (apt-get install nodejs npm)" >&2
+  exit 1
+fi
+
+step "official MCP clients (Python mcp, TypeScript @modelcontextprotocol/sdk)"
+requirements=system-tests/clients/python/requirements.txt
+venv="$cache/venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+# Reinstall only when the pinned requirements change.
+stamp="$venv/.requirements.sha256"
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$want" > "$stamp"
+fi
+npm ci --prefix system-tests/clients/typescript --silent --no-audit --no-fund
+export DG_PYTHON="$venv/bin/python"
+export DG_TS_DRIVER="$PWD/system-tests/clients/typescript/driver.mjs"
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -34,7 +57,7 @@ cargo check -p decision-gate-core --no-default-features --locked
 step "dependency direction"
 cargo metadata --format-version 1 --no-deps --locked | python3 scripts/check_dependency_direction.py
 
-step "cargo test (whole workspace)"
+step "cargo test (whole workspace; the system tests start the decision-gate binary)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --all-features --locked 2>&1 | tee "$log"

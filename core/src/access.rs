@@ -53,6 +53,33 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in the order tools are listed.
+    pub const ALL: [Self; 17] = [
+        Self::ScenarioDefine,
+        Self::ScenarioStart,
+        Self::ScenarioStatus,
+        Self::ScenarioNext,
+        Self::ScenarioSubmit,
+        Self::ScenarioTrigger,
+        Self::EvidenceQuery,
+        Self::RunpackExport,
+        Self::RunpackVerify,
+        Self::ProvidersList,
+        Self::ProviderContractGet,
+        Self::ProviderCheckSchemaGet,
+        Self::SchemasRegister,
+        Self::SchemasList,
+        Self::SchemasGet,
+        Self::ScenariosList,
+        Self::Precheck,
+    ];
+
+    /// The action with this snake_case name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     /// The snake_case name.
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -354,6 +381,74 @@ pub struct AuditEvent {
     pub request_hash: Option<HashDigest>,
 }
 
+/// Why a request was refused before it reached the service (a transport-level security event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessRefusal {
+    /// No or wrong credentials (token, certificate, non-loopback peer in local-only mode).
+    Unauthenticated,
+    /// The principal exceeded its request rate.
+    RateLimited,
+    /// Too many requests were in flight.
+    Overloaded,
+    /// The request body exceeded the size limit.
+    TooLarge,
+    /// The client's correlation id was malformed.
+    InvalidCorrelationId,
+    /// The request named an unknown tool or its arguments did not match the tool's schema.
+    InvalidRequest,
+}
+
+impl AccessRefusal {
+    /// The stable error kind reported to the caller.
+    #[must_use]
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::TooLarge => "too_large",
+            Self::InvalidCorrelationId => "invalid_correlation_id",
+            Self::InvalidRequest => "invalid_input",
+        }
+    }
+}
+
+/// A request refused before it reached the service: who tried, over what, and why. Secrets and
+/// payloads appear only as digests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessEvent {
+    /// Why it was refused.
+    pub refusal: AccessRefusal,
+    /// `stdio` or `http`.
+    pub transport: String,
+    /// The caller's subject, when it was established.
+    pub principal: Option<String>,
+    /// The peer address, for network transports.
+    pub peer: Option<String>,
+    /// The tool named, when known.
+    pub tool: Option<String>,
+    /// The transport's request id.
+    pub request_id: Option<String>,
+    /// The caller's correlation id, when it was valid.
+    pub correlation_id: Option<CorrelationId>,
+    /// Digest of the presented credential or rejected value, never the value itself.
+    pub presented_hash: Option<HashDigest>,
+    /// What was wrong, in words (never the rejected value).
+    pub detail: String,
+}
+
+/// One line of an audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// A service call and its outcome.
+    Call(AuditEvent),
+    /// A request refused before it reached the service.
+    Access(AccessEvent),
+}
+
 /// Why an audit event could not be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("audit sink failed: {0}")]
@@ -362,7 +457,7 @@ pub struct AuditError(pub String);
 /// Appends security and state-change events.
 ///
 /// # Contract
-/// 1. `append` records every event, in order, or returns an error.
+/// 1. `append` and `append_access` record every event, in order, or return an error.
 /// 2. Recorded events are never changed or removed through this seam.
 ///
 /// # Errors
@@ -374,6 +469,9 @@ pub struct AuditError(pub String);
 pub trait AuditSink: Send + Sync {
     /// Records the events.
     async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError>;
+
+    /// Records a refused request.
+    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError>;
 }
 
 /// Appends one JSON object per line to a file, flushed and synced per call. It is a separate
@@ -412,9 +510,19 @@ impl JsonLinesAuditSink {
 #[async_trait]
 impl AuditSink for JsonLinesAuditSink {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.write(events.iter().cloned().map(AuditRecord::Call))
+    }
+
+    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError> {
+        self.write([AuditRecord::Access(event.clone())])
+    }
+}
+
+impl JsonLinesAuditSink {
+    fn write(&self, records: impl IntoIterator<Item = AuditRecord>) -> Result<(), AuditError> {
         let mut buf = Vec::new();
-        for e in events {
-            serde_json::to_writer(&mut buf, e).map_err(|e| AuditError(e.to_string()))?;
+        for record in records {
+            serde_json::to_writer(&mut buf, &record).map_err(|e| AuditError(e.to_string()))?;
             buf.push(b'\n');
         }
         let mut file = self
@@ -432,25 +540,45 @@ impl AuditSink for JsonLinesAuditSink {
 /// Keeps events in memory, for embedding and tests.
 #[derive(Debug, Default)]
 pub struct InMemoryAuditSink {
-    events: Mutex<Vec<AuditEvent>>,
+    records: Mutex<Vec<AuditRecord>>,
 }
 
 impl InMemoryAuditSink {
-    /// Every event recorded so far.
+    /// Every call event recorded so far.
     #[must_use]
     pub fn events(&self) -> Vec<AuditEvent> {
-        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+        self.records()
+            .into_iter()
+            .filter_map(|r| match r {
+                AuditRecord::Call(e) => Some(e),
+                AuditRecord::Access(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every record, calls and refused requests, in order.
+    #[must_use]
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    fn push(&self, records: impl IntoIterator<Item = AuditRecord>) -> Result<(), AuditError> {
+        self.records
+            .lock()
+            .map_err(|_| AuditError("audit lock poisoned".to_owned()))?
+            .extend(records);
+        Ok(())
     }
 }
 
 #[async_trait]
 impl AuditSink for InMemoryAuditSink {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        self.events
-            .lock()
-            .map_err(|_| AuditError("audit lock poisoned".to_owned()))?
-            .extend_from_slice(events);
-        Ok(())
+        self.push(events.iter().cloned().map(AuditRecord::Call))
+    }
+
+    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError> {
+        self.push([AuditRecord::Access(event.clone())])
     }
 }
 
@@ -498,16 +626,32 @@ mod tests {
             .unwrap();
 
         let text = std::fs::read_to_string(&path).unwrap();
-        let read: Vec<AuditEvent> = text
+        let read: Vec<AuditRecord> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(read, [first.as_slice(), second.as_slice()].concat());
+        let written: Vec<AuditRecord> = [first.as_slice(), second.as_slice()]
+            .concat()
+            .into_iter()
+            .map(AuditRecord::Call)
+            .collect();
+        assert_eq!(read, written);
+        assert!(text.starts_with(r#"{"event":"call","#), "{text}");
         assert!(text.ends_with('\n'));
         assert!(
             text.contains(r#""outcome":{"result":"failure","kind":"not_found"}"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_action_round_trips_through_its_name() {
+        for action in Action::ALL {
+            assert_eq!(Action::from_name(action.name()), Some(action));
+            let json = serde_json::to_value(action).unwrap();
+            assert_eq!(json, serde_json::json!(action.name()));
+        }
+        assert_eq!(Action::from_name("scenario_delete"), None);
     }
 
     #[tokio::test]

@@ -190,6 +190,9 @@ macro_rules! numeric_id {
         pub struct $name(NonZeroU64);
 
         impl $name {
+            /// Id 1, the one an unconfigured server uses.
+            pub const DEFAULT: Self = Self(NonZeroU64::MIN);
+
             /// Builds the id.
             ///
             /// # Errors

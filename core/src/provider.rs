@@ -41,6 +41,16 @@ pub struct ProviderContract {
     pub checks: Vec<CheckContract>,
 }
 
+/// How a provider is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderTransport {
+    /// Compiled into the server.
+    Builtin,
+    /// An external MCP server.
+    Mcp,
+}
+
 /// A provider could not answer. The engine records it as a `provider_error` and the condition
 /// as unknown; it never aborts the trigger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +77,10 @@ pub struct ProviderError(pub String);
 pub trait EvidenceProvider: Send + Sync {
     /// The provider's capability contract.
     fn contract(&self) -> &ProviderContract;
+    /// How the provider is reached: `builtin` (in process) unless it says otherwise.
+    fn transport(&self) -> ProviderTransport {
+        ProviderTransport::Builtin
+    }
     /// Answers one query.
     async fn query(
         &self,
@@ -150,18 +164,33 @@ impl ProviderRegistry {
         self.providers.get(provider_id).map(|r| &r.provider)
     }
 
+    /// Every registered provider, by provider id.
+    pub fn providers(&self) -> impl Iterator<Item = &Arc<dyn EvidenceProvider>> {
+        self.providers.values().map(|r| &r.provider)
+    }
+
     /// Every registered contract, by provider id.
     pub fn contracts(&self) -> impl Iterator<Item = &ProviderContract> {
         self.providers.values().map(|r| r.provider.contract())
     }
 
-    /// Checks a query and comparator against the provider's contract; the error is the rule
-    /// broken and the field (relative to the condition) it concerns.
-    pub(crate) fn check_condition(
+    /// The contract of one check of a registered provider.
+    #[must_use]
+    pub fn check(&self, provider_id: &ProviderId, check_id: &CheckId) -> Option<&CheckContract> {
+        self.get(provider_id)?
+            .contract()
+            .checks
+            .iter()
+            .find(|c| &c.check_id == check_id)
+    }
+
+    /// Checks a query against the provider's contract: the provider and check exist and the
+    /// params match the check's params schema. The error is the rule broken and the field
+    /// (relative to the query's parent) it concerns.
+    pub(crate) fn check_query(
         &self,
         query: &EvidenceQuery,
-        comparator: Comparator,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> Result<&CheckContract, (&'static str, String)> {
         let registered = self.providers.get(&query.provider_id).ok_or_else(|| {
             (
                 "query.provider_id",
@@ -183,6 +212,27 @@ impl ProviderRegistry {
                     ),
                 )
             })?;
+        if let Some(validator) = registered.params.get(&query.check_id) {
+            let params = query.params.clone().unwrap_or(Value::Null);
+            if let Some(error) = validator.iter_errors(&params).next() {
+                let at = error.instance_path().to_string();
+                return Err((
+                    "query.params",
+                    format!("does not match the check's params schema at '{at}': {error}"),
+                ));
+            }
+        }
+        Ok(contract)
+    }
+
+    /// Checks a query and comparator against the provider's contract; the error is the rule
+    /// broken and the field (relative to the condition) it concerns.
+    pub(crate) fn check_condition(
+        &self,
+        query: &EvidenceQuery,
+        comparator: Comparator,
+    ) -> Result<(), (&'static str, String)> {
+        let contract = self.check_query(query)?;
         if !contract.allowed_comparators.contains(&comparator) {
             return Err((
                 "comparator",
@@ -193,16 +243,6 @@ impl ProviderRegistry {
                     comparator.name()
                 ),
             ));
-        }
-        if let Some(validator) = registered.params.get(&query.check_id) {
-            let params = query.params.clone().unwrap_or(Value::Null);
-            if let Some(error) = validator.iter_errors(&params).next() {
-                let at = error.instance_path().to_string();
-                return Err((
-                    "query.params",
-                    format!("does not match the check's params schema at '{at}': {error}"),
-                ));
-            }
         }
         Ok(())
     }

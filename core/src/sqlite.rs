@@ -232,6 +232,14 @@ impl ScenarioStore for SqliteStore {
 
 #[async_trait]
 impl RunStore for SqliteStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     async fn create(
         &self,
         head: &RunHead,

@@ -261,6 +261,11 @@ pub trait RunStore: Send + Sync {
     fn owns_effects(&self) -> bool {
         false
     }
+    /// Whether the store can serve requests now; a backend reached over a connection checks
+    /// it. Defaults to ready.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// An optional signature over a data shape.

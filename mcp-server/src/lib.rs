@@ -1,6 +1,23 @@
-//! The MCP face of Decision Gate: the `rmcp` tool surface over stdio and Streamable HTTP,
-//! the gRPC API, open-source authentication (local-only, static bearer tokens, mTLS) and the
-//! `decision-gate` command line. Every handler builds a request context and calls one method of
-//! the service layer in `decision-gate-core`; no engine logic lives here. The tool surface
-//! arrives with the MCP server issue; today this crate only fixes its place in the dependency
-//! graph.
+//! The MCP face of Decision Gate: the tool surface through `rmcp` over stdio and Streamable
+//! HTTP, open-source authentication (local-only, static bearer tokens, mTLS), request limits,
+//! metrics and the `decision-gate` command line. Every tool handler builds a request context
+//! and calls one method of the service layer in `decision-gate-core`; no engine logic lives
+//! here.
+//!
+//! Code map: [`config`] (the TOML file), [`server`] (the composition root), [`handler`] (the
+//! `rmcp` handler), [`tools`] (catalogue and dispatch), [`error`] (the one error mapping),
+//! [`http`] and [`tls`] (the HTTP transport and its guard), [`auth`], [`metrics`], [`caller`].
+
+pub mod auth;
+pub mod caller;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+pub mod tools;
+
+pub use config::{CONFIG_ENV, Config, Loaded};
+pub use server::{DataDir, HttpServer, ServeError, Server};

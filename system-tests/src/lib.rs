@@ -1,4 +1,5 @@
 //! Black-box system tests of the open-source `decision-gate` binary: they start the real server
-//! and drive it with the official MCP clients (Python `mcp`, TypeScript
-//! `@modelcontextprotocol/sdk`). The harness arrives with the MCP server issue; today this crate
-//! only fixes its place in the dependency graph.
+//! on a free loopback port (and over stdio) and drive it with the official MCP clients (Python
+//! `mcp`, TypeScript `@modelcontextprotocol/sdk`) and with raw HTTP. The tests are in
+//! `tests/system`; `scripts/test.sh` installs the clients and points the tests at them with
+//! `DG_PYTHON` and `DG_TS_DRIVER`.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use decide::{
     DisclosureContext, DisclosureFailure, Verdict, decide, decide_timeout, issue_packets,
 };
+pub(crate) use plan::normalise_answer;
 pub use plan::{OutcomeBuffers, Plan, StageOutcome};
 pub use validate::{SpecError, from_json_value, parse_json, validate_spec};
 

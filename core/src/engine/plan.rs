@@ -9,7 +9,7 @@ use crate::evidence::{
     EvidenceError, EvidenceQuery, EvidenceRecord, EvidenceResult, EvidenceValue, TrustRequirement,
 };
 use crate::hashing::{HashAlgorithm, HashDigest, HashError, canonical_json_limited};
-use crate::ids::{ConditionId, GateId, StageId, TriggerId};
+use crate::ids::{ConditionId, GateId, ProviderId, StageId, TriggerId};
 use crate::ret::{CompiledRequirement, TraceStep, TriState};
 use crate::run::{GateEvalRecord, GateEvaluation, GateTraceEntry};
 use crate::spec::ScenarioSpec;
@@ -348,14 +348,29 @@ fn normalise(
     result: Option<EvidenceResult>,
     config: &EngineConfig,
 ) -> (EvidenceResult, TriState) {
-    let mut result = result.unwrap_or_else(|| {
+    let result = result.unwrap_or_else(|| {
         EvidenceResult::failed(EvidenceError::new(
             "evidence_missing",
             "no answer was gathered for this condition",
         ))
     });
+    let result = normalise_answer(&condition.query.provider_id, result, config);
+    if result.error.is_some() {
+        return (result, TriState::Unknown);
+    }
+    let status = condition.comparison.evaluate(result.value.as_ref());
+    (result, status)
+}
+
+/// Checks a provider's answer against the anchor policy and recomputes its digest; an answer
+/// that fails either (or carried an error) keeps only its error.
+pub(crate) fn normalise_answer(
+    provider_id: &ProviderId,
+    mut result: EvidenceResult,
+    config: &EngineConfig,
+) -> EvidenceResult {
     if result.error.is_none()
-        && let Some(requirement) = config.anchor_policy.get(&condition.query.provider_id)
+        && let Some(requirement) = config.anchor_policy.get(provider_id)
         && let Err(message) = requirement.check(result.evidence_anchor.as_ref())
     {
         result = EvidenceResult::failed(EvidenceError::new("anchor_invalid", message));
@@ -370,10 +385,8 @@ fn normalise(
         result.value = None;
         result.evidence_hash = None;
         result.content_type = None;
-        return (result, TriState::Unknown);
     }
-    let status = condition.comparison.evaluate(result.value.as_ref());
-    (result, status)
+    result
 }
 
 /// The digest of an evidence value, refusing values over the evidence limit.

@@ -32,9 +32,9 @@ use crate::ids::{
 };
 use crate::provider::{EvidenceProvider, ProviderRegistry, RegistryError};
 use crate::run::{
-    DecisionOutcome, DecisionRecord, EntryBody, GateEvaluation, JournalEntry, RunCounts, RunHead,
-    RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord,
-    TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
+    DecisionOutcome, DecisionRecord, EntryBody, GateEvalRecord, GateEvaluation, JournalEntry,
+    RunCounts, RunHead, RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord,
+    ToolCallRecord, TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
 };
 use crate::runpack::{self, MemoryRunpackStore, RunpackManifest, VerifyOptions, VerifyReport};
 use crate::spec::{PacketPayload, ScenarioSpec};
@@ -45,12 +45,14 @@ use crate::store::{
 use crate::time::Timestamp;
 
 mod precheck;
+mod providers;
 mod runpacks;
 mod runs;
 mod scenarios;
 mod schemas;
 
 pub use precheck::{PrecheckRequest, PrecheckResult};
+pub use providers::{CheckSchemaView, EvidenceQueryRequest, ProviderContractView, ProviderSummary};
 pub use runpacks::ExportResult;
 pub use runs::{NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest};
 pub use scenarios::DefineResult;
@@ -75,9 +77,18 @@ pub struct DecisionGateBuilder {
     policy: Option<Arc<dyn PolicyDecider>>,
     runpacks: Option<Arc<dyn RunpackStore>>,
     signer: Option<SigningKey>,
+    disclose_raw_evidence: bool,
 }
 
 impl DecisionGateBuilder {
+    /// Whether direct evidence queries return raw values (off by default: callers see the
+    /// digest, never the value).
+    #[must_use]
+    pub fn disclose_raw_evidence(mut self, disclose: bool) -> Self {
+        self.disclose_raw_evidence = disclose;
+        self
+    }
+
     /// Where exported runpacks are stored (in memory by default).
     #[must_use]
     pub fn runpack_store(mut self, runpacks: Arc<dyn RunpackStore>) -> Self {
@@ -106,6 +117,13 @@ impl DecisionGateBuilder {
     pub fn provider(mut self, provider: Arc<dyn EvidenceProvider>) -> Result<Self, RegistryError> {
         self.providers.register(provider)?;
         Ok(self)
+    }
+
+    /// Uses these providers (replacing any registered before).
+    #[must_use]
+    pub fn providers(mut self, providers: ProviderRegistry) -> Self {
+        self.providers = providers;
+        self
     }
 
     /// Uses one backend for scenarios, runs and schemas.
@@ -182,6 +200,7 @@ impl DecisionGateBuilder {
                 .runpacks
                 .unwrap_or_else(|| Arc::new(MemoryRunpackStore::default())),
             signer: self.signer,
+            disclose_raw_evidence: self.disclose_raw_evidence,
             plans: Mutex::new(LruCache::new(
                 NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -209,6 +228,7 @@ pub struct DecisionGate {
     policy: Arc<dyn PolicyDecider>,
     runpacks: Arc<dyn RunpackStore>,
     signer: Option<SigningKey>,
+    disclose_raw_evidence: bool,
     plans: Mutex<LruCache<(TenantId, NamespaceId, ScenarioId), Arc<Plan>>>,
     call_seq: AtomicU64,
     instance: u64,
@@ -245,6 +265,14 @@ impl DecisionGate {
     #[must_use]
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Whether the service can serve requests: its run store answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when it does not.
+    pub async fn ready(&self) -> Result<(), Error> {
+        self.runs.ready().await.map_err(Error::from)
     }
 
     /// The registered providers.

@@ -756,6 +756,54 @@ impl DecisionGate {
         .await
     }
 
+    /// The gate evaluations recorded for one trigger of a run (empty for a trigger decided
+    /// without evaluating gates, such as a trigger on a finished run). The evidence keeps its
+    /// raw values only when the service discloses raw evidence; digests always remain.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown run or trigger.
+    pub async fn trigger_gates(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        trigger_id: &TriggerId,
+    ) -> Result<Vec<GateEvalRecord>, Error> {
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                self.load_head(&key, scenario_id).await?;
+                let entry = self
+                    .runs
+                    .entry_for_trigger(&key, trigger_id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        what: "trigger",
+                        id: trigger_id.to_string(),
+                    })?;
+                let EntryBody::Trigger(entry) = entry.body else {
+                    return Err(Error::Corrupt(format!(
+                        "run {run_id}: trigger entry of the wrong kind"
+                    )));
+                };
+                let mut gates = entry.gate_evals;
+                if !self.disclose_raw_evidence {
+                    for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
+                        record.result.value = None;
+                        record.result.content_type = None;
+                    }
+                }
+                Ok((gates, false))
+            },
+        )
+        .await
+    }
+
     /// A page of a run's journal: entries after revision `after`, ascending.
     ///
     /// # Errors

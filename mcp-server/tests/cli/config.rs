@@ -69,7 +69,11 @@ fn problems_are_named_by_key_path() {
 fn a_missing_file_is_named() {
     let output = decision_gate(&["config", "check", "--config", "/no/such/decision-gate.toml"]);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("/no/such/decision-gate.toml"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("/no/such/decision-gate.toml: $: /no/such/decision-gate.toml"),
+        "{stdout}"
+    );
     let unset = std::process::Command::new(env!("CARGO_BIN_EXE_decision-gate"))
         .args(["config", "check"])
         .env_remove("DECISION_GATE_CONFIG")

@@ -7,8 +7,10 @@ mod output;
 mod quickstart;
 mod runpack;
 mod scenario;
+mod serve;
 mod setup;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,6 +32,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the MCP tools: on stdin/stdout by default, or over Streamable HTTP at `/mcp`.
+    Serve {
+        /// Serve on stdin/stdout (the default unless `server.bind` is configured).
+        #[arg(long, conflicts_with = "http")]
+        stdio: bool,
+        /// Serve Streamable HTTP on this address (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
+        /// Where the database, runpacks and audit trail live (default: the configured
+        /// `data_dir`, else `dg-data`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The configuration file (default: `$DECISION_GATE_CONFIG`; none means local-only
+        /// defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run the bundled example end to end on SQLite: define, start, trigger, export, verify.
     Quickstart {
         /// Where the database, evidence files and runpacks live.
@@ -105,6 +124,14 @@ enum RunpackCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr: on stdio, stdout carries only JSON-RPC.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DECISION_GATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let out = output::Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -116,6 +143,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Serve {
+                stdio,
+                http,
+                data_dir,
+                config,
+            } => {
+                serve::run(serve::ServeArgs {
+                    config,
+                    stdio,
+                    http,
+                    data_dir,
+                })
+                .await
+            }
             Command::Quickstart { data_dir } => quickstart::run(&out, &data_dir).await,
             Command::Scenario(ScenarioCommand::Validate { file }) => {
                 scenario::validate(&out, &file)

@@ -1,0 +1,678 @@
+//! `decision-gate.toml`: the data directory, the engine settings, the built-in providers and the
+//! server (transport, authentication, limits, audit). Unknown keys are refused with their path,
+//! relative paths are resolved against the file's directory, and every rule is checked before
+//! anything is served.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use decision_gate_core::engine::from_json_value;
+use decision_gate_core::providers::{
+    EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
+    TimeProvider,
+};
+use decision_gate_core::{
+    Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId,
+};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "DECISION_GATE_CONFIG";
+
+/// Largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the database, evidence and runpacks live.
+    pub data_dir: Option<PathBuf>,
+    /// Engine settings: logic mode, trust, anchors, limits.
+    pub engine: EngineConfig,
+    /// Built-in providers.
+    pub providers: Providers,
+    /// Evidence disclosure.
+    pub evidence: EvidenceConfig,
+    /// The MCP server.
+    pub server: ServerConfig,
+}
+
+/// Built-in provider sections; a present section switches the provider on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Providers {
+    /// The `time` provider (always on).
+    pub time: TimeConfig,
+    /// The `env` provider.
+    pub env: Option<EnvConfig>,
+    /// The `json` provider.
+    pub json: Option<JsonConfig>,
+    /// The `http` provider.
+    pub http: Option<HttpConfig>,
+}
+
+/// What callers may see of raw evidence.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvidenceConfig {
+    /// Whether `evidence_query` and evidence-level feedback return raw values; digests are
+    /// always returned.
+    pub disclose_raw_values: bool,
+}
+
+/// The MCP server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The Streamable HTTP address, when serving HTTP (`--http` overrides it).
+    pub bind: Option<SocketAddr>,
+    /// Who terminates TLS: this server (`server`, needs `[server.tls]` on a non-loopback
+    /// address) or a proxy in front of it (`upstream`).
+    pub tls_termination: TlsTermination,
+    /// Host names accepted in the `Host` header besides loopback and the bind address (DNS
+    /// rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// How long one HTTP request may take, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Request limits.
+    pub limits: LimitsConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// TLS for the HTTP transport.
+    pub tls: Option<TlsConfig>,
+    /// The audit trail.
+    pub audit: AuditConfig,
+    /// `scenario_next` feedback levels.
+    pub feedback: FeedbackConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            tls_termination: TlsTermination::Server,
+            allowed_hosts: Vec::new(),
+            request_timeout_ms: 30_000,
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
+            audit: AuditConfig::default(),
+            feedback: FeedbackConfig::default(),
+        }
+    }
+}
+
+/// Who terminates TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsTermination {
+    /// This server, with `[server.tls]`.
+    #[default]
+    Server,
+    /// A proxy in front of this server.
+    Upstream,
+}
+
+/// Request limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body, in bytes (HTTP) or line (stdio).
+    pub max_body_bytes: usize,
+    /// Requests served at once; more are refused as overloaded.
+    pub max_inflight: usize,
+    /// Per-principal rate limit; none when absent.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_inflight: 256,
+            rate_limit: None,
+        }
+    }
+}
+
+/// A per-principal rate limit (GCRA): a sustained rate and a burst.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second.
+    pub requests_per_second: u32,
+    /// Requests allowed at once above the sustained rate.
+    pub burst: u32,
+}
+
+/// How callers authenticate.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The mode.
+    pub mode: AuthMode,
+    /// Bearer tokens (mode `bearer`).
+    pub tokens: Vec<TokenConfig>,
+    /// Client certificates (mode `mtls`).
+    pub clients: Vec<ClientConfig>,
+}
+
+/// Authentication modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// stdio and loopback HTTP only; the caller is unrestricted.
+    #[default]
+    LocalOnly,
+    /// `Authorization: Bearer <token>` with a configured token.
+    Bearer,
+    /// A client certificate verified against `server.tls.client_ca_path`.
+    Mtls,
+}
+
+/// A principal's scope: which tenant, namespace and tools it may use.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// The only tenant it may act in; any when absent.
+    #[serde(default)]
+    pub tenant_id: Option<TenantId>,
+    /// The only namespace it may act in; any when absent.
+    #[serde(default)]
+    pub namespace_id: Option<NamespaceId>,
+    /// The tools it may call; all when absent.
+    #[serde(default)]
+    pub tools: Option<Vec<String>>,
+}
+
+/// One bearer token, stored as its SHA-256 digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// The principal the token authenticates.
+    pub subject: String,
+    /// Lower-case hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    pub token_sha256: String,
+    /// Its scope.
+    #[serde(flatten)]
+    pub scope: ScopeConfig,
+}
+
+/// One client certificate subject.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The certificate subject's common name (CN).
+    pub subject: String,
+    /// Its scope.
+    #[serde(flatten)]
+    pub scope: ScopeConfig,
+}
+
+/// TLS for the HTTP transport.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM).
+    pub cert_path: PathBuf,
+    /// The server key (PEM).
+    pub key_path: PathBuf,
+    /// CA certificates client certificates must chain to (PEM); required for `mtls`.
+    #[serde(default)]
+    pub client_ca_path: Option<PathBuf>,
+}
+
+/// The audit trail.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The JSON-lines file (default `<data_dir>/audit.jsonl`).
+    pub path: Option<PathBuf>,
+}
+
+/// `scenario_next` feedback levels: how much of the gate evaluation a caller sees.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// The level when the request names none.
+    pub default: FeedbackLevel,
+    /// The highest level any request gets; higher requests are lowered to it.
+    pub max: FeedbackLevel,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            default: FeedbackLevel::Summary,
+            max: FeedbackLevel::Trace,
+        }
+    }
+}
+
+/// How much of a decision's evaluation `scenario_next` returns.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackLevel {
+    /// The decision, its packets and the run status.
+    Summary,
+    /// Plus each gate's evaluation and trace.
+    Trace,
+    /// Plus each condition's evidence (raw values only when disclosure allows).
+    Evidence,
+}
+
+/// One configuration problem: the key's path and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The key's path, `$` for the whole file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration that passed every check, with its providers built.
+pub struct Loaded {
+    /// The configuration, relative paths resolved.
+    pub config: Config,
+    /// The providers it switches on.
+    pub providers: ProviderRegistry,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("config", &self.config)
+            .field("providers", &self.providers)
+            .finish()
+    }
+}
+
+/// Reads and checks a configuration file.
+///
+/// # Errors
+/// Every problem found, each naming its key; an unreadable file is one problem at `$`.
+pub fn load(file: &Path) -> Result<Loaded, Vec<Problem>> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| vec![Problem::new("$", format!("{}: {e}", file.display()))])?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(vec![Problem::new(
+            "$",
+            format!("the file is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes"),
+        )]);
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| vec![Problem::new("$", format!("{}: {e}", file.display()))])?;
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parse(&text, base)
+}
+
+/// Parses and checks configuration text; relative paths are resolved against `base`.
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn parse(text: &str, base: &Path) -> Result<Loaded, Vec<Problem>> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![Problem::new("$", e.to_string().trim())])?;
+    let value = serde_json::to_value(table).map_err(|e| vec![Problem::new("$", e.to_string())])?;
+    let mut config: Config =
+        from_json_value(value).map_err(|e| vec![Problem::new(e.path, e.rule)])?;
+    config.resolve_paths(base);
+    let mut problems = config.problems();
+    let providers = config.build_providers(&mut problems);
+    if problems.is_empty() {
+        Ok(Loaded { config, providers })
+    } else {
+        Err(problems)
+    }
+}
+
+impl Config {
+    /// The defaults: local-only, the `time` provider, data under `data_dir`.
+    #[must_use]
+    pub fn defaults() -> Loaded {
+        let config = Self::default();
+        let mut problems = Vec::new();
+        let providers = config.build_providers(&mut problems);
+        debug_assert!(problems.is_empty(), "{problems:?}");
+        Loaded { config, providers }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(dir) = self.data_dir.as_mut() {
+            resolve(dir);
+        }
+        if let Some(json) = self.providers.json.as_mut() {
+            resolve(&mut json.root);
+        }
+        if let Some(path) = self.server.audit.path.as_mut() {
+            resolve(path);
+        }
+        if let Some(tls) = self.server.tls.as_mut() {
+            resolve(&mut tls.cert_path);
+            resolve(&mut tls.key_path);
+            if let Some(ca) = tls.client_ca_path.as_mut() {
+                resolve(ca);
+            }
+        }
+    }
+
+    /// Every rule the values break (types and unknown keys were checked while parsing).
+    fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let limits = &self.engine.limits;
+        for (key, value) in [
+            (
+                "engine.limits.max_evidence_bytes",
+                limits.max_evidence_bytes,
+            ),
+            ("engine.limits.max_payload_bytes", limits.max_payload_bytes),
+            ("engine.limits.max_spec_bytes", limits.max_spec_bytes),
+            ("engine.limits.max_schema_bytes", limits.max_schema_bytes),
+            (
+                "server.limits.max_body_bytes",
+                self.server.limits.max_body_bytes,
+            ),
+            (
+                "server.limits.max_inflight",
+                self.server.limits.max_inflight,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(Problem::new(key, "must be at least 1"));
+            }
+        }
+        if let Some(rate) = &self.server.limits.rate_limit {
+            if rate.requests_per_second == 0 {
+                problems.push(Problem::new(
+                    "server.limits.rate_limit.requests_per_second",
+                    "must be at least 1",
+                ));
+            }
+            if rate.burst == 0 {
+                problems.push(Problem::new(
+                    "server.limits.rate_limit.burst",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.server.request_timeout_ms == 0 {
+            problems.push(Problem::new(
+                "server.request_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        let feedback = &self.server.feedback;
+        if feedback.default > feedback.max {
+            problems.push(Problem::new(
+                "server.feedback.default",
+                "must not be above server.feedback.max",
+            ));
+        }
+        self.auth_problems(&mut problems);
+        problems
+    }
+
+    fn auth_problems(&self, problems: &mut Vec<Problem>) {
+        let auth = &self.server.auth;
+        let check_tools = |path: String, scope: &ScopeConfig, problems: &mut Vec<Problem>| {
+            for (i, tool) in scope.tools.iter().flatten().enumerate() {
+                if Action::from_name(tool).is_none() {
+                    problems.push(Problem::new(
+                        format!("{path}.tools[{i}]"),
+                        format!("unknown tool {tool:?}"),
+                    ));
+                }
+            }
+        };
+        for (i, token) in auth.tokens.iter().enumerate() {
+            let path = format!("server.auth.tokens[{i}]");
+            if token.subject.trim().is_empty() {
+                problems.push(Problem::new(format!("{path}.subject"), "must not be empty"));
+            }
+            let digest = &token.token_sha256;
+            if digest.len() != 64
+                || !digest
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                problems.push(Problem::new(
+                    format!("{path}.token_sha256"),
+                    "must be 64 lower-case hex digits (the SHA-256 of the token)",
+                ));
+            }
+            check_tools(path, &token.scope, problems);
+        }
+        for (i, client) in auth.clients.iter().enumerate() {
+            let path = format!("server.auth.clients[{i}]");
+            if client.subject.trim().is_empty() {
+                problems.push(Problem::new(format!("{path}.subject"), "must not be empty"));
+            }
+            check_tools(path, &client.scope, problems);
+        }
+        match auth.mode {
+            AuthMode::Bearer if auth.tokens.is_empty() => problems.push(Problem::new(
+                "server.auth.tokens",
+                "mode \"bearer\" needs at least one token",
+            )),
+            AuthMode::Mtls => {
+                if auth.clients.is_empty() {
+                    problems.push(Problem::new(
+                        "server.auth.clients",
+                        "mode \"mtls\" needs at least one client",
+                    ));
+                }
+                if self
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca_path.is_none())
+                {
+                    problems.push(Problem::new(
+                        "server.tls.client_ca_path",
+                        "mode \"mtls\" needs the CA that client certificates chain to",
+                    ));
+                }
+                if self.server.tls_termination == TlsTermination::Upstream {
+                    problems.push(Problem::new(
+                        "server.tls_termination",
+                        "mode \"mtls\" verifies certificates itself; it cannot sit behind a TLS-terminating proxy",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(bind) = self.server.bind {
+            self.exposure_problems(bind, "server.bind", problems);
+        }
+    }
+
+    /// Rules for serving HTTP on `bind`: a non-loopback address needs authentication and TLS
+    /// (or TLS terminated upstream).
+    pub fn exposure_problems(&self, bind: SocketAddr, path: &str, problems: &mut Vec<Problem>) {
+        if bind.ip().is_loopback() {
+            return;
+        }
+        if self.server.auth.mode == AuthMode::LocalOnly {
+            problems.push(Problem::new(
+                path,
+                format!(
+                    "{bind} is not a loopback address: set server.auth.mode to \"bearer\" or \"mtls\""
+                ),
+            ));
+        }
+        if self.server.tls.is_none() && self.server.tls_termination == TlsTermination::Server {
+            problems.push(Problem::new(
+                path,
+                format!(
+                    "{bind} is not a loopback address: configure [server.tls], or set server.tls_termination = \"upstream\" behind a TLS proxy"
+                ),
+            ));
+        }
+    }
+
+    fn build_providers(&self, problems: &mut Vec<Problem>) -> ProviderRegistry {
+        let mut registry = ProviderRegistry::new();
+        let mut add =
+            |path: &str, provider: Result<Arc<dyn EvidenceProvider>, String>| match provider
+                .and_then(|p| registry.register(p).map_err(|e| e.to_string()))
+            {
+                Ok(()) => {}
+                Err(message) => problems.push(Problem::new(path, message)),
+            };
+        add(
+            "providers.time",
+            Ok(Arc::new(TimeProvider::new(self.providers.time.clone()))),
+        );
+        if let Some(env) = &self.providers.env {
+            add("providers.env", Ok(Arc::new(EnvProvider::new(env.clone()))));
+        }
+        if let Some(json) = &self.providers.json {
+            add(
+                "providers.json",
+                JsonProvider::new(json.clone())
+                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        if let Some(http) = &self.providers.http {
+            add(
+                "providers.http",
+                HttpProvider::new(http.clone())
+                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        registry
+    }
+
+    /// The data directory: the configured one, else `dg-data` in the working directory.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("dg-data"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/etc/dg")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_local_only_with_the_time_provider() {
+        let loaded = parse("", Path::new(".")).unwrap();
+        assert_eq!(loaded.config.server.auth.mode, AuthMode::LocalOnly);
+        let ids: Vec<_> = loaded
+            .providers
+            .contracts()
+            .map(|c| c.provider_id.to_string())
+            .collect();
+        assert_eq!(ids, ["time"]);
+    }
+
+    #[test]
+    fn unknown_server_keys_are_named_by_path() {
+        let found = problems("[server.limits]\nmax_inflight = 4\nmax_infligt = 5\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("server.limits"), "{found:?}");
+        assert!(found[0].contains("max_infligt"), "{found:?}");
+    }
+
+    #[test]
+    fn a_public_bind_needs_auth_and_tls() {
+        let found = problems("[server]\nbind = \"0.0.0.0:8080\"\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found.iter().all(|p| p.starts_with("server.bind:")),
+            "{found:?}"
+        );
+        let token = "a".repeat(64);
+        let upstream = format!(
+            "[server]\nbind = \"0.0.0.0:8080\"\ntls_termination = \"upstream\"\n[server.auth]\nmode = \"bearer\"\n[[server.auth.tokens]]\nsubject = \"ci\"\ntoken_sha256 = \"{token}\"\n"
+        );
+        assert_eq!(problems(&upstream), Vec::<String>::new());
+    }
+
+    #[test]
+    fn tokens_must_be_digests_and_tools_must_exist() {
+        let found = problems(
+            "[server.auth]\nmode = \"bearer\"\n[[server.auth.tokens]]\nsubject = \"ci\"\ntoken_sha256 = \"secret\"\ntools = [\"scenario_next\", \"scenario_delete\"]\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "server.auth.tokens[0].token_sha256: must be 64 lower-case hex digits (the SHA-256 of the token)",
+                "server.auth.tokens[0].tools[1]: unknown tool \"scenario_delete\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn mtls_needs_a_client_ca_and_cannot_terminate_upstream() {
+        let found = problems(
+            "[server]\ntls_termination = \"upstream\"\n[server.auth]\nmode = \"mtls\"\n[[server.auth.clients]]\nsubject = \"agent\"\n",
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("server.tls.client_ca_path")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("server.tls_termination")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let loaded = parse(
+            "data_dir = \"data\"\n[server.audit]\npath = \"audit.jsonl\"\n",
+            Path::new("/etc/dg"),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.data_dir(), Path::new("/etc/dg/data"));
+        assert_eq!(
+            loaded.config.server.audit.path.as_deref(),
+            Some(Path::new("/etc/dg/audit.jsonl"))
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! Tool failures: the one mapping from service errors to MCP `isError` results.
+
+use decision_gate_core::Error;
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{Value, json};
+
+/// A failed tool call as the caller sees it: a stable `kind`, a message and, where waiting
+/// helps, how long to wait.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolError {
+    /// The stable kind (`invalid_input`, `not_found`, `permission_denied`, ...).
+    pub kind: &'static str,
+    /// What went wrong, naming the field where there is one.
+    pub message: String,
+    /// Whether the same call may succeed later.
+    pub retryable: bool,
+    /// How long to wait before retrying, when known.
+    pub retry_after_ms: Option<u64>,
+    /// Every broken rule of an invalid spec, with its JSON path.
+    pub details: Option<Value>,
+    /// Whether the service already audited the failure (false for calls refused before they
+    /// reached it).
+    pub audited: bool,
+}
+
+impl ToolError {
+    /// Arguments that do not match the tool's input schema.
+    pub(crate) fn invalid_arguments(path: &str, message: impl std::fmt::Display) -> Self {
+        let at = if path.is_empty() || path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        Self {
+            kind: "invalid_input",
+            message: format!("invalid arguments: {at}{message}"),
+            retryable: false,
+            retry_after_ms: None,
+            details: None,
+            audited: false,
+        }
+    }
+
+    /// A result that could not be serialised; the service call itself succeeded.
+    pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
+        Self {
+            kind: "internal",
+            message: message.to_string(),
+            retryable: false,
+            retry_after_ms: None,
+            details: None,
+            audited: false,
+        }
+    }
+
+    /// An argument the tool refuses though it matches the schema.
+    pub(crate) fn unsupported(field: &str, message: &str) -> Self {
+        Self::invalid_arguments(field, message)
+    }
+
+    /// The `isError` result: the error as `structuredContent` and as text.
+    #[must_use]
+    pub fn into_result(self) -> CallToolResult {
+        let mut error = json!({
+            "kind": self.kind,
+            "message": self.message,
+            "retryable": self.retryable,
+        });
+        if let Some(ms) = self.retry_after_ms {
+            error["retry_after_ms"] = json!(ms);
+        }
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        let text = format!("{}: {}", self.kind, self.message);
+        let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(json!({ "error": error }));
+        result
+    }
+}
+
+impl From<Error> for ToolError {
+    fn from(error: Error) -> Self {
+        let retry_after_ms = match &error {
+            Error::QuotaExceeded { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        };
+        let details = match &error {
+            Error::InvalidSpec(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| json!({ "path": e.path, "rule": e.rule }))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        Self {
+            kind: error.kind(),
+            message: error.to_string(),
+            retryable: error.is_retryable(),
+            retry_after_ms,
+            details,
+            audited: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_errors_carry_their_wait_and_are_retryable() {
+        let error = ToolError::from(Error::QuotaExceeded {
+            metric: decision_gate_core::access::UsageMetric::ToolCalls,
+            limit: 10,
+            retry_after_ms: Some(1500),
+        });
+        let result = error.into_result();
+        assert_eq!(result.is_error, Some(true));
+        let structured = result.structured_content.unwrap();
+        assert_eq!(structured["error"]["kind"], "quota_exceeded");
+        assert_eq!(structured["error"]["retry_after_ms"], 1500);
+        assert_eq!(structured["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn not_found_is_not_retryable_and_has_a_text_copy() {
+        let result = ToolError::from(Error::NotFound {
+            what: "run",
+            id: "r-1".into(),
+        })
+        .into_result();
+        let structured = result.structured_content.clone().unwrap();
+        assert_eq!(structured["error"]["kind"], "not_found");
+        assert_eq!(structured["error"]["retryable"], false);
+        assert!(structured["error"].get("retry_after_ms").is_none());
+        let text = serde_json::to_value(&result.content[0]).unwrap();
+        assert_eq!(text["text"], "not_found: run not found: r-1");
+    }
+}

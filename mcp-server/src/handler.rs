@@ -1,0 +1,202 @@
+//! The `rmcp` server handler: `initialize`, `tools/list` and `tools/call` for both transports.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use decision_gate_core::access::{AccessEvent, AccessRefusal, AuditSink};
+use decision_gate_core::{Action, DecisionGate};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use crate::caller::{Caller, Transport};
+use crate::metrics::Metrics;
+use crate::tools::{self, ToolPolicy};
+
+/// What every connection of a server shares.
+pub struct Shared {
+    /// The service.
+    pub gate: Arc<DecisionGate>,
+    /// Feedback levels and other tool policy.
+    pub policy: ToolPolicy,
+    /// The audit sink, for calls refused before they reach the service.
+    pub audit: Arc<dyn AuditSink>,
+    /// Metrics.
+    pub metrics: Metrics,
+    tools: Vec<Tool>,
+}
+
+impl Shared {
+    /// Shares a service with its policy, audit sink and metrics.
+    #[must_use]
+    pub fn new(
+        gate: Arc<DecisionGate>,
+        policy: ToolPolicy,
+        audit: Arc<dyn AuditSink>,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            gate,
+            policy,
+            audit,
+            metrics,
+            tools: tools::catalogue(),
+        })
+    }
+
+    /// Records a request refused before it reached the service; a sink failure is logged, as
+    /// the request is refused either way.
+    pub async fn refuse(&self, event: AccessEvent) {
+        let transport = match event.transport.as_str() {
+            "stdio" => "stdio",
+            _ => "http",
+        };
+        self.metrics.refusal(transport, event.refusal);
+        if let Err(e) = self.audit.append_access(&event).await {
+            tracing::error!(refusal = ?event.refusal, "access event not recorded: {e}");
+        }
+    }
+}
+
+/// One MCP server handler; cheap to clone, one per connection or request.
+#[derive(Clone)]
+pub struct McpHandler {
+    shared: Arc<Shared>,
+    transport: Transport,
+}
+
+impl McpHandler {
+    /// A handler for `transport`.
+    #[must_use]
+    pub fn new(shared: Arc<Shared>, transport: Transport) -> Self {
+        Self { shared, transport }
+    }
+
+    /// The caller: stdio is local; on HTTP the authentication layer put it in the request.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Caller> {
+        match self.transport {
+            Transport::Stdio => Some(Caller::stdio()),
+            Transport::Http => context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.get::<Caller>())
+                .cloned(),
+        }
+    }
+}
+
+impl ServerHandler for McpHandler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "decision-gate",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(
+                "Decision Gate evaluates evidence against a scenario's gates and decides whether \
+                 a run may advance. Define a scenario, start a run, then call scenario_next; \
+                 export a runpack to prove what was decided.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.shared.tools.clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.shared.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let started = Instant::now();
+        // Fail closed: an HTTP request that reached here without an authenticated caller was
+        // not routed through the authentication layer.
+        let Some(mut caller) = self.caller(&context) else {
+            return Err(ErrorData::internal_error(
+                "request reached the tool layer unauthenticated",
+                None,
+            ));
+        };
+        if caller.request_id.is_none() {
+            caller.request_id = Some(request_id(&context));
+        }
+        let Some(action) = Action::from_name(&request.name) else {
+            self.shared
+                .metrics
+                .call(None, "unknown_tool", started.elapsed());
+            self.shared
+                .refuse(self.refused_call(&caller, None, "unknown tool".to_owned()))
+                .await;
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool: {}", request.name),
+                None,
+            ));
+        };
+        let args = request.arguments.map_or(Value::Null, Value::Object);
+        let outcome = tools::call(
+            &self.shared.gate,
+            &self.shared.policy,
+            &caller,
+            action,
+            args,
+        )
+        .await;
+        let result = match outcome {
+            Ok(value) => {
+                self.shared
+                    .metrics
+                    .call(Some(action), "ok", started.elapsed());
+                CallToolResult::structured(value)
+            }
+            Err(error) => {
+                self.shared
+                    .metrics
+                    .call(Some(action), error.kind, started.elapsed());
+                if !error.audited {
+                    self.shared
+                        .refuse(self.refused_call(&caller, Some(action), error.message.clone()))
+                        .await;
+                }
+                error.into_result()
+            }
+        };
+        Ok(result.into())
+    }
+}
+
+impl McpHandler {
+    fn refused_call(&self, caller: &Caller, tool: Option<Action>, detail: String) -> AccessEvent {
+        AccessEvent {
+            refusal: AccessRefusal::InvalidRequest,
+            transport: self.transport.name().to_owned(),
+            principal: Some(caller.principal.subject.clone()),
+            peer: caller.peer.map(|p| p.ip().to_string()),
+            tool: tool.map(|t| t.name().to_owned()),
+            request_id: caller.request_id.clone(),
+            correlation_id: caller.correlation_id.clone(),
+            presented_hash: None,
+            detail,
+        }
+    }
+}
+
+/// The JSON-RPC id as a string, for the audit trail of transports without their own ids.
+fn request_id(context: &RequestContext<RoleServer>) -> String {
+    match serde_json::to_value(&context.id) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}

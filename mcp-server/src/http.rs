@@ -1,0 +1,515 @@
+//! The Streamable HTTP transport: `/mcp` behind the request guard (correlation id, in-flight
+//! limit, authentication, rate limit, body limit), plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Every refusal gets its own JSON-RPC error code, HTTP status, `kind` and audit event:
+//!
+//! | refusal | HTTP | code |
+//! |---|---|---|
+//! | invalid correlation id | 400 | -32073 |
+//! | overloaded (in-flight limit) | 503 | -32072 |
+//! | unauthenticated | 401 | -32001 |
+//! | rate limited | 429 | -32071 |
+//! | body too large | 413 | -32070 |
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use decision_gate_core::access::{AccessEvent, AccessRefusal};
+use decision_gate_core::hashing::HashDigest;
+use decision_gate_core::ids::CorrelationId;
+use decision_gate_core::{HashAlgorithm, Principal};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{Authenticator, ClientCertificate, Presented};
+use crate::caller::{Caller, Transport};
+use crate::config::RateLimitConfig;
+use crate::handler::{McpHandler, Shared};
+use crate::tls;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+/// Longest client correlation id.
+const MAX_CORRELATION_ID: usize = 128;
+
+/// How the HTTP transport is set up.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Authentication.
+    pub auth: Authenticator,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Requests served at once.
+    pub max_inflight: usize,
+    /// Per-principal rate limit.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// Accepted `Host` names besides loopback.
+    pub allowed_hosts: Vec<String>,
+    /// TLS, when this server terminates it.
+    pub tls: Option<tls::TlsSettings>,
+}
+
+struct Guard {
+    shared: Arc<Shared>,
+    auth: Authenticator,
+    inflight: Arc<Semaphore>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    max_body_bytes: usize,
+}
+
+/// Server-issued request ids: `dg-<16 hex boot id>-<16 hex counter>`, never taken from the
+/// client.
+#[derive(Clone)]
+struct RequestIds {
+    boot: u64,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("dg-{:016x}-{n:016x}", self.boot))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn boot_id() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The whole HTTP application.
+pub fn router(shared: Arc<Shared>, options: &HttpOptions, shutdown: &CancellationToken) -> Router {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    hosts.extend(options.allowed_hosts.iter().cloned());
+    let mut mcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    // Stateless: every POST carries its own request and gets its answer as JSON, so any
+    // replica can serve any request.
+    mcp_config.legacy_session_mode = false;
+    mcp_config.json_response = true;
+    mcp_config.sse_keep_alive = None;
+    mcp_config.max_request_body_bytes = options.max_body_bytes;
+    mcp_config.cancellation_token = shutdown.child_token();
+    let handler_shared = shared.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpHandler::new(handler_shared.clone(), Transport::Http)),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config,
+    );
+    let limiter = options.rate_limit.as_ref().map(|r| {
+        let rate = NonZeroU32::new(r.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
+        RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+    });
+    let guard = Arc::new(Guard {
+        shared: shared.clone(),
+        auth: options.auth.clone(),
+        inflight: Arc::new(Semaphore::new(options.max_inflight)),
+        limiter,
+        max_body_bytes: options.max_body_bytes,
+    });
+    let ids = RequestIds {
+        boot: boot_id(),
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(guard, guard_mcp))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, ids))
+        .layer(middleware::map_request(strip_client_request_id))
+}
+
+/// Request ids are the server's: a client's `x-request-id` is dropped before one is issued.
+async fn strip_client_request_id(mut req: Request) -> Request {
+    req.headers_mut().remove(X_REQUEST_ID);
+    req
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.gate.ready().await {
+        Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "not_ready", "reason": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A refusal: its status, JSON-RPC code and the audit event's particulars.
+struct Refusal {
+    refusal: AccessRefusal,
+    status: StatusCode,
+    code: i64,
+    message: String,
+    retry_after_ms: Option<u64>,
+    principal: Option<String>,
+    presented: Option<HashDigest>,
+}
+
+impl Refusal {
+    fn new(refusal: AccessRefusal, message: impl Into<String>) -> Self {
+        let (status, code) = match refusal {
+            AccessRefusal::InvalidCorrelationId => (StatusCode::BAD_REQUEST, -32073),
+            AccessRefusal::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, -32072),
+            AccessRefusal::Unauthenticated => (StatusCode::UNAUTHORIZED, -32001),
+            AccessRefusal::RateLimited => (StatusCode::TOO_MANY_REQUESTS, -32071),
+            AccessRefusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, -32070),
+            AccessRefusal::InvalidRequest => (StatusCode::BAD_REQUEST, -32602),
+        };
+        Self {
+            refusal,
+            status,
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+            principal: None,
+            presented: None,
+        }
+    }
+}
+
+/// Everything the guard knows about a request when it refuses it.
+struct Seen {
+    peer: Option<SocketAddr>,
+    request_id: Option<String>,
+    correlation_id: Option<CorrelationId>,
+}
+
+async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let mut seen = Seen {
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0),
+        request_id: req
+            .headers()
+            .get(X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        correlation_id: None,
+    };
+    match admit(&guard, &mut seen, req).await {
+        Ok((req, _permit)) => {
+            let correlation = seen.correlation_id.clone();
+            let mut response = next.run(req).await;
+            if let Some(id) = correlation.and_then(|c| HeaderValue::from_str(c.as_str()).ok()) {
+                response.headers_mut().insert(X_CORRELATION_ID, id);
+            }
+            response
+        }
+        Err(refusal) => refuse(&guard, &seen, refusal).await,
+    }
+}
+
+/// Runs every check in order; on success the request carries its [`Caller`] and a buffered
+/// body, and the permit is held until the response is produced.
+async fn admit(
+    guard: &Guard,
+    seen: &mut Seen,
+    req: Request,
+) -> Result<(Request, tokio::sync::OwnedSemaphorePermit), Refusal> {
+    if let Some(raw) = req.headers().get(X_CORRELATION_ID) {
+        match check_correlation_id(raw.as_bytes()) {
+            Ok(id) => seen.correlation_id = Some(id),
+            Err(reason) => {
+                return Err(Refusal {
+                    presented: Some(HashAlgorithm::Sha256.digest(raw.as_bytes())),
+                    ..Refusal::new(
+                        AccessRefusal::InvalidCorrelationId,
+                        format!("x-correlation-id {reason}"),
+                    )
+                });
+            }
+        }
+    }
+    let permit = guard
+        .inflight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Refusal::new(AccessRefusal::Overloaded, "too many requests in flight"))?;
+    let principal = authenticate(guard, seen, &req)?;
+    if let Some(limiter) = &guard.limiter
+        && let Err(not_until) = limiter.check_key(&principal.subject)
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        return Err(Refusal {
+            retry_after_ms: Some(ms),
+            principal: Some(principal.subject),
+            ..Refusal::new(AccessRefusal::RateLimited, "rate limit exceeded")
+        });
+    }
+    let too_large = || Refusal {
+        principal: Some(principal.subject.clone()),
+        ..Refusal::new(
+            AccessRefusal::TooLarge,
+            format!("the request body exceeds {} bytes", guard.max_body_bytes),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > guard.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let (mut parts, body) = req.into_parts();
+    // The body is read here, under the limit, whatever the framing (chunked bodies declare no
+    // length).
+    let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
+        .await
+        .map_err(|_| too_large())?;
+    if parts.method == axum::http::Method::POST && is_json(&parts.headers) {
+        check_json_rpc(&bytes).map_err(|(code, message)| Refusal {
+            code,
+            principal: Some(principal.subject.clone()),
+            ..Refusal::new(AccessRefusal::InvalidRequest, message)
+        })?;
+    }
+    parts.extensions.insert(Caller {
+        principal,
+        transport: Transport::Http,
+        peer: seen.peer,
+        request_id: seen.request_id.clone(),
+        correlation_id: seen.correlation_id.clone(),
+    });
+    Ok((Request::from_parts(parts, Body::from(bytes)), permit))
+}
+
+fn authenticate(guard: &Guard, seen: &Seen, req: &Request) -> Result<Principal, Refusal> {
+    let presented = Presented {
+        peer: seen.peer,
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        certificate: req.extensions().get::<ClientCertificate>(),
+    };
+    guard
+        .auth
+        .authenticate(presented)
+        .map_err(|failure| Refusal {
+            presented: failure.presented,
+            ..Refusal::new(AccessRefusal::Unauthenticated, failure.detail)
+        })
+}
+
+async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal) -> Response {
+    guard
+        .shared
+        .refuse(AccessEvent {
+            refusal: refusal.refusal,
+            transport: Transport::Http.name().to_owned(),
+            principal: refusal.principal.clone(),
+            peer: seen.peer.map(|p| p.ip().to_string()),
+            tool: None,
+            request_id: seen.request_id.clone(),
+            correlation_id: seen.correlation_id.clone(),
+            presented_hash: refusal.presented.clone(),
+            detail: refusal.message.clone(),
+        })
+        .await;
+    let retryable = matches!(
+        refusal.refusal,
+        AccessRefusal::RateLimited | AccessRefusal::Overloaded
+    );
+    let mut data = json!({ "kind": refusal.refusal.kind(), "retryable": retryable });
+    if let Some(ms) = refusal.retry_after_ms {
+        data["retry_after_ms"] = json!(ms);
+    }
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": refusal.code, "message": refusal.message, "data": data },
+    });
+    let mut response = (refusal.status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if refusal.refusal == AccessRefusal::Unauthenticated
+        && let Some(challenge) = guard.auth.challenge()
+    {
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    if let Some(ms) = refusal.retry_after_ms
+        && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).to_string())
+    {
+        headers.insert(header::RETRY_AFTER, v);
+    }
+    if let Some(id) = seen
+        .correlation_id
+        .as_ref()
+        .and_then(|c| HeaderValue::from_str(c.as_str()).ok())
+    {
+        headers.insert(X_CORRELATION_ID, id);
+    }
+    response
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"))
+}
+
+/// A body must be well-formed JSON holding a JSON-RPC object (or a batch array) before the MCP
+/// layer sees it, so malformed input gets a JSON-RPC error, not a plain-text one.
+fn check_json_rpc(body: &[u8]) -> Result<(), (i64, String)> {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        return Err((-32700, format!("parse error: {e}")));
+    }
+    match body.trim_ascii_start().first() {
+        Some(b'{' | b'[') => Ok(()),
+        _ => Err((
+            -32600,
+            "invalid request: a JSON-RPC message is an object".to_owned(),
+        )),
+    }
+}
+
+/// A client correlation id: trimmed, 1..=128 RFC 7230 token characters.
+fn check_correlation_id(raw: &[u8]) -> Result<CorrelationId, &'static str> {
+    let value = raw.trim_ascii();
+    if value.is_empty() {
+        return Err("is empty");
+    }
+    if value.len() > MAX_CORRELATION_ID {
+        return Err("is longer than 128 characters");
+    }
+    if let Some(&b) = value.iter().find(|&&b| !is_token_char(b)) {
+        return Err(if b.is_ascii_whitespace() {
+            "contains whitespace"
+        } else if b.is_ascii_control() {
+            "contains a control character"
+        } else if !b.is_ascii() {
+            "is not ASCII"
+        } else {
+            "contains a character outside the RFC 7230 token set"
+        });
+    }
+    let text = std::str::from_utf8(value).map_err(|_| "is not ASCII")?;
+    CorrelationId::new(text).map_err(|_| "is not a valid identifier")
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in progress
+/// finish. With TLS settings, each connection is a TLS session and a verified client
+/// certificate's subject travels with its requests.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tls::TlsSettings>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        }
+        Some(settings) => tls::serve(listener, app, settings, shared, shutdown).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_trimmed_tokens_of_at_most_128_characters() {
+        assert_eq!(
+            check_correlation_id(b"  run-42.attempt_1  ")
+                .unwrap()
+                .as_str(),
+            "run-42.attempt_1"
+        );
+        assert_eq!(check_correlation_id(b"   ").unwrap_err(), "is empty");
+        assert_eq!(
+            check_correlation_id("a".repeat(129).as_bytes()).unwrap_err(),
+            "is longer than 128 characters"
+        );
+        assert!(check_correlation_id("a".repeat(128).as_bytes()).is_ok());
+        assert_eq!(
+            check_correlation_id(b"a b").unwrap_err(),
+            "contains whitespace"
+        );
+        assert_eq!(
+            check_correlation_id(b"a\x01b").unwrap_err(),
+            "contains a control character"
+        );
+        assert_eq!(
+            check_correlation_id("caf\u{e9}".as_bytes()).unwrap_err(),
+            "is not ASCII"
+        );
+        assert_eq!(
+            check_correlation_id(b"a/b").unwrap_err(),
+            "contains a character outside the RFC 7230 token set"
+        );
+    }
+}

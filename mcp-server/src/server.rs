@@ -1,0 +1,277 @@
+//! The composition root of the open-source server: a checked configuration becomes a service
+//! on SQLite and the filesystem, served over stdio or Streamable HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use decision_gate_core::access::{AuditSink, JsonLinesAuditSink};
+use decision_gate_core::runpack::FsRunpackStore;
+use decision_gate_core::{DecisionGate, SqliteStore};
+use rmcp::ServiceExt as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::caller::Transport;
+use crate::config::{Config, Loaded, Problem};
+use crate::handler::{McpHandler, Shared};
+use crate::http::{self, HttpOptions};
+use crate::metrics::Metrics;
+use crate::tls::TlsSettings;
+use crate::tools::ToolPolicy;
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration breaks a rule; each problem names its key.
+    #[error("invalid configuration: {}", list(.0))]
+    Config(Vec<Problem>),
+    /// The data directory or a store could not be opened.
+    #[error("cannot open {what}: {message}")]
+    Storage {
+        /// What could not be opened.
+        what: String,
+        /// Why.
+        message: String,
+    },
+    /// The listener or stdio failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn storage(what: impl Into<String>) -> impl FnOnce(String) -> ServeError {
+    let what = what.into();
+    move |message| ServeError::Storage { what, message }
+}
+
+/// Where a data directory keeps things.
+#[derive(Clone, Debug)]
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// The directory.
+    #[must_use]
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self(path.into())
+    }
+
+    /// The directory itself.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The SQLite database.
+    #[must_use]
+    pub fn database(&self) -> PathBuf {
+        self.0.join("decision-gate.db")
+    }
+
+    /// Exported runpacks.
+    #[must_use]
+    pub fn runpacks(&self) -> PathBuf {
+        self.0.join("runpacks")
+    }
+
+    /// The default audit trail.
+    #[must_use]
+    pub fn audit(&self) -> PathBuf {
+        self.0.join("audit.jsonl")
+    }
+}
+
+/// A configured server, its stores open, not yet serving.
+pub struct Server {
+    shared: Arc<Shared>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the stores under `data_dir` (created if missing) and builds the service.
+    ///
+    /// # Errors
+    /// [`ServeError::Storage`] when the directory, database, runpack store or audit file
+    /// cannot be opened.
+    pub async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Self, ServeError> {
+        let Loaded { config, providers } = loaded;
+        std::fs::create_dir_all(data_dir.path())
+            .map_err(|e| e.to_string())
+            .map_err(storage(data_dir.path().display().to_string()))?;
+        let store = SqliteStore::open(data_dir.database())
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(storage(data_dir.database().display().to_string()))?;
+        let runpacks = FsRunpackStore::open(data_dir.runpacks())
+            .map_err(|e| e.to_string())
+            .map_err(storage(data_dir.runpacks().display().to_string()))?;
+        let audit_path = config
+            .server
+            .audit
+            .path
+            .clone()
+            .unwrap_or_else(|| data_dir.audit());
+        let audit: Arc<dyn AuditSink> = Arc::new(
+            JsonLinesAuditSink::open(&audit_path)
+                .map_err(|e| e.to_string())
+                .map_err(storage(audit_path.display().to_string()))?,
+        );
+        let gate = DecisionGate::builder()
+            .config(config.engine.clone())
+            .providers(providers)
+            .store(Arc::new(store))
+            .runpack_store(Arc::new(runpacks))
+            .audit_sink(audit.clone())
+            .disclose_raw_evidence(config.evidence.disclose_raw_values)
+            .build();
+        let policy = ToolPolicy {
+            feedback: config.server.feedback.clone(),
+        };
+        let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
+        Ok(Self { shared, config })
+    }
+
+    /// What every connection shares (the service, metrics, audit).
+    #[must_use]
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves MCP on stdin/stdout until the client closes it.
+    ///
+    /// # Errors
+    /// [`ServeError::Config`] when authentication other than local-only is configured (stdio
+    /// has no credentials); [`ServeError::Transport`] when stdio fails.
+    pub async fn serve_stdio(self) -> Result<(), ServeError> {
+        if self.config.server.auth.mode != crate::config::AuthMode::LocalOnly {
+            return Err(ServeError::Config(vec![Problem {
+                path: "server.auth.mode".into(),
+                message: "stdio carries no credentials: use \"local_only\" or serve HTTP".into(),
+            }]));
+        }
+        let handler = McpHandler::new(self.shared, Transport::Stdio);
+        let running = handler
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Binds the Streamable HTTP listener on `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// [`ServeError::Config`] when the address needs authentication or TLS the configuration
+    /// lacks, or TLS files are unusable; [`ServeError::Transport`] when binding fails.
+    pub async fn bind_http(self, addr: SocketAddr) -> Result<HttpServer, ServeError> {
+        let config = &self.config;
+        let mut problems = Vec::new();
+        config.exposure_problems(addr, "--http", &mut problems);
+        if !problems.is_empty() {
+            return Err(ServeError::Config(problems));
+        }
+        let tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(TlsSettings::load)
+            .transpose()
+            .map_err(|message| {
+                ServeError::Config(vec![Problem {
+                    path: "server.tls".into(),
+                    message,
+                }])
+            })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServeError::Transport(format!("binding {addr}: {e}")))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Transport(e.to_string()))?;
+        let mut allowed_hosts = config.server.allowed_hosts.clone();
+        allowed_hosts.push(local_addr.ip().to_string());
+        allowed_hosts.push(local_addr.to_string());
+        let options = HttpOptions {
+            auth: Authenticator::new(&config.server.auth),
+            max_body_bytes: config.server.limits.max_body_bytes,
+            max_inflight: config.server.limits.max_inflight,
+            rate_limit: config.server.limits.rate_limit.clone(),
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            allowed_hosts,
+            tls,
+        };
+        Ok(HttpServer {
+            listener,
+            local_addr,
+            options,
+            shared: self.shared,
+        })
+    }
+}
+
+/// A bound HTTP server.
+pub struct HttpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    options: HttpOptions,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HttpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpServer {
+    /// The address it listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether this server terminates TLS.
+    #[must_use]
+    pub fn tls(&self) -> bool {
+        self.options.tls.is_some()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains requests in progress.
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`] when the listener fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let app = http::router(self.shared.clone(), &self.options, &shutdown);
+        http::serve(
+            self.listener,
+            app,
+            self.options.tls.clone(),
+            self.shared,
+            shutdown,
+        )
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))
+    }
+}

@@ -1,0 +1,194 @@
+//! TLS for the HTTP transport (rustls with the ring provider). With a client CA, every client
+//! must present a certificate that rustls verifies against it; the principal's subject is the
+//! verified certificate's common name, never a header.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use decision_gate_core::access::{AccessEvent, AccessRefusal};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
+
+use crate::auth::ClientCertificate;
+use crate::config::TlsConfig;
+use crate::handler::Shared;
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long requests in progress may run after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A loaded TLS configuration.
+#[derive(Clone)]
+pub struct TlsSettings {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings").finish_non_exhaustive()
+    }
+}
+
+impl TlsSettings {
+    /// Loads the certificate, key and (for mTLS) client CA.
+    ///
+    /// # Errors
+    /// A message naming the file or setting that is wrong.
+    pub fn load(config: &TlsConfig) -> Result<Self, String> {
+        let certs = CertificateDer::pem_file_iter(&config.cert_path)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| format!("server.tls.cert_path {}: {e}", config.cert_path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "server.tls.cert_path {}: no certificate in the file",
+                config.cert_path.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&config.key_path)
+            .map_err(|e| format!("server.tls.key_path {}: {e}", config.key_path.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?;
+        let builder = match &config.client_ca_path {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(ca)
+                    .map_err(|e| format!("server.tls.client_ca_path {}: {e}", ca.display()))?
+                {
+                    let cert = cert
+                        .map_err(|e| format!("server.tls.client_ca_path {}: {e}", ca.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("server.tls.client_ca_path {}: {e}", ca.display()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .map_err(|e| format!("server.tls.client_ca_path {}: {e}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut server = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("server.tls: the certificate and key do not match: {e}"))?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+        })
+    }
+}
+
+/// The common name of a DER certificate's subject.
+fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let name = parsed
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    Some(name)
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: TlsSettings,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and similar: pause rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = settings.acceptor.clone();
+        let app = app.clone();
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    shared.refuse(handshake_refused(peer, &e.to_string())).await;
+                    return;
+                }
+                Err(_) => {
+                    shared
+                        .refuse(handshake_refused(peer, "the TLS handshake timed out"))
+                        .await;
+                    return;
+                }
+            };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(common_name)
+                .map(|common_name| ClientCertificate { common_name });
+            let service =
+                tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(c) = &certificate {
+                        req.extensions_mut().insert(c.clone());
+                    }
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection_with_upgrades(
+                TokioIo::new(tls),
+                TowerToHyperService::new(service),
+            );
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; closing them");
+    }
+    Ok(())
+}
+
+fn handshake_refused(peer: SocketAddr, reason: &str) -> AccessEvent {
+    AccessEvent {
+        refusal: AccessRefusal::Unauthenticated,
+        transport: "http".to_owned(),
+        principal: None,
+        peer: Some(peer.ip().to_string()),
+        tool: None,
+        request_id: None,
+        correlation_id: None,
+        presented_hash: None,
+        detail: format!("TLS handshake refused: {reason}"),
+    }
+}

@@ -1,0 +1,257 @@
+//! Authentication over HTTP: local-only exposure rules, bearer tokens (stored hashed, refused
+//! and audited), token scope, and mTLS with the subject from the verified certificate only.
+
+use std::process::Command;
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::pki::{Ca, write_server_files};
+use crate::support::{Server, binary, call_body, post};
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn bearer_config() -> String {
+    format!(
+        r#"
+[server.auth]
+mode = "bearer"
+
+[[server.auth.tokens]]
+subject = "ci"
+token_sha256 = "{}"
+
+[[server.auth.tokens]]
+subject = "reader"
+token_sha256 = "{}"
+tenant_id = 7
+tools = ["providers_list", "scenarios_list"]
+"#,
+        sha256_hex("ci-token-0123456789"),
+        sha256_hex("reader-token-0123456789"),
+    )
+}
+
+fn result(body: &str) -> Value {
+    let value: Value = serde_json::from_str(body).expect("JSON-RPC response");
+    value["result"].clone()
+}
+
+#[test]
+fn a_bearer_server_refuses_missing_and_wrong_tokens_and_audits_them() {
+    let server = Server::start_with(Some(&bearer_config()), |_| {});
+    let http = Client::new();
+    let url = server.mcp_url();
+    let list = call_body(1, "providers_list", json!({}));
+
+    let (status, headers, body) = post(&http, &url, list.clone(), &[]);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        headers["www-authenticate"].to_str().unwrap(),
+        r#"Bearer realm="decision-gate""#
+    );
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], -32001);
+    assert_eq!(error["error"]["data"]["kind"], "unauthenticated");
+
+    let wrong = "ci-token-0123456788";
+    let (status, _, body) = post(
+        &http,
+        &url,
+        list.clone(),
+        &[("authorization", &format!("Bearer {wrong}"))],
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains(wrong), "the refusal never echoes the token");
+
+    let (status, _, body) = post(
+        &http,
+        &url,
+        list,
+        &[("authorization", "Bearer ci-token-0123456789")],
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(result(&body)["isError"], false, "{body}");
+
+    let audit = server.audit();
+    let refusals: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["event"] == "access" && e["refusal"] == "unauthenticated")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit:?}");
+    assert_eq!(refusals[1]["presented_hash"]["value"], sha256_hex(wrong));
+    assert_eq!(refusals[1]["detail"], "the bearer token is not recognised");
+    let text = std::fs::read_to_string(server.dir.path().join("data/audit.jsonl")).unwrap();
+    assert!(
+        !text.contains(wrong),
+        "the audit trail holds hashes, never tokens"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "call" && e["principal"] == "ci"),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn a_token_is_bound_to_its_tools_and_tenant() {
+    let server = Server::start_with(Some(&bearer_config()), |_| {});
+    let http = Client::new();
+    let url = server.mcp_url();
+    let auth = [("authorization", "Bearer reader-token-0123456789")];
+
+    let (_, _, body) = post(
+        &http,
+        &url,
+        call_body(
+            1,
+            "scenarios_list",
+            json!({ "tenant_id": 7, "namespace_id": 1 }),
+        ),
+        &auth,
+    );
+    assert_eq!(result(&body)["isError"], false, "{body}");
+
+    // Another tenant looks exactly like a missing resource.
+    let (_, _, body) = post(
+        &http,
+        &url,
+        call_body(
+            2,
+            "scenarios_list",
+            json!({ "tenant_id": 1, "namespace_id": 1 }),
+        ),
+        &auth,
+    );
+    assert_eq!(
+        result(&body)["structuredContent"]["error"]["kind"],
+        "not_found",
+        "{body}"
+    );
+
+    // A tool outside the token's list is a permission error.
+    let (_, _, body) = post(
+        &http,
+        &url,
+        call_body(
+            3,
+            "schemas_list",
+            json!({ "tenant_id": 7, "namespace_id": 1 }),
+        ),
+        &auth,
+    );
+    assert_eq!(
+        result(&body)["structuredContent"]["error"]["kind"],
+        "permission_denied",
+        "{body}"
+    );
+}
+
+fn mtls_config() -> String {
+    r#"
+[server]
+allowed_hosts = ["localhost"]
+
+[server.auth]
+mode = "mtls"
+
+[[server.auth.clients]]
+subject = "agent-1"
+
+[server.tls]
+cert_path = "server.pem"
+key_path = "server.key"
+client_ca_path = "client-ca.pem"
+"#
+    .to_owned()
+}
+
+fn mtls_client(ca: &Ca, identity: Option<&crate::pki::Leaf>) -> Client {
+    let mut builder = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap());
+    if let Some(leaf) = identity {
+        let pem = format!("{}{}", leaf.cert, leaf.key);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+#[test]
+fn an_mtls_server_takes_the_subject_from_the_verified_certificate_only() {
+    let ca = Ca::new("decision-gate test CA");
+    let server = Server::start_with(Some(&mtls_config()), |dir| write_server_files(dir, &ca));
+    assert_eq!(server.scheme, "https");
+    let url = server.mcp_url();
+    let list = call_body(1, "providers_list", json!({}));
+
+    let trusted = mtls_client(&ca, Some(&ca.client("agent-1")));
+    let (status, _, body) = post(&trusted, &url, list.clone(), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(result(&body)["isError"], false, "{body}");
+
+    // A certificate from another CA is refused in the handshake, whatever header comes with it.
+    let rogue_ca = Ca::new("rogue CA");
+    let rogue = mtls_client(&ca, Some(&rogue_ca.client("agent-1")));
+    let refused = rogue
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-decision-gate-client-subject", "agent-1")
+        .body(list.clone())
+        .send();
+    assert!(refused.is_err(), "an unverified certificate was accepted");
+
+    // No certificate at all is refused too.
+    assert!(
+        mtls_client(&ca, None)
+            .post(&url)
+            .body(list.clone())
+            .send()
+            .is_err()
+    );
+
+    // A verified certificate whose subject is not configured authenticates nobody.
+    let stranger = mtls_client(&ca, Some(&ca.client("agent-2")));
+    let (status, _, body) = post(&stranger, &url, list, &[]);
+    assert_eq!(status, 401, "{body}");
+
+    let audit = server.audit();
+    let handshakes = audit
+        .iter()
+        .filter(|e| {
+            e["refusal"] == "unauthenticated"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("TLS handshake refused"))
+        })
+        .count();
+    assert!(handshakes >= 2, "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "call" && e["principal"] == "agent-1"),
+        "{audit:?}"
+    );
+}
+
+#[test]
+fn a_non_loopback_address_needs_authentication_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["serve", "--http", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DECISION_GATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--http"), "{stderr}");
+    assert!(stderr.contains("server.auth.mode"), "{stderr}");
+    assert!(stderr.contains("server.tls"), "{stderr}");
+}

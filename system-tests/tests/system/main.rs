@@ -1,0 +1,8 @@
+//! System tests: the real `decision-gate` binary, driven by the official MCP clients and raw
+//! HTTP. One binary, one module per concern.
+
+mod auth;
+mod clients;
+mod http;
+mod pki;
+mod support;

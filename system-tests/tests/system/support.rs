@@ -1,0 +1,240 @@
+//! The harness: the real binary on a free port, the official clients, and raw HTTP.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub(crate) const THREE_STAGE: &str = include_str!("../../fixtures/three-stage.json");
+
+/// The `decision-gate` binary cargo built for this workspace (next to `deps/` of this test).
+pub(crate) fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let bin = dir.join(format!("decision-gate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p decision-gate-mcp` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `decision-gate serve --http 127.0.0.1:0`, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) scheme: &'static str,
+}
+
+impl Server {
+    /// Starts a local-only server with no configuration file.
+    pub(crate) fn start() -> Self {
+        Self::start_with(None, |_| {})
+    }
+
+    /// Starts a server with `config` (TOML) written next to its data directory; `prepare` may
+    /// add files (certificates) to the directory first.
+    pub(crate) fn start_with(config: Option<&str>, prepare: impl FnOnce(&Path)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        prepare(dir.path());
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env_remove("DECISION_GATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(config) = config {
+            let file = dir.path().join("decision-gate.toml");
+            std::fs::write(&file, config).expect("write config");
+            cmd.arg("--config").arg(file);
+        }
+        let mut child = cmd.spawn().expect("spawn decision-gate");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    // The test stopped listening; keep draining so the server never blocks.
+                    continue;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let (scheme, addr) = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("the server did not start; stderr: {seen:?}"));
+            if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on ") {
+                let (scheme, rest) = rest.split_once("://").expect("scheme");
+                let addr = rest.split('/').next().expect("address");
+                break (
+                    if scheme == "https" { "https" } else { "http" },
+                    addr.parse().expect("socket address"),
+                );
+            }
+            seen.push(line);
+        };
+        Self {
+            child,
+            addr,
+            dir,
+            scheme,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        let host = if self.scheme == "https" {
+            format!("localhost:{}", self.addr.port())
+        } else {
+            self.addr.to_string()
+        };
+        format!("{}://{host}{path}", self.scheme)
+    }
+
+    pub(crate) fn mcp_url(&self) -> String {
+        self.url("/mcp")
+    }
+
+    /// Every audit record written so far.
+    pub(crate) fn audit(&self) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("data/audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An official MCP client.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sdk {
+    Python,
+    TypeScript,
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run scripts/test.sh, which installs the official MCP clients")
+    })
+}
+
+/// Runs one job through an official client and returns its transcript.
+pub(crate) fn drive(sdk: Sdk, server: Value, calls: Value) -> Value {
+    let job = json!({ "server": server, "calls": calls });
+    let mut cmd = match sdk {
+        Sdk::Python => {
+            let mut c = Command::new(required_env("DG_PYTHON"));
+            c.arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/clients/python/driver.py"
+            ));
+            c
+        }
+        Sdk::TypeScript => {
+            let mut c = Command::new("node");
+            c.arg(required_env("DG_TS_DRIVER"));
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the {sdk:?} client: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(job.to_string().as_bytes())
+        .expect("write job");
+    let out = child.wait_with_output().expect("client output");
+    assert!(
+        out.status.success(),
+        "{sdk:?} client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{sdk:?} client printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The job's server entry for stdio: the binary itself, serving a fresh data directory.
+pub(crate) fn stdio_server(data_dir: &Path) -> Value {
+    json!({
+        "command": binary(),
+        "args": ["serve", "--stdio", "--data-dir", data_dir],
+    })
+}
+
+/// The structured content of a successful tool result.
+pub(crate) fn ok(result: &Value) -> &Value {
+    assert_eq!(result["isError"], json!(false), "tool failed: {result}");
+    &result["structuredContent"]
+}
+
+/// The error object of a failed tool result.
+pub(crate) fn tool_error(result: &Value) -> &Value {
+    assert_eq!(result["isError"], json!(true), "tool succeeded: {result}");
+    &result["structuredContent"]["error"]
+}
+
+pub(crate) fn unix(ms: i64) -> Value {
+    json!({ "kind": "unix_millis", "value": ms })
+}
+
+/// A raw JSON-RPC POST to `/mcp` with the headers an MCP client sends.
+pub(crate) fn post(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: impl Into<reqwest::blocking::Body>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().unwrap_or_default())
+}
+
+/// A JSON-RPC `tools/call` body.
+pub(crate) fn call_body(id: u64, tool: &str, arguments: Value) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "tools/call",
+        "params": { "name": tool, "arguments": arguments },
+    })
+    .to_string()
+}
