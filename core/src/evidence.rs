@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::hashing::HashDigest;
+use crate::hashing::{HashAlgorithm, HashDigest, HashError};
 use crate::ids::{
     CheckId, ConditionId, CorrelationId, NamespaceId, ProviderId, RunId, ScenarioId, StageId,
     TenantId, TriggerId,
@@ -102,6 +102,20 @@ pub struct EvidenceSignature {
     pub key_id: String,
     /// The signature bytes.
     pub signature: Vec<u8>,
+}
+
+impl EvidenceValue {
+    /// The value's digest: over its canonical JSON, or over the raw bytes. This is the digest
+    /// the engine records as `evidence_hash` and a provider signs.
+    ///
+    /// # Errors
+    /// [`HashError`] when the JSON cannot be canonicalised.
+    pub fn digest(&self, algorithm: HashAlgorithm) -> Result<HashDigest, HashError> {
+        match self {
+            Self::Json(value) => algorithm.digest_json(value),
+            Self::Bytes(bytes) => Ok(algorithm.digest(bytes)),
+        }
+    }
 }
 
 /// A structured evidence error. Its presence makes the condition unknown.

@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use decision_gate_core::engine::from_json_value;
+use decision_gate_core::provider::ProviderContract;
 use decision_gate_core::providers::{
     EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
     TimeProvider,
 };
+use decision_gate_core::runpack::VerifyingKey;
 use decision_gate_core::{
-    Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId,
+    Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId, TrustLane,
 };
+
+use crate::external::{self, Endpoint, ExternalSettings};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable naming the configuration file.
@@ -51,6 +55,55 @@ pub struct Providers {
     pub json: Option<JsonConfig>,
     /// The `http` provider.
     pub http: Option<HttpConfig>,
+    /// External MCP providers.
+    pub mcp: Vec<McpProviderConfig>,
+}
+
+/// An external evidence provider: an MCP server offering an `evidence_query` tool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpProviderConfig {
+    /// The provider id conditions name; must equal the contract's.
+    pub provider_id: String,
+    /// A stdio provider: the program and its arguments.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// A Streamable HTTP provider: the endpoint URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Allow `http://` to a non-loopback host (never recommended).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// An environment variable holding a bearer token to send to an HTTP provider.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// The capability contract file (JSON): `{provider_id, description, checks}`.
+    pub contract: PathBuf,
+    /// How long one query may take, in milliseconds.
+    #[serde(default = "default_provider_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The largest answer accepted, in bytes.
+    #[serde(default = "default_provider_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// The highest trust lane its answers are placed in.
+    #[serde(default = "default_provider_lane")]
+    pub lane: TrustLane,
+    /// Hex ed25519 public keys; when any is set, every answer must be signed by one of them
+    /// over its evidence digest (`key_id` is the key's hex).
+    #[serde(default)]
+    pub signing_keys: Vec<String>,
+}
+
+fn default_provider_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_provider_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_provider_lane() -> TrustLane {
+    TrustLane::Verified
 }
 
 /// What callers may see of raw evidence.
@@ -373,6 +426,9 @@ impl Config {
         if let Some(json) = self.providers.json.as_mut() {
             resolve(&mut json.root);
         }
+        for provider in &mut self.providers.mcp {
+            resolve(&mut provider.contract);
+        }
         if let Some(path) = self.server.audit.path.as_mut() {
             resolve(path);
         }
@@ -571,7 +627,88 @@ impl Config {
                     .map_err(|e| e.to_string()),
             );
         }
+        for (i, provider) in self.providers.mcp.iter().enumerate() {
+            add(
+                &format!("providers.mcp[{i}]"),
+                self.external_settings(provider).map(external::provider),
+            );
+        }
         registry
+    }
+
+    /// The settings of one external provider: its endpoint, contract and keys checked.
+    fn external_settings(&self, p: &McpProviderConfig) -> Result<ExternalSettings, String> {
+        let endpoint = match (&p.command, &p.url) {
+            (Some(command), None) => {
+                let (program, args) = command
+                    .split_first()
+                    .ok_or("command: must name a program")?;
+                Endpoint::Stdio {
+                    program: program.clone(),
+                    args: args.to_vec(),
+                }
+            }
+            (None, Some(url)) => {
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                    .iter()
+                    .any(|prefix| url.starts_with(prefix));
+                if !url.starts_with("https://")
+                    && !(url.starts_with("http://") && (loopback || p.allow_insecure_http))
+                {
+                    return Err(format!(
+                        "url: {url:?} must be https:// (http:// only to loopback, or with allow_insecure_http)"
+                    ));
+                }
+                let bearer_token = match &p.bearer_token_env {
+                    None => None,
+                    Some(var) => Some(std::env::var(var).map_err(|_| {
+                        format!("bearer_token_env: the environment variable {var} is not set")
+                    })?),
+                };
+                Endpoint::Http {
+                    url: url.clone(),
+                    bearer_token,
+                }
+            }
+            _ => return Err("set exactly one of command (stdio) or url (HTTP)".to_owned()),
+        };
+        if p.timeout_ms == 0 {
+            return Err("timeout_ms: must be at least 1".to_owned());
+        }
+        if p.max_response_bytes == 0 {
+            return Err("max_response_bytes: must be at least 1".to_owned());
+        }
+        let contract = read_contract(&p.contract)?;
+        if contract.provider_id.as_str() != p.provider_id {
+            return Err(format!(
+                "contract: declares provider {:?}, not {:?}",
+                contract.provider_id.as_str(),
+                p.provider_id
+            ));
+        }
+        let signing_keys = p
+            .signing_keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(key, &mut bytes)
+                    .ok()
+                    .and_then(|()| VerifyingKey::from_bytes(&bytes).ok())
+                    .ok_or_else(|| {
+                        format!("signing_keys[{i}]: not a hex ed25519 public key (64 hex digits)")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ExternalSettings {
+            endpoint,
+            contract,
+            timeout: std::time::Duration::from_millis(p.timeout_ms),
+            max_response_bytes: p.max_response_bytes,
+            lane: p.lane,
+            signing_keys,
+            hash_algorithm: self.engine.hash_algorithm,
+        })
     }
 
     /// The data directory: the configured one, else `dg-data` in the working directory.
@@ -581,6 +718,23 @@ impl Config {
             .clone()
             .unwrap_or_else(|| PathBuf::from("dg-data"))
     }
+}
+
+/// Reads a provider contract file (at most 1 MiB of JSON).
+fn read_contract(path: &Path) -> Result<ProviderContract, String> {
+    let named = |e: &dyn std::fmt::Display| format!("contract: {}: {e}", path.display());
+    let size = std::fs::metadata(path).map_err(|e| named(&e))?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(named(&format!(
+            "the file is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| named(&e))?;
+    decision_gate_core::engine::parse_json(
+        &text,
+        usize::try_from(MAX_CONFIG_BYTES).unwrap_or(usize::MAX),
+    )
+    .map_err(|e| named(&e))
 }
 
 #[cfg(test)]

@@ -6,12 +6,14 @@
 //!
 //! Code map: [`config`] (the TOML file), [`server`] (the composition root), [`handler`] (the
 //! `rmcp` handler), [`tools`] (catalogue and dispatch), [`error`] (the one error mapping),
-//! [`http`] and [`tls`] (the HTTP transport and its guard), [`auth`], [`metrics`], [`caller`].
+//! [`http`] and [`tls`] (the HTTP transport and its guard), [`auth`], [`metrics`], [`caller`],
+//! [`external`] (evidence providers that are MCP servers).
 
 pub mod auth;
 pub mod caller;
 pub mod config;
 pub mod error;
+pub mod external;
 pub mod handler;
 pub mod http;
 pub mod metrics;

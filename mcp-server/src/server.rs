@@ -10,6 +10,7 @@ use decision_gate_core::access::{AuditSink, JsonLinesAuditSink};
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_core::{DecisionGate, SqliteStore};
 use rmcp::ServiceExt as _;
+use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -167,8 +168,12 @@ impl Server {
             }]));
         }
         let handler = McpHandler::new(self.shared, Transport::Stdio);
+        // One JSON-RPC message per line; a longer line is dropped with an error response and
+        // the session goes on.
+        let transport = AsyncRwTransport::new_server(tokio::io::stdin(), tokio::io::stdout())
+            .with_max_line_length(self.config.server.limits.max_body_bytes);
         let running = handler
-            .serve(rmcp::transport::stdio())
+            .serve(transport)
             .await
             .map_err(|e| ServeError::Transport(e.to_string()))?;
         running

@@ -5,4 +5,5 @@ mod auth;
 mod clients;
 mod http;
 mod pki;
+mod providers;
 mod support;

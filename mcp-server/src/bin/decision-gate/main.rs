@@ -132,6 +132,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
+    // One TLS implementation for the whole process (the HTTP transport and the clients of
+    // external providers): rustls with ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let out = output::Output::new(cli.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
