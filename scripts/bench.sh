@@ -3,9 +3,16 @@
 #   BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>
 # Every figure is a ratio against a baseline measured in the same run.
 #
-# Areas: core (RET vs Cedar and regorus; per-trigger cost at 10 vs 10,000 earlier triggers).
+# Areas:
+#   core  RET vs Cedar and regorus; per-trigger cost at 10 vs 10,000 earlier triggers.
+#   mcp   scenario_next over Streamable HTTP (the release decision-gate binary, a load client in
+#         another process) against an rmcp echo tool served the same way; p99 at half load.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
+if [ "$area" = mcp ]; then
+  cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
+  export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
+fi
 cargo run --quiet --release --locked --manifest-path benches/Cargo.toml -- "$area"

@@ -1,5 +1,7 @@
-//! Decision Gate benchmarks. Each target is a ratio against a baseline measured in the same run,
+//! Decision Gate benchmarks. Each target is measured against a baseline in the same run and
 //! printed as `BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>`.
+//!
+//! Area `mcp`: see [`mcp`].
 //!
 //! Area `core`:
 //! - `ret_vs_cedar`, `ret_vs_regorus`: one 100-condition gate, every condition true (so nothing
@@ -8,6 +10,8 @@
 //!   this process. Target: at least 10× faster than each.
 //! - `trigger_flat_memory`, `trigger_flat_sqlite`: the cost of a trigger on a run with 10,000
 //!   earlier triggers divided by its cost on a run with 10. Target: at most 1.2.
+
+mod mcp;
 
 use std::hint::black_box;
 use std::str::FromStr;
@@ -55,8 +59,12 @@ fn per_call_ns(mut f: impl FnMut()) -> f64 {
 }
 
 fn report(name: &str, measured: f64, unit: &str, op: &str, target: f64) {
+    report_in("core", name, measured, unit, op, target);
+}
+
+fn report_in(area: &str, name: &str, measured: f64, unit: &str, op: &str, target: f64) {
     let pass = if op == ">=" { measured >= target } else { measured <= target };
-    println!("BENCH core.{name} {measured:.2} {unit} target {op} {target} {}", if pass { "pass" } else { "FAIL" });
+    println!("BENCH {area}.{name} {measured:.2} {unit} target {op} {target} {}", if pass { "pass" } else { "FAIL" });
 }
 
 fn gate_spec() -> Value {
@@ -172,10 +180,24 @@ fn evidence_provider() -> Arc<InMemoryEvidence> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let area = std::env::args().nth(1).unwrap_or_default();
-    if area != "core" {
-        eprintln!("unknown area {area:?}; known areas: core");
-        std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let area = args.first().cloned().unwrap_or_default();
+    match area.as_str() {
+        "core" => {}
+        "mcp" => {
+            // The orchestrator blocks on child processes; keep it off the async workers.
+            let lines = tokio::task::spawn_blocking(mcp::run).await.expect("mcp bench");
+            for (name, measured, unit, op, target) in lines {
+                report_in("mcp", name, measured, unit, op, target);
+            }
+            return;
+        }
+        "mcp-load" => return mcp::load_client(&args[1..]).await,
+        "mcp-echo" => return mcp::echo_server().await,
+        _ => {
+            eprintln!("unknown area {area:?}; known areas: core, mcp");
+            std::process::exit(2);
+        }
     }
     let ret = ret_ns();
     let cedar = cedar_ns();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -474,12 +474,34 @@ pub trait AuditSink: Send + Sync {
     async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError>;
 }
 
-/// Appends one JSON object per line to a file, flushed and synced per call. It is a separate
-/// file, so it cannot share a transaction with the stores (ADR 0003).
+/// Appends one JSON object per line to a file. A call returns once its lines are written and
+/// synced to disk; calls that arrive while a sync is in progress are written and synced together
+/// in the next one (group commit), so durability costs one sync per batch rather than per call,
+/// and the sync never blocks an async worker. It is a separate file, so it cannot share a
+/// transaction with the stores (ADR 0003).
 #[derive(Debug)]
 pub struct JsonLinesAuditSink {
     path: PathBuf,
-    file: Mutex<std::fs::File>,
+    inner: Arc<SinkInner>,
+}
+
+#[derive(Debug)]
+struct SinkInner {
+    file: Arc<Mutex<std::fs::File>>,
+    queue: Mutex<Queue>,
+}
+
+/// A call's serialised lines and the channel that tells it they are on disk.
+type Waiting = (
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<Result<(), AuditError>>,
+);
+
+/// Lines waiting for the writer, and whether a writer task is running.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: Vec<Waiting>,
+    writing: bool,
 }
 
 impl JsonLinesAuditSink {
@@ -496,7 +518,10 @@ impl JsonLinesAuditSink {
             .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            inner: Arc::new(SinkInner {
+                file: Arc::new(Mutex::new(file)),
+                queue: Mutex::new(Queue::default()),
+            }),
         })
     }
 
@@ -505,36 +530,87 @@ impl JsonLinesAuditSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
 
-#[async_trait]
-impl AuditSink for JsonLinesAuditSink {
-    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        self.write(events.iter().cloned().map(AuditRecord::Call))
-    }
-
-    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError> {
-        self.write([AuditRecord::Access(event.clone())])
-    }
-}
-
-impl JsonLinesAuditSink {
-    fn write(&self, records: impl IntoIterator<Item = AuditRecord>) -> Result<(), AuditError> {
+    async fn write<'a>(
+        &self,
+        records: impl IntoIterator<Item = RecordRef<'a>>,
+    ) -> Result<(), AuditError> {
         let mut buf = Vec::new();
         for record in records {
             serde_json::to_writer(&mut buf, &record).map_err(|e| AuditError(e.to_string()))?;
             buf.push(b'\n');
         }
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
-        // One write per call keeps a call's events contiguous; sync makes them durable before
-        // the call is acknowledged.
-        file.write_all(&buf)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| AuditError(e.to_string()))
+        let (done, written) = tokio::sync::oneshot::channel();
+        let start_writer = {
+            let mut queue = self.inner.lock_queue()?;
+            queue.pending.push((buf, done));
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start_writer {
+            // A task of its own: a caller that gives up waiting must not strand the others.
+            tokio::spawn(SinkInner::drain(self.inner.clone()));
+        }
+        written
+            .await
+            .map_err(|_| AuditError("the audit writer stopped".to_owned()))?
     }
+}
+
+impl SinkInner {
+    fn lock_queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, AuditError> {
+        self.queue
+            .lock()
+            .map_err(|_| AuditError("audit queue lock poisoned".to_owned()))
+    }
+
+    /// Writes and syncs batches until the queue is empty. Each batch keeps every call's lines
+    /// contiguous and in arrival order.
+    async fn drain(self: Arc<Self>) {
+        loop {
+            let batch = match self.lock_queue() {
+                Ok(mut queue) if queue.pending.is_empty() => {
+                    queue.writing = false;
+                    return;
+                }
+                Ok(mut queue) => std::mem::take(&mut queue.pending),
+                Err(_) => return,
+            };
+            let bytes: Vec<u8> = batch.iter().flat_map(|(b, _)| b.iter().copied()).collect();
+            let file = self.file.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut file = file
+                    .lock()
+                    .map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
+                file.write_all(&bytes)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| AuditError(e.to_string()))
+            })
+            .await
+            .unwrap_or_else(|e| Err(AuditError(format!("audit writer failed: {e}"))));
+            for (_, done) in batch {
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AuditSink for JsonLinesAuditSink {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.write(events.iter().map(RecordRef::Call)).await
+    }
+
+    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError> {
+        self.write([RecordRef::Access(event)]).await
+    }
+}
+
+/// An [`AuditRecord`] by reference, so writing a line copies nothing.
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum RecordRef<'a> {
+    Call(&'a AuditEvent),
+    Access(&'a AccessEvent),
 }
 
 /// Keeps events in memory, for embedding and tests.
@@ -652,6 +728,39 @@ mod tests {
             assert_eq!(json, serde_json::json!(action.name()));
         }
         assert_eq!(Action::from_name("scenario_delete"), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_all_written_each_call_contiguous() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = Arc::new(JsonLinesAuditSink::open(&path).unwrap());
+        let calls = (0..64).map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let pair = [
+                    event(&format!("run/{i}/a"), AuditOutcome::Success),
+                    event(&format!("run/{i}/b"), AuditOutcome::Success),
+                ];
+                sink.append(&pair).await
+            })
+        });
+        for call in futures::future::join_all(calls).await {
+            call.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let resources: Vec<String> = text
+            .lines()
+            .map(|l| match serde_json::from_str::<AuditRecord>(l).unwrap() {
+                AuditRecord::Call(e) => e.resource,
+                AuditRecord::Access(_) => panic!("no access events were written"),
+            })
+            .collect();
+        assert_eq!(resources.len(), 128);
+        for pair in resources.chunks(2) {
+            let run = pair[0].strip_suffix("/a").unwrap();
+            assert_eq!(pair[1], format!("{run}/b"), "a call's lines stay together");
+        }
     }
 
     #[tokio::test]

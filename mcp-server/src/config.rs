@@ -33,6 +33,9 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     /// Where the database, evidence and runpacks live.
     pub data_dir: Option<PathBuf>,
+    /// Where scenarios, runs, schemas and runpacks are kept: `sqlite` (durable, the default)
+    /// or `memory` (lost on exit; for development and benchmarks).
+    pub store: StoreKind,
     /// Engine settings: logic mode, trust, anchors, limits.
     pub engine: EngineConfig,
     /// Built-in providers.
@@ -41,6 +44,17 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     /// The MCP server.
     pub server: ServerConfig,
+}
+
+/// The storage backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// SQLite and runpack files under the data directory.
+    #[default]
+    Sqlite,
+    /// In memory, lost on exit.
+    Memory,
 }
 
 /// Built-in provider sections; a present section switches the provider on.

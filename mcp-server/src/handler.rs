@@ -50,12 +50,8 @@ impl Shared {
 
     /// Records a request refused before it reached the service; a sink failure is logged, as
     /// the request is refused either way.
-    pub async fn refuse(&self, event: AccessEvent) {
-        let transport = match event.transport.as_str() {
-            "stdio" => "stdio",
-            _ => "http",
-        };
-        self.metrics.refusal(transport, event.refusal);
+    pub async fn refuse(&self, transport: Transport, event: AccessEvent) {
+        self.metrics.refusal(transport.name(), event.refusal);
         if let Err(e) = self.audit.append_access(&event).await {
             tracing::error!(refusal = ?event.refusal, "access event not recorded: {e}");
         }
@@ -137,7 +133,10 @@ impl ServerHandler for McpHandler {
                 .metrics
                 .call(None, "unknown_tool", started.elapsed());
             self.shared
-                .refuse(self.refused_call(&caller, None, "unknown tool".to_owned()))
+                .refuse(
+                    self.transport,
+                    self.refused_call(&caller, None, "unknown tool".to_owned()),
+                )
                 .await;
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {}", request.name),
@@ -166,7 +165,10 @@ impl ServerHandler for McpHandler {
                     .call(Some(action), error.kind, started.elapsed());
                 if !error.audited {
                     self.shared
-                        .refuse(self.refused_call(&caller, Some(action), error.message.clone()))
+                        .refuse(
+                            self.transport,
+                            self.refused_call(&caller, Some(action), error.message.clone()),
+                        )
                         .await;
                 }
                 error.into_result()

@@ -103,8 +103,27 @@ fn boot_id() -> u64 {
         .finish()
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, serving the Decision Gate tools.
 pub fn router(shared: Arc<Shared>, options: &HttpOptions, shutdown: &CancellationToken) -> Router {
+    let handler_shared = shared.clone();
+    router_with(shared, options, shutdown, move || {
+        McpHandler::new(handler_shared.clone(), Transport::Http)
+    })
+}
+
+/// The HTTP application with any MCP handler behind the same guard and layers: what
+/// [`router`] serves, and what the benchmark serves its echo tool with, so both measure the
+/// same transport.
+pub fn router_with<H, F>(
+    shared: Arc<Shared>,
+    options: &HttpOptions,
+    shutdown: &CancellationToken,
+    make_handler: F,
+) -> Router
+where
+    H: rmcp::ServerHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
         .into_iter()
         .map(str::to_owned)
@@ -118,9 +137,8 @@ pub fn router(shared: Arc<Shared>, options: &HttpOptions, shutdown: &Cancellatio
     mcp_config.sse_keep_alive = None;
     mcp_config.max_request_body_bytes = options.max_body_bytes;
     mcp_config.cancellation_token = shutdown.child_token();
-    let handler_shared = shared.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(McpHandler::new(handler_shared.clone(), Transport::Http)),
+        move || Ok(make_handler()),
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
@@ -242,10 +260,16 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
         correlation_id: None,
     };
     match admit(&guard, &mut seen, req).await {
-        Ok((req, _permit)) => {
-            let correlation = seen.correlation_id.clone();
+        Ok((req, admitted)) => {
             let mut response = next.run(req).await;
-            if let Some(id) = correlation.and_then(|c| HeaderValue::from_str(c.as_str()).ok()) {
+            if let Some(refusal) = admitted.malformed(&response) {
+                return refuse(&guard, &seen, refusal).await;
+            }
+            if let Some(id) = seen
+                .correlation_id
+                .as_ref()
+                .and_then(|c| HeaderValue::from_str(c.as_str()).ok())
+            {
                 response.headers_mut().insert(X_CORRELATION_ID, id);
             }
             response
@@ -255,12 +279,12 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
 }
 
 /// Runs every check in order; on success the request carries its [`Caller`] and a buffered
-/// body, and the permit is held until the response is produced.
+/// body, and [`Admitted`] holds the permit until the response is produced.
 async fn admit(
     guard: &Guard,
     seen: &mut Seen,
     req: Request,
-) -> Result<(Request, tokio::sync::OwnedSemaphorePermit), Refusal> {
+) -> Result<(Request, Admitted), Refusal> {
     if let Some(raw) = req.headers().get(X_CORRELATION_ID) {
         match check_correlation_id(raw.as_bytes()) {
             Ok(id) => seen.correlation_id = Some(id),
@@ -313,13 +337,12 @@ async fn admit(
     let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
         .await
         .map_err(|_| too_large())?;
-    if parts.method == axum::http::Method::POST && is_json(&parts.headers) {
-        check_json_rpc(&bytes).map_err(|(code, message)| Refusal {
-            code,
-            principal: Some(principal.subject.clone()),
-            ..Refusal::new(AccessRefusal::InvalidRequest, message)
-        })?;
-    }
+    let admitted = Admitted {
+        json_post: parts.method == axum::http::Method::POST && is_json(&parts.headers),
+        body: bytes.clone(),
+        principal: principal.subject.clone(),
+        _permit: permit,
+    };
     parts.extensions.insert(Caller {
         principal,
         transport: Transport::Http,
@@ -327,7 +350,39 @@ async fn admit(
         request_id: seen.request_id.clone(),
         correlation_id: seen.correlation_id.clone(),
     });
-    Ok((Request::from_parts(parts, Body::from(bytes)), permit))
+    Ok((Request::from_parts(parts, Body::from(bytes)), admitted))
+}
+
+/// What the guard keeps of an admitted request until its response is out: the in-flight permit,
+/// and the body, to explain a malformed one in JSON-RPC terms.
+struct Admitted {
+    json_post: bool,
+    body: axum::body::Bytes,
+    principal: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    /// The MCP layer answers a body that is not JSON-RPC with plain text; the caller gets a
+    /// JSON-RPC error instead. Checked only on that error path, so well-formed requests are
+    /// parsed once.
+    fn malformed(&self, response: &Response) -> Option<Refusal> {
+        let plain = !response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !(self.json_post && response.status().is_client_error() && plain) {
+            return None;
+        }
+        check_json_rpc(&self.body)
+            .err()
+            .map(|(code, message)| Refusal {
+                code,
+                principal: Some(self.principal.clone()),
+                ..Refusal::new(AccessRefusal::InvalidRequest, message)
+            })
+    }
 }
 
 fn authenticate(guard: &Guard, seen: &Seen, req: &Request) -> Result<Principal, Refusal> {
@@ -351,17 +406,20 @@ fn authenticate(guard: &Guard, seen: &Seen, req: &Request) -> Result<Principal, 
 async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal) -> Response {
     guard
         .shared
-        .refuse(AccessEvent {
-            refusal: refusal.refusal,
-            transport: Transport::Http.name().to_owned(),
-            principal: refusal.principal.clone(),
-            peer: seen.peer.map(|p| p.ip().to_string()),
-            tool: None,
-            request_id: seen.request_id.clone(),
-            correlation_id: seen.correlation_id.clone(),
-            presented_hash: refusal.presented.clone(),
-            detail: refusal.message.clone(),
-        })
+        .refuse(
+            Transport::Http,
+            AccessEvent {
+                refusal: refusal.refusal,
+                transport: Transport::Http.name().to_owned(),
+                principal: refusal.principal.clone(),
+                peer: seen.peer.map(|p| p.ip().to_string()),
+                tool: None,
+                request_id: seen.request_id.clone(),
+                correlation_id: seen.correlation_id.clone(),
+                presented_hash: refusal.presented.clone(),
+                detail: refusal.message.clone(),
+            },
+        )
         .await;
     let retryable = matches!(
         refusal.refusal,
@@ -408,8 +466,7 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim_start().starts_with("application/json"))
 }
 
-/// A body must be well-formed JSON holding a JSON-RPC object (or a batch array) before the MCP
-/// layer sees it, so malformed input gets a JSON-RPC error, not a plain-text one.
+/// Why a body is not a JSON-RPC message: not JSON (-32700) or not an object or batch (-32600).
 fn check_json_rpc(body: &[u8]) -> Result<(), (i64, String)> {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         return Err((-32700, format!("parse error: {e}")));

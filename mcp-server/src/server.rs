@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use decision_gate_core::access::{AuditSink, JsonLinesAuditSink};
-use decision_gate_core::runpack::FsRunpackStore;
-use decision_gate_core::{DecisionGate, SqliteStore};
+use decision_gate_core::runpack::{FsRunpackStore, MemoryRunpackStore};
+use decision_gate_core::{DecisionGate, MemoryStore, SqliteStore};
 use rmcp::ServiceExt as _;
 use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::net::TcpListener;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::caller::Transport;
-use crate::config::{Config, Loaded, Problem};
+use crate::config::{Config, Loaded, Problem, StoreKind};
 use crate::handler::{McpHandler, Shared};
 use crate::http::{self, HttpOptions};
 use crate::metrics::Metrics;
@@ -106,7 +106,8 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Opens the stores under `data_dir` (created if missing) and builds the service.
+    /// Opens the stores (under `data_dir`, created if missing, unless the configuration keeps
+    /// them in memory) and builds the service. The audit trail is always a file.
     ///
     /// # Errors
     /// [`ServeError::Storage`] when the directory, database, runpack store or audit file
@@ -116,13 +117,23 @@ impl Server {
         std::fs::create_dir_all(data_dir.path())
             .map_err(|e| e.to_string())
             .map_err(storage(data_dir.path().display().to_string()))?;
-        let store = SqliteStore::open(data_dir.database())
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(storage(data_dir.database().display().to_string()))?;
-        let runpacks = FsRunpackStore::open(data_dir.runpacks())
-            .map_err(|e| e.to_string())
-            .map_err(storage(data_dir.runpacks().display().to_string()))?;
+        let builder = match config.store {
+            StoreKind::Sqlite => {
+                let store = SqliteStore::open(data_dir.database())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .map_err(storage(data_dir.database().display().to_string()))?;
+                let runpacks = FsRunpackStore::open(data_dir.runpacks())
+                    .map_err(|e| e.to_string())
+                    .map_err(storage(data_dir.runpacks().display().to_string()))?;
+                DecisionGate::builder()
+                    .store(Arc::new(store))
+                    .runpack_store(Arc::new(runpacks))
+            }
+            StoreKind::Memory => DecisionGate::builder()
+                .store(Arc::new(MemoryStore::default()))
+                .runpack_store(Arc::new(MemoryRunpackStore::default())),
+        };
         let audit_path = config
             .server
             .audit
@@ -134,11 +145,9 @@ impl Server {
                 .map_err(|e| e.to_string())
                 .map_err(storage(audit_path.display().to_string()))?,
         );
-        let gate = DecisionGate::builder()
+        let gate = builder
             .config(config.engine.clone())
             .providers(providers)
-            .store(Arc::new(store))
-            .runpack_store(Arc::new(runpacks))
             .audit_sink(audit.clone())
             .disclose_raw_evidence(config.evidence.disclose_raw_values)
             .build();

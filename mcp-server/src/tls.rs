@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::auth::ClientCertificate;
+use crate::caller::Transport;
 use crate::config::TlsConfig;
 use crate::handler::Shared;
 
@@ -135,12 +136,17 @@ pub(crate) async fn serve(
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
-                    shared.refuse(handshake_refused(peer, &e.to_string())).await;
+                    shared
+                        .refuse(Transport::Http, handshake_refused(peer, &e.to_string()))
+                        .await;
                     return;
                 }
                 Err(_) => {
                     shared
-                        .refuse(handshake_refused(peer, "the TLS handshake timed out"))
+                        .refuse(
+                            Transport::Http,
+                            handshake_refused(peer, "the TLS handshake timed out"),
+                        )
                         .await;
                     return;
                 }
@@ -182,7 +188,7 @@ pub(crate) async fn serve(
 fn handshake_refused(peer: SocketAddr, reason: &str) -> AccessEvent {
     AccessEvent {
         refusal: AccessRefusal::Unauthenticated,
-        transport: "http".to_owned(),
+        transport: Transport::Http.name().to_owned(),
         principal: None,
         peer: Some(peer.ip().to_string()),
         tool: None,

@@ -522,3 +522,78 @@ mod tests {
         assert!(error.message.contains("limitt"), "{}", error.message);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::sync::Arc;
+
+    use decision_gate_core::providers::{TimeConfig, TimeProvider};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Arbitrary JSON, biased toward the shapes tools expect (objects with their field names).
+    fn json_value() -> impl Strategy<Value = Value> {
+        let names = prop::sample::select(vec![
+            "spec",
+            "scenario_id",
+            "run_id",
+            "tenant_id",
+            "namespace_id",
+            "request",
+            "trigger",
+            "trigger_id",
+            "time",
+            "kind",
+            "value",
+            "cursor",
+            "limit",
+            "record",
+            "query",
+            "context",
+            "provider_id",
+            "check_id",
+            "params",
+            "evidence",
+            "feedback",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "[a-z_\\-\u{0}-\u{1f}\u{7f}é]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(names.clone(), inner, 0..6).prop_map(
+                    |m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The fuzz target's property, run in CI: any arguments to any tool end in a result or
+        /// a tool error with a known kind, never a panic.
+        #[test]
+        fn any_arguments_end_in_a_result_or_a_known_error(tool in 0..Action::ALL.len(), args in json_value()) {
+            let gate = DecisionGate::builder()
+                .provider(Arc::new(TimeProvider::new(TimeConfig::default())))
+                .expect("time provider")
+                .build();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let outcome = runtime.block_on(call(&gate, &ToolPolicy::default(), &Caller::stdio(), Action::ALL[tool], args));
+            if let Err(error) = outcome {
+                prop_assert!(
+                    ["invalid_input", "not_found", "too_large", "conflict", "already_exists"].contains(&error.kind),
+                    "unexpected kind {}: {}", error.kind, error.message
+                );
+            }
+        }
+    }
+}

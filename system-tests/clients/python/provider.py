@@ -3,9 +3,11 @@
 It offers the `evidence_query` tool Decision Gate calls with {query, context}:
   - check `ready` answers whether params.environment is "staging";
   - check `slow` never answers in time.
-Run over stdio by the server under test.
+Run over stdio by the server under test, or with `--http PORT` as a Streamable HTTP server on
+127.0.0.1.
 """
 
+import sys
 import time
 from typing import Any
 
@@ -30,4 +32,7 @@ def evidence_query(query: dict[str, Any], context: dict[str, Any]) -> dict[str, 
 
 
 if __name__ == "__main__":
-    server.run("stdio")
+    if len(sys.argv) == 3 and sys.argv[1] == "--http":
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        server.run("stdio")

@@ -5,11 +5,19 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Sdk, Server, drive, ok, tool_error, unix};
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+
+use crate::support::{Sdk, Server, call_body, drive, ok, post, tool_error, unix};
 
 const GATE: &str = include_str!("../../fixtures/deploy-gate.json");
 
 fn config() -> String {
+    config_with("")
+}
+
+fn config_with(extra: &str) -> String {
     let python = std::env::var("DG_PYTHON")
         .expect("DG_PYTHON is not set: run scripts/test.sh, which installs the MCP clients");
     let provider = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python/provider.py");
@@ -19,6 +27,7 @@ fn config() -> String {
     );
     format!(
         r#"
+{extra}
 [server.feedback]
 max = "evidence"
 
@@ -120,4 +129,128 @@ fn an_external_mcp_provider_answers_gates_within_its_contract_and_timeout() {
     let queried = &ok(&r[7])["result"];
     assert!(queried["evidence_hash"].is_object(), "{queried}");
     assert_eq!(queried["value"], Value::Null);
+}
+
+#[test]
+fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded() {
+    let server = Server::start_with(
+        Some(&config_with("[server.limits]\nmax_inflight = 1\n")),
+        |_| {},
+    );
+    let spec: Value = serde_json::from_str(GATE).unwrap();
+    let http = Client::new();
+    let url = server.mcp_url();
+    let setup = [
+        call_body(1, "scenario_define", json!({ "spec": spec })),
+        call_body(
+            2,
+            "scenario_start",
+            json!({ "scenario_id": "deploy-gate", "started_at": unix(0),
+                    "run_config": { "tenant_id": 1, "namespace_id": 1, "run_id": "r" } }),
+        ),
+        call_body(3, "scenario_next", next("n-1", 10)["arguments"].clone()),
+    ];
+    for body in setup {
+        let (status, _, text) = post(&http, &url, body, &[]);
+        assert_eq!(status, 200, "{text}");
+    }
+    // The run now waits on the slow check, which holds the only permit for about 3 s.
+    let slow_url = url.clone();
+    let slow = std::thread::spawn(move || {
+        post(
+            &Client::new(),
+            &slow_url,
+            call_body(4, "scenario_next", next("n-2", 20)["arguments"].clone()),
+            &[],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, _, body) = post(&http, &url, call_body(5, "providers_list", json!({})), &[]);
+    assert_eq!(status, 503, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], -32072);
+    assert_eq!(error["error"]["data"]["kind"], "overloaded");
+    assert_eq!(error["error"]["data"]["retryable"], true);
+    let (status, _, _) = slow.join().unwrap();
+    assert_eq!(status, 200);
+    // With the permit back, the server serves again.
+    let (status, _, _) = post(&http, &url, call_body(6, "providers_list", json!({})), &[]);
+    assert_eq!(status, 200);
+    assert!(server.audit().iter().any(|e| e["refusal"] == "overloaded"));
+}
+
+/// The provider as a Streamable HTTP server on a free loopback port, killed on drop.
+struct HttpProvider {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for HttpProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_provider() -> HttpProvider {
+    let python = std::env::var("DG_PYTHON").expect("DG_PYTHON is not set: run scripts/test.sh");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let child = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/python/provider.py"
+        ))
+        .args(["--http", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the HTTP provider");
+    let provider = HttpProvider { child, port };
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return provider;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the HTTP provider did not start on port {port}");
+}
+
+#[test]
+fn an_external_provider_over_streamable_http_answers_queries() {
+    let provider = http_provider();
+    let contract = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/deploys-contract.json"
+    );
+    let config = format!(
+        "[[providers.mcp]]\nprovider_id = \"deploys\"\nurl = \"http://127.0.0.1:{}/mcp\"\ncontract = {contract:?}\n",
+        provider.port
+    );
+    let server = Server::start_with(Some(&config), |_| {});
+    let (status, _, body) = post(
+        &Client::new(),
+        &server.mcp_url(),
+        call_body(
+            1,
+            "evidence_query",
+            json!({
+                "query": { "provider_id": "deploys", "check_id": "ready", "params": { "environment": "staging" } },
+                "context": { "tenant_id": 1, "namespace_id": 1, "run_id": "r", "scenario_id": "s",
+                             "stage_id": "wait", "trigger_id": "q", "trigger_time": unix(1) } }),
+        ),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    let result: Value = serde_json::from_str(&body).unwrap();
+    let answer = &result["result"]["structuredContent"]["result"];
+    assert_eq!(answer["error"], Value::Null, "{body}");
+    // The digest of `true`, canonical JSON, SHA-256.
+    assert_eq!(
+        answer["evidence_hash"]["value"],
+        "b5bea41b6c623f7c09f1bf24dcae58ebab3c0cdd90ad966bc43a45b44867e12b",
+        "{body}"
+    );
 }

@@ -1,0 +1,350 @@
+//! Area `mcp`: `scenario_next` over Streamable HTTP on loopback, driven by a load client in a
+//! separate process (this binary's `mcp-load` mode), against the real `decision-gate` binary on
+//! the in-memory store and on SQLite, and against a trivial rmcp echo tool served the same way
+//! (the same axum application and guard, stateless Streamable HTTP with JSON responses) as the
+//! transport ceiling.
+//!
+//! - `http_vs_echo`: in-memory `scenario_next` calls/s divided by echo calls/s at the same
+//!   concurrency, the median over alternating rounds. Target: at least 0.6.
+//! - `p99_half_load`: p99 latency of `scenario_next` (in-memory) at half of its median peak
+//!   rate, the median over rounds. Target: at most 5 ms.
+//!
+//! The scenario has three stages in a cycle (plan → build → ship → plan), each gated on the
+//! `time` provider, so every call evaluates a gate, advances, discloses a packet and appends a
+//! journal entry. Each load worker drives its own run, so calls never race on a revision.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// Concurrent load workers.
+const CONCURRENCY: usize = 8;
+/// Length of each measured phase.
+const PHASE: Duration = Duration::from_secs(4);
+/// Alternating rounds per figure.
+const ROUNDS: usize = 3;
+
+const SCENARIO: &str = r#"{
+  "scenario_id": "cycle", "namespace_id": 1, "spec_version": "1",
+  "stages": [
+    {"stage_id": "plan", "gates": [{"gate_id": "g1", "requirement": {"Condition": "started"}}],
+     "entry_packets": [{"packet_id": "plan", "schema_id": "brief", "content_type": "application/json",
+                        "payload": {"kind": "json", "value": {"stage": "plan"}}}],
+     "advance_to": {"kind": "linear"}},
+    {"stage_id": "build", "gates": [{"gate_id": "g2", "requirement": {"Condition": "started"}}],
+     "entry_packets": [{"packet_id": "build", "schema_id": "brief", "content_type": "application/json",
+                        "payload": {"kind": "json", "value": {"stage": "build"}}}],
+     "advance_to": {"kind": "linear"}},
+    {"stage_id": "ship", "gates": [{"gate_id": "g3", "requirement": {"Condition": "started"}}],
+     "entry_packets": [{"packet_id": "ship", "schema_id": "brief", "content_type": "application/json",
+                        "payload": {"kind": "json", "value": {"stage": "ship"}}}],
+     "advance_to": {"kind": "fixed", "stage_id": "plan"}}
+  ],
+  "conditions": [{"condition_id": "started",
+                  "query": {"provider_id": "time", "check_id": "after", "params": {"timestamp": 0}},
+                  "comparator": "equals", "expected": true}]
+}"#;
+
+/// What one load phase measured.
+#[derive(Debug)]
+struct Measured {
+    calls_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a server that prints `... on http://ADDR/mcp ...` on stderr.
+fn spawn_server(mut cmd: Command) -> Process {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start server");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited").expect("stderr line");
+        if let Some(rest) = line.split("http://").nth(1) {
+            break rest.split('/').next().expect("address").parse().expect("socket address");
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Process { child, addr }
+}
+
+fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
+    let exe = std::env::current_exe().expect("bench executable");
+    let mut cmd = Command::new(exe);
+    cmd.args(["mcp-load", url, tool, &PHASE.as_millis().to_string()]);
+    if let Some(rate) = rate {
+        cmd.arg(format!("{rate:.1}"));
+    }
+    let out = cmd.output().expect("run load client");
+    assert!(out.status.success(), "load client failed: {}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("load client JSON");
+    Measured {
+        calls_per_sec: v["calls_per_sec"].as_f64().unwrap_or(0.0),
+        p50_ms: v["p50_ms"].as_f64().unwrap_or(f64::MAX),
+        p99_ms: v["p99_ms"].as_f64().unwrap_or(f64::MAX),
+        errors: v["errors"].as_u64().unwrap_or(u64::MAX),
+    }
+}
+
+fn decision_gate(bin: &Path, dir: &Path, store: &str) -> Process {
+    // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
+    // file, so the figure is the server's, not the disk's.
+    let audit = if store == "memory" && Path::new("/dev/shm").is_dir() {
+        PathBuf::from(format!("/dev/shm/decision-gate-bench-{}.jsonl", std::process::id()))
+    } else {
+        dir.join("audit.jsonl")
+    };
+    std::fs::create_dir_all(dir).expect("bench directory");
+    let config = dir.join("decision-gate.toml");
+    let text = format!(
+        "store = {store:?}\n[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n",
+        audit.display().to_string()
+    );
+    std::fs::write(&config, text).expect("write config");
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--config"]).arg(&config).arg("--data-dir").arg(dir.join("data"));
+    spawn_server(cmd)
+}
+
+fn phase_line(label: &str, m: &Measured) {
+    eprintln!(
+        "{label}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+        m.calls_per_sec, m.p50_ms, m.p99_ms, m.errors
+    );
+}
+
+/// Orchestrates the area: returns (name, measured, unit, op, target) per target.
+pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
+    let bin = PathBuf::from(std::env::var("DG_BIN").expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"));
+    let exe = std::env::current_exe().expect("bench executable");
+
+    let mut echo_cmd = Command::new(&exe);
+    echo_cmd.arg("mcp-echo");
+    let echo = spawn_server(echo_cmd);
+    let echo_url = format!("http://{}/mcp", echo.addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory");
+    let url = format!("http://{}/mcp", memory.addr);
+
+    // Echo and Decision Gate phases alternate, so drift in the machine's load hits both; the
+    // figures are medians over the rounds.
+    let mut ratios = Vec::new();
+    let mut peaks = Vec::new();
+    for round in 1..=ROUNDS {
+        let ceiling = load(&echo_url, "echo", None);
+        phase_line(&format!("round {round}: echo (transport ceiling)"), &ceiling);
+        let peak = load(&url, "scenario_next", None);
+        phase_line(&format!("round {round}: scenario_next, in-memory store, peak"), &peak);
+        ratios.push(peak.calls_per_sec / ceiling.calls_per_sec);
+        peaks.push(peak.calls_per_sec);
+    }
+    drop(echo);
+    let peak = median(peaks);
+    let mut p99s = Vec::new();
+    for round in 1..=ROUNDS {
+        let half = load(&url, "scenario_next", Some(peak / 2.0));
+        phase_line(&format!("round {round}: scenario_next, in-memory store, half of peak"), &half);
+        p99s.push(half.p99_ms);
+    }
+    drop(memory);
+
+    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite");
+    let url = format!("http://{}/mcp", sqlite.addr);
+    let disk = load(&url, "scenario_next", None);
+    phase_line("scenario_next, SQLite store (synchronous=FULL), peak", &disk);
+    drop(sqlite);
+
+    vec![
+        ("http_vs_echo", median(ratios), "x", ">=", 0.6),
+        ("p99_half_load", median(p99s), "ms", "<=", 5.0),
+    ]
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn rpc(id: u64, tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}).to_string()
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<Value, String> {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("HTTP {status}: {text}"));
+    }
+    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    if v["result"]["isError"] == json!(true) || v.get("error").is_some() {
+        return Err(text);
+    }
+    Ok(v)
+}
+
+/// `mcp-load URL TOOL MILLIS [RATE]`: drives TOOL with CONCURRENCY workers for MILLIS, open
+/// loop at RATE calls/s in total when given, else as fast as answers come; prints JSON.
+pub async fn load_client(args: &[String]) {
+    let url = args[0].clone();
+    let tool = args[1].clone();
+    let millis: u64 = args[2].parse().expect("millis");
+    let rate: Option<f64> = args.get(3).map(|r| r.parse().expect("rate"));
+    let run_tag = std::process::id();
+    if tool == "scenario_next" {
+        let client = reqwest::Client::new();
+        let spec: Value = serde_json::from_str(SCENARIO).expect("scenario");
+        post(&client, &url, rpc(0, "scenario_define", json!({"spec": spec}))).await.expect("define");
+        for w in 0..CONCURRENCY {
+            let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
+                              "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
+            post(&client, &url, rpc(0, "scenario_start", args)).await.expect("start");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(millis);
+    let interval = rate.map(|r| Duration::from_secs_f64(CONCURRENCY as f64 / r));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|w| {
+            let url = url.clone();
+            let tool = tool.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                let mut n = 0u64;
+                let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / CONCURRENCY as f64));
+                while Instant::now() < deadline {
+                    if interval.is_some() {
+                        tokio::time::sleep_until(next_send.into()).await;
+                    }
+                    n += 1;
+                    let arguments = if tool == "echo" {
+                        json!({"message": "ping", "n": n})
+                    } else {
+                        json!({"scenario_id": "cycle", "request": {
+                            "run_id": format!("r-{run_tag}-{w}"), "tenant_id": 1, "namespace_id": 1,
+                            "trigger_id": format!("t-{n}"), "agent_id": "bench",
+                            "time": {"kind": "logical", "value": n}}})
+                    };
+                    let body = rpc(n, &tool, arguments);
+                    let sent = Instant::now();
+                    match post(&client, &url, body).await {
+                        Ok(_) => latencies.push(sent.elapsed()),
+                        Err(e) => {
+                            if errors == 0 {
+                                eprintln!("first error: {e}");
+                            }
+                            errors += 1;
+                        }
+                    }
+                    if let Some(i) = interval {
+                        next_send += i;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (l, e) = w.await.expect("worker");
+        all.extend(l);
+        errors += e;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0);
+    let out = json!({
+        "calls": all.len(), "errors": errors, "seconds": seconds,
+        "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}").expect("write result");
+}
+
+/// `mcp-echo`: a trivial rmcp tool served exactly like the Decision Gate tools: the same axum
+/// application (guard, local-only authentication, request ids, timeout) and the same stateless
+/// Streamable HTTP configuration, so the difference is the tool layer and the service.
+pub async fn echo_server() {
+    use decision_gate_mcp::auth::Authenticator;
+    use decision_gate_mcp::config::AuthConfig;
+    use decision_gate_mcp::handler::Shared;
+    use decision_gate_mcp::http::{self, HttpOptions};
+    use decision_gate_mcp::metrics::Metrics;
+    use decision_gate_mcp::tools::ToolPolicy;
+    use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool};
+    use rmcp::service::RequestContext;
+    use rmcp::{ErrorData, RoleServer, ServerHandler};
+
+    #[derive(Clone)]
+    struct Echo;
+
+    impl ServerHandler for Echo {
+        fn get_info(&self) -> ServerConfig {
+            ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        }
+
+        async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+            let schema = json!({"type": "object"});
+            let Value::Object(schema) = schema else { unreachable!("an object literal") };
+            Ok(ListToolsResult::with_all_items(vec![Tool::new("echo", "Echoes its arguments.", Arc::new(schema))]))
+        }
+
+        async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+            let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+            Ok(CallToolResult::structured(json!({"echo": args})).into())
+        }
+    }
+
+    let audit = Arc::new(decision_gate_core::access::InMemoryAuditSink::default());
+    let gate = Arc::new(decision_gate_core::DecisionGate::builder().build());
+    let shared = Shared::new(gate, ToolPolicy::default(), audit, Metrics::new());
+    let options = HttpOptions {
+        auth: Authenticator::new(&AuthConfig::default()),
+        max_body_bytes: 1024 * 1024,
+        max_inflight: 4096,
+        rate_limit: None,
+        request_timeout: Duration::from_secs(30),
+        allowed_hosts: Vec::new(),
+        tls: None,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    eprintln!("echo: serving MCP on http://{}/mcp", listener.local_addr().expect("address"));
+    http::serve(listener, app, None, shared, shutdown).await.expect("serve");
+}
