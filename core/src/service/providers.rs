@@ -214,14 +214,20 @@ impl DecisionGate {
                     });
                 let mut answer =
                     engine::normalise_answer(&req.query.provider_id, answer, &self.config);
-                if !self.disclose_raw_evidence {
-                    answer.value = None;
-                    answer.content_type = None;
-                }
+                self.withhold_raw(&mut answer);
                 Ok((answer, false))
             },
         )
         .await
+    }
+
+    /// Clears an answer's raw value and media type unless the service discloses raw evidence;
+    /// its digest and anchor remain.
+    pub(super) fn withhold_raw(&self, answer: &mut EvidenceResult) {
+        if !self.disclose_raw_evidence {
+            answer.value = None;
+            answer.content_type = None;
+        }
     }
 
     fn registered(&self, provider_id: &ProviderId) -> Result<&Arc<dyn EvidenceProvider>, Error> {

@@ -792,11 +792,8 @@ impl DecisionGate {
                     )));
                 };
                 let mut gates = entry.gate_evals;
-                if !self.disclose_raw_evidence {
-                    for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
-                        record.result.value = None;
-                        record.result.content_type = None;
-                    }
+                for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
+                    self.withhold_raw(&mut record.result);
                 }
                 Ok((gates, false))
             },

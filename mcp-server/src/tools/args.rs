@@ -1,5 +1,7 @@
 //! Tool arguments, in the reference shapes (tool-surface.md §1). Each type's doc comments are
-//! its tool's input-schema descriptions; unknown fields are refused with their path.
+//! its tool's input-schema descriptions; unknown fields are refused with their path. The
+//! scope fields (`tenant_id`, `namespace_id`, `run_id`, ...) are spelled out in each type rather
+//! than shared through `#[serde(flatten)]`, because a flattened field's errors lose their path.
 
 use std::collections::BTreeMap;
 
