@@ -301,13 +301,29 @@ pub trait UsageMeter: Send + Sync {
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError>;
 }
 
-#[derive(Debug, Default)]
+/// Idempotency keys the in-memory meter remembers. Keys are unique per call, so a repeat comes
+/// soon after the original; remembering every key would grow without bound in a server.
+const REMEMBERED_KEYS: usize = 65_536;
+
+#[derive(Debug)]
 struct UsageTotals {
-    seen: BTreeSet<String>,
+    seen: lru::LruCache<String, ()>,
     totals: BTreeMap<(TenantId, UsageMetric), u64>,
 }
 
-/// The open-source meter: counts in memory, never refuses.
+impl Default for UsageTotals {
+    fn default() -> Self {
+        Self {
+            seen: lru::LruCache::new(
+                std::num::NonZeroUsize::new(REMEMBERED_KEYS).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+            totals: BTreeMap::new(),
+        }
+    }
+}
+
+/// The open-source meter: counts in memory, never refuses, and ignores a repeated idempotency
+/// key among the most recent 65,536.
 #[derive(Debug, Default)]
 pub struct InMemoryUsageMeter {
     state: Mutex<UsageTotals>,
@@ -336,7 +352,7 @@ impl UsageMeter for InMemoryUsageMeter {
             .lock()
             .map_err(|_| UsageError::Unavailable("meter lock poisoned".to_owned()))?;
         for e in events {
-            if state.seen.insert(e.idempotency_key.clone()) {
+            if state.seen.put(e.idempotency_key.clone(), ()).is_none() {
                 *state.totals.entry((e.tenant_id, e.metric)).or_default() += e.quantity;
             }
         }
@@ -761,6 +777,32 @@ mod tests {
             let run = pair[0].strip_suffix("/a").unwrap();
             assert_eq!(pair[1], format!("{run}/b"), "a call's lines stay together");
         }
+    }
+
+    #[tokio::test]
+    async fn the_meter_counts_a_repeated_key_once_and_remembers_a_bounded_window() {
+        let meter = InMemoryUsageMeter::default();
+        let tenant = TenantId::new(3).unwrap();
+        let usage = |key: String| UsageEvent {
+            tenant_id: tenant,
+            namespace_id: NamespaceId::new(1).unwrap(),
+            metric: UsageMetric::ToolCalls,
+            quantity: 1,
+            idempotency_key: key,
+        };
+        meter.record(&[usage("k-0".into())]).await.unwrap();
+        meter.record(&[usage("k-0".into())]).await.unwrap();
+        assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 1);
+        let window: Vec<_> = (1..=REMEMBERED_KEYS)
+            .map(|i| usage(format!("k-{i}")))
+            .collect();
+        meter.record(&window).await.unwrap();
+        // "k-0" fell out of the window: the memory stays bounded, and an ancient repeat counts.
+        meter.record(&[usage("k-0".into())]).await.unwrap();
+        assert_eq!(
+            meter.total(tenant, UsageMetric::ToolCalls),
+            2 + REMEMBERED_KEYS as u64
+        );
     }
 
     #[tokio::test]
