@@ -11,13 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use decision_gate_core::run::RunKey;
-use decision_gate_core::runpack::{DirReader, FsRunpackStore, VerifyOptions};
+use decision_gate_core::runpack::{DirReader, VerifyOptions};
 use decision_gate_core::store::RunpackKey;
 use decision_gate_core::{NamespaceId, TenantId};
 use decision_gate_mcp::caller::Transport;
-use decision_gate_mcp::config;
 use decision_gate_mcp::handler::McpHandler;
-use decision_gate_mcp::{DataDir, Server};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::{RoleClient, ServiceExt as _};
@@ -25,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::output::Output;
 use crate::runpack::{print_report, report_json};
+use crate::setup;
 
 const SPEC: &str = include_str!("../../../../examples/scenarios/quickstart.json");
 
@@ -63,27 +62,10 @@ fn describe(result: &Value) -> String {
     )
 }
 
-/// The quickstart's server: the defaults plus a `json` provider reading the data directory's
-/// `evidence/` folder.
+/// The quickstart's server in this process, and a client connected to it over an in-memory
+/// pipe.
 async fn start(data_dir: &Path) -> anyhow::Result<Client> {
-    let evidence = data_dir.join("evidence");
-    std::fs::create_dir_all(&evidence)
-        .with_context(|| format!("creating {}", evidence.display()))?;
-    let text = format!(
-        "[providers.json]\nroot = {:?}\nroot_id = \"evidence\"\n",
-        evidence.display().to_string()
-    );
-    let loaded = config::parse(&text, data_dir).map_err(|problems| {
-        anyhow!(
-            "quickstart configuration: {}",
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    let server = Server::open(loaded, &DataDir::new(data_dir)).await?;
+    let server = setup::server(data_dir).await?;
     let handler = McpHandler::new(server.shared().clone(), Transport::Stdio);
     let (client_end, server_end) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {
@@ -99,7 +81,7 @@ async fn start(data_dir: &Path) -> anyhow::Result<Client> {
 
 pub(crate) async fn run(out: &Output, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let client = start(data_dir).await?;
-    let report_file = data_dir.join("evidence/ci/report.json");
+    let report_file = setup::evidence_dir(data_dir).join("ci/report.json");
     std::fs::create_dir_all(report_file.parent().context("report dir")?)?;
     let write_report =
         |status: &str| std::fs::write(&report_file, json!({"status": status}).to_string());
@@ -190,7 +172,7 @@ pub(crate) async fn run(out: &Output, data_dir: &Path) -> anyhow::Result<ExitCod
         },
         export_id: export_id.to_owned(),
     };
-    let dir = FsRunpackStore::open(DataDir::new(data_dir).runpacks())?.runpack_dir(&key);
+    let dir = setup::runpack_dir(data_dir, &key)?;
     out.line(format!("exported the runpack to {}", dir.display()));
     progress.inc(1);
     // Verified offline from the files, replaying every decision, as anyone holding them can.

@@ -20,7 +20,8 @@ pub(crate) async fn export(
     run: &str,
     generated_at: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
-    let (gate, store) = setup::service(data_dir).await?;
+    let server = setup::server(data_dir).await?;
+    let gate = &server.shared().gate;
     let usage =
         |e: decision_gate_core::ids::IdError, flag: &str| UsageError(format!("{flag}: {e}"));
     let ctx = RequestContext::local(
@@ -40,7 +41,7 @@ pub(crate) async fn export(
     let export = gate
         .export_runpack(&ctx, &scenario.parse()?, &run.parse()?, generated_at)
         .await?;
-    let dir = store.runpack_dir(&export.key);
+    let dir = setup::runpack_dir(data_dir, &export.key)?;
     out.document(&json!({"status": "exported", "dir": dir.display().to_string(), "manifest": export.manifest}));
     out.line(format!("exported run {run} to {}", dir.display()));
     out.line(format!(

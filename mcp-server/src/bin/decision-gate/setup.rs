@@ -1,35 +1,28 @@
-//! The open-source defaults a data directory gets: SQLite for state, a filesystem runpack
-//! store, and the built-in `time`, `env` and `json` providers.
+//! What the commands that work on a data directory open: the server's composition root
+//! ([`Server::open`]) with the defaults plus a `json` provider reading `<data-dir>/evidence`,
+//! and a registry of every built-in provider for validating specs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, anyhow};
+use decision_gate_core::ProviderRegistry;
 use decision_gate_core::providers::{
     EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
     TimeProvider,
 };
 use decision_gate_core::runpack::FsRunpackStore;
-use decision_gate_core::{DecisionGate, ProviderRegistry, SqliteStore};
+use decision_gate_core::store::RunpackKey;
+use decision_gate_mcp::{DataDir, Server, config};
 
 /// Files the `json` provider reads, under the data directory.
 pub(crate) fn evidence_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("evidence")
 }
 
-/// Runpacks, under the data directory.
-pub(crate) fn runpack_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("runpacks")
-}
-
-fn json_provider(root: &Path) -> anyhow::Result<JsonProvider> {
-    let config = JsonConfig {
-        root: root.to_path_buf(),
-        root_id: "evidence".into(),
-        max_bytes: 1024 * 1024,
-        allow_yaml: true,
-    };
-    Ok(JsonProvider::new(config)?)
+/// The directory a stored runpack lives in.
+pub(crate) fn runpack_dir(data_dir: &Path, key: &RunpackKey) -> anyhow::Result<PathBuf> {
+    Ok(FsRunpackStore::open(DataDir::new(data_dir).runpacks())?.runpack_dir(key))
 }
 
 /// A registry of every built-in provider, for validating specs; the `json` provider reads under
@@ -38,28 +31,34 @@ pub(crate) fn builtin_providers(json_root: &Path) -> anyhow::Result<ProviderRegi
     let mut registry = ProviderRegistry::new();
     registry.register(Arc::new(TimeProvider::new(TimeConfig::default())))?;
     registry.register(Arc::new(EnvProvider::new(EnvConfig::default())))?;
-    registry.register(Arc::new(json_provider(json_root)?))?;
+    registry.register(Arc::new(JsonProvider::new(JsonConfig {
+        root: json_root.to_path_buf(),
+        root_id: "evidence".into(),
+        max_bytes: 1024 * 1024,
+        allow_yaml: true,
+    })?))?;
     registry.register(Arc::new(HttpProvider::new(HttpConfig::default())?))?;
     Ok(registry)
 }
 
-/// The service over a data directory, created if missing.
-pub(crate) async fn service(
-    data_dir: &Path,
-) -> anyhow::Result<(DecisionGate, Arc<FsRunpackStore>)> {
+/// The server over a data directory (created if missing), not yet serving.
+pub(crate) async fn server(data_dir: &Path) -> anyhow::Result<Server> {
     let evidence = evidence_dir(data_dir);
     std::fs::create_dir_all(&evidence)
         .with_context(|| format!("creating {}", evidence.display()))?;
-    let store = SqliteStore::open(data_dir.join("decision-gate.db"))
-        .await
-        .context("opening the SQLite store")?;
-    let runpacks = Arc::new(FsRunpackStore::open(runpack_dir(data_dir))?);
-    let gate = DecisionGate::builder()
-        .provider(Arc::new(TimeProvider::new(TimeConfig::default())))?
-        .provider(Arc::new(EnvProvider::new(EnvConfig::default())))?
-        .provider(Arc::new(json_provider(&evidence)?))?
-        .store(Arc::new(store))
-        .runpack_store(runpacks.clone())
-        .build();
-    Ok((gate, runpacks))
+    let text = format!(
+        "[providers.env]\n[providers.json]\nroot = {:?}\nroot_id = \"evidence\"\n",
+        evidence.display().to_string()
+    );
+    let loaded = config::parse(&text, data_dir).map_err(|problems| {
+        anyhow!(
+            "data directory configuration: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    Ok(Server::open(loaded, &DataDir::new(data_dir)).await?)
 }
