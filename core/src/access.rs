@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -492,19 +492,14 @@ pub trait AuditSink: Send + Sync {
 
 /// Appends one JSON object per line to a file. A call returns once its lines are written and
 /// synced to disk; calls that arrive while a sync is in progress are written and synced together
-/// in the next one (group commit), so durability costs one sync per batch rather than per call,
-/// and the sync never blocks an async worker. It is a separate file, so it cannot share a
-/// transaction with the stores (ADR 0003).
+/// in the next one (group commit), so durability costs one sync per batch rather than per call.
+/// One dedicated thread owns the file: the sync never blocks an async worker, and a batch costs
+/// one wake-up rather than a task and a blocking-pool hand-off. It is a separate file, so it
+/// cannot share a transaction with the stores (ADR 0003).
 #[derive(Debug)]
 pub struct JsonLinesAuditSink {
     path: PathBuf,
-    inner: Arc<SinkInner>,
-}
-
-#[derive(Debug)]
-struct SinkInner {
-    file: Arc<Mutex<std::fs::File>>,
-    queue: Mutex<Queue>,
+    queue: std::sync::mpsc::Sender<Waiting>,
 }
 
 /// A call's serialised lines and the channel that tells it they are on disk.
@@ -513,18 +508,12 @@ type Waiting = (
     tokio::sync::oneshot::Sender<Result<(), AuditError>>,
 );
 
-/// Lines waiting for the writer, and whether a writer task is running.
-#[derive(Debug, Default)]
-struct Queue {
-    pending: Vec<Waiting>,
-    writing: bool,
-}
-
 impl JsonLinesAuditSink {
-    /// Opens (creating if needed) the file for appending.
+    /// Opens (creating if needed) the file for appending and starts its writer thread, which
+    /// ends when the sink is dropped.
     ///
     /// # Errors
-    /// [`AuditError`] when the file cannot be opened.
+    /// [`AuditError`] when the file cannot be opened or the thread cannot start.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::OpenOptions::new()
@@ -532,13 +521,12 @@ impl JsonLinesAuditSink {
             .append(true)
             .open(&path)
             .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
-        Ok(Self {
-            path,
-            inner: Arc::new(SinkInner {
-                file: Arc::new(Mutex::new(file)),
-                queue: Mutex::new(Queue::default()),
-            }),
-        })
+        let (queue, pending) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("audit-writer".to_owned())
+            .spawn(move || write_batches(file, &pending))
+            .map_err(|e| AuditError(format!("audit writer thread: {e}")))?;
+        Ok(Self { path, queue })
     }
 
     /// The file's path.
@@ -557,55 +545,33 @@ impl JsonLinesAuditSink {
             buf.push(b'\n');
         }
         let (done, written) = tokio::sync::oneshot::channel();
-        let start_writer = {
-            let mut queue = self.inner.lock_queue()?;
-            queue.pending.push((buf, done));
-            !std::mem::replace(&mut queue.writing, true)
-        };
-        if start_writer {
-            // A task of its own: a caller that gives up waiting must not strand the others.
-            tokio::spawn(SinkInner::drain(self.inner.clone()));
-        }
+        self.queue
+            .send((buf, done))
+            .map_err(|_| AuditError("the audit writer stopped".to_owned()))?;
         written
             .await
             .map_err(|_| AuditError("the audit writer stopped".to_owned()))?
     }
 }
 
-impl SinkInner {
-    fn lock_queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, AuditError> {
-        self.queue
-            .lock()
-            .map_err(|_| AuditError("audit queue lock poisoned".to_owned()))
-    }
-
-    /// Writes and syncs batches until the queue is empty. Each batch keeps every call's lines
-    /// contiguous and in arrival order.
-    async fn drain(self: Arc<Self>) {
-        loop {
-            let batch = match self.lock_queue() {
-                Ok(mut queue) if queue.pending.is_empty() => {
-                    queue.writing = false;
-                    return;
-                }
-                Ok(mut queue) => std::mem::take(&mut queue.pending),
-                Err(_) => return,
-            };
-            let bytes: Vec<u8> = batch.iter().flat_map(|(b, _)| b.iter().copied()).collect();
-            let file = self.file.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let mut file = file
-                    .lock()
-                    .map_err(|_| AuditError("audit file lock poisoned".to_owned()))?;
-                file.write_all(&bytes)
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| AuditError(e.to_string()))
-            })
-            .await
-            .unwrap_or_else(|e| Err(AuditError(format!("audit writer failed: {e}"))));
-            for (_, done) in batch {
-                let _ = done.send(result.clone());
-            }
+/// The writer thread: takes everything queued, writes it in arrival order (each call's lines
+/// contiguous), syncs once, and answers every caller in the batch.
+fn write_batches(mut file: std::fs::File, pending: &std::sync::mpsc::Receiver<Waiting>) {
+    let mut bytes = Vec::new();
+    let mut batch = Vec::new();
+    while let Ok(first) = pending.recv() {
+        batch.push(first);
+        batch.extend(pending.try_iter());
+        bytes.clear();
+        for (lines, _) in &batch {
+            bytes.extend_from_slice(lines);
+        }
+        let result = file
+            .write_all(&bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| AuditError(e.to_string()));
+        for (_, done) in batch.drain(..) {
+            let _ = done.send(result.clone());
         }
     }
 }
@@ -750,7 +716,7 @@ mod tests {
     async fn concurrent_appends_are_all_written_each_call_contiguous() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
-        let sink = Arc::new(JsonLinesAuditSink::open(&path).unwrap());
+        let sink = std::sync::Arc::new(JsonLinesAuditSink::open(&path).unwrap());
         let calls = (0..64).map(|i| {
             let sink = sink.clone();
             tokio::spawn(async move {

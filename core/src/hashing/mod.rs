@@ -7,8 +7,9 @@
 //! where strict RFC 8785 would round those beyond 2^53 through a double: two different integers
 //! must never hash alike (ADR 0002).
 
+mod canonical;
+
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::Digest as _;
 
 /// A supported digest algorithm.
@@ -87,10 +88,8 @@ impl HashAlgorithm {
 /// [`HashError::Canonicalization`] when serde cannot express `value` as JSON (a map with
 /// non-string keys, a failing `Serialize` impl).
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, HashError> {
-    let value =
-        serde_json::to_value(value).map_err(|e| HashError::Canonicalization(e.to_string()))?;
     let mut out = Vec::new();
-    write_canonical(&value, &mut out);
+    canonical::write(value, &mut out)?;
     Ok(out)
 }
 
@@ -113,61 +112,62 @@ pub fn canonical_json_limited<T: Serialize + ?Sized>(
     Ok(bytes)
 }
 
-/// Writes the canonical form. A `serde_json::Value` cannot hold NaN or infinities, so every
-/// value has one.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                out.extend_from_slice(i.to_string().as_bytes());
-            } else if let Some(u) = n.as_u64() {
-                out.extend_from_slice(u.to_string().as_bytes());
-            } else {
-                let f = n.as_f64().unwrap_or(0.0);
-                out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
-            }
-        }
-        // serde_json escapes exactly what RFC 8785 requires: `"`, `\` and U+0000..U+001F,
-        // with the short forms and lowercase `\u00xx`.
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(key, out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    /// The canonical form written from a `serde_json::Value` tree: the direct reading of RFC 8785
+    /// that the streaming serializer must match byte for byte.
+    fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    out.extend_from_slice(i.to_string().as_bytes());
+                } else if let Some(u) = n.as_u64() {
+                    out.extend_from_slice(u.to_string().as_bytes());
+                } else {
+                    let f = n.as_f64().unwrap_or(0.0);
+                    out.extend_from_slice(ryu_js::Buffer::new().format_finite(f).as_bytes());
+                }
+            }
+            // serde_json escapes exactly what RFC 8785 requires: `"`, `\` and U+0000..U+001F,
+            // with the short forms and lowercase `\u00xx`.
+            Value::String(s) => write_string(s, out),
+            Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_canonical(item, out);
+                }
+                out.push(b']');
+            }
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+                out.push(b'{');
+                for (i, (key, item)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_string(key, out);
+                    out.push(b':');
+                    write_canonical(item, out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    fn write_string(s: &str, out: &mut Vec<u8>) {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 
     fn jcs(text: &str) -> String {
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
@@ -344,5 +344,133 @@ mod tests {
                 actual: 5
             })
         );
+    }
+
+    fn oracle<T: Serialize>(value: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_canonical(&serde_json::to_value(value).unwrap(), &mut out);
+        out
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::String),
+            "[\\x00-\\x1f\"\\\\\u{7f}\u{e9}\u{20ac}\u{1f600}\u{fb33}]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c\u{e9}\u{1f600}\u{fb33}\r1]{0,3}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_form_matches_the_value_tree_form(value in any_json()) {
+            prop_assert_eq!(canonical_json(&value).unwrap(), oracle(&value));
+        }
+    }
+
+    /// Typed values reach the serializer through serde's other paths (structs, enum
+    /// representations, flattening, map keys that are not strings, options, non-finite floats);
+    /// each must give the bytes its `to_value` form gives.
+    #[test]
+    fn typed_values_match_their_value_tree_form() {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum Tagged {
+            Plain { zeta: u8, alpha: Option<i32> },
+            Wrapped(Inner),
+        }
+        #[derive(Serialize)]
+        enum External {
+            Unit,
+            Newtype(f32),
+            Tuple(i128, u128),
+            Struct { b: char, a: (u8, String) },
+        }
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Untagged {
+            Number(f64),
+            Text(&'static str),
+        }
+        #[derive(Serialize)]
+        struct Inner {
+            z: Vec<u8>,
+            a: (),
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            b_field: Tagged,
+            a_field: Vec<External>,
+            #[serde(flatten)]
+            extra: std::collections::BTreeMap<String, Untagged>,
+            numbered: std::collections::BTreeMap<u32, bool>,
+            flags: std::collections::BTreeMap<bool, ()>,
+            nothing: Option<()>,
+            newtype: HashAlgorithm,
+        }
+        let values = [
+            Outer {
+                b_field: Tagged::Plain {
+                    zeta: 9,
+                    alpha: None,
+                },
+                a_field: vec![
+                    External::Unit,
+                    External::Newtype(1.5),
+                    External::Tuple(-3, 18_446_744_073_709_551_615),
+                    External::Struct {
+                        b: '\u{1f600}',
+                        a: (1, "\u{7}".into()),
+                    },
+                ],
+                extra: [
+                    (
+                        "a_field".to_owned(),
+                        Untagged::Text("a repeated name keeps the last"),
+                    ),
+                    ("nan".to_owned(), Untagged::Number(f64::NAN)),
+                    ("inf".to_owned(), Untagged::Number(f64::NEG_INFINITY)),
+                    ("tiny".to_owned(), Untagged::Number(5e-324)),
+                ]
+                .into_iter()
+                .collect(),
+                numbered: [(10, true), (9, false)].into_iter().collect(),
+                flags: [(true, ()), (false, ())].into_iter().collect(),
+                nothing: None,
+                newtype: HashAlgorithm::Blake3,
+            },
+            Outer {
+                b_field: Tagged::Wrapped(Inner {
+                    z: vec![0, 255],
+                    a: (),
+                }),
+                a_field: Vec::new(),
+                extra: std::collections::BTreeMap::new(),
+                numbered: std::collections::BTreeMap::new(),
+                flags: std::collections::BTreeMap::new(),
+                nothing: Some(()),
+                newtype: HashAlgorithm::Sha256,
+            },
+        ];
+        for value in &values {
+            let streamed = canonical_json(value).unwrap();
+            assert_eq!(
+                String::from_utf8(streamed).unwrap(),
+                String::from_utf8(oracle(value)).unwrap()
+            );
+        }
+        assert!(canonical_json(&u128::MAX).is_err());
+        let float_keys: std::collections::BTreeMap<String, f64> = [("x".to_owned(), 1.0)].into();
+        assert_eq!(canonical_json(&float_keys).unwrap(), b"{\"x\":1}");
     }
 }
