@@ -51,7 +51,7 @@ mod runs;
 mod scenarios;
 mod schemas;
 
-pub use precheck::{PrecheckRequest, PrecheckResult};
+pub use precheck::{DataShapeId, PrecheckRequest, PrecheckResult};
 pub use providers::{CheckSchemaView, EvidenceQueryRequest, ProviderContractView, ProviderSummary};
 pub use runpacks::ExportResult;
 pub use runs::{NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest};

@@ -1,8 +1,13 @@
 //! Precheck: a stage evaluated against caller-supplied evidence, touching nothing.
 
-use super::*;
+use serde_json::Value;
 
-/// Simulates a stage against caller-supplied evidence, which always counts as `asserted`.
+use super::*;
+use crate::ids::{SchemaId, SchemaVersion};
+
+/// Simulates a stage against caller-supplied evidence, which always counts as `asserted`. The
+/// evidence comes either per condition (`evidence`) or, in the reference form, as one `payload`
+/// checked against a registered `data_shape` and mapped to conditions by id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecheckRequest {
@@ -14,6 +19,23 @@ pub struct PrecheckRequest {
     /// Evidence per condition.
     #[serde(default)]
     pub evidence: BTreeMap<ConditionId, EvidenceResult>,
+    /// The registered data shape `payload` must match; given together with `payload`.
+    #[serde(default)]
+    pub data_shape: Option<DataShapeId>,
+    /// Asserted data: an object keyed by condition id, or any value when the stage has exactly
+    /// one condition.
+    #[serde(default)]
+    pub payload: Option<Value>,
+}
+
+/// Names a registered data shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataShapeId {
+    /// The schema.
+    pub schema_id: SchemaId,
+    /// Its version.
+    pub version: SchemaVersion,
 }
 
 /// The answer to `precheck`: the decision the stage would make, and its gates.
@@ -55,16 +77,38 @@ impl DecisionGate {
                 };
                 let needed: Vec<&ConditionId> =
                     plan.stage_conditions(stage).map(|(id, _)| id).collect();
-                if let Some(extra) = req.evidence.keys().find(|id| !needed.contains(id)) {
+                let (evidence, field) = match (req.data_shape, req.payload) {
+                    (None, None) => (req.evidence, "evidence"),
+                    (Some(shape), Some(payload)) if req.evidence.is_empty() => {
+                        self.check_payload_shape(ctx, &shape, &payload).await?;
+                        (payload_evidence(payload, &needed)?, "payload")
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(Error::invalid(
+                            "evidence",
+                            "give either evidence or data_shape with payload, not both",
+                        ));
+                    }
+                    (Some(_), None) => {
+                        return Err(Error::invalid("payload", "data_shape needs a payload"));
+                    }
+                    (None, Some(_)) => {
+                        return Err(Error::invalid(
+                            "data_shape",
+                            "a payload needs the data_shape it is checked against",
+                        ));
+                    }
+                };
+                if let Some(extra) = evidence.keys().find(|id| !needed.contains(id)) {
                     return Err(Error::invalid(
-                        format!("evidence.{extra}"),
+                        format!("{field}.{extra}"),
                         "not a condition of this stage's gates",
                     ));
                 }
                 let results = plan
                     .stage_conditions(stage)
                     .map(|(id, _)| {
-                        req.evidence
+                        evidence
                             .get(id)
                             .cloned()
                             .unwrap_or_else(|| EvidenceResult::empty(TrustLane::Asserted))
@@ -100,5 +144,67 @@ impl DecisionGate {
             },
         )
         .await
+    }
+}
+
+impl DecisionGate {
+    /// Checks a precheck payload against its registered data shape.
+    async fn check_payload_shape(
+        &self,
+        ctx: &RequestContext,
+        shape: &DataShapeId,
+        payload: &Value,
+    ) -> Result<(), Error> {
+        let record = self
+            .schemas
+            .get(
+                ctx.tenant_id,
+                ctx.namespace_id,
+                &shape.schema_id,
+                &shape.version,
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "schema",
+                id: format!("{}@{}", shape.schema_id, shape.version),
+            })?;
+        crate::schema::validate_instance(&record.schema, payload).map_err(|e| match e {
+            crate::schema::SchemaError::Mismatch { path, message } => {
+                Error::invalid(format!("payload{}", path.replace('/', ".")), message)
+            }
+            other => Error::Corrupt(format!(
+                "registered schema {}@{}: {other}",
+                shape.schema_id, shape.version
+            )),
+        })
+    }
+}
+
+/// The reference mapping of a precheck payload to evidence: an object is keyed by condition id;
+/// any other value is the one condition's evidence when the stage has exactly one.
+fn payload_evidence(
+    payload: Value,
+    needed: &[&ConditionId],
+) -> Result<BTreeMap<ConditionId, EvidenceResult>, Error> {
+    match (payload, needed) {
+        (Value::Object(members), _) => members
+            .into_iter()
+            .map(|(name, value)| {
+                let id = ConditionId::new(name.as_str())
+                    .map_err(|e| Error::invalid(format!("payload.{name}"), e.to_string()))?;
+                Ok((id, EvidenceResult::json(value)))
+            })
+            .collect(),
+        (value, [only]) => Ok(BTreeMap::from([(
+            (*only).clone(),
+            EvidenceResult::json(value),
+        )])),
+        (_, _) => Err(Error::invalid(
+            "payload",
+            format!(
+                "must be an object keyed by condition id: the stage has {} conditions",
+                needed.len()
+            ),
+        )),
     }
 }

@@ -15,8 +15,9 @@ use decision_gate_core::evidence::{
 };
 use decision_gate_core::provider::{CheckContract, ProviderContract, ProviderError};
 use decision_gate_core::run::{EntryBody, TriggerKind};
-use decision_gate_core::service::{PrecheckRequest, SubmitRequest};
+use decision_gate_core::service::{DataShapeId, PrecheckRequest, SubmitRequest};
 use decision_gate_core::spec::PacketPayload;
+use decision_gate_core::store::DataShapeRecord;
 use decision_gate_core::store::PageRequest;
 use decision_gate_core::{
     Comparator, DecisionGate, DecisionOutcome, EngineConfig, Error, EvidenceProvider,
@@ -800,6 +801,8 @@ async fn precheck_is_asserted_and_touches_nothing() {
         scenario_id: id("s"),
         stage_id: None,
         evidence: claims.clone(),
+        data_shape: None,
+        payload: None,
     };
 
     // Under the default (verified) trust, claimed evidence cannot pass, even when it says verified.
@@ -1057,6 +1060,8 @@ async fn precheck_names_evidence_for_conditions_the_stage_lacks() {
         scenario_id: id("s"),
         stage_id: None,
         evidence: [(id("cx"), EvidenceResult::json(json!(true)))].into(),
+        data_shape: None,
+        payload: None,
     };
     let err = gate.precheck(&ctx(), request).await.unwrap_err();
     assert!(
@@ -1100,5 +1105,138 @@ async fn out_of_scope_callers_learn_nothing_about_their_documents() {
     assert_eq!(
         start, missing,
         "an out-of-scope start looks exactly like a missing scenario"
+    );
+}
+
+/// The reference form of precheck: one payload, checked against a registered data shape and
+/// keyed by condition id (any value when the stage has one condition).
+#[tokio::test]
+async fn precheck_maps_a_shaped_payload_to_the_stages_conditions() {
+    let facts = facts();
+    let permissive = EngineConfig {
+        trust: TrustRequirement {
+            min_lane: TrustLane::Asserted,
+        },
+        ..EngineConfig::default()
+    };
+    let gate = service_with(&facts, permissive);
+    define(&gate, &three_stages()).await;
+    gate.register_schema(
+        &ctx(),
+        DataShapeRecord {
+            tenant_id: ctx().tenant_id,
+            namespace_id: ctx().namespace_id,
+            schema_id: id("claims"),
+            version: id("v1"),
+            schema: json!({"type": "object", "properties": {"ca": {"type": "boolean"}}}),
+            description: None,
+            created_at: Timestamp::UnixMillis(0),
+            signing: None,
+        },
+    )
+    .await
+    .unwrap();
+    let shaped = |payload: Value| PrecheckRequest {
+        scenario_id: id("s"),
+        stage_id: None,
+        evidence: BTreeMap::new(),
+        data_shape: Some(DataShapeId {
+            schema_id: id("claims"),
+            version: id("v1"),
+        }),
+        payload: Some(payload),
+    };
+    let passed = gate
+        .precheck(&ctx(), shaped(json!({"ca": true})))
+        .await
+        .unwrap();
+    assert!(
+        matches!(passed.decision, DecisionOutcome::Advance { .. }),
+        "{passed:?}"
+    );
+    // The first stage has exactly one condition, so a bare value is its evidence, when the
+    // shape allows one.
+    gate.register_schema(
+        &ctx(),
+        DataShapeRecord {
+            tenant_id: ctx().tenant_id,
+            namespace_id: ctx().namespace_id,
+            schema_id: id("claims"),
+            version: id("bare"),
+            schema: json!({"type": "boolean"}),
+            description: None,
+            created_at: Timestamp::UnixMillis(0),
+            signing: None,
+        },
+    )
+    .await
+    .unwrap();
+    let bare = PrecheckRequest {
+        data_shape: Some(DataShapeId {
+            schema_id: id("claims"),
+            version: id("bare"),
+        }),
+        ..shaped(json!(true))
+    };
+    let passed_bare = gate.precheck(&ctx(), bare).await.unwrap();
+    assert_eq!(passed_bare, passed);
+    let err = gate
+        .precheck(&ctx(), shaped(json!(false)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "payload"),
+        "the shape wants an object: {err}"
+    );
+    let err = gate
+        .precheck(&ctx(), shaped(json!({"ca": "yes"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "payload.ca"),
+        "{err}"
+    );
+    let err = gate
+        .precheck(&ctx(), shaped(json!({"cz": true})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "payload.cz"),
+        "{err}"
+    );
+    let unknown_shape = PrecheckRequest {
+        data_shape: Some(DataShapeId {
+            schema_id: id("claims"),
+            version: id("v9"),
+        }),
+        ..shaped(json!({}))
+    };
+    assert_eq!(
+        gate.precheck(&ctx(), unknown_shape)
+            .await
+            .unwrap_err()
+            .kind(),
+        "not_found"
+    );
+    let both = PrecheckRequest {
+        evidence: [(id("ca"), EvidenceResult::json(json!(true)))].into(),
+        ..shaped(json!({"ca": true}))
+    };
+    let err = gate.precheck(&ctx(), both).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "evidence"),
+        "{err}"
+    );
+    let shape_without_payload = PrecheckRequest {
+        payload: None,
+        ..shaped(json!({}))
+    };
+    let err = gate
+        .precheck(&ctx(), shape_without_payload)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput { field, .. } if field == "payload"),
+        "{err}"
     );
 }

@@ -473,8 +473,29 @@ pub(crate) struct PrecheckArgs {
     #[schemars(schema_with = "schema::optional_id")]
     pub(crate) stage_id: Option<StageId>,
     /// Asserted evidence per condition id (each an evidence result, e.g.
-    /// `{"value": {"kind": "json", "value": true}}`); it always counts as `asserted`.
+    /// `{"value": {"kind": "json", "value": true}}`); it always counts as `asserted`. Give
+    /// either this or `data_shape` with `payload`.
     #[serde(default)]
     #[schemars(schema_with = "schema::object")]
     pub(crate) evidence: BTreeMap<ConditionId, EvidenceResult>,
+    /// The registered data shape (`{schema_id, version}`) that `payload` must match.
+    #[serde(default)]
+    pub(crate) data_shape: Option<DataShapeArgs>,
+    /// Asserted data checked against `data_shape`: an object keyed by condition id, or any
+    /// value when the stage has exactly one condition.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::any")]
+    pub(crate) payload: Option<Value>,
+}
+
+/// A registered data shape, by id and version.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DataShapeArgs {
+    /// The schema.
+    #[schemars(schema_with = "schema::id")]
+    pub(crate) schema_id: SchemaId,
+    /// Its version.
+    #[schemars(schema_with = "schema::id")]
+    pub(crate) version: SchemaVersion,
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use decision_gate_core::run::TriggerEvent;
 use decision_gate_core::runpack::VerifyOptions;
-use decision_gate_core::service::{EvidenceQueryRequest, PrecheckRequest};
+use decision_gate_core::service::{DataShapeId, EvidenceQueryRequest, PrecheckRequest};
 use decision_gate_core::store::{DataShapeRecord, PageRequest};
 use decision_gate_core::{Action, DecisionGate, NextRequest, StartRequest, SubmitRequest};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
@@ -473,6 +473,11 @@ pub async fn call(
                         scenario_id: a.scenario_id,
                         stage_id: a.stage_id,
                         evidence: a.evidence,
+                        data_shape: a.data_shape.map(|d| DataShapeId {
+                            schema_id: d.schema_id,
+                            version: d.version,
+                        }),
+                        payload: a.payload,
                     },
                 )
                 .await?,

@@ -172,12 +172,24 @@ fn second_session(export_id: &str) -> Value {
         { "tool": "scenarios_list", "arguments": { "tenant_id": 0, "namespace_id": 1 } },
         { "tool": "schemas_list", "arguments": { "tenant_id": 1, "namespace_id": 1, "cursor": "not-a-cursor" } },
         { "tool": "scenario_delete", "arguments": {} },
+        { "tool": "schemas_register", "arguments": { "record": {
+            "tenant_id": 1, "namespace_id": 1, "schema_id": "freeze-claim", "version": "v1",
+            "schema": { "type": "object", "properties": { "after-freeze": { "type": "boolean" } } },
+            "created_at": { "kind": "unix_millis", "value": 0 } } } },
+        { "tool": "precheck", "arguments": {
+            "tenant_id": 1, "namespace_id": 1, "scenario_id": "release-train", "stage_id": "build",
+            "data_shape": { "schema_id": "freeze-claim", "version": "v1" },
+            "payload": { "after-freeze": true } } },
+        { "tool": "precheck", "arguments": {
+            "tenant_id": 1, "namespace_id": 1, "scenario_id": "release-train", "stage_id": "build",
+            "data_shape": { "schema_id": "freeze-claim", "version": "v1" },
+            "payload": { "after-freeze": "yes" } } },
     ])
 }
 
 fn check_second_session(sdk: Sdk, out: &Value) {
     let r = out["results"].as_array().expect("results");
-    assert_eq!(r.len(), 7, "{sdk:?}: {out}");
+    assert_eq!(r.len(), 10, "{sdk:?}: {out}");
     let verified = ok(&r[0]);
     assert_eq!(verified["status"], "pass", "{verified}");
     // Precheck evidence is asserted; under the default trust floor (verified) it cannot pass a
@@ -210,6 +222,18 @@ fn check_second_session(sdk: Sdk, out: &Value) {
     );
     assert_eq!(tool_error(&r[5])["kind"], "invalid_input");
     assert_eq!(r[6]["rpc_error"]["code"], -32602, "{sdk:?}: {}", r[6]);
+    // The reference form: a payload checked against a registered data shape, keyed by condition.
+    ok(&r[7]);
+    let shaped = ok(&r[8]);
+    assert_eq!(shaped["decision"], precheck["decision"], "{shaped}");
+    let mismatch = tool_error(&r[9]);
+    assert_eq!(mismatch["kind"], "invalid_input", "{mismatch}");
+    assert!(
+        mismatch["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("payload.after-freeze")),
+        "the error names the payload member: {mismatch}"
+    );
 }
 
 fn over_http(sdk: Sdk) {
