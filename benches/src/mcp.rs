@@ -300,6 +300,7 @@ pub async fn load_client(args: &[String]) {
 /// application (guard, local-only authentication, request ids, timeout) and the same stateless
 /// Streamable HTTP configuration, so the difference is the tool layer and the service.
 pub async fn echo_server() {
+    use decision_gate_mcp::admission::Admission;
     use decision_gate_mcp::auth::Authenticator;
     use decision_gate_mcp::config::AuthConfig;
     use decision_gate_mcp::handler::Shared;
@@ -334,10 +335,8 @@ pub async fn echo_server() {
     let gate = Arc::new(decision_gate_core::DecisionGate::builder().build());
     let shared = Shared::new(gate, ToolPolicy::default(), audit, Metrics::new());
     let options = HttpOptions {
-        auth: Authenticator::new(&AuthConfig::default()),
+        admission: Arc::new(Admission::new(Authenticator::new(&AuthConfig::default()), 4096, None)),
         max_body_bytes: 1024 * 1024,
-        max_inflight: 4096,
-        rate_limit: None,
         request_timeout: Duration::from_secs(30),
         allowed_hosts: Vec::new(),
         tls: None,

@@ -12,6 +12,8 @@ pub enum Transport {
     Stdio,
     /// Streamable HTTP.
     Http,
+    /// The gRPC API.
+    Grpc,
 }
 
 impl Transport {
@@ -21,6 +23,7 @@ impl Transport {
         match self {
             Self::Stdio => "stdio",
             Self::Http => "http",
+            Self::Grpc => "grpc",
         }
     }
 }

@@ -14,6 +14,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use crate::caller::{Caller, Transport};
+use crate::error::ToolError;
 use crate::metrics::Metrics;
 use crate::tools::{self, ToolPolicy};
 
@@ -48,6 +49,38 @@ impl Shared {
         })
     }
 
+    /// Runs one operation for an authenticated caller, on any transport: the one dispatch,
+    /// the call metrics, and the audit record of a failure the service did not audit itself
+    /// (arguments refused before the call).
+    ///
+    /// # Errors
+    /// [`ToolError`] for bad arguments and every service error.
+    pub async fn invoke(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        action: Action,
+        args: Value,
+        started: Instant,
+    ) -> Result<Value, ToolError> {
+        let outcome = tools::call(&self.gate, &self.policy, caller, action, args).await;
+        match &outcome {
+            Ok(_) => self.metrics.call(Some(action), "ok", started.elapsed()),
+            Err(error) => {
+                self.metrics
+                    .call(Some(action), error.kind, started.elapsed());
+                if !error.audited {
+                    self.refuse(
+                        transport,
+                        refused_call(transport, caller, Some(action), error.message.clone()),
+                    )
+                    .await;
+                }
+            }
+        }
+        outcome
+    }
+
     /// Records a request refused before it reached the service; a sink failure is logged, as
     /// the request is refused either way.
     pub async fn refuse(&self, transport: Transport, event: AccessEvent) {
@@ -76,7 +109,7 @@ impl McpHandler {
     fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Caller> {
         match self.transport {
             Transport::Stdio => Some(Caller::stdio()),
-            Transport::Http => context
+            Transport::Http | Transport::Grpc => context
                 .extensions
                 .get::<axum::http::request::Parts>()
                 .and_then(|parts| parts.extensions.get::<Caller>())
@@ -135,7 +168,7 @@ impl ServerHandler for McpHandler {
             self.shared
                 .refuse(
                     self.transport,
-                    self.refused_call(&caller, None, "unknown tool".to_owned()),
+                    refused_call(self.transport, &caller, None, "unknown tool".to_owned()),
                 )
                 .await;
             return Err(ErrorData::invalid_params(
@@ -144,53 +177,35 @@ impl ServerHandler for McpHandler {
             ));
         };
         let args = request.arguments.map_or(Value::Null, Value::Object);
-        let outcome = tools::call(
-            &self.shared.gate,
-            &self.shared.policy,
-            &caller,
-            action,
-            args,
-        )
-        .await;
-        let result = match outcome {
-            Ok(value) => {
-                self.shared
-                    .metrics
-                    .call(Some(action), "ok", started.elapsed());
-                CallToolResult::structured(value)
-            }
-            Err(error) => {
-                self.shared
-                    .metrics
-                    .call(Some(action), error.kind, started.elapsed());
-                if !error.audited {
-                    self.shared
-                        .refuse(
-                            self.transport,
-                            self.refused_call(&caller, Some(action), error.message.clone()),
-                        )
-                        .await;
-                }
-                error.into_result()
-            }
+        let result = match self
+            .shared
+            .invoke(self.transport, &caller, action, args, started)
+            .await
+        {
+            Ok(value) => CallToolResult::structured(value),
+            Err(error) => error.into_result(),
         };
         Ok(result.into())
     }
 }
 
-impl McpHandler {
-    fn refused_call(&self, caller: &Caller, tool: Option<Action>, detail: String) -> AccessEvent {
-        AccessEvent {
-            refusal: AccessRefusal::InvalidRequest,
-            transport: self.transport.name().to_owned(),
-            principal: Some(caller.principal.subject.clone()),
-            peer: caller.peer.map(|p| p.ip().to_string()),
-            tool: tool.map(|t| t.name().to_owned()),
-            request_id: caller.request_id.clone(),
-            correlation_id: caller.correlation_id.clone(),
-            presented_hash: None,
-            detail,
-        }
+/// The audit record of a call refused at the tool layer (unknown tool, bad arguments).
+fn refused_call(
+    transport: Transport,
+    caller: &Caller,
+    tool: Option<Action>,
+    detail: String,
+) -> AccessEvent {
+    AccessEvent {
+        refusal: AccessRefusal::InvalidRequest,
+        transport: transport.name().to_owned(),
+        principal: Some(caller.principal.subject.clone()),
+        peer: caller.peer.map(|p| p.ip().to_string()),
+        tool: tool.map(|t| t.name().to_owned()),
+        request_id: caller.request_id.clone(),
+        correlation_id: caller.correlation_id.clone(),
+        presented_hash: None,
+        detail,
     }
 }
 

@@ -12,7 +12,6 @@
 //! | body too large | 413 | -32070 |
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,45 +23,34 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use decision_gate_core::access::{AccessEvent, AccessRefusal};
-use decision_gate_core::hashing::HashDigest;
-use decision_gate_core::ids::CorrelationId;
-use decision_gate_core::{HashAlgorithm, Principal};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use decision_gate_core::access::AccessRefusal;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::{Authenticator, ClientCertificate, Presented};
+use crate::admission::{self, Admission, Refusal, Seen};
+use crate::auth::{ClientCertificate, Presented};
 use crate::caller::{Caller, Transport};
-use crate::config::RateLimitConfig;
 use crate::handler::{McpHandler, Shared};
 use crate::tls;
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-/// Longest client correlation id.
-const MAX_CORRELATION_ID: usize = 128;
 
 /// How the HTTP transport is set up.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
-    /// Authentication.
-    pub auth: Authenticator,
+    /// Correlation id, in-flight limit, authentication and rate limit, shared with the other
+    /// listeners of the server.
+    pub admission: Arc<Admission>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Requests served at once.
-    pub max_inflight: usize,
-    /// Per-principal rate limit.
-    pub rate_limit: Option<RateLimitConfig>,
     /// How long one request may take.
     pub request_timeout: Duration,
     /// Accepted `Host` names besides loopback.
@@ -73,16 +61,14 @@ pub struct HttpOptions {
 
 struct Guard {
     shared: Arc<Shared>,
-    auth: Authenticator,
-    inflight: Arc<Semaphore>,
-    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    admission: Arc<Admission>,
     max_body_bytes: usize,
 }
 
 /// Server-issued request ids: `dg-<16 hex boot id>-<16 hex counter>`, never taken from the
 /// client.
 #[derive(Clone)]
-struct RequestIds {
+pub(crate) struct RequestIds {
     boot: u64,
     next: Arc<AtomicU64>,
 }
@@ -93,6 +79,16 @@ impl MakeRequestId for RequestIds {
         HeaderValue::from_str(&format!("dg-{:016x}-{n:016x}", self.boot))
             .ok()
             .map(RequestId::new)
+    }
+}
+
+impl RequestIds {
+    /// Ids of a new boot.
+    pub(crate) fn new() -> Self {
+        Self {
+            boot: boot_id(),
+            next: Arc::new(AtomicU64::new(1)),
+        }
     }
 }
 
@@ -142,22 +138,12 @@ where
         Arc::new(LocalSessionManager::default()),
         mcp_config,
     );
-    let limiter = options.rate_limit.as_ref().map(|r| {
-        let rate = NonZeroU32::new(r.requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
-        RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-    });
     let guard = Arc::new(Guard {
         shared: shared.clone(),
-        auth: options.auth.clone(),
-        inflight: Arc::new(Semaphore::new(options.max_inflight)),
-        limiter,
+        admission: options.admission.clone(),
         max_body_bytes: options.max_body_bytes,
     });
-    let ids = RequestIds {
-        boot: boot_id(),
-        next: Arc::new(AtomicU64::new(1)),
-    };
+    let ids = RequestIds::new();
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(guard, guard_mcp))
@@ -175,7 +161,7 @@ where
 }
 
 /// Request ids are the server's: a client's `x-request-id` is dropped before one is issued.
-async fn strip_client_request_id(mut req: Request) -> Request {
+pub(crate) async fn strip_client_request_id(mut req: Request) -> Request {
     req.headers_mut().remove(X_REQUEST_ID);
     req
 }
@@ -206,44 +192,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-/// A refusal: its status, JSON-RPC code and the audit event's particulars.
-struct Refusal {
-    refusal: AccessRefusal,
-    status: StatusCode,
-    code: i64,
-    message: String,
-    retry_after_ms: Option<u64>,
-    principal: Option<String>,
-    presented: Option<HashDigest>,
-}
-
-impl Refusal {
-    fn new(refusal: AccessRefusal, message: impl Into<String>) -> Self {
-        let (status, code) = match refusal {
-            AccessRefusal::InvalidCorrelationId => (StatusCode::BAD_REQUEST, -32073),
-            AccessRefusal::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, -32072),
-            AccessRefusal::Unauthenticated => (StatusCode::UNAUTHORIZED, -32001),
-            AccessRefusal::RateLimited => (StatusCode::TOO_MANY_REQUESTS, -32071),
-            AccessRefusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, -32070),
-            AccessRefusal::InvalidRequest => (StatusCode::BAD_REQUEST, -32602),
-        };
-        Self {
-            refusal,
-            status,
-            code,
-            message: message.into(),
-            retry_after_ms: None,
-            principal: None,
-            presented: None,
-        }
+/// The HTTP status and JSON-RPC code of a refusal.
+fn status_and_code(refusal: AccessRefusal) -> (StatusCode, i64) {
+    match refusal {
+        AccessRefusal::InvalidCorrelationId => (StatusCode::BAD_REQUEST, -32073),
+        AccessRefusal::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, -32072),
+        AccessRefusal::Unauthenticated => (StatusCode::UNAUTHORIZED, -32001),
+        AccessRefusal::RateLimited => (StatusCode::TOO_MANY_REQUESTS, -32071),
+        AccessRefusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, -32070),
+        AccessRefusal::InvalidRequest => (StatusCode::BAD_REQUEST, -32602),
     }
-}
-
-/// Everything the guard knows about a request when it refuses it.
-struct Seen {
-    peer: Option<SocketAddr>,
-    request_id: Option<String>,
-    correlation_id: Option<CorrelationId>,
 }
 
 async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
@@ -257,13 +215,13 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
             .get(X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        correlation_id: None,
+        ..Seen::default()
     };
     match admit(&guard, &mut seen, req).await {
         Ok((req, admitted)) => {
             let mut response = next.run(req).await;
-            if let Some(refusal) = admitted.malformed(&response) {
-                return refuse(&guard, &seen, refusal).await;
+            if let Some((refusal, code)) = admitted.malformed(&response) {
+                return refuse(&guard, &seen, refusal, Some(code)).await;
             }
             if let Some(id) = seen
                 .correlation_id
@@ -274,7 +232,7 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
             }
             response
         }
-        Err(refusal) => refuse(&guard, &seen, refusal).await,
+        Err(refusal) => refuse(&guard, &seen, refusal, None).await,
     }
 }
 
@@ -285,37 +243,21 @@ async fn admit(
     seen: &mut Seen,
     req: Request,
 ) -> Result<(Request, Admitted), Refusal> {
-    if let Some(raw) = req.headers().get(X_CORRELATION_ID) {
-        match check_correlation_id(raw.as_bytes()) {
-            Ok(id) => seen.correlation_id = Some(id),
-            Err(reason) => {
-                return Err(Refusal {
-                    presented: Some(HashAlgorithm::Sha256.digest(raw.as_bytes())),
-                    ..Refusal::new(
-                        AccessRefusal::InvalidCorrelationId,
-                        format!("x-correlation-id {reason}"),
-                    )
-                });
-            }
-        }
-    }
-    let permit = guard
-        .inflight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Refusal::new(AccessRefusal::Overloaded, "too many requests in flight"))?;
-    let principal = authenticate(guard, seen, &req)?;
-    if let Some(limiter) = &guard.limiter
-        && let Err(not_until) = limiter.check_key(&principal.subject)
-    {
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        return Err(Refusal {
-            retry_after_ms: Some(ms),
-            principal: Some(principal.subject),
-            ..Refusal::new(AccessRefusal::RateLimited, "rate limit exceeded")
-        });
-    }
+    seen.correlation_id = Admission::correlation_id(
+        req.headers()
+            .get(X_CORRELATION_ID)
+            .map(HeaderValue::as_bytes),
+        "x-correlation-id",
+    )?;
+    let presented = Presented {
+        peer: seen.peer,
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        certificate: req.extensions().get::<ClientCertificate>(),
+    };
+    let admission::Admitted { principal, permit } = guard.admission.admit(presented)?;
     let too_large = || Refusal {
         principal: Some(principal.subject.clone()),
         ..Refusal::new(
@@ -366,7 +308,7 @@ impl Admitted {
     /// The MCP layer answers a body that is not JSON-RPC with plain text; the caller gets a
     /// JSON-RPC error instead. Checked only on that error path, so well-formed requests are
     /// parsed once.
-    fn malformed(&self, response: &Response) -> Option<Refusal> {
+    fn malformed(&self, response: &Response) -> Option<(Refusal, i64)> {
         let plain = !response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -375,69 +317,37 @@ impl Admitted {
         if !(self.json_post && response.status().is_client_error() && plain) {
             return None;
         }
-        check_json_rpc(&self.body)
-            .err()
-            .map(|(code, message)| Refusal {
-                code,
+        check_json_rpc(&self.body).err().map(|(code, message)| {
+            let refusal = Refusal {
                 principal: Some(self.principal.clone()),
                 ..Refusal::new(AccessRefusal::InvalidRequest, message)
-            })
+            };
+            (refusal, code)
+        })
     }
 }
 
-fn authenticate(guard: &Guard, seen: &Seen, req: &Request) -> Result<Principal, Refusal> {
-    let presented = Presented {
-        peer: seen.peer,
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-        certificate: req.extensions().get::<ClientCertificate>(),
-    };
-    guard
-        .auth
-        .authenticate(presented)
-        .map_err(|failure| Refusal {
-            presented: failure.presented,
-            ..Refusal::new(AccessRefusal::Unauthenticated, failure.detail)
-        })
-}
-
-async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal) -> Response {
+/// Audits a refusal and answers it: its HTTP status, and a JSON-RPC error with the refusal's
+/// code (or `code`, for a malformed message) and kind.
+async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal, code: Option<i64>) -> Response {
     guard
         .shared
-        .refuse(
-            Transport::Http,
-            AccessEvent {
-                refusal: refusal.refusal,
-                transport: Transport::Http.name().to_owned(),
-                principal: refusal.principal.clone(),
-                peer: seen.peer.map(|p| p.ip().to_string()),
-                tool: None,
-                request_id: seen.request_id.clone(),
-                correlation_id: seen.correlation_id.clone(),
-                presented_hash: refusal.presented.clone(),
-                detail: refusal.message.clone(),
-            },
-        )
+        .refuse(Transport::Http, refusal.event(Transport::Http, seen))
         .await;
-    let retryable = matches!(
-        refusal.refusal,
-        AccessRefusal::RateLimited | AccessRefusal::Overloaded
-    );
-    let mut data = json!({ "kind": refusal.refusal.kind(), "retryable": retryable });
+    let (status, refusal_code) = status_and_code(refusal.refusal);
+    let mut data = json!({ "kind": refusal.refusal.kind(), "retryable": refusal.retryable() });
     if let Some(ms) = refusal.retry_after_ms {
         data["retry_after_ms"] = json!(ms);
     }
     let body = json!({
         "jsonrpc": "2.0",
         "id": null,
-        "error": { "code": refusal.code, "message": refusal.message, "data": data },
+        "error": { "code": code.unwrap_or(refusal_code), "message": refusal.message, "data": data },
     });
-    let mut response = (refusal.status, axum::Json(body)).into_response();
+    let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     if refusal.refusal == AccessRefusal::Unauthenticated
-        && let Some(challenge) = guard.auth.challenge()
+        && let Some(challenge) = guard.admission.auth().challenge()
     {
         headers.insert(
             header::WWW_AUTHENTICATE,
@@ -480,34 +390,6 @@ fn check_json_rpc(body: &[u8]) -> Result<(), (i64, String)> {
     }
 }
 
-/// A client correlation id: trimmed, 1..=128 RFC 7230 token characters.
-fn check_correlation_id(raw: &[u8]) -> Result<CorrelationId, &'static str> {
-    let value = raw.trim_ascii();
-    if value.is_empty() {
-        return Err("is empty");
-    }
-    if value.len() > MAX_CORRELATION_ID {
-        return Err("is longer than 128 characters");
-    }
-    if let Some(&b) = value.iter().find(|&&b| !is_token_char(b)) {
-        return Err(if b.is_ascii_whitespace() {
-            "contains whitespace"
-        } else if b.is_ascii_control() {
-            "contains a control character"
-        } else if !b.is_ascii() {
-            "is not ASCII"
-        } else {
-            "contains a character outside the RFC 7230 token set"
-        });
-    }
-    let text = std::str::from_utf8(value).map_err(|_| "is not ASCII")?;
-    CorrelationId::new(text).map_err(|_| "is not a valid identifier")
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in progress
 /// finish. With TLS settings, each connection is a TLS session and a verified client
 /// certificate's subject travels with its requests.
@@ -531,42 +413,5 @@ pub async fn serve(
             .await
         }
         Some(settings) => tls::serve(listener, app, settings, shared, shutdown).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn correlation_ids_are_trimmed_tokens_of_at_most_128_characters() {
-        assert_eq!(
-            check_correlation_id(b"  run-42.attempt_1  ")
-                .unwrap()
-                .as_str(),
-            "run-42.attempt_1"
-        );
-        assert_eq!(check_correlation_id(b"   ").unwrap_err(), "is empty");
-        assert_eq!(
-            check_correlation_id("a".repeat(129).as_bytes()).unwrap_err(),
-            "is longer than 128 characters"
-        );
-        assert!(check_correlation_id("a".repeat(128).as_bytes()).is_ok());
-        assert_eq!(
-            check_correlation_id(b"a b").unwrap_err(),
-            "contains whitespace"
-        );
-        assert_eq!(
-            check_correlation_id(b"a\x01b").unwrap_err(),
-            "contains a control character"
-        );
-        assert_eq!(
-            check_correlation_id("caf\u{e9}".as_bytes()).unwrap_err(),
-            "is not ASCII"
-        );
-        assert_eq!(
-            check_correlation_id(b"a/b").unwrap_err(),
-            "contains a character outside the RFC 7230 token set"
-        );
     }
 }

@@ -9,11 +9,13 @@
 //! [`http`] and [`tls`] (the HTTP transport and its guard), [`auth`], [`metrics`], [`caller`],
 //! [`external`] (evidence providers that are MCP servers).
 
+pub mod admission;
 pub mod auth;
 pub mod caller;
 pub mod config;
 pub mod error;
 pub mod external;
+pub mod grpc;
 pub mod handler;
 pub mod http;
 pub mod metrics;
@@ -22,4 +24,4 @@ pub mod tls;
 pub mod tools;
 
 pub use config::{CONFIG_ENV, Config, Loaded};
-pub use server::{DataDir, HttpServer, ServeError, Server};
+pub use server::{DataDir, GrpcServer, HttpServer, ServeError, Server};

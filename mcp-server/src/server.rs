@@ -14,9 +14,11 @@ use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
 use crate::auth::Authenticator;
 use crate::caller::Transport;
 use crate::config::{Config, Loaded, Problem, StoreKind};
+use crate::grpc::{self, GrpcOptions};
 use crate::handler::{McpHandler, Shared};
 use crate::http::{self, HttpOptions};
 use crate::metrics::Metrics;
@@ -94,6 +96,7 @@ impl DataDir {
 /// A configured server, its stores open, not yet serving.
 pub struct Server {
     shared: Arc<Shared>,
+    admission: Arc<Admission>,
     config: Config,
 }
 
@@ -155,7 +158,16 @@ impl Server {
             feedback: config.server.feedback.clone(),
         };
         let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
-        Ok(Self { shared, config })
+        let admission = Arc::new(Admission::new(
+            Authenticator::new(&config.server.auth),
+            config.server.limits.max_inflight,
+            config.server.limits.rate_limit.as_ref(),
+        ));
+        Ok(Self {
+            shared,
+            admission,
+            config,
+        })
     }
 
     /// What every connection shares (the service, metrics, audit).
@@ -197,14 +209,61 @@ impl Server {
     /// # Errors
     /// [`ServeError::Config`] when the address needs authentication or TLS the configuration
     /// lacks, or TLS files are unusable; [`ServeError::Transport`] when binding fails.
-    pub async fn bind_http(self, addr: SocketAddr) -> Result<HttpServer, ServeError> {
+    pub async fn bind_http(&self, addr: SocketAddr) -> Result<HttpServer, ServeError> {
         let config = &self.config;
+        let (listener, local_addr, tls) = self.bind(addr, "--http").await?;
+        let mut allowed_hosts = config.server.allowed_hosts.clone();
+        allowed_hosts.push(local_addr.ip().to_string());
+        allowed_hosts.push(local_addr.to_string());
+        let options = HttpOptions {
+            admission: self.admission.clone(),
+            max_body_bytes: config.server.limits.max_body_bytes,
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            allowed_hosts,
+            tls,
+        };
+        Ok(HttpServer {
+            listener,
+            local_addr,
+            options,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+impl Server {
+    /// Binds the gRPC listener on `addr` (port 0 picks a free port), under the same
+    /// authentication, limits and TLS as HTTP.
+    ///
+    /// # Errors
+    /// As [`Self::bind_http`].
+    pub async fn bind_grpc(&self, addr: SocketAddr) -> Result<GrpcServer, ServeError> {
+        let (listener, local_addr, tls) = self.bind(addr, "--grpc").await?;
+        Ok(GrpcServer {
+            listener,
+            local_addr,
+            options: GrpcOptions {
+                admission: self.admission.clone(),
+                max_message_bytes: self.config.server.limits.max_body_bytes,
+                tls,
+            },
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Checks that `addr` may be exposed with this configuration, loads TLS and binds.
+    async fn bind(
+        &self,
+        addr: SocketAddr,
+        flag: &str,
+    ) -> Result<(TcpListener, SocketAddr, Option<TlsSettings>), ServeError> {
         let mut problems = Vec::new();
-        config.exposure_problems(addr, "--http", &mut problems);
+        self.config.exposure_problems(addr, flag, &mut problems);
         if !problems.is_empty() {
             return Err(ServeError::Config(problems));
         }
-        let tls = config
+        let tls = self
+            .config
             .server
             .tls
             .as_ref()
@@ -222,24 +281,47 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| ServeError::Transport(e.to_string()))?;
-        let mut allowed_hosts = config.server.allowed_hosts.clone();
-        allowed_hosts.push(local_addr.ip().to_string());
-        allowed_hosts.push(local_addr.to_string());
-        let options = HttpOptions {
-            auth: Authenticator::new(&config.server.auth),
-            max_body_bytes: config.server.limits.max_body_bytes,
-            max_inflight: config.server.limits.max_inflight,
-            rate_limit: config.server.limits.rate_limit.clone(),
-            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-            allowed_hosts,
-            tls,
-        };
-        Ok(HttpServer {
-            listener,
-            local_addr,
-            options,
-            shared: self.shared,
-        })
+        Ok((listener, local_addr, tls))
+    }
+}
+
+/// A bound gRPC server.
+pub struct GrpcServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    options: GrpcOptions,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for GrpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcServer {
+    /// The address it listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether this server terminates TLS.
+    #[must_use]
+    pub fn tls(&self) -> bool {
+        self.options.tls.is_some()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains calls in progress.
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`] when the listener fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        grpc::serve(self.listener, self.shared, self.options, shutdown)
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))
     }
 }
 

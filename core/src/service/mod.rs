@@ -50,12 +50,14 @@ mod runpacks;
 mod runs;
 mod scenarios;
 mod schemas;
+mod watch;
 
 pub use precheck::{DataShapeId, PrecheckRequest, PrecheckResult};
 pub use providers::{CheckSchemaView, EvidenceQueryRequest, ProviderContractView, ProviderSummary};
 pub use runpacks::ExportResult;
 pub use runs::{NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest};
 pub use scenarios::DefineResult;
+pub use watch::RunWatch;
 
 /// How often a trigger or submission is recomputed when a concurrent call appended first.
 const MAX_APPEND_ATTEMPTS: usize = 8;
@@ -205,6 +207,7 @@ impl DecisionGateBuilder {
                 NonZeroUsize::new(PLAN_CACHE_SIZE).unwrap_or(NonZeroUsize::MIN),
             )),
             call_seq: AtomicU64::new(0),
+            appended: tokio::sync::watch::Sender::new(0),
             // A random instance id without a dependency: std seeds RandomState randomly.
             instance: std::hash::BuildHasher::build_hasher(
                 &std::collections::hash_map::RandomState::new(),
@@ -232,6 +235,8 @@ pub struct DecisionGate {
     plans: Mutex<LruCache<(TenantId, NamespaceId, ScenarioId), Arc<Plan>>>,
     call_seq: AtomicU64,
     instance: u64,
+    /// Bumped after every journal append of this instance, so watchers wake without polling.
+    appended: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for DecisionGate {

@@ -204,6 +204,7 @@ impl DecisionGate {
             })),
         };
         self.runs.create(&head, &entry, effects).await?;
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok((
             StartResult {
                 run: head,
@@ -294,7 +295,10 @@ impl DecisionGate {
             .append(expected_revision, head, entry, effects)
             .await
         {
-            Ok(()) => Ok(Some(self.runs.owns_effects())),
+            Ok(()) => {
+                self.appended.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(Some(self.runs.owns_effects()))
+            }
             Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }

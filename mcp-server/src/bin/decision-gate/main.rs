@@ -37,14 +37,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the MCP tools: on stdin/stdout by default, or over Streamable HTTP at `/mcp`.
+    /// Serve the MCP tools: on stdin/stdout by default, or over Streamable HTTP at `/mcp`;
+    /// and the gRPC API beside or instead of HTTP.
     Serve {
-        /// Serve on stdin/stdout (the default unless `server.bind` is configured).
-        #[arg(long, conflicts_with = "http")]
+        /// Serve on stdin/stdout (the default unless `server.bind` or `--grpc` is given).
+        #[arg(long, conflicts_with_all = ["http", "grpc"])]
         stdio: bool,
         /// Serve Streamable HTTP on this address (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
+        /// Serve the gRPC API (`decision_gate.v1.DecisionGate`, health, reflection) on this
+        /// address (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        grpc: Option<SocketAddr>,
         /// Where the database, runpacks and audit trail live (default: the configured
         /// `data_dir`, else `dg-data`).
         #[arg(long)]
@@ -154,6 +159,7 @@ fn main() -> ExitCode {
             Command::Serve {
                 stdio,
                 http,
+                grpc,
                 data_dir,
                 config,
             } => {
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
                     config,
                     stdio,
                     http,
+                    grpc,
                     data_dir,
                 })
                 .await

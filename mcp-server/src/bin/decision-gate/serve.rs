@@ -1,4 +1,5 @@
-//! `decision-gate serve`: the MCP server over stdio (the default) or Streamable HTTP at `/mcp`.
+//! `decision-gate serve`: the MCP server over stdio (the default) or Streamable HTTP at `/mcp`,
+//! and the gRPC API beside or instead of HTTP.
 //! Without a configuration file it is local-only, stores everything under the data directory
 //! and offers the built-in `time` provider.
 
@@ -17,6 +18,7 @@ pub(crate) struct ServeArgs {
     pub(crate) config: Option<PathBuf>,
     pub(crate) stdio: bool,
     pub(crate) http: Option<SocketAddr>,
+    pub(crate) grpc: Option<SocketAddr>,
     pub(crate) data_dir: Option<PathBuf>,
 }
 
@@ -44,10 +46,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.http.or(loaded.config.server.bind)
     };
+    let grpc = args.grpc;
     let result = async {
         let server = Server::open(loaded, &data_dir).await?;
-        match http {
-            None => server.serve_stdio().await,
+        if http.is_none() && grpc.is_none() {
+            return server.serve_stdio().await;
+        }
+        let shutdown = CancellationToken::new();
+        let http = match http {
+            None => None,
             Some(addr) => {
                 let bound = server.bind_http(addr).await?;
                 let scheme = if bound.tls() { "https" } else { "http" };
@@ -57,11 +64,45 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     bound.local_addr(),
                     data_dir.path().display()
                 );
-                let shutdown = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(shutdown.clone()));
-                bound.run(shutdown).await
+                Some(bound.run(shutdown.clone()))
             }
-        }
+        };
+        let grpc = match grpc {
+            None => None,
+            Some(addr) => {
+                let bound = server.bind_grpc(addr).await?;
+                let framing = if bound.tls() {
+                    "TLS"
+                } else {
+                    "plaintext HTTP/2"
+                };
+                eprintln!(
+                    "decision-gate: serving gRPC on {} ({framing}; data in {})",
+                    bound.local_addr(),
+                    data_dir.path().display()
+                );
+                Some(bound.run(shutdown.clone()))
+            }
+        };
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        let http = async {
+            match http {
+                Some(running) => running.await,
+                None => Ok(()),
+            }
+        };
+        let grpc = async {
+            match grpc {
+                Some(running) => running.await,
+                None => Ok(()),
+            }
+        };
+        // Either listener failing stops both.
+        let stop = shutdown.clone();
+        let (h, g) = tokio::join!(async { http.await.inspect_err(|_| stop.cancel()) }, async {
+            grpc.await.inspect_err(|_| shutdown.cancel())
+        },);
+        h.and(g)
     }
     .await;
     match result {

@@ -1,0 +1,259 @@
+//! Admission of network requests, the same on every network transport (MCP over HTTP, gRPC):
+//! correlation id, then the in-flight limit, then authentication, then the per-principal rate
+//! limit. One [`Admission`] is shared by all listeners of a server, so a principal's rate and
+//! the server's capacity are one budget whatever the transport. Each transport renders a
+//! [`Refusal`] in its own terms (HTTP status and JSON-RPC code, gRPC status) and audits it with
+//! [`Refusal::event`].
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use decision_gate_core::access::{AccessEvent, AccessRefusal};
+use decision_gate_core::hashing::HashDigest;
+use decision_gate_core::ids::CorrelationId;
+use decision_gate_core::{HashAlgorithm, Principal};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::{Authenticator, Presented};
+use crate::caller::Transport;
+use crate::config::RateLimitConfig;
+
+/// Longest client correlation id.
+const MAX_CORRELATION_ID: usize = 128;
+
+/// The checks every network request passes before it reaches a tool.
+pub struct Admission {
+    auth: Authenticator,
+    inflight: Arc<Semaphore>,
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("auth", &self.auth.mode())
+            .field("available", &self.inflight.available_permits())
+            .field("rate_limited", &self.limiter.is_some())
+            .finish()
+    }
+}
+
+/// Why a request was refused, with what the audit record needs.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    /// Which check refused it.
+    pub refusal: AccessRefusal,
+    /// What was wrong, in words (never a credential).
+    pub message: String,
+    /// How long to wait, for rate limits.
+    pub retry_after_ms: Option<u64>,
+    /// The authenticated subject, when the refusal came after authentication.
+    pub principal: Option<String>,
+    /// The digest of a presented credential or malformed value.
+    pub presented: Option<HashDigest>,
+}
+
+impl Refusal {
+    /// A refusal with nothing but its reason.
+    #[must_use]
+    pub fn new(refusal: AccessRefusal, message: impl Into<String>) -> Self {
+        Self {
+            refusal,
+            message: message.into(),
+            retry_after_ms: None,
+            principal: None,
+            presented: None,
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self.refusal,
+            AccessRefusal::RateLimited | AccessRefusal::Overloaded
+        )
+    }
+
+    /// The audit record of this refusal.
+    #[must_use]
+    pub fn event(&self, transport: Transport, seen: &Seen) -> AccessEvent {
+        AccessEvent {
+            refusal: self.refusal,
+            transport: transport.name().to_owned(),
+            principal: self.principal.clone(),
+            peer: seen.peer.map(|p| p.ip().to_string()),
+            tool: seen.tool.clone(),
+            request_id: seen.request_id.clone(),
+            correlation_id: seen.correlation_id.clone(),
+            presented_hash: self.presented.clone(),
+            detail: self.message.clone(),
+        }
+    }
+}
+
+/// What is known of a request when it is refused.
+#[derive(Clone, Debug, Default)]
+pub struct Seen {
+    /// The peer address.
+    pub peer: Option<SocketAddr>,
+    /// The server-issued request id.
+    pub request_id: Option<String>,
+    /// The validated correlation id.
+    pub correlation_id: Option<CorrelationId>,
+    /// The operation, where the transport names it before the body is read (gRPC).
+    pub tool: Option<String>,
+}
+
+/// An admitted request: who, and the in-flight permit to hold until the answer is out.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The authenticated principal.
+    pub principal: Principal,
+    /// Released when dropped.
+    pub permit: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// The checks a (validated) configuration describes.
+    #[must_use]
+    pub fn new(auth: Authenticator, max_inflight: usize, rate: Option<&RateLimitConfig>) -> Self {
+        let limiter = rate.map(|r| {
+            let per_second = NonZeroU32::new(r.requests_per_second).unwrap_or(NonZeroU32::MIN);
+            let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
+        Self {
+            auth,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            limiter,
+        }
+    }
+
+    /// The authenticator.
+    #[must_use]
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Validates a client correlation id, when one was sent; the first check, so that every
+    /// later refusal is audited with it.
+    ///
+    /// # Errors
+    /// [`AccessRefusal::InvalidCorrelationId`] naming what is wrong with it.
+    pub fn correlation_id(
+        raw: Option<&[u8]>,
+        name: &str,
+    ) -> Result<Option<CorrelationId>, Refusal> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        check_correlation_id(raw)
+            .map(Some)
+            .map_err(|reason| Refusal {
+                presented: Some(HashAlgorithm::Sha256.digest(raw)),
+                ..Refusal::new(
+                    AccessRefusal::InvalidCorrelationId,
+                    format!("{name} {reason}"),
+                )
+            })
+    }
+
+    /// The in-flight limit, authentication and the rate limit, in that order.
+    ///
+    /// # Errors
+    /// The first check that refuses the request.
+    pub fn admit(&self, presented: Presented<'_>) -> Result<Admitted, Refusal> {
+        let permit =
+            self.inflight.clone().try_acquire_owned().map_err(|_| {
+                Refusal::new(AccessRefusal::Overloaded, "too many requests in flight")
+            })?;
+        let principal = self
+            .auth
+            .authenticate(presented)
+            .map_err(|failure| Refusal {
+                presented: failure.presented,
+                ..Refusal::new(AccessRefusal::Unauthenticated, failure.detail)
+            })?;
+        if let Some(limiter) = &self.limiter
+            && let Err(not_until) = limiter.check_key(&principal.subject)
+        {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            return Err(Refusal {
+                retry_after_ms: Some(ms),
+                principal: Some(principal.subject),
+                ..Refusal::new(AccessRefusal::RateLimited, "rate limit exceeded")
+            });
+        }
+        Ok(Admitted { principal, permit })
+    }
+}
+
+/// A client correlation id: trimmed, 1..=128 RFC 7230 token characters.
+fn check_correlation_id(raw: &[u8]) -> Result<CorrelationId, &'static str> {
+    let value = raw.trim_ascii();
+    if value.is_empty() {
+        return Err("is empty");
+    }
+    if value.len() > MAX_CORRELATION_ID {
+        return Err("is longer than 128 characters");
+    }
+    if let Some(&b) = value.iter().find(|&&b| !is_token_char(b)) {
+        return Err(if b.is_ascii_whitespace() {
+            "contains whitespace"
+        } else if b.is_ascii_control() {
+            "contains a control character"
+        } else if !b.is_ascii() {
+            "is not ASCII"
+        } else {
+            "contains a character outside the RFC 7230 token set"
+        });
+    }
+    let text = std::str::from_utf8(value).map_err(|_| "is not ASCII")?;
+    CorrelationId::new(text).map_err(|_| "is not a valid identifier")
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_trimmed_tokens_of_at_most_128_characters() {
+        assert_eq!(
+            check_correlation_id(b"  run-42.attempt_1  ")
+                .unwrap()
+                .as_str(),
+            "run-42.attempt_1"
+        );
+        assert_eq!(check_correlation_id(b"   ").unwrap_err(), "is empty");
+        assert_eq!(
+            check_correlation_id("a".repeat(129).as_bytes()).unwrap_err(),
+            "is longer than 128 characters"
+        );
+        assert!(check_correlation_id("a".repeat(128).as_bytes()).is_ok());
+        assert_eq!(
+            check_correlation_id(b"a b").unwrap_err(),
+            "contains whitespace"
+        );
+        assert_eq!(
+            check_correlation_id(b"a\x01b").unwrap_err(),
+            "contains a control character"
+        );
+        assert_eq!(
+            check_correlation_id("caf\u{e9}".as_bytes()).unwrap_err(),
+            "is not ASCII"
+        );
+        assert_eq!(
+            check_correlation_id(b"a/b").unwrap_err(),
+            "contains a character outside the RFC 7230 token set"
+        );
+    }
+}

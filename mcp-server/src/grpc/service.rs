@@ -1,0 +1,446 @@
+//! `decision_gate.v1.DecisionGate`: each method turns its message into the arguments of the
+//! MCP tool of the same name, runs it through [`Shared::invoke`], and converts the result.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use decision_gate_core::Action;
+use decision_gate_core::store::{DataShapeRecord, Page, ScenarioSummary};
+use serde_json::{Value, json};
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, take};
+use super::{pb, status};
+use crate::caller::{Caller, Transport};
+use crate::handler::Shared;
+
+/// The gRPC service over a server's shared state.
+#[derive(Clone)]
+pub struct GrpcApi {
+    shared: Arc<Shared>,
+}
+
+impl GrpcApi {
+    /// The service.
+    #[must_use]
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The service behind the transports.
+    pub(super) fn gate(&self) -> Arc<decision_gate_core::DecisionGate> {
+        self.shared.gate.clone()
+    }
+
+    /// Runs one operation for the caller the admission guard attached.
+    async fn invoke<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        args: Value,
+    ) -> Result<Value, Status> {
+        let started = Instant::now();
+        // Fail closed: a call without a caller did not pass the admission guard.
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| Status::internal("request reached the service unauthenticated"))?;
+        self.shared
+            .invoke(Transport::Grpc, caller, action, args, started)
+            .await
+            .map_err(status::tool_error)
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::decision_gate_server::DecisionGate for GrpcApi {
+    async fn define_scenario(
+        &self,
+        request: Request<pb::DefineScenarioRequest>,
+    ) -> Answer<pb::DefineScenarioResponse> {
+        let spec = convert::json_text(&request.get_ref().spec_json, "spec_json")?;
+        let mut v = self
+            .invoke(&request, Action::ScenarioDefine, json!({ "spec": spec }))
+            .await?;
+        Ok(Response::new(pb::DefineScenarioResponse {
+            scenario_id: take(&mut v, "scenario_id")?,
+            spec_hash: Some(convert::digest(take(&mut v, "spec_hash")?)),
+            created: take(&mut v, "created")?,
+        }))
+    }
+
+    async fn start_run(
+        &self,
+        request: Request<pb::StartRunRequest>,
+    ) -> Answer<pb::StartRunResponse> {
+        let r = request.get_ref();
+        let targets = r
+            .dispatch_targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| convert::dispatch_target(t, &format!("dispatch_targets[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let args = json!({
+            "scenario_id": r.scenario_id,
+            "started_at": convert::timestamp(r.started_at.as_ref(), "started_at")?,
+            "run_config": {
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "run_id": r.run_id,
+                "dispatch_targets": targets,
+            },
+        });
+        let mut v = self.invoke(&request, Action::ScenarioStart, args).await?;
+        let packets: Vec<decision_gate_core::disclosure::PacketRecord> = take(&mut v, "packets")?;
+        Ok(Response::new(pb::StartRunResponse {
+            run_id: take(&mut v, "run_id")?,
+            status: convert::status(take(&mut v, "status")?),
+            current_stage_id: take(&mut v, "current_stage_id")?,
+            spec_hash: Some(convert::digest(take(&mut v, "spec_hash")?)),
+            revision: take(&mut v, "revision")?,
+            decision: Some(convert::decision(take(&mut v, "decision")?)),
+            packets: packets.into_iter().map(convert::packet).collect(),
+        }))
+    }
+
+    async fn get_run_status(
+        &self,
+        request: Request<pb::GetRunStatusRequest>,
+    ) -> Answer<pb::GetRunStatusResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "scenario_id": r.scenario_id,
+            "request": {
+                "run_id": r.run_id,
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "correlation_id": r.correlation_id,
+            },
+        });
+        let v = self.invoke(&request, Action::ScenarioStatus, args).await?;
+        let view: decision_gate_core::service::RunStatusView = serde_json::from_value(v)
+            .map_err(|e| Status::internal(format!("the run status could not be read: {e}")))?;
+        Ok(Response::new(pb::GetRunStatusResponse {
+            run_id: view.run_id.to_string(),
+            scenario_id: view.scenario_id.to_string(),
+            current_stage_id: view.current_stage_id.to_string(),
+            status: convert::status(view.status),
+            last_decision: Some(convert::decision(view.last_decision)),
+            issued_packet_ids: view
+                .issued_packet_ids
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            safe_summary: view.safe_summary.map(convert::safe_summary),
+            revision: view.revision,
+        }))
+    }
+
+    async fn next(&self, request: Request<pb::NextRequest>) -> Answer<pb::TriggerResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "scenario_id": r.scenario_id,
+            "feedback": convert::feedback_level(r.feedback)?,
+            "request": {
+                "run_id": r.run_id,
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "trigger_id": r.trigger_id,
+                "agent_id": r.agent_id,
+                "time": convert::timestamp(r.time.as_ref(), "time")?,
+                "correlation_id": r.correlation_id,
+            },
+        });
+        let v = self.invoke(&request, Action::ScenarioNext, args).await?;
+        Ok(Response::new(convert::trigger_response(v)?))
+    }
+
+    async fn submit(&self, request: Request<pb::SubmitRequest>) -> Answer<pb::SubmitResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "scenario_id": r.scenario_id,
+            "request": {
+                "run_id": r.run_id,
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "submission_id": r.submission_id,
+                "payload": convert::payload(r.payload.as_ref(), "payload")?,
+                "content_type": r.content_type,
+                "submitted_at": convert::timestamp(r.submitted_at.as_ref(), "submitted_at")?,
+                "correlation_id": r.correlation_id,
+            },
+        });
+        let mut v = self.invoke(&request, Action::ScenarioSubmit, args).await?;
+        let record: decision_gate_core::run::SubmissionRecord = take(&mut v, "record")?;
+        Ok(Response::new(pb::SubmitResponse {
+            record: Some(pb::Submission {
+                submission_id: record.submission_id.to_string(),
+                run_id: record.run_id.to_string(),
+                payload: Some(convert::packet_payload(record.payload)),
+                content_type: record.content_type,
+                content_hash: Some(convert::digest(record.content_hash)),
+                submitted_at: Some(convert::ts(record.submitted_at)),
+                correlation_id: record.correlation_id.map(|c| c.to_string()),
+            }),
+        }))
+    }
+
+    async fn trigger(&self, request: Request<pb::TriggerRequest>) -> Answer<pb::TriggerResponse> {
+        let r = request.get_ref();
+        let payload = match &r.payload {
+            Some(p) => convert::payload(Some(p), "payload")?,
+            None => Value::Null,
+        };
+        let args = json!({
+            "scenario_id": r.scenario_id,
+            "trigger": {
+                "run_id": r.run_id,
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "trigger_id": r.trigger_id,
+                "kind": convert::trigger_kind(r.kind)?,
+                "time": convert::timestamp(r.time.as_ref(), "time")?,
+                "source_id": r.source_id,
+                "payload": payload,
+                "correlation_id": r.correlation_id,
+            },
+        });
+        let v = self.invoke(&request, Action::ScenarioTrigger, args).await?;
+        Ok(Response::new(convert::trigger_response(v)?))
+    }
+
+    async fn query_evidence(
+        &self,
+        request: Request<pb::QueryEvidenceRequest>,
+    ) -> Answer<pb::QueryEvidenceResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "query": {
+                "provider_id": r.provider_id,
+                "check_id": r.check_id,
+                "params": convert::optional_json(r.params_json.as_deref(), "params_json")?,
+            },
+            "context": {
+                "run_id": r.run_id,
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "correlation_id": r.correlation_id,
+                "scenario_id": r.scenario_id,
+                "stage_id": r.stage_id,
+                "trigger_id": r.trigger_id,
+                "trigger_time": convert::timestamp(r.trigger_time.as_ref(), "trigger_time")?,
+            },
+        });
+        let v = self.invoke(&request, Action::EvidenceQuery, args).await?;
+        Ok(Response::new(pb::QueryEvidenceResponse {
+            result_json: convert::text(&v["result"]),
+        }))
+    }
+
+    async fn export_runpack(
+        &self,
+        request: Request<pb::ExportRunpackRequest>,
+    ) -> Answer<pb::ExportRunpackResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "tenant_id": r.tenant_id,
+            "namespace_id": r.namespace_id,
+            "scenario_id": r.scenario_id,
+            "run_id": r.run_id,
+            "generated_at": convert::timestamp(r.generated_at.as_ref(), "generated_at")?,
+            "include_verification": r.include_verification,
+        });
+        let mut v = self.invoke(&request, Action::RunpackExport, args).await?;
+        Ok(Response::new(pb::ExportRunpackResponse {
+            export_id: take(&mut v, "export_id")?,
+            manifest_json: convert::text(&v["manifest"]),
+            storage_uri: take(&mut v, "storage_uri")?,
+            report_json: convert::optional_text(&v, "report"),
+        }))
+    }
+
+    async fn verify_runpack(
+        &self,
+        request: Request<pb::VerifyRunpackRequest>,
+    ) -> Answer<pb::VerifyRunpackResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "tenant_id": r.tenant_id,
+            "namespace_id": r.namespace_id,
+            "run_id": r.run_id,
+            "export_id": r.export_id,
+        });
+        let v = self.invoke(&request, Action::RunpackVerify, args).await?;
+        Ok(Response::new(pb::VerifyRunpackResponse {
+            passed: v["status"] == "pass",
+            report_json: convert::text(&v["report"]),
+        }))
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<pb::ListProvidersRequest>,
+    ) -> Answer<pb::ListProvidersResponse> {
+        let mut v = self
+            .invoke(&request, Action::ProvidersList, json!({}))
+            .await?;
+        let providers: Vec<decision_gate_core::service::ProviderSummary> =
+            take(&mut v, "providers")?;
+        Ok(Response::new(pb::ListProvidersResponse {
+            providers: providers
+                .into_iter()
+                .map(|p| pb::ProviderSummary {
+                    provider_id: p.provider_id.to_string(),
+                    transport: json!(p.transport).as_str().unwrap_or_default().to_owned(),
+                    description: p.description,
+                    checks: p.checks.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_provider_contract(
+        &self,
+        request: Request<pb::GetProviderContractRequest>,
+    ) -> Answer<pb::GetProviderContractResponse> {
+        let args = json!({ "provider_id": request.get_ref().provider_id });
+        let v = self
+            .invoke(&request, Action::ProviderContractGet, args)
+            .await?;
+        Ok(Response::new(pb::GetProviderContractResponse {
+            contract_json: convert::text(&v),
+        }))
+    }
+
+    async fn get_provider_check_schema(
+        &self,
+        request: Request<pb::GetProviderCheckSchemaRequest>,
+    ) -> Answer<pb::GetProviderCheckSchemaResponse> {
+        let r = request.get_ref();
+        let args = json!({ "provider_id": r.provider_id, "check_id": r.check_id });
+        let v = self
+            .invoke(&request, Action::ProviderCheckSchemaGet, args)
+            .await?;
+        Ok(Response::new(pb::GetProviderCheckSchemaResponse {
+            check_schema_json: convert::text(&v),
+        }))
+    }
+
+    async fn register_schema(
+        &self,
+        request: Request<pb::RegisterSchemaRequest>,
+    ) -> Answer<pb::RegisterSchemaResponse> {
+        let record = request
+            .get_ref()
+            .record
+            .as_ref()
+            .ok_or_else(|| convert::missing("record"))?;
+        let args = json!({ "record": convert::data_shape_args(record)? });
+        let mut v = self.invoke(&request, Action::SchemasRegister, args).await?;
+        let record: DataShapeRecord = take(&mut v, "record")?;
+        Ok(Response::new(pb::RegisterSchemaResponse {
+            record: Some(convert::data_shape(record)),
+        }))
+    }
+
+    async fn list_schemas(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Answer<pb::ListSchemasResponse> {
+        let args = list_args(request.get_ref());
+        let v = self.invoke(&request, Action::SchemasList, args).await?;
+        let page: Page<DataShapeRecord> = serde_json::from_value(v)
+            .map_err(|e| Status::internal(format!("the page could not be read: {e}")))?;
+        Ok(Response::new(pb::ListSchemasResponse {
+            items: page.items.into_iter().map(convert::data_shape).collect(),
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<pb::GetSchemaRequest>,
+    ) -> Answer<pb::GetSchemaResponse> {
+        let r = request.get_ref();
+        let args = json!({
+            "tenant_id": r.tenant_id,
+            "namespace_id": r.namespace_id,
+            "schema_id": r.schema_id,
+            "version": r.version,
+        });
+        let mut v = self.invoke(&request, Action::SchemasGet, args).await?;
+        let record: DataShapeRecord = take(&mut v, "record")?;
+        Ok(Response::new(pb::GetSchemaResponse {
+            record: Some(convert::data_shape(record)),
+        }))
+    }
+
+    async fn list_scenarios(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Answer<pb::ListScenariosResponse> {
+        let args = list_args(request.get_ref());
+        let v = self.invoke(&request, Action::ScenariosList, args).await?;
+        let page: Page<ScenarioSummary> = serde_json::from_value(v)
+            .map_err(|e| Status::internal(format!("the page could not be read: {e}")))?;
+        Ok(Response::new(pb::ListScenariosResponse {
+            items: page
+                .items
+                .into_iter()
+                .map(|s| pb::ScenarioSummary {
+                    scenario_id: s.scenario_id.to_string(),
+                    namespace_id: s.namespace_id.get(),
+                    spec_hash: Some(convert::digest(s.spec_hash)),
+                })
+                .collect(),
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn precheck(
+        &self,
+        request: Request<pb::PrecheckRequest>,
+    ) -> Answer<pb::PrecheckResponse> {
+        let r = request.get_ref();
+        let mut args = json!({
+            "tenant_id": r.tenant_id,
+            "namespace_id": r.namespace_id,
+            "scenario_id": r.scenario_id,
+            "stage_id": r.stage_id,
+        });
+        if let Some(evidence) = &r.evidence_json {
+            args["evidence"] = convert::json_text(evidence, "evidence_json")?;
+        }
+        if let Some(shape) = &r.data_shape {
+            args["data_shape"] = json!({ "schema_id": shape.schema_id, "version": shape.version });
+        }
+        if let Some(payload) = &r.payload_json {
+            args["payload"] = convert::json_text(payload, "payload_json")?;
+        }
+        let mut v = self.invoke(&request, Action::Precheck, args).await?;
+        Ok(Response::new(pb::PrecheckResponse {
+            decision: Some(convert::outcome(take(&mut v, "decision")?)),
+            gate_evaluations_json: convert::text(&v["gate_evaluations"]),
+        }))
+    }
+
+    type WatchRunStream = super::watch::DecisionStream;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::WatchRunRequest>,
+    ) -> Answer<Self::WatchRunStream> {
+        super::watch::watch(self, request).await
+    }
+}
+
+fn list_args(r: &pb::ListRequest) -> Value {
+    json!({
+        "tenant_id": r.tenant_id,
+        "namespace_id": r.namespace_id,
+        "cursor": r.cursor,
+        "limit": r.limit,
+    })
+}

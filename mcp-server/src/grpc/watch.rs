@@ -1,0 +1,74 @@
+//! `WatchRun`: a server stream of a run's decisions. The watch is opened through the one
+//! dispatch's rules (authorized and audited as a status read); each batch the run appends is
+//! then sent as it comes, and the stream ends when the run has finished.
+
+use std::pin::Pin;
+
+use decision_gate_core::{NamespaceId, RunId, ScenarioId, TenantId};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{GrpcApi, convert, pb, status};
+use crate::caller::Caller;
+use crate::error::ToolError;
+
+/// The stream of decisions.
+pub type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
+
+fn field<T, E: std::fmt::Display>(value: Result<T, E>, name: &str) -> Result<T, Status> {
+    value.map_err(|e| Status::invalid_argument(format!("{name}: {e}")))
+}
+
+pub(super) async fn watch(
+    api: &GrpcApi,
+    request: Request<pb::WatchRunRequest>,
+) -> Result<Response<DecisionStream>, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached the service unauthenticated"))?;
+    let r = request.into_inner();
+    let scenario_id = field(ScenarioId::new(r.scenario_id), "scenario_id")?;
+    let run_id = field(RunId::new(r.run_id), "run_id")?;
+    let ctx = caller.context(
+        field(TenantId::new(r.tenant_id), "tenant_id")?,
+        field(NamespaceId::new(r.namespace_id), "namespace_id")?,
+        None,
+    );
+    let gate = api.gate();
+    let mut watch = gate
+        .watch_run(&ctx, &scenario_id, &run_id, r.after_seq)
+        .await
+        .map_err(|e| status::tool_error(ToolError::from(e)))?;
+    let stream = async_stream_of(move |tx| async move {
+        loop {
+            match gate.next_decisions(&mut watch).await {
+                Ok(Some(decisions)) => {
+                    for d in decisions {
+                        if tx.send(Ok(convert::decision(d))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = tx.send(Err(status::tool_error(ToolError::from(e)))).await;
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Response::new(stream))
+}
+
+/// A stream fed by a task, which stops when the client goes away (the receiver is dropped).
+fn async_stream_of<F, Fut>(produce: F) -> DecisionStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::Decision, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(produce(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
