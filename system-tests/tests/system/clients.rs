@@ -39,7 +39,7 @@ fn next(trigger: &str, at: i64) -> Value {
 }
 
 /// The first session: define, start, advance through every stage, export.
-fn first_session() -> Value {
+pub(crate) fn first_session() -> Value {
     let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
     let mut submit = scope();
     submit["submission_id"] = json!("build-log");

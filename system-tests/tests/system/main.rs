@@ -3,6 +3,7 @@
 
 mod auth;
 mod clients;
+mod grpc;
 mod http;
 mod pki;
 mod providers;

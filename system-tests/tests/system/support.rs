@@ -27,10 +27,12 @@ pub(crate) fn binary() -> PathBuf {
     bin
 }
 
-/// A running `decision-gate serve --http 127.0.0.1:0`, killed on drop.
+/// A running `decision-gate serve --http 127.0.0.1:0 --grpc 127.0.0.1:0`, killed on drop.
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The gRPC listener.
+    pub(crate) grpc_addr: SocketAddr,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) scheme: &'static str,
 }
@@ -49,6 +51,8 @@ impl Server {
         let mut cmd = Command::new(binary());
         cmd.arg("serve")
             .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--grpc")
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -73,23 +77,34 @@ impl Server {
             }
         });
         let mut seen = Vec::new();
-        let (scheme, addr) = loop {
+        let mut mcp = None;
+        let mut grpc = None;
+        let ((scheme, addr), grpc_addr) = loop {
+            if let (Some(m), Some(g)) = (mcp, grpc) {
+                break (m, g);
+            }
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("the server did not start; stderr: {seen:?}"));
             if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on ") {
                 let (scheme, rest) = rest.split_once("://").expect("scheme");
-                let addr = rest.split('/').next().expect("address");
-                break (
-                    if scheme == "https" { "https" } else { "http" },
-                    addr.parse().expect("socket address"),
-                );
+                let addr: SocketAddr = rest
+                    .split('/')
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address");
+                mcp = Some((if scheme == "https" { "https" } else { "http" }, addr));
+            } else if let Some(rest) = line.strip_prefix("decision-gate: serving gRPC on ") {
+                let addr = rest.split(' ').next().expect("address");
+                grpc = Some(addr.parse().expect("socket address"));
             }
             seen.push(line);
         };
         Self {
             child,
             addr,
+            grpc_addr,
             dir,
             scheme,
         }

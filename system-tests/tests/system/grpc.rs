@@ -1,0 +1,570 @@
+//! The gRPC API against the real binary: the parity suite (the same scenario through the
+//! official MCP client and through gRPC gives the same decisions, run state and runpack root
+//! hash), error kinds that correspond, bad input, authentication, health and `WatchRun`.
+
+use decision_gate_mcp::grpc::pb::{self, decision_gate_client::DecisionGateClient};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::clients::first_session;
+use crate::support::{Sdk, Server, THREE_STAGE, drive, ok, tool_error};
+
+type Client = DecisionGateClient<Channel>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn client(server: &Server) -> Client {
+    let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    DecisionGateClient::new(channel)
+}
+
+fn unix(ms: i64) -> Option<pb::Timestamp> {
+    Some(pb::Timestamp {
+        kind: Some(pb::timestamp::Kind::UnixMillis(ms)),
+    })
+}
+
+fn next(trigger: &str, at: i64) -> pb::NextRequest {
+    pb::NextRequest {
+        scenario_id: "release-train".into(),
+        tenant_id: 1,
+        namespace_id: 1,
+        run_id: "run-1".into(),
+        trigger_id: trigger.into(),
+        agent_id: "agent-7".into(),
+        time: unix(at),
+        ..Default::default()
+    }
+}
+
+/// What both transports must agree on about a decision, in the MCP JSON shape.
+fn mcp_decision(d: &Value) -> Value {
+    json!({
+        "decision_id": d["decision_id"], "seq": d["seq"], "trigger_id": d["trigger_id"],
+        "stage_id": d["stage_id"], "kind": d["outcome"]["kind"],
+        "to": d["outcome"]["to_stage"].as_str().or(d["outcome"]["stage_id"].as_str()),
+        "unmet": d["outcome"]["summary"]["unmet_gates"],
+    })
+}
+
+fn grpc_decision(d: &pb::Decision) -> Value {
+    use pb::decision_outcome::Kind;
+    let (kind, to, unmet) = match d.outcome.as_ref().and_then(|o| o.kind.as_ref()) {
+        Some(Kind::Start(s)) => ("start", Some(s.stage_id.clone()), Value::Null),
+        Some(Kind::Complete(c)) => ("complete", Some(c.stage_id.clone()), Value::Null),
+        Some(Kind::Advance(a)) => ("advance", Some(a.to_stage.clone()), Value::Null),
+        Some(Kind::Hold(h)) => (
+            "hold",
+            None,
+            json!(h.summary.as_ref().map(|s| s.unmet_gates.clone())),
+        ),
+        Some(Kind::Fail(_)) => ("fail", None, Value::Null),
+        None => ("none", None, Value::Null),
+    };
+    json!({
+        "decision_id": d.decision_id, "seq": d.seq, "trigger_id": d.trigger_id,
+        "stage_id": d.stage_id, "kind": kind, "to": to, "unmet": unmet,
+    })
+}
+
+fn status_name(status: i32) -> &'static str {
+    match pb::RunStatus::try_from(status) {
+        Ok(pb::RunStatus::Active) => "active",
+        Ok(pb::RunStatus::Completed) => "completed",
+        Ok(pb::RunStatus::Failed) => "failed",
+        _ => "unspecified",
+    }
+}
+
+fn grpc_packets(packets: &[pb::Packet]) -> Value {
+    packets
+        .iter()
+        .map(|p| {
+            let e = p.envelope.as_ref().expect("envelope");
+            json!([e.packet_id, e.content_hash.as_ref().expect("hash").value])
+        })
+        .collect()
+}
+
+fn mcp_packets(packets: &Value) -> Value {
+    packets
+        .as_array()
+        .expect("packets")
+        .iter()
+        .map(|p| {
+            json!([
+                p["envelope"]["packet_id"],
+                p["envelope"]["content_hash"]["value"]
+            ])
+        })
+        .collect()
+}
+
+/// The MCP client's first session (define, start, three nexts with a repeat, submit, tick,
+/// next, status, export) reduced to what the transports must agree on.
+fn mcp_observations(results: &[Value]) -> Vec<Value> {
+    let step = |r: &Value| {
+        let v = ok(r);
+        json!({ "decision": mcp_decision(&v["decision"]), "status": v["status"],
+                "packets": mcp_packets(&v["packets"]) })
+    };
+    let status = ok(&results[8]);
+    let export = ok(&results[9]);
+    let mut out = vec![json!(ok(&results[0])["spec_hash"]["value"])];
+    out.extend(results[1..5].iter().map(step));
+    out.push(json!(ok(&results[5])["record"]["content_hash"]["value"]));
+    out.extend(results[6..8].iter().map(step));
+    out.push(json!({
+        "status": status["status"], "current_stage_id": status["current_stage_id"],
+        "revision": status["revision"], "issued_packet_ids": status["issued_packet_ids"],
+        "last": mcp_decision(&status["last_decision"]),
+    }));
+    out.push(json!({
+        "root_hash": export["manifest"]["integrity"]["root_hash"]["value"],
+        "failures": export["report"]["failures"],
+    }));
+    out
+}
+
+/// The same session through gRPC.
+async fn grpc_observations(c: &mut Client) -> Vec<Value> {
+    let step = |r: pb::TriggerResponse| {
+        json!({
+            "decision": grpc_decision(r.decision.as_ref().expect("decision")),
+            "status": status_name(r.status),
+            "packets": grpc_packets(&r.packets),
+        })
+    };
+    let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+    let defined = c
+        .define_scenario(pb::DefineScenarioRequest {
+            spec_json: spec.to_string(),
+        })
+        .await
+        .expect("define")
+        .into_inner();
+    let started = c
+        .start_run(pb::StartRunRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            started_at: unix(0),
+            dispatch_targets: vec![pb::DispatchTarget {
+                kind: Some(pb::dispatch_target::Kind::AgentId("agent-7".into())),
+            }],
+        })
+        .await
+        .expect("start")
+        .into_inner();
+    let mut out = vec![
+        json!(defined.spec_hash.expect("hash").value),
+        json!({
+            "decision": grpc_decision(started.decision.as_ref().expect("decision")),
+            "status": status_name(started.status),
+            "packets": grpc_packets(&started.packets),
+        }),
+    ];
+    for (trigger, at) in [("next-1", 500), ("next-2", 1500), ("next-2", 1500)] {
+        out.push(step(
+            c.next(next(trigger, at)).await.expect("next").into_inner(),
+        ));
+    }
+    let submitted = c
+        .submit(pb::SubmitRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            submission_id: "build-log".into(),
+            payload: Some(pb::Payload {
+                kind: Some(pb::payload::Kind::Json(r#"{"log":"ok"}"#.into())),
+            }),
+            content_type: "application/json".into(),
+            submitted_at: unix(1600),
+            correlation_id: None,
+        })
+        .await
+        .expect("submit")
+        .into_inner();
+    out.push(json!(
+        submitted
+            .record
+            .expect("record")
+            .content_hash
+            .expect("hash")
+            .value
+    ));
+    let ticked = c
+        .trigger(pb::TriggerRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            trigger_id: "tick-3".into(),
+            kind: pb::TriggerKind::Tick.into(),
+            time: unix(2500),
+            source_id: "scheduler".into(),
+            payload: None,
+            correlation_id: None,
+        })
+        .await
+        .expect("trigger")
+        .into_inner();
+    out.push(step(ticked));
+    out.push(step(
+        c.next(next("next-4", 2600))
+            .await
+            .expect("next")
+            .into_inner(),
+    ));
+    let status = c
+        .get_run_status(pb::GetRunStatusRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            correlation_id: None,
+        })
+        .await
+        .expect("status")
+        .into_inner();
+    out.push(json!({
+        "status": status_name(status.status), "current_stage_id": status.current_stage_id,
+        "revision": status.revision, "issued_packet_ids": status.issued_packet_ids,
+        "last": grpc_decision(status.last_decision.as_ref().expect("last decision")),
+    }));
+    let export = c
+        .export_runpack(pb::ExportRunpackRequest {
+            tenant_id: 1,
+            namespace_id: 1,
+            scenario_id: "release-train".into(),
+            run_id: "run-1".into(),
+            generated_at: unix(3000),
+            include_verification: true,
+        })
+        .await
+        .expect("export")
+        .into_inner();
+    let manifest: Value = serde_json::from_str(&export.manifest_json).expect("manifest JSON");
+    let report: Value =
+        serde_json::from_str(export.report_json.as_deref().expect("report")).expect("report JSON");
+    out.push(json!({
+        "root_hash": manifest["integrity"]["root_hash"]["value"],
+        "failures": report["failures"],
+    }));
+    out
+}
+
+#[test]
+fn the_same_scenario_through_mcp_and_grpc_gives_the_same_decisions_state_and_root_hash() {
+    let mcp_server = Server::start();
+    let target = json!({ "url": mcp_server.mcp_url() });
+    let transcript = drive(Sdk::Python, target, first_session());
+    let mcp = mcp_observations(transcript["results"].as_array().expect("results"));
+
+    let grpc_server = Server::start();
+    let grpc = runtime().block_on(async {
+        let mut c = client(&grpc_server).await;
+        grpc_observations(&mut c).await
+    });
+    assert_eq!(mcp.len(), grpc.len());
+    for (i, (m, g)) in mcp.iter().zip(&grpc).enumerate() {
+        assert_eq!(m, g, "step {i}");
+    }
+    let export = mcp.last().expect("export");
+    assert_eq!(export["failures"], json!([]));
+    assert!(
+        export["root_hash"].as_str().is_some_and(|h| h.len() == 64),
+        "{export}"
+    );
+    // The run completed: a finished run's decision says so on both sides.
+    assert_eq!(grpc[8]["status"], "completed");
+}
+
+#[test]
+fn error_kinds_correspond_and_bad_input_names_the_field() {
+    let server = Server::start();
+    let transcript = drive(
+        Sdk::Python,
+        json!({ "url": server.mcp_url() }),
+        json!([
+            { "tool": "scenario_status", "arguments": { "scenario_id": "nope",
+              "request": { "run_id": "r", "tenant_id": 1, "namespace_id": 1 } } },
+            { "tool": "scenarios_list", "arguments": { "tenant_id": 0, "namespace_id": 1 } },
+        ]),
+    );
+    let r = transcript["results"].as_array().expect("results");
+    let mcp_kinds = [
+        tool_error(&r[0])["kind"].clone(),
+        tool_error(&r[1])["kind"].clone(),
+    ];
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        let missing = c
+            .get_run_status(pb::GetRunStatusRequest {
+                scenario_id: "nope".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "r".into(),
+                correlation_id: None,
+            })
+            .await
+            .expect_err("unknown run");
+        assert_eq!(missing.code(), tonic::Code::NotFound);
+        assert_eq!(
+            missing.metadata().get("dg-error-kind").expect("kind"),
+            mcp_kinds[0].as_str().expect("kind")
+        );
+        let bad_tenant = c
+            .list_scenarios(pb::ListRequest {
+                tenant_id: 0,
+                namespace_id: 1,
+                ..Default::default()
+            })
+            .await
+            .expect_err("tenant 0");
+        assert_eq!(bad_tenant.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            bad_tenant.metadata().get("dg-error-kind").expect("kind"),
+            mcp_kinds[1].as_str().expect("kind")
+        );
+        assert!(bad_tenant.message().contains("tenant_id"), "{bad_tenant:?}");
+
+        // Invalid JSON inside a *_json field, a missing timestamp, an unknown enum value.
+        let bad_json = c
+            .define_scenario(pb::DefineScenarioRequest {
+                spec_json: "{".into(),
+            })
+            .await
+            .expect_err("bad JSON");
+        assert_eq!(bad_json.code(), tonic::Code::InvalidArgument);
+        assert!(bad_json.message().starts_with("spec_json:"), "{bad_json:?}");
+        let no_time = c
+            .next(pb::NextRequest {
+                time: None,
+                ..next("t", 0)
+            })
+            .await
+            .expect_err("no time");
+        assert_eq!(no_time.code(), tonic::Code::InvalidArgument);
+        assert_eq!(no_time.message(), "time: required");
+        let unknown_kind = c
+            .trigger(pb::TriggerRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "run-1".into(),
+                trigger_id: "t".into(),
+                kind: 42,
+                time: unix(0),
+                source_id: "s".into(),
+                payload: None,
+                correlation_id: None,
+            })
+            .await
+            .expect_err("unknown kind");
+        assert_eq!(unknown_kind.code(), tonic::Code::InvalidArgument);
+        assert!(
+            unknown_kind.message().starts_with("kind:"),
+            "{unknown_kind:?}"
+        );
+        // Nothing was written by any of them.
+        let listed = c
+            .list_scenarios(pb::ListRequest {
+                tenant_id: 1,
+                namespace_id: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        assert!(listed.items.is_empty());
+        assert_eq!(listed.next_token, None, "the last page has no next token");
+    });
+}
+
+#[test]
+fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+        c.define_scenario(pb::DefineScenarioRequest {
+            spec_json: spec.to_string(),
+        })
+        .await
+        .expect("define");
+        c.start_run(pb::StartRunRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            started_at: unix(0),
+            dispatch_targets: Vec::new(),
+        })
+        .await
+        .expect("start");
+        let mut stream = c
+            .watch_run(pb::WatchRunRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "run-1".into(),
+                after_seq: 0,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .expect("stream")
+            .expect("start decision");
+        assert_eq!(first.seq, 1);
+        // A decision made after the watch began arrives on it.
+        let mut driver = c.clone();
+        let advanced = driver
+            .next(next("next-1", 1500))
+            .await
+            .expect("next")
+            .into_inner();
+        let second = stream
+            .message()
+            .await
+            .expect("stream")
+            .expect("next decision");
+        assert_eq!(Some(&second), advanced.decision.as_ref());
+        // Drive the run to completion; the stream delivers the rest and ends.
+        driver
+            .trigger(pb::TriggerRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "run-1".into(),
+                trigger_id: "tick".into(),
+                kind: pb::TriggerKind::Tick.into(),
+                time: unix(2500),
+                source_id: "scheduler".into(),
+                payload: None,
+                correlation_id: None,
+            })
+            .await
+            .expect("tick");
+        driver.next(next("next-3", 2600)).await.expect("next");
+        let mut rest = Vec::new();
+        while let Some(d) = stream.message().await.expect("stream") {
+            rest.push(d.seq);
+        }
+        assert_eq!(rest, [3, 4]);
+        let unknown = c
+            .watch_run(pb::WatchRunRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "no-such-run".into(),
+                after_seq: 0,
+            })
+            .await
+            .expect_err("unknown run");
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+    });
+}
+
+#[test]
+fn grpc_uses_the_servers_authentication_and_health_answers_without_it() {
+    let token = "s3cret-grpc-token";
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+    let config = format!(
+        "[server.auth]\nmode = \"bearer\"\n[[server.auth.tokens]]\nsubject = \"ci\"\ntoken_sha256 = \"{digest}\"\n"
+    );
+    let server = Server::start_with(Some(&config), |_| {});
+    runtime().block_on(async {
+        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let mut anonymous = DecisionGateClient::new(channel.clone());
+        let refused = anonymous
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect_err("no token");
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            refused.metadata().get("dg-error-kind").expect("kind"),
+            "unauthenticated"
+        );
+        let mut wrong =
+            DecisionGateClient::with_interceptor(channel.clone(), |mut r: tonic::Request<()>| {
+                r.metadata_mut()
+                    .insert("authorization", "Bearer wrong".parse().expect("header"));
+                Ok(r)
+            });
+        assert_eq!(
+            wrong
+                .list_providers(pb::ListProvidersRequest {})
+                .await
+                .expect_err("wrong token")
+                .code(),
+            tonic::Code::Unauthenticated
+        );
+        let mut authorized = DecisionGateClient::with_interceptor(
+            channel.clone(),
+            move |mut r: tonic::Request<()>| {
+                r.metadata_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("header"),
+                );
+                Ok(r)
+            },
+        );
+        let providers = authorized
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect("authorized")
+            .into_inner();
+        assert!(providers.providers.iter().any(|p| p.provider_id == "time"));
+
+        // grpc.health.v1 answers probes, which carry no credentials.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let answer = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "decision_gate.v1.DecisionGate".into(),
+            })
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(
+            answer.status,
+            i32::from(tonic_health::pb::health_check_response::ServingStatus::Serving)
+        );
+    });
+    let audit = server.audit();
+    let refusals: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["event"] == "access" && e["transport"] == "grpc")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit:?}");
+    assert!(refusals.iter().all(|e| e["refusal"] == "unauthenticated"));
+    assert!(
+        refusals.iter().any(|e| e["presented_hash"].is_object()),
+        "the wrong token is audited by its digest: {refusals:?}"
+    );
+    assert!(
+        audit.iter().any(|e| e["event"] == "call"
+            && e["action"] == "providers_list"
+            && e["principal"] == "ci"),
+        "{audit:?}"
+    );
+}
