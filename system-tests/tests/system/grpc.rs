@@ -266,6 +266,146 @@ async fn grpc_observations(c: &mut Client) -> Vec<Value> {
     out
 }
 
+/// Runs calls through the Python grpcio driver (stubs generated from `proto/` at test time).
+fn python_grpc(server: &Server, calls: Value) -> Vec<Value> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let python = std::env::var("DG_PYTHON")
+        .expect("DG_PYTHON is not set: run scripts/test.sh, which installs grpcio");
+    let job = json!({
+        "target": server.grpc_addr.to_string(),
+        "proto_root": concat!(env!("CARGO_MANIFEST_DIR"), "/../proto"),
+        "calls": calls,
+    });
+    let mut child = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/clients/python/grpc_driver.py"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Python gRPC client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(job.to_string().as_bytes())
+        .expect("write job");
+    let out = child.wait_with_output().expect("client output");
+    assert!(
+        out.status.success(),
+        "Python gRPC client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    v["results"].as_array().expect("results").clone()
+}
+
+/// A decision in protobuf JSON (64-bit integers as strings, outcome keyed by its kind), in the
+/// shape [`mcp_decision`] gives.
+fn proto_json_decision(d: &Value) -> Value {
+    let outcome = d["outcome"].as_object().expect("outcome");
+    let (kind, body) = outcome.iter().next().expect("outcome kind");
+    json!({
+        "decision_id": d["decision_id"],
+        "seq": d["seq"].as_str().and_then(|s| s.parse::<u64>().ok()),
+        "trigger_id": d["trigger_id"], "stage_id": d["stage_id"], "kind": kind,
+        "to": body["to_stage"].as_str().or(body["stage_id"].as_str()),
+        "unmet": body["summary"]["unmet_gates"],
+    })
+}
+
+fn proto_json_status(status: &Value) -> Value {
+    json!(match status.as_str() {
+        Some("RUN_STATUS_ACTIVE") => "active",
+        Some("RUN_STATUS_COMPLETED") => "completed",
+        Some("RUN_STATUS_FAILED") => "failed",
+        _ => "unspecified",
+    })
+}
+
+fn proto_json_packets(packets: &Value) -> Value {
+    packets
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    json!([
+                        p["envelope"]["packet_id"],
+                        p["envelope"]["content_hash"]["value"]
+                    ])
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| json!([]))
+}
+
+/// The first session through the Python grpcio client, reduced like the others.
+fn python_grpc_observations(server: &Server) -> Vec<Value> {
+    let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+    let scope = json!({ "scenario_id": "release-train", "tenant_id": 1, "namespace_id": 1, "run_id": "run-1" });
+    let with = |extra: Value| {
+        let mut v = scope.clone();
+        v.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        v
+    };
+    let next = |trigger: &str, at: i64| {
+        json!({ "rpc": "Next", "request": with(json!({
+            "trigger_id": trigger, "agent_id": "agent-7", "time": { "unix_millis": at.to_string() } })) })
+    };
+    let r = python_grpc(
+        server,
+        json!([
+            { "rpc": "DefineScenario", "request": { "spec_json": spec.to_string() } },
+            { "rpc": "StartRun", "request": with(json!({
+                "started_at": { "unix_millis": "0" }, "dispatch_targets": [{ "agent_id": "agent-7" }] })) },
+            next("next-1", 500),
+            next("next-2", 1500),
+            next("next-2", 1500),
+            { "rpc": "Submit", "request": with(json!({
+                "submission_id": "build-log", "payload": { "json": "{\"log\":\"ok\"}" },
+                "content_type": "application/json", "submitted_at": { "unix_millis": "1600" } })) },
+            { "rpc": "Trigger", "request": with(json!({
+                "trigger_id": "tick-3", "kind": "TRIGGER_KIND_TICK", "time": { "unix_millis": "2500" },
+                "source_id": "scheduler" })) },
+            next("next-4", 2600),
+            { "rpc": "GetRunStatus", "request": scope.clone() },
+            { "rpc": "ExportRunpack", "request": with(json!({
+                "generated_at": { "unix_millis": "3000" }, "include_verification": true })) },
+            { "health": "decision_gate.v1.DecisionGate" },
+        ]),
+    );
+    let step = |v: &Value| {
+        json!({ "decision": proto_json_decision(&v["decision"]), "status": proto_json_status(&v["status"]),
+                "packets": proto_json_packets(&v["packets"]) })
+    };
+    let status = &r[8];
+    let manifest: Value = serde_json::from_str(r[9]["manifest_json"].as_str().expect("manifest"))
+        .expect("manifest JSON");
+    let report: Value =
+        serde_json::from_str(r[9]["report_json"].as_str().expect("report")).expect("report JSON");
+    assert_eq!(r[10]["health"], "SERVING", "{r:?}");
+    let mut out = vec![r[0]["spec_hash"]["value"].clone()];
+    out.extend(r[1..5].iter().map(step));
+    out.push(r[5]["record"]["content_hash"]["value"].clone());
+    out.extend(r[6..8].iter().map(step));
+    out.push(json!({
+        "status": proto_json_status(&status["status"]), "current_stage_id": status["current_stage_id"],
+        "revision": status["revision"].as_str().and_then(|s| s.parse::<u64>().ok()),
+        "issued_packet_ids": status["issued_packet_ids"],
+        "last": proto_json_decision(&status["last_decision"]),
+    }));
+    out.push(json!({
+        "root_hash": manifest["integrity"]["root_hash"]["value"],
+        "failures": report["failures"],
+    }));
+    out
+}
+
 #[test]
 fn the_same_scenario_through_mcp_and_grpc_gives_the_same_decisions_state_and_root_hash() {
     let mcp_server = Server::start();
@@ -278,9 +418,13 @@ fn the_same_scenario_through_mcp_and_grpc_gives_the_same_decisions_state_and_roo
         let mut c = client(&grpc_server).await;
         grpc_observations(&mut c).await
     });
-    assert_eq!(mcp.len(), grpc.len());
-    for (i, (m, g)) in mcp.iter().zip(&grpc).enumerate() {
-        assert_eq!(m, g, "step {i}");
+    let python_server = Server::start();
+    let python = python_grpc_observations(&python_server);
+    for (client, observed) in [("tonic", &grpc), ("grpcio", &python)] {
+        assert_eq!(mcp.len(), observed.len(), "{client}");
+        for (i, (m, g)) in mcp.iter().zip(observed).enumerate() {
+            assert_eq!(m, g, "{client}, step {i}");
+        }
     }
     let export = mcp.last().expect("export");
     assert_eq!(export["failures"], json!([]));
