@@ -22,10 +22,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use decision_gate_core::access::AccessRefusal;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Seen};
+use crate::admission::{Admission, Refusal, Seen};
 use crate::auth::{ClientCertificate, Presented};
 use crate::caller::{Caller, Transport};
 use crate::handler::Shared;
@@ -46,6 +47,8 @@ pub mod pb {
 
 /// The gRPC service's full name, the path prefix of its methods.
 const SERVICE: &str = "decision_gate.v1.DecisionGate";
+/// Bytes before each gRPC message: a compression flag and a 4-byte length.
+const GRPC_FRAME_HEADER: usize = 5;
 /// The path prefix of the health service's methods.
 const HEALTH: &str = "/grpc.health.v1.Health/";
 
@@ -63,6 +66,8 @@ pub struct GrpcOptions {
 struct Guard {
     shared: Arc<Shared>,
     admission: Arc<Admission>,
+    /// The largest request body: one message and its 5-byte gRPC frame header.
+    max_body_bytes: usize,
 }
 
 /// The gRPC application: the Decision Gate service, reflection and health behind the admission
@@ -92,6 +97,7 @@ pub fn router(shared: Arc<Shared>, options: &GrpcOptions, shutdown: &Cancellatio
             Arc::new(Guard {
                 shared,
                 admission: options.admission.clone(),
+                max_body_bytes: options.max_message_bytes.saturating_add(GRPC_FRAME_HEADER),
             }),
             guard_grpc,
         ))
@@ -128,7 +134,7 @@ async fn report_health(shared: Arc<Shared>, reporter: tonic_health::server::Heal
 /// The admission guard of the gRPC routes: a refused call gets its gRPC status and an audit
 /// record; an admitted one carries its [`Caller`]. Health checks pass unauthenticated, like
 /// `/healthz`: probes carry no credentials.
-async fn guard_grpc(State(guard): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     if req.uri().path().starts_with(HEALTH) {
         return next.run(req).await;
     }
@@ -149,25 +155,8 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, mut req: Request, next: Nex
             .strip_prefix(&format!("/{SERVICE}/"))
             .map(str::to_owned),
     };
-    let admitted = Admission::correlation_id(
-        req.headers()
-            .get("x-correlation-id")
-            .map(HeaderValue::as_bytes),
-        "x-correlation-id",
-    )
-    .and_then(|correlation_id| {
-        seen.correlation_id = correlation_id;
-        guard.admission.admit(Presented {
-            peer: seen.peer,
-            authorization: req
-                .headers()
-                .get(axum::http::header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-            certificate: req.extensions().get::<ClientCertificate>(),
-        })
-    });
-    match admitted {
-        Ok(admitted) => {
+    match admit(&guard, &mut seen, req).await {
+        Ok((mut req, admitted)) => {
             req.extensions_mut().insert(Caller {
                 principal: admitted.principal,
                 transport: Transport::Grpc,
@@ -187,6 +176,46 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, mut req: Request, next: Nex
             status::refusal(&refusal, guard.admission.auth().challenge()).into_http()
         }
     }
+}
+
+/// The admission checks, then the message read under the limit: every request of this API is
+/// one message, so an oversized one is refused (and audited) like any other breach.
+async fn admit(
+    guard: &Guard,
+    seen: &mut Seen,
+    req: Request,
+) -> Result<(Request, crate::admission::Admitted), Refusal> {
+    seen.correlation_id = Admission::correlation_id(
+        req.headers()
+            .get("x-correlation-id")
+            .map(HeaderValue::as_bytes),
+        "x-correlation-id",
+    )?;
+    let admitted = guard.admission.admit(Presented {
+        peer: seen.peer,
+        authorization: req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        certificate: req.extensions().get::<ClientCertificate>(),
+    })?;
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
+        .await
+        .map_err(|_| Refusal {
+            principal: Some(admitted.principal.subject.clone()),
+            ..Refusal::new(
+                AccessRefusal::TooLarge,
+                format!(
+                    "the request message exceeds {} bytes (server.limits.max_body_bytes)",
+                    guard.max_body_bytes - GRPC_FRAME_HEADER
+                ),
+            )
+        })?;
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        admitted,
+    ))
 }
 
 /// Serves the gRPC application on `listener` (HTTP/2, with TLS when configured) until

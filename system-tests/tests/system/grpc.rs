@@ -712,3 +712,43 @@ fn grpc_uses_the_servers_authentication_and_health_answers_without_it() {
         "{audit:?}"
     );
 }
+
+#[test]
+fn an_oversized_message_is_refused_audited_and_writes_nothing() {
+    let server = Server::start_with(Some("[server.limits]\nmax_body_bytes = 4096\n"), |_| {});
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        let mut spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+        spec["padding"] = json!("x".repeat(8 * 1024));
+        let refused = c
+            .define_scenario(pb::DefineScenarioRequest {
+                spec_json: spec.to_string(),
+            })
+            .await
+            .expect_err("too large");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("4096"), "{refused:?}");
+        assert_eq!(
+            refused.metadata().get("dg-error-kind").expect("kind"),
+            "too_large"
+        );
+        let listed = c
+            .list_scenarios(pb::ListRequest {
+                tenant_id: 1,
+                namespace_id: 1,
+                ..Default::default()
+            })
+            .await
+            .expect("the server keeps serving")
+            .into_inner();
+        assert!(listed.items.is_empty(), "nothing was written");
+    });
+    let audit = server.audit();
+    assert!(
+        audit.iter().any(|e| e["event"] == "access"
+            && e["transport"] == "grpc"
+            && e["refusal"] == "too_large"
+            && e["tool"] == "DefineScenario"),
+        "{audit:?}"
+    );
+}
