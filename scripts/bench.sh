@@ -7,11 +7,12 @@
 #   core  RET vs Cedar and regorus; per-trigger cost at 10 vs 10,000 earlier triggers.
 #   mcp   scenario_next over Streamable HTTP (the release decision-gate binary, a load client in
 #         another process) against an rmcp echo tool served the same way; p99 at half load.
+#   grpc  Next over gRPC against scenario_next over MCP, from one server in one run.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
-if [ "$area" = mcp ]; then
+if [ "$area" = mcp ] || [ "$area" = grpc ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
 fi

@@ -11,6 +11,7 @@
 //! - `trigger_flat_memory`, `trigger_flat_sqlite`: the cost of a trigger on a run with 10,000
 //!   earlier triggers divided by its cost on a run with 10. Target: at most 1.2.
 
+mod grpc;
 mod mcp;
 
 use std::hint::black_box;
@@ -192,10 +193,18 @@ async fn main() {
             }
             return;
         }
+        "grpc" => {
+            let lines = tokio::task::spawn_blocking(grpc::run).await.expect("grpc bench");
+            for (name, measured, unit, op, target) in lines {
+                report_in("grpc", name, measured, unit, op, target);
+            }
+            return;
+        }
+        "grpc-load" => return grpc::load_client(&args[1..]).await,
         "mcp-load" => return mcp::load_client(&args[1..]).await,
         "mcp-echo" => return mcp::echo_server().await,
         _ => {
-            eprintln!("unknown area {area:?}; known areas: core, mcp");
+            eprintln!("unknown area {area:?}; known areas: core, mcp, grpc");
             std::process::exit(2);
         }
     }

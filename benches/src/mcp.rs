@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// Concurrent load workers.
-const CONCURRENCY: usize = 8;
+pub(crate) const CONCURRENCY: usize = 8;
 /// Length of each measured phase.
-const PHASE: Duration = Duration::from_secs(4);
+pub(crate) const PHASE: Duration = Duration::from_secs(4);
 /// Alternating rounds per figure.
-const ROUNDS: usize = 3;
+pub(crate) const ROUNDS: usize = 3;
 
-const SCENARIO: &str = r#"{
+pub(crate) const SCENARIO: &str = r#"{
   "scenario_id": "cycle", "namespace_id": 1, "spec_version": "1",
   "stages": [
     {"stage_id": "plan", "gates": [{"gate_id": "g1", "requirement": {"Condition": "started"}}],
@@ -52,16 +52,18 @@ const SCENARIO: &str = r#"{
 
 /// What one load phase measured.
 #[derive(Debug)]
-struct Measured {
-    calls_per_sec: f64,
+pub(crate) struct Measured {
+    pub(crate) calls_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
 }
 
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
+    /// The gRPC listener, when the server prints one.
+    pub(crate) grpc: Option<SocketAddr>,
 }
 
 impl Drop for Process {
@@ -71,8 +73,9 @@ impl Drop for Process {
     }
 }
 
-/// Starts a server that prints `... on http://ADDR/mcp ...` on stderr.
-fn spawn_server(mut cmd: Command) -> Process {
+/// Starts a server that prints `... on http://ADDR/mcp ...` on stderr (and, with `grpc`,
+/// `... serving gRPC on ADDR ...`).
+fn spawn_server(mut cmd: Command, grpc: bool) -> Process {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -81,24 +84,34 @@ fn spawn_server(mut cmd: Command) -> Process {
         .expect("start server");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
+    let mut addr = None;
+    let mut grpc_addr = None;
+    while addr.is_none() || (grpc && grpc_addr.is_none()) {
         let line = lines.next().expect("server exited").expect("stderr line");
-        if let Some(rest) = line.split("http://").nth(1) {
-            break rest.split('/').next().expect("address").parse().expect("socket address");
+        if let Some(rest) = line.split("serving gRPC on ").nth(1) {
+            grpc_addr = Some(rest.split(' ').next().expect("address").parse().expect("socket address"));
+        } else if let Some(rest) = line.split("http://").nth(1) {
+            addr = Some(rest.split('/').next().expect("address").parse().expect("socket address"));
         }
-    };
+    }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Process { child, addr }
+    Process { child, addr: addr.expect("address"), grpc: grpc_addr }
 }
 
 fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
+    let mut args = vec!["mcp-load".to_owned(), url.to_owned(), tool.to_owned(), PHASE.as_millis().to_string()];
+    if let Some(rate) = rate {
+        args.push(format!("{rate:.1}"));
+    }
+    run_load(&args)
+}
+
+/// Runs one load phase in a separate process (this binary in a load mode) and reads its JSON.
+pub(crate) fn run_load(args: &[String]) -> Measured {
     let exe = std::env::current_exe().expect("bench executable");
     let mut cmd = Command::new(exe);
-    cmd.args(["mcp-load", url, tool, &PHASE.as_millis().to_string()]);
-    if let Some(rate) = rate {
-        cmd.arg(format!("{rate:.1}"));
-    }
+    cmd.args(args);
     let out = cmd.output().expect("run load client");
     assert!(out.status.success(), "load client failed: {}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("load client JSON");
@@ -110,7 +123,7 @@ fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
     }
 }
 
-fn decision_gate(bin: &Path, dir: &Path, store: &str) -> Process {
+pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> Process {
     // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
     // file, so the figure is the server's, not the disk's.
     let audit = if store == "memory" && Path::new("/dev/shm").is_dir() {
@@ -127,10 +140,13 @@ fn decision_gate(bin: &Path, dir: &Path, store: &str) -> Process {
     std::fs::write(&config, text).expect("write config");
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--http", "127.0.0.1:0", "--config"]).arg(&config).arg("--data-dir").arg(dir.join("data"));
-    spawn_server(cmd)
+    if grpc {
+        cmd.args(["--grpc", "127.0.0.1:0"]);
+    }
+    spawn_server(cmd, grpc)
 }
 
-fn phase_line(label: &str, m: &Measured) {
+pub(crate) fn phase_line(label: &str, m: &Measured) {
     eprintln!(
         "{label}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
         m.calls_per_sec, m.p50_ms, m.p99_ms, m.errors
@@ -144,10 +160,10 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
 
     let mut echo_cmd = Command::new(&exe);
     echo_cmd.arg("mcp-echo");
-    let echo = spawn_server(echo_cmd);
+    let echo = spawn_server(echo_cmd, false);
     let echo_url = format!("http://{}/mcp", echo.addr);
     let dir = tempfile::tempdir().expect("temp dir");
-    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory");
+    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory", false);
     let url = format!("http://{}/mcp", memory.addr);
 
     // Echo and Decision Gate phases alternate, so drift in the machine's load hits both; the
@@ -172,7 +188,7 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     }
     drop(memory);
 
-    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite");
+    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite", false);
     let url = format!("http://{}/mcp", sqlite.addr);
     let disk = load(&url, "scenario_next", None);
     phase_line("scenario_next, SQLite store (synchronous=FULL), peak", &disk);
@@ -184,7 +200,7 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     ]
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
@@ -213,6 +229,18 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<Value
         return Err(text);
     }
     Ok(v)
+}
+
+/// Prints a load phase's latencies and throughput as the JSON [`run_load`] reads.
+pub(crate) fn print_measured(mut all: Vec<Duration>, errors: u64, seconds: f64) {
+    all.sort();
+    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0);
+    let out = json!({
+        "calls": all.len(), "errors": errors, "seconds": seconds,
+        "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}").expect("write result");
 }
 
 /// `mcp-load URL TOOL MILLIS [RATE]`: drives TOOL with CONCURRENCY workers for MILLIS, open
@@ -285,15 +313,7 @@ pub async fn load_client(args: &[String]) {
         all.extend(l);
         errors += e;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0);
-    let out = json!({
-        "calls": all.len(), "errors": errors, "seconds": seconds,
-        "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-    });
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{out}").expect("write result");
+    print_measured(all, errors, started.elapsed().as_secs_f64());
 }
 
 /// `mcp-echo`: a trivial rmcp tool served exactly like the Decision Gate tools: the same axum
@@ -345,5 +365,5 @@ pub async fn echo_server() {
     let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     eprintln!("echo: serving MCP on http://{}/mcp", listener.local_addr().expect("address"));
-    http::serve(listener, app, None, shared, shutdown).await.expect("serve");
+    http::serve(listener, app, None, shared, decision_gate_mcp::caller::Transport::Http, shutdown).await.expect("serve");
 }

@@ -401,6 +401,7 @@ pub async fn serve(
     app: Router,
     tls: Option<tls::TlsSettings>,
     shared: Arc<Shared>,
+    transport: Transport,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     match tls {
@@ -412,6 +413,6 @@ pub async fn serve(
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
         }
-        Some(settings) => tls::serve(listener, app, settings, shared, shutdown).await,
+        Some(settings) => tls::serve(listener, app, settings, shared, transport, shutdown).await,
     }
 }

@@ -365,6 +365,7 @@ impl HttpServer {
             app,
             self.options.tls.clone(),
             self.shared,
+            Transport::Http,
             shutdown,
         )
         .await

@@ -112,6 +112,7 @@ pub(crate) async fn serve(
     app: Router,
     settings: TlsSettings,
     shared: Arc<Shared>,
+    transport: Transport,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -137,15 +138,18 @@ pub(crate) async fn serve(
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     shared
-                        .refuse(Transport::Http, handshake_refused(peer, &e.to_string()))
+                        .refuse(
+                            transport,
+                            handshake_refused(transport, peer, &e.to_string()),
+                        )
                         .await;
                     return;
                 }
                 Err(_) => {
                     shared
                         .refuse(
-                            Transport::Http,
-                            handshake_refused(peer, "the TLS handshake timed out"),
+                            transport,
+                            handshake_refused(transport, peer, "the TLS handshake timed out"),
                         )
                         .await;
                     return;
@@ -185,10 +189,10 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-fn handshake_refused(peer: SocketAddr, reason: &str) -> AccessEvent {
+fn handshake_refused(transport: Transport, peer: SocketAddr, reason: &str) -> AccessEvent {
     AccessEvent {
         refusal: AccessRefusal::Unauthenticated,
-        transport: Transport::Http.name().to_owned(),
+        transport: transport.name().to_owned(),
         principal: None,
         peer: Some(peer.ip().to_string()),
         tool: None,

@@ -230,5 +230,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(shared.clone(), &options, &shutdown);
-    crate::http::serve(listener, app, options.tls, shared, shutdown).await
+    crate::http::serve(
+        listener,
+        app,
+        options.tls,
+        shared,
+        Transport::Grpc,
+        shutdown,
+    )
+    .await
 }

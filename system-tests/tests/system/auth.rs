@@ -151,7 +151,7 @@ fn a_token_is_bound_to_its_tools_and_tenant() {
     );
 }
 
-fn mtls_config() -> String {
+pub(crate) fn mtls_config() -> String {
     r#"
 [server]
 allowed_hosts = ["localhost"]

@@ -752,3 +752,88 @@ fn an_oversized_message_is_refused_audited_and_writes_nothing() {
         "{audit:?}"
     );
 }
+
+/// `ListProviders` over TLS as `identity`, with an optional subject header a client might
+/// forge; the error as text.
+async fn list_over_tls(
+    server: &Server,
+    ca: &crate::pki::Ca,
+    identity: Option<crate::pki::Leaf>,
+    subject_header: Option<&'static str>,
+) -> Result<(), String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost");
+    if let Some(leaf) = identity {
+        tls = tls.identity(Identity::from_pem(leaf.cert, leaf.key));
+    }
+    let channel = Channel::from_shared(format!("https://localhost:{}", server.grpc_addr.port()))
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let mut client =
+        DecisionGateClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            if let Some(subject) = subject_header {
+                r.metadata_mut().insert(
+                    "x-decision-gate-client-subject",
+                    subject.parse().expect("metadata"),
+                );
+            }
+            Ok(r)
+        });
+    client
+        .list_providers(pb::ListProvidersRequest {})
+        .await
+        .map(drop)
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+#[test]
+fn an_mtls_grpc_listener_takes_the_subject_from_the_verified_certificate_only() {
+    let ca = crate::pki::Ca::new("decision-gate test CA");
+    let server = Server::start_with(Some(&crate::auth::mtls_config()), |dir| {
+        crate::pki::write_server_files(dir, &ca)
+    });
+    let rogue_ca = crate::pki::Ca::new("rogue CA");
+    runtime().block_on(async {
+        list_over_tls(&server, &ca, Some(ca.client("agent-1")), None)
+            .await
+            .expect("a verified, configured client is served");
+        let rogue = list_over_tls(
+            &server,
+            &ca,
+            Some(rogue_ca.client("agent-1")),
+            Some("agent-1"),
+        )
+        .await;
+        assert!(rogue.is_err(), "an unverified certificate was accepted");
+        let anonymous = list_over_tls(&server, &ca, None, Some("agent-1")).await;
+        assert!(anonymous.is_err(), "no certificate was accepted");
+        let stranger = list_over_tls(&server, &ca, Some(ca.client("agent-2")), None).await;
+        assert!(
+            stranger
+                .as_ref()
+                .is_err_and(|e| e.starts_with("Unauthenticated")),
+            "{stranger:?}"
+        );
+    });
+    let audit = server.audit();
+    assert!(
+        audit.iter().any(|e| e["event"] == "access"
+            && e["transport"] == "grpc"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("TLS handshake refused"))),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "call" && e["principal"] == "agent-1"),
+        "{audit:?}"
+    );
+}
