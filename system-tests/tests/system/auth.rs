@@ -254,4 +254,15 @@ fn a_non_loopback_address_needs_authentication_and_tls() {
     assert!(stderr.contains("--http"), "{stderr}");
     assert!(stderr.contains("server.auth.mode"), "{stderr}");
     assert!(stderr.contains("server.tls"), "{stderr}");
+    // The gRPC listener follows the same rule, whether or not HTTP is served.
+    let out = Command::new(binary())
+        .args(["serve", "--grpc", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("DECISION_GATE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--grpc"), "{stderr}");
+    assert!(stderr.contains("server.auth.mode"), "{stderr}");
 }
