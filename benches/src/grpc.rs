@@ -100,12 +100,5 @@ pub async fn load_client(args: &[String]) {
             })
         })
         .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await.expect("worker");
-        all.extend(l);
-        errors += e;
-    }
-    mcp::print_measured(all, errors, started.elapsed().as_secs_f64());
+    mcp::print_workers(workers, started).await;
 }

@@ -306,6 +306,11 @@ pub async fn load_client(args: &[String]) {
             })
         })
         .collect();
+    print_workers(workers, started).await;
+}
+
+/// Waits for the load workers and prints their latencies and errors as one phase.
+pub(crate) async fn print_workers(workers: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>, started: Instant) {
     let mut all = Vec::new();
     let mut errors = 0;
     for w in workers {

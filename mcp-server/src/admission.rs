@@ -108,6 +108,26 @@ pub struct Seen {
     pub tool: Option<String>,
 }
 
+impl Seen {
+    /// What an HTTP request (MCP or gRPC) shows before any check: its peer and the request id
+    /// the server issued.
+    #[must_use]
+    pub fn of(req: &axum::extract::Request) -> Self {
+        Self {
+            peer: req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+            request_id: req
+                .headers()
+                .get(crate::http::X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            ..Self::default()
+        }
+    }
+}
+
 /// An admitted request: who, and the in-flight permit to hold until the answer is out.
 #[derive(Debug)]
 pub struct Admitted {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -205,18 +205,7 @@ fn status_and_code(refusal: AccessRefusal) -> (StatusCode, i64) {
 }
 
 async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    let mut seen = Seen {
-        peer: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
-        request_id: req
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        ..Seen::default()
-    };
+    let mut seen = Seen::of(&req);
     match admit(&guard, &mut seen, req).await {
         Ok((req, admitted)) => {
             let mut response = next.run(req).await;

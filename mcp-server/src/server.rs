@@ -225,6 +225,7 @@ impl Server {
         Ok(HttpServer {
             listener,
             local_addr,
+            tls: options.tls.is_some(),
             options,
             shared: self.shared.clone(),
         })
@@ -242,6 +243,7 @@ impl Server {
         Ok(GrpcServer {
             listener,
             local_addr,
+            tls: tls.is_some(),
             options: GrpcOptions {
                 admission: self.admission.clone(),
                 max_message_bytes: self.config.server.limits.max_body_bytes,
@@ -285,23 +287,30 @@ impl Server {
     }
 }
 
-/// A bound gRPC server.
-pub struct GrpcServer {
+/// A bound listener with its transport's options, not yet serving.
+pub struct Bound<O> {
     listener: TcpListener,
     local_addr: SocketAddr,
-    options: GrpcOptions,
+    tls: bool,
+    options: O,
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for GrpcServer {
+/// A bound Streamable HTTP listener.
+pub type HttpServer = Bound<HttpOptions>;
+/// A bound gRPC listener.
+pub type GrpcServer = Bound<GrpcOptions>;
+
+impl<O> std::fmt::Debug for Bound<O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GrpcServer")
+        f.debug_struct("Bound")
             .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
-impl GrpcServer {
+impl<O> Bound<O> {
     /// The address it listens on.
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
@@ -311,9 +320,11 @@ impl GrpcServer {
     /// Whether this server terminates TLS.
     #[must_use]
     pub fn tls(&self) -> bool {
-        self.options.tls.is_some()
+        self.tls
     }
+}
 
+impl GrpcServer {
     /// Serves until `shutdown` is cancelled, then drains calls in progress.
     ///
     /// # Errors
@@ -325,35 +336,7 @@ impl GrpcServer {
     }
 }
 
-/// A bound HTTP server.
-pub struct HttpServer {
-    listener: TcpListener,
-    local_addr: SocketAddr,
-    options: HttpOptions,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for HttpServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpServer")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
-    }
-}
-
 impl HttpServer {
-    /// The address it listens on.
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Whether this server terminates TLS.
-    #[must_use]
-    pub fn tls(&self) -> bool {
-        self.options.tls.is_some()
-    }
-
     /// Serves until `shutdown` is cancelled, then drains requests in progress.
     ///
     /// # Errors

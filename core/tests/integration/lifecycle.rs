@@ -1121,21 +1121,28 @@ async fn precheck_maps_a_shaped_payload_to_the_stages_conditions() {
     };
     let gate = service_with(&facts, permissive);
     define(&gate, &three_stages()).await;
-    gate.register_schema(
-        &ctx(),
-        DataShapeRecord {
-            tenant_id: ctx().tenant_id,
-            namespace_id: ctx().namespace_id,
-            schema_id: id("claims"),
-            version: id("v1"),
-            schema: json!({"type": "object", "properties": {"ca": {"type": "boolean"}}}),
-            description: None,
-            created_at: Timestamp::UnixMillis(0),
-            signing: None,
-        },
+    let register = async |version: &str, schema: Value| {
+        gate.register_schema(
+            &ctx(),
+            DataShapeRecord {
+                tenant_id: ctx().tenant_id,
+                namespace_id: ctx().namespace_id,
+                schema_id: id("claims"),
+                version: id(version),
+                schema,
+                description: None,
+                created_at: Timestamp::UnixMillis(0),
+                signing: None,
+            },
+        )
+        .await
+        .unwrap();
+    };
+    register(
+        "v1",
+        json!({"type": "object", "properties": {"ca": {"type": "boolean"}}}),
     )
-    .await
-    .unwrap();
+    .await;
     let shaped = |payload: Value| PrecheckRequest {
         scenario_id: id("s"),
         stage_id: None,
@@ -1156,21 +1163,7 @@ async fn precheck_maps_a_shaped_payload_to_the_stages_conditions() {
     );
     // The first stage has exactly one condition, so a bare value is its evidence, when the
     // shape allows one.
-    gate.register_schema(
-        &ctx(),
-        DataShapeRecord {
-            tenant_id: ctx().tenant_id,
-            namespace_id: ctx().namespace_id,
-            schema_id: id("claims"),
-            version: id("bare"),
-            schema: json!({"type": "boolean"}),
-            description: None,
-            created_at: Timestamp::UnixMillis(0),
-            signing: None,
-        },
-    )
-    .await
-    .unwrap();
+    register("bare", json!({"type": "boolean"})).await;
     let bare = PrecheckRequest {
         data_shape: Some(DataShapeId {
             schema_id: id("claims"),

@@ -119,10 +119,18 @@ fn feedback_level_of(name: &str) -> pb::FeedbackLevel {
     }
 }
 
+/// Reads a tool result (or a part of one) as the core type it was serialised from.
+pub(super) fn read<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, Status> {
+    serde_json::from_value(value)
+        .map_err(|e| Status::internal(format!("the {what} of a result could not be read: {e}")))
+}
+
 /// Takes `key` out of a tool result as the core type it was serialised from.
 pub(super) fn take<T: DeserializeOwned>(value: &mut Value, key: &str) -> Result<T, Status> {
-    serde_json::from_value(value.get_mut(key).map(Value::take).unwrap_or(Value::Null))
-        .map_err(|e| Status::internal(format!("the {key} of a result could not be read: {e}")))
+    read(
+        value.get_mut(key).map(Value::take).unwrap_or(Value::Null),
+        key,
+    )
 }
 
 /// A JSON value as `*_json` text.

@@ -14,11 +14,10 @@ mod watch;
 
 pub use watch::DecisionStream;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -139,21 +138,12 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -
         return next.run(req).await;
     }
     let mut seen = Seen {
-        peer: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0),
-        request_id: req
-            .headers()
-            .get(X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        correlation_id: None,
         tool: req
             .uri()
             .path()
             .strip_prefix(&format!("/{SERVICE}/"))
             .map(str::to_owned),
+        ..Seen::of(&req)
     };
     match admit(&guard, &mut seen, req).await {
         Ok((mut req, admitted)) => {

@@ -120,8 +120,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
             },
         });
         let v = self.invoke(&request, Action::ScenarioStatus, args).await?;
-        let view: decision_gate_core::service::RunStatusView = serde_json::from_value(v)
-            .map_err(|e| Status::internal(format!("the run status could not be read: {e}")))?;
+        let view: decision_gate_core::service::RunStatusView = convert::read(v, "run status")?;
         Ok(Response::new(pb::GetRunStatusResponse {
             run_id: view.run_id.to_string(),
             scenario_id: view.scenario_id.to_string(),
@@ -351,8 +350,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
     ) -> Answer<pb::ListSchemasResponse> {
         let args = list_args(request.get_ref());
         let v = self.invoke(&request, Action::SchemasList, args).await?;
-        let page: Page<DataShapeRecord> = serde_json::from_value(v)
-            .map_err(|e| Status::internal(format!("the page could not be read: {e}")))?;
+        let page: Page<DataShapeRecord> = convert::read(v, "page")?;
         Ok(Response::new(pb::ListSchemasResponse {
             items: page.items.into_iter().map(convert::data_shape).collect(),
             next_token: page.next_token,
@@ -383,8 +381,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
     ) -> Answer<pb::ListScenariosResponse> {
         let args = list_args(request.get_ref());
         let v = self.invoke(&request, Action::ScenariosList, args).await?;
-        let page: Page<ScenarioSummary> = serde_json::from_value(v)
-            .map_err(|e| Status::internal(format!("the page could not be read: {e}")))?;
+        let page: Page<ScenarioSummary> = convert::read(v, "page")?;
         Ok(Response::new(pb::ListScenariosResponse {
             items: page
                 .items

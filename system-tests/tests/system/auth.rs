@@ -243,26 +243,18 @@ fn an_mtls_server_takes_the_subject_from_the_verified_certificate_only() {
 #[test]
 fn a_non_loopback_address_needs_authentication_and_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(binary())
-        .args(["serve", "--http", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("DECISION_GATE_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--http"), "{stderr}");
-    assert!(stderr.contains("server.auth.mode"), "{stderr}");
-    assert!(stderr.contains("server.tls"), "{stderr}");
-    // The gRPC listener follows the same rule, whether or not HTTP is served.
-    let out = Command::new(binary())
-        .args(["serve", "--grpc", "0.0.0.0:0", "--data-dir"])
-        .arg(dir.path())
-        .env_remove("DECISION_GATE_CONFIG")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--grpc"), "{stderr}");
-    assert!(stderr.contains("server.auth.mode"), "{stderr}");
+    // The HTTP and gRPC listeners follow the same rule, each on its own.
+    for flag in ["--http", "--grpc"] {
+        let out = Command::new(binary())
+            .args(["serve", flag, "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("DECISION_GATE_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(stderr.contains("server.auth.mode"), "{stderr}");
+        assert!(stderr.contains("server.tls"), "{stderr}");
+    }
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::clients::first_session;
-use crate::support::{Sdk, Server, THREE_STAGE, drive, ok, tool_error};
+use crate::support::{Sdk, Server, THREE_STAGE, drive, ok, required_env, run_json, tool_error};
 
 type Client = DecisionGateClient<Channel>;
 
@@ -19,19 +19,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-async fn client(server: &Server) -> Client {
-    let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
+async fn channel(server: &Server) -> Channel {
+    Channel::from_shared(format!("http://{}", server.grpc_addr))
         .expect("endpoint")
         .connect()
         .await
-        .expect("connect");
-    DecisionGateClient::new(channel)
+        .expect("connect")
+}
+
+async fn client(server: &Server) -> Client {
+    DecisionGateClient::new(channel(server).await)
 }
 
 fn unix(ms: i64) -> Option<pb::Timestamp> {
     Some(pb::Timestamp {
         kind: Some(pb::timestamp::Kind::UnixMillis(ms)),
     })
+}
+
+/// A scheduler tick on `run-1`.
+fn tick(trigger: &str, at: i64) -> pb::TriggerRequest {
+    pb::TriggerRequest {
+        scenario_id: "release-train".into(),
+        tenant_id: 1,
+        namespace_id: 1,
+        run_id: "run-1".into(),
+        trigger_id: trigger.into(),
+        kind: pb::TriggerKind::Tick.into(),
+        time: unix(at),
+        source_id: "scheduler".into(),
+        payload: None,
+        correlation_id: None,
+    }
 }
 
 fn next(trigger: &str, at: i64) -> pb::NextRequest {
@@ -206,18 +225,7 @@ async fn grpc_observations(c: &mut Client) -> Vec<Value> {
             .value
     ));
     let ticked = c
-        .trigger(pb::TriggerRequest {
-            scenario_id: "release-train".into(),
-            tenant_id: 1,
-            namespace_id: 1,
-            run_id: "run-1".into(),
-            trigger_id: "tick-3".into(),
-            kind: pb::TriggerKind::Tick.into(),
-            time: unix(2500),
-            source_id: "scheduler".into(),
-            payload: None,
-            correlation_id: None,
-        })
+        .trigger(tick("tick-3", 2500))
         .await
         .expect("trigger")
         .into_inner();
@@ -268,38 +276,17 @@ async fn grpc_observations(c: &mut Client) -> Vec<Value> {
 
 /// Runs calls through the Python grpcio driver (stubs generated from `proto/` at test time).
 fn python_grpc(server: &Server, calls: Value) -> Vec<Value> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let python = std::env::var("DG_PYTHON")
-        .expect("DG_PYTHON is not set: run scripts/test.sh, which installs grpcio");
     let job = json!({
         "target": server.grpc_addr.to_string(),
         "proto_root": concat!(env!("CARGO_MANIFEST_DIR"), "/../proto"),
         "calls": calls,
     });
-    let mut child = Command::new(python)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/clients/python/grpc_driver.py"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the Python gRPC client");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(job.to_string().as_bytes())
-        .expect("write job");
-    let out = child.wait_with_output().expect("client output");
-    assert!(
-        out.status.success(),
-        "Python gRPC client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    let mut cmd = std::process::Command::new(required_env("DG_PYTHON"));
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/python/grpc_driver.py"
+    ));
+    let v = run_json(cmd, &job, "Python gRPC client");
     v["results"].as_array().expect("results").clone()
 }
 
@@ -505,16 +492,8 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
         assert_eq!(no_time.message(), "time: required");
         let unknown_kind = c
             .trigger(pb::TriggerRequest {
-                scenario_id: "release-train".into(),
-                tenant_id: 1,
-                namespace_id: 1,
-                run_id: "run-1".into(),
-                trigger_id: "t".into(),
                 kind: 42,
-                time: unix(0),
-                source_id: "s".into(),
-                payload: None,
-                correlation_id: None,
+                ..tick("t", 0)
             })
             .await
             .expect_err("unknown kind");
@@ -590,21 +569,7 @@ fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
             .expect("next decision");
         assert_eq!(Some(&second), advanced.decision.as_ref());
         // Drive the run to completion; the stream delivers the rest and ends.
-        driver
-            .trigger(pb::TriggerRequest {
-                scenario_id: "release-train".into(),
-                tenant_id: 1,
-                namespace_id: 1,
-                run_id: "run-1".into(),
-                trigger_id: "tick".into(),
-                kind: pb::TriggerKind::Tick.into(),
-                time: unix(2500),
-                source_id: "scheduler".into(),
-                payload: None,
-                correlation_id: None,
-            })
-            .await
-            .expect("tick");
+        driver.trigger(tick("tick", 2500)).await.expect("tick");
         driver.next(next("next-3", 2600)).await.expect("next");
         let mut rest = Vec::new();
         while let Some(d) = stream.message().await.expect("stream") {
@@ -634,11 +599,7 @@ fn grpc_uses_the_servers_authentication_and_health_answers_without_it() {
     );
     let server = Server::start_with(Some(&config), |_| {});
     runtime().block_on(async {
-        let channel = Channel::from_shared(format!("http://{}", server.grpc_addr))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
+        let channel = channel(&server).await;
         let mut anonymous = DecisionGateClient::new(channel.clone());
         let refused = anonymous
             .list_providers(pb::ListProvidersRequest {})
@@ -836,4 +797,34 @@ fn an_mtls_grpc_listener_takes_the_subject_from_the_verified_certificate_only() 
             .any(|e| e["event"] == "call" && e["principal"] == "agent-1"),
         "{audit:?}"
     );
+}
+
+#[test]
+fn reflection_describes_the_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let server = Server::start();
+    runtime().block_on(async {
+        let channel = channel(&server).await;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let answer = answers.message().await.expect("stream").expect("an answer");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.iter().any(|n| n == "decision_gate.v1.DecisionGate"),
+            "{names:?}"
+        );
+    });
 }

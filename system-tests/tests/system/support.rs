@@ -147,7 +147,7 @@ pub(crate) enum Sdk {
     TypeScript,
 }
 
-fn required_env(name: &str) -> String {
+pub(crate) fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run scripts/test.sh, which installs the official MCP clients")
     })
@@ -156,7 +156,7 @@ fn required_env(name: &str) -> String {
 /// Runs one job through an official client and returns its transcript.
 pub(crate) fn drive(sdk: Sdk, server: Value, calls: Value) -> Value {
     let job = json!({ "server": server, "calls": calls });
-    let mut cmd = match sdk {
+    let cmd = match sdk {
         Sdk::Python => {
             let mut c = Command::new(required_env("DG_PYTHON"));
             c.arg(concat!(
@@ -171,12 +171,17 @@ pub(crate) fn drive(sdk: Sdk, server: Value, calls: Value) -> Value {
             c
         }
     };
+    run_json(cmd, &job, &format!("{sdk:?} client"))
+}
+
+/// Runs a client program that reads one JSON job on stdin and prints one JSON document.
+pub(crate) fn run_json(mut cmd: Command, job: &Value, what: &str) -> Value {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("starting the {sdk:?} client: {e}"));
+        .unwrap_or_else(|e| panic!("starting the {what}: {e}"));
     child
         .stdin
         .take()
@@ -186,12 +191,12 @@ pub(crate) fn drive(sdk: Sdk, server: Value, calls: Value) -> Value {
     let out = child.wait_with_output().expect("client output");
     assert!(
         out.status.success(),
-        "{sdk:?} client failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "{sdk:?} client printed no JSON ({e}): {}",
+            "{what} printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })
