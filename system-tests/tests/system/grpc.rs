@@ -828,3 +828,72 @@ fn reflection_describes_the_service() {
         );
     });
 }
+
+#[test]
+fn grpc_shares_the_rate_limit_and_the_metrics() {
+    let server = Server::start_with(
+        Some("[server.limits.rate_limit]\nrequests_per_second = 1\nburst = 2\n"),
+        |_| {},
+    );
+    let http = reqwest::blocking::Client::new();
+    let metrics = || {
+        http.get(server.url("/metrics"))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text")
+    };
+    assert!(!metrics().contains("tool=\"providers_list\""));
+    // One budget per principal across transports: this MCP call spends half of the burst.
+    let (status, _, body) = crate::support::post(
+        &http,
+        &server.mcp_url(),
+        crate::support::call_body(1, "providers_list", json!({})),
+        &[],
+    );
+    assert_eq!(status, 200, "{body}");
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        c.list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect("within the burst");
+        let limited = c
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect_err("over the rate");
+        assert_eq!(limited.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            limited.metadata().get("dg-error-kind").expect("kind"),
+            "rate_limited"
+        );
+        assert!(
+            limited.metadata().get("retry-after-ms").is_some(),
+            "{limited:?}"
+        );
+    });
+    let metrics = metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("decision_gate_tool_calls_total")
+                && l.contains("tool=\"providers_list\"")
+                && l.contains("outcome=\"ok\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("decision_gate_requests_refused_total")
+                && l.contains("transport=\"grpc\"")
+                && l.contains("rate_limited")),
+        "{metrics}"
+    );
+    assert!(
+        server
+            .audit()
+            .iter()
+            .any(|e| e["transport"] == "grpc" && e["refusal"] == "rate_limited"),
+        "the breach is audited"
+    );
+}
