@@ -75,8 +75,11 @@ struct Guard {
 /// # Panics
 /// Never in practice: the reflection descriptor set is compiled into the binary.
 pub fn router(shared: Arc<Shared>, options: &GrpcOptions, shutdown: &CancellationToken) -> Router {
-    let api = pb::decision_gate_server::DecisionGateServer::new(GrpcApi::new(shared.clone()))
-        .max_decoding_message_size(options.max_message_bytes);
+    let api = pb::decision_gate_server::DecisionGateServer::new(GrpcApi::new(
+        shared.clone(),
+        shutdown.child_token(),
+    ))
+    .max_decoding_message_size(options.max_message_bytes);
     #[allow(clippy::expect_used)]
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)

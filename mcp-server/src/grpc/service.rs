@@ -7,6 +7,7 @@ use std::time::Instant;
 use decision_gate_core::Action;
 use decision_gate_core::store::{DataShapeRecord, Page, ScenarioSummary};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, take};
@@ -18,13 +19,19 @@ use crate::handler::Shared;
 #[derive(Clone)]
 pub struct GrpcApi {
     shared: Arc<Shared>,
+    shutdown: CancellationToken,
 }
 
 impl GrpcApi {
-    /// The service.
+    /// The service; `shutdown` ends its streams.
     #[must_use]
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken) -> Self {
+        Self { shared, shutdown }
+    }
+
+    /// Cancelled when the server shuts down.
+    pub(super) fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     /// The service behind the transports.

@@ -37,13 +37,24 @@ pub(super) async fn watch(
         None,
     );
     let gate = api.gate();
+    let shutdown = api.shutdown();
     let mut watch = gate
         .watch_run(&ctx, &scenario_id, &run_id, r.after_seq)
         .await
         .map_err(|e| status::tool_error(ToolError::from(e)))?;
     let stream = async_stream_of(move |tx| async move {
         loop {
-            match gate.next_decisions(&mut watch).await {
+            // A client that went away, or a server shutting down, ends the watch even while
+            // the run is idle.
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                () = shutdown.cancelled() => {
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                    return;
+                }
+                next = gate.next_decisions(&mut watch) => next,
+            };
+            match next {
                 Ok(Some(decisions)) => {
                     for d in decisions {
                         if tx.send(Ok(convert::decision(d))).await.is_err() {

@@ -3,6 +3,8 @@
 //! hash), error kinds that correspond, bad input, authentication, health and `WatchRun`.
 
 use decision_gate_mcp::grpc::pb::{self, decision_gate_client::DecisionGateClient};
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -895,5 +897,55 @@ fn grpc_shares_the_rate_limit_and_the_metrics() {
             .iter()
             .any(|e| e["transport"] == "grpc" && e["refusal"] == "rate_limited"),
         "the breach is audited"
+    );
+}
+
+#[test]
+fn a_graceful_shutdown_ends_open_watches() {
+    let mut server = Server::start();
+    let rt = runtime();
+    let mut stream = rt.block_on(async {
+        let mut c = client(&server).await;
+        let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+        c.define_scenario(pb::DefineScenarioRequest {
+            spec_json: spec.to_string(),
+        })
+        .await
+        .expect("define");
+        c.start_run(pb::StartRunRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            started_at: unix(0),
+            dispatch_targets: Vec::new(),
+        })
+        .await
+        .expect("start");
+        let mut stream = c
+            .watch_run(pb::WatchRunRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: "run-1".into(),
+                after_seq: 1,
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        // Nothing to send yet: the run is idle and the stream stays open.
+        let idle = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+        assert!(idle.is_err(), "the stream answered early: {idle:?}");
+        stream
+    });
+    let exit = server.terminate(Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "an idle watch held the server open: {exit:?}"
+    );
+    let end = rt.block_on(stream.message());
+    assert!(
+        matches!(&end, Err(s) if s.code() == tonic::Code::Unavailable) || matches!(end, Ok(None)),
+        "{end:?}"
     );
 }

@@ -123,6 +123,23 @@ impl Server {
         self.url("/mcp")
     }
 
+    /// Sends SIGTERM and waits for the exit, at most `patience`; `None` if it did not exit.
+    pub(crate) fn terminate(&mut self, patience: Duration) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + patience;
+        while std::time::Instant::now() < deadline {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                return Some(exit);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Every audit record written so far.
     pub(crate) fn audit(&self) -> Vec<Value> {
         let text =
