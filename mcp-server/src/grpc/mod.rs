@@ -44,8 +44,10 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/decision_gate_v1_descriptor.bin"));
 }
 
-/// The gRPC service's full name, the path prefix of its methods.
+/// The gRPC service's full name.
 const SERVICE: &str = "decision_gate.v1.DecisionGate";
+/// The path prefix of its methods.
+const METHODS: &str = "/decision_gate.v1.DecisionGate/";
 /// Bytes before each gRPC message: a compression flag and a 4-byte length.
 const GRPC_FRAME_HEADER: usize = 5;
 /// The path prefix of the health service's methods.
@@ -72,26 +74,28 @@ struct Guard {
 /// The gRPC application: the Decision Gate service, reflection and health behind the admission
 /// guard.
 ///
-/// # Panics
-/// Never in practice: the reflection descriptor set is compiled into the binary.
-pub fn router(shared: Arc<Shared>, options: &GrpcOptions, shutdown: &CancellationToken) -> Router {
+/// # Errors
+/// When the compiled-in descriptor set cannot serve reflection (a build defect).
+pub fn router(
+    shared: Arc<Shared>,
+    options: &GrpcOptions,
+    shutdown: &CancellationToken,
+) -> Result<Router, tonic_reflection::server::Error> {
     let api = pb::decision_gate_server::DecisionGateServer::new(GrpcApi::new(
         shared.clone(),
         shutdown.child_token(),
     ))
     .max_decoding_message_size(options.max_message_bytes);
-    #[allow(clippy::expect_used)]
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the compiled descriptor set is valid");
+        .build_v1()?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(
         shutdown
             .child_token()
             .run_until_cancelled_owned(report_health(shared.clone(), health_reporter)),
     );
-    tonic::service::Routes::new(api)
+    Ok(tonic::service::Routes::new(api)
         .add_service(reflection)
         .add_service(health)
         .into_axum_router()
@@ -110,7 +114,7 @@ pub fn router(shared: Arc<Shared>, options: &GrpcOptions, shutdown: &Cancellatio
             X_REQUEST_ID,
             RequestIds::new(),
         ))
-        .layer(middleware::map_request(strip_client_request_id))
+        .layer(middleware::map_request(strip_client_request_id)))
 }
 
 /// Keeps `grpc.health.v1` in step with readiness: SERVING for the server ("") and the Decision
@@ -141,11 +145,7 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -
         return next.run(req).await;
     }
     let mut seen = Seen {
-        tool: req
-            .uri()
-            .path()
-            .strip_prefix(&format!("/{SERVICE}/"))
-            .map(str::to_owned),
+        tool: req.uri().path().strip_prefix(METHODS).map(str::to_owned),
         ..Seen::of(&req)
     };
     match admit(&guard, &mut seen, req).await {
@@ -222,7 +222,7 @@ pub async fn serve(
     options: GrpcOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(shared.clone(), &options, &shutdown);
+    let app = router(shared.clone(), &options, &shutdown).map_err(std::io::Error::other)?;
     crate::http::serve(
         listener,
         app,
