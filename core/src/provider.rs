@@ -51,6 +51,17 @@ pub enum ProviderTransport {
     Mcp,
 }
 
+impl ProviderTransport {
+    /// The wire name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Builtin => "builtin",
+            Self::Mcp => "mcp",
+        }
+    }
+}
+
 /// A provider could not answer. The engine records it as a `provider_error` and the condition
 /// as unknown; it never aborts the trigger.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -321,5 +332,17 @@ impl EvidenceProvider for InMemoryEvidence {
             .get(&query.check_id)
             .cloned()
             .unwrap_or_else(|| EvidenceResult::empty(crate::evidence::TrustLane::Verified)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_name_is_its_wire_form() {
+        for t in [ProviderTransport::Builtin, ProviderTransport::Mcp] {
+            assert_eq!(serde_json::to_value(t).unwrap(), t.name());
+        }
     }
 }

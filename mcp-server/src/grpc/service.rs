@@ -299,7 +299,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 .into_iter()
                 .map(|p| pb::ProviderSummary {
                     provider_id: p.provider_id.to_string(),
-                    transport: json!(p.transport).as_str().unwrap_or_default().to_owned(),
+                    transport: p.transport.name().to_owned(),
                     description: p.description,
                     checks: p.checks.iter().map(ToString::to_string).collect(),
                 })
