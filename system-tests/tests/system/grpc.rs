@@ -949,3 +949,52 @@ fn a_graceful_shutdown_ends_open_watches() {
         "{end:?}"
     );
 }
+
+#[test]
+fn a_correlation_id_is_validated_and_travels_into_the_audit_trail() {
+    let server = Server::start();
+    runtime().block_on(async {
+        let channel = channel(&server).await;
+        let with_id = |id: &'static str| {
+            DecisionGateClient::with_interceptor(
+                channel.clone(),
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut()
+                        .insert("x-correlation-id", id.parse().expect("metadata"));
+                    Ok(r)
+                },
+            )
+        };
+        with_id("deploy-42")
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect("a valid id");
+        let refused = with_id("a/b")
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect_err("an invalid id");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            refused.metadata().get("dg-error-kind").expect("kind"),
+            "invalid_correlation_id"
+        );
+        assert!(
+            refused.message().starts_with("x-correlation-id"),
+            "{refused:?}"
+        );
+    });
+    let audit = server.audit();
+    assert!(
+        audit.iter().any(|e| e["event"] == "call"
+            && e["action"] == "providers_list"
+            && e["correlation_id"] == "deploy-42"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|e| e["event"] == "access"
+            && e["transport"] == "grpc"
+            && e["refusal"] == "invalid_correlation_id"
+            && e["presented_hash"].is_object()),
+        "{audit:?}"
+    );
+}
