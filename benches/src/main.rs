@@ -1,7 +1,7 @@
 //! Decision Gate benchmarks. Each target is measured against a baseline in the same run and
 //! printed as `BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>`.
 //!
-//! Area `mcp`: see [`mcp`].
+//! Area `mcp`: see [`mcp`]. Area `grpc`: see [`grpc`].
 //!
 //! Area `core`:
 //! - `ret_vs_cedar`, `ret_vs_regorus`: one 100-condition gate, every condition true (so nothing
@@ -10,6 +10,11 @@
 //!   this process. Target: at least 10× faster than each.
 //! - `trigger_flat_memory`, `trigger_flat_sqlite`: the cost of a trigger on a run with 10,000
 //!   earlier triggers divided by its cost on a run with 10. Target: at most 1.2.
+
+// The same allocator as the `decision-gate` binary, so the echo server (served from this binary)
+// and the load clients run on what the server runs on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod grpc;
 mod mcp;
