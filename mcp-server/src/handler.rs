@@ -64,9 +64,25 @@ impl Shared {
         started: Instant,
     ) -> Result<Value, ToolError> {
         let outcome = tools::call(&self.gate, &self.policy, caller, action, args).await;
-        match &outcome {
-            Ok(_) => self.metrics.call(Some(action), "ok", started.elapsed()),
-            Err(error) => {
+        self.record(transport, caller, action, outcome.as_ref().err(), started)
+            .await;
+        outcome
+    }
+
+    /// Records an operation's outcome, for operations that do not go through [`Self::invoke`]
+    /// (a stream's opening): the call metrics, and the audit record of a failure the service
+    /// did not audit itself.
+    pub async fn record(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        action: Action,
+        error: Option<&ToolError>,
+        started: Instant,
+    ) {
+        match error {
+            None => self.metrics.call(Some(action), "ok", started.elapsed()),
+            Some(error) => {
                 self.metrics
                     .call(Some(action), error.kind, started.elapsed());
                 if !error.audited {
@@ -78,7 +94,6 @@ impl Shared {
                 }
             }
         }
-        outcome
     }
 
     /// Records a request refused before it reached the service; a sink failure is logged, as

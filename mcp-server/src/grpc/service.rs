@@ -29,6 +29,11 @@ impl GrpcApi {
         Self { shared, shutdown }
     }
 
+    /// What every transport shares.
+    pub(super) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Cancelled when the server shuts down.
     pub(super) fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()

@@ -1,22 +1,24 @@
-//! `WatchRun`: a server stream of a run's decisions. The watch is opened through the one
-//! dispatch's rules (authorized and audited as a status read); each batch the run appends is
-//! then sent as it comes, and the stream ends when the run has finished.
+//! `WatchRun`: a server stream of a run's decisions. Opening the watch is a status read
+//! (authorized and audited by the service, counted and its refused arguments audited like any
+//! call); each batch the run appends is then sent as it comes, and the stream ends when the run
+//! has finished, the client leaves or the server shuts down.
 
 use std::pin::Pin;
+use std::time::Instant;
 
-use decision_gate_core::{NamespaceId, RunId, ScenarioId, TenantId};
+use decision_gate_core::{Action, NamespaceId, RunId, ScenarioId, TenantId};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{GrpcApi, convert, pb, status};
-use crate::caller::Caller;
+use crate::caller::{Caller, Transport};
 use crate::error::ToolError;
 
 /// The stream of decisions.
 pub type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
 
-fn field<T, E: std::fmt::Display>(value: Result<T, E>, name: &str) -> Result<T, Status> {
-    value.map_err(|e| Status::invalid_argument(format!("{name}: {e}")))
+fn field<T, E: std::fmt::Display>(value: Result<T, E>, name: &str) -> Result<T, ToolError> {
+    value.map_err(|e| ToolError::invalid_arguments(name, e))
 }
 
 pub(super) async fn watch(
@@ -28,20 +30,34 @@ pub(super) async fn watch(
         .get::<Caller>()
         .cloned()
         .ok_or_else(|| Status::internal("request reached the service unauthenticated"))?;
+    let started = Instant::now();
     let r = request.into_inner();
-    let scenario_id = field(ScenarioId::new(r.scenario_id), "scenario_id")?;
-    let run_id = field(RunId::new(r.run_id), "run_id")?;
-    let ctx = caller.context(
-        field(TenantId::new(r.tenant_id), "tenant_id")?,
-        field(NamespaceId::new(r.namespace_id), "namespace_id")?,
-        None,
-    );
     let gate = api.gate();
+    let opened = async {
+        let scenario_id = field(ScenarioId::new(r.scenario_id), "scenario_id")?;
+        let run_id = field(RunId::new(r.run_id), "run_id")?;
+        let ctx = caller.context(
+            field(TenantId::new(r.tenant_id), "tenant_id")?,
+            field(NamespaceId::new(r.namespace_id), "namespace_id")?,
+            None,
+        );
+        gate.watch_run(&ctx, &scenario_id, &run_id, r.after_seq)
+            .await
+            .map_err(ToolError::from)
+    }
+    .await;
+    // Opening a watch is a status read: it counts and is audited like one.
+    api.shared()
+        .record(
+            Transport::Grpc,
+            &caller,
+            Action::ScenarioStatus,
+            opened.as_ref().err(),
+            started,
+        )
+        .await;
+    let mut watch = opened.map_err(status::tool_error)?;
     let shutdown = api.shutdown();
-    let mut watch = gate
-        .watch_run(&ctx, &scenario_id, &run_id, r.after_seq)
-        .await
-        .map_err(|e| status::tool_error(ToolError::from(e)))?;
     let stream = async_stream_of(move |tx| async move {
         loop {
             // A client that went away, or a server shutting down, ends the watch even while

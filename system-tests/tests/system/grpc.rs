@@ -589,7 +589,34 @@ fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
             .await
             .expect_err("unknown run");
         assert_eq!(unknown.code(), tonic::Code::NotFound);
+        let empty = c
+            .watch_run(pb::WatchRunRequest {
+                scenario_id: "release-train".into(),
+                tenant_id: 1,
+                namespace_id: 1,
+                run_id: String::new(),
+                after_seq: 0,
+            })
+            .await
+            .expect_err("an empty run id");
+        assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+        assert!(empty.message().contains("run_id"), "{empty:?}");
     });
+    // Opening a watch is audited like a status read; a refused one like refused arguments.
+    let audit = server.audit();
+    assert!(
+        audit.iter().any(|e| e["event"] == "call"
+            && e["action"] == "scenario_status"
+            && e["outcome"]["result"] == "success"),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|e| e["event"] == "access"
+            && e["transport"] == "grpc"
+            && e["tool"] == "scenario_status"
+            && e["detail"].as_str().is_some_and(|d| d.contains("run_id"))),
+        "{audit:?}"
+    );
 }
 
 #[test]
