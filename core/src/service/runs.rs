@@ -719,44 +719,32 @@ impl DecisionGate {
         scenario_id: &ScenarioId,
         run_id: &RunId,
     ) -> Result<RunStatusView, Error> {
-        self.call(
-            ctx,
-            Action::ScenarioStatus,
-            ("run", run_id.to_string()),
-            None,
-            Vec::new(),
-            async move |_| {
-                let key = Self::run_key(ctx, run_id);
-                let head = self.load_head(&key, scenario_id).await?;
-                let mut issued_packet_ids = Vec::new();
-                if head.counts.packets > 0 {
-                    self.for_each_entry(&key, head.revision, |entry| {
-                        if let EntryBody::Trigger(t) = &entry.body {
-                            issued_packet_ids
-                                .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
-                        }
-                    })
-                    .await?;
-                }
-                let safe_summary = match &head.last_decision.outcome {
-                    DecisionOutcome::Hold { summary } => Some(summary.clone()),
-                    _ => None,
-                };
-                Ok((
-                    RunStatusView {
-                        run_id: head.key.run_id.clone(),
-                        scenario_id: head.scenario_id.clone(),
-                        current_stage_id: head.current_stage_id.clone(),
-                        status: head.status,
-                        last_decision: head.last_decision.clone(),
-                        issued_packet_ids,
-                        safe_summary,
-                        revision: head.revision,
-                    },
-                    false,
-                ))
-            },
-        )
+        self.read_run(ctx, scenario_id, run_id, async |key, head| {
+            let mut issued_packet_ids = Vec::new();
+            if head.counts.packets > 0 {
+                self.for_each_entry(&key, head.revision, |entry| {
+                    if let EntryBody::Trigger(t) = &entry.body {
+                        issued_packet_ids
+                            .extend(t.packets.iter().map(|p| p.envelope.packet_id.clone()));
+                    }
+                })
+                .await?;
+            }
+            let safe_summary = match &head.last_decision.outcome {
+                DecisionOutcome::Hold { summary } => Some(summary.clone()),
+                _ => None,
+            };
+            Ok(RunStatusView {
+                run_id: head.key.run_id.clone(),
+                scenario_id: head.scenario_id.clone(),
+                current_stage_id: head.current_stage_id.clone(),
+                status: head.status,
+                last_decision: head.last_decision.clone(),
+                issued_packet_ids,
+                safe_summary,
+                revision: head.revision,
+            })
+        })
         .await
     }
 
@@ -773,35 +761,26 @@ impl DecisionGate {
         run_id: &RunId,
         trigger_id: &TriggerId,
     ) -> Result<Vec<GateEvalRecord>, Error> {
-        self.call(
-            ctx,
-            Action::ScenarioStatus,
-            ("run", run_id.to_string()),
-            None,
-            Vec::new(),
-            async move |_| {
-                let key = Self::run_key(ctx, run_id);
-                self.load_head(&key, scenario_id).await?;
-                let entry = self
-                    .runs
-                    .entry_for_trigger(&key, trigger_id)
-                    .await?
-                    .ok_or_else(|| Error::NotFound {
-                        what: "trigger",
-                        id: trigger_id.to_string(),
-                    })?;
-                let EntryBody::Trigger(entry) = entry.body else {
-                    return Err(Error::Corrupt(format!(
-                        "run {run_id}: trigger entry of the wrong kind"
-                    )));
-                };
-                let mut gates = entry.gate_evals;
-                for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
-                    self.withhold_raw(&mut record.result);
-                }
-                Ok((gates, false))
-            },
-        )
+        self.read_run(ctx, scenario_id, run_id, async |key, _| {
+            let entry = self
+                .runs
+                .entry_for_trigger(&key, trigger_id)
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: "trigger",
+                    id: trigger_id.to_string(),
+                })?;
+            let EntryBody::Trigger(entry) = entry.body else {
+                return Err(Error::Corrupt(format!(
+                    "run {run_id}: trigger entry of the wrong kind"
+                )));
+            };
+            let mut gates = entry.gate_evals;
+            for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
+                self.withhold_raw(&mut record.result);
+            }
+            Ok(gates)
+        })
         .await
     }
 
@@ -828,6 +807,30 @@ impl DecisionGate {
                 let key = Self::run_key(ctx, run_id);
                 self.load_head(&key, scenario_id).await?;
                 Ok((self.runs.entries(&key, after, limit).await?, false))
+            },
+        )
+        .await
+    }
+
+    /// A read of one run, authorized and audited as `scenario_status`: `read` gets the run's
+    /// key and head (an unknown run, or one of another scenario, is not found).
+    pub(super) async fn read_run<T>(
+        &self,
+        ctx: &RequestContext,
+        scenario_id: &ScenarioId,
+        run_id: &RunId,
+        read: impl AsyncFnOnce(RunKey, RunHead) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.call(
+            ctx,
+            Action::ScenarioStatus,
+            ("run", run_id.to_string()),
+            None,
+            Vec::new(),
+            async move |_| {
+                let key = Self::run_key(ctx, run_id);
+                let head = self.load_head(&key, scenario_id).await?;
+                Ok((read(key, head).await?, false))
             },
         )
         .await

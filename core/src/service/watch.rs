@@ -35,25 +35,15 @@ impl DecisionGate {
         run_id: &RunId,
         after_seq: u64,
     ) -> Result<RunWatch, Error> {
-        self.call(
-            ctx,
-            Action::ScenarioStatus,
-            ("run", run_id.to_string()),
-            None,
-            Vec::new(),
-            async move |_| {
-                let key = Self::run_key(ctx, run_id);
-                self.load_head(&key, scenario_id).await?;
-                let watch = RunWatch {
-                    key,
-                    scenario_id: scenario_id.clone(),
-                    revision: 0,
-                    after_seq,
-                    appended: self.appended.subscribe(),
-                };
-                Ok((watch, false))
-            },
-        )
+        self.read_run(ctx, scenario_id, run_id, async |key, _| {
+            Ok(RunWatch {
+                key,
+                scenario_id: scenario_id.clone(),
+                revision: 0,
+                after_seq,
+                appended: self.appended.subscribe(),
+            })
+        })
         .await
     }
 

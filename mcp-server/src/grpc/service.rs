@@ -29,6 +29,22 @@ impl GrpcApi {
         Self { shared, shutdown }
     }
 
+    /// One page of a list tool.
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &Request<pb::ListRequest>,
+        action: Action,
+    ) -> Result<Page<T>, Status> {
+        let r = request.get_ref();
+        let args = json!({
+            "tenant_id": r.tenant_id,
+            "namespace_id": r.namespace_id,
+            "cursor": r.cursor,
+            "limit": r.limit,
+        });
+        convert::read(self.invoke(request, action, args).await?, "page")
+    }
+
     /// What every transport shares.
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
@@ -360,9 +376,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Answer<pb::ListSchemasResponse> {
-        let args = list_args(request.get_ref());
-        let v = self.invoke(&request, Action::SchemasList, args).await?;
-        let page: Page<DataShapeRecord> = convert::read(v, "page")?;
+        let page: Page<DataShapeRecord> = self.page(&request, Action::SchemasList).await?;
         Ok(Response::new(pb::ListSchemasResponse {
             items: page.items.into_iter().map(convert::data_shape).collect(),
             next_token: page.next_token,
@@ -391,9 +405,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Answer<pb::ListScenariosResponse> {
-        let args = list_args(request.get_ref());
-        let v = self.invoke(&request, Action::ScenariosList, args).await?;
-        let page: Page<ScenarioSummary> = convert::read(v, "page")?;
+        let page: Page<ScenarioSummary> = self.page(&request, Action::ScenariosList).await?;
         Ok(Response::new(pb::ListScenariosResponse {
             items: page
                 .items
@@ -443,13 +455,4 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
     ) -> Answer<Self::WatchRunStream> {
         super::watch::watch(self, request).await
     }
-}
-
-fn list_args(r: &pb::ListRequest) -> Value {
-    json!({
-        "tenant_id": r.tenant_id,
-        "namespace_id": r.namespace_id,
-        "cursor": r.cursor,
-        "limit": r.limit,
-    })
 }

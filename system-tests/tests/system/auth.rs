@@ -14,7 +14,10 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn bearer_config() -> String {
+/// The token of the unrestricted "ci" principal in [`bearer_config`].
+pub(crate) const CI_TOKEN: &str = "ci-token-0123456789";
+
+pub(crate) fn bearer_config() -> String {
     format!(
         r#"
 [server.auth]
@@ -30,7 +33,7 @@ token_sha256 = "{}"
 tenant_id = 7
 tools = ["providers_list", "scenarios_list"]
 "#,
-        sha256_hex("ci-token-0123456789"),
+        sha256_hex(CI_TOKEN),
         sha256_hex("reader-token-0123456789"),
     )
 }

@@ -519,38 +519,42 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
     });
 }
 
+/// Defines the three-stage scenario, starts `run-1` and watches it after decision `after_seq`.
+async fn start_and_watch(c: &mut Client, after_seq: u64) -> tonic::Streaming<pb::Decision> {
+    let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+    c.define_scenario(pb::DefineScenarioRequest {
+        spec_json: spec.to_string(),
+    })
+    .await
+    .expect("define");
+    c.start_run(pb::StartRunRequest {
+        scenario_id: "release-train".into(),
+        tenant_id: 1,
+        namespace_id: 1,
+        run_id: "run-1".into(),
+        started_at: unix(0),
+        dispatch_targets: Vec::new(),
+    })
+    .await
+    .expect("start");
+    c.watch_run(pb::WatchRunRequest {
+        scenario_id: "release-train".into(),
+        tenant_id: 1,
+        namespace_id: 1,
+        run_id: "run-1".into(),
+        after_seq,
+    })
+    .await
+    .expect("watch")
+    .into_inner()
+}
+
 #[test]
 fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
     let server = Server::start();
     runtime().block_on(async {
         let mut c = client(&server).await;
-        let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
-        c.define_scenario(pb::DefineScenarioRequest {
-            spec_json: spec.to_string(),
-        })
-        .await
-        .expect("define");
-        c.start_run(pb::StartRunRequest {
-            scenario_id: "release-train".into(),
-            tenant_id: 1,
-            namespace_id: 1,
-            run_id: "run-1".into(),
-            started_at: unix(0),
-            dispatch_targets: Vec::new(),
-        })
-        .await
-        .expect("start");
-        let mut stream = c
-            .watch_run(pb::WatchRunRequest {
-                scenario_id: "release-train".into(),
-                tenant_id: 1,
-                namespace_id: 1,
-                run_id: "run-1".into(),
-                after_seq: 0,
-            })
-            .await
-            .expect("watch")
-            .into_inner();
+        let mut stream = start_and_watch(&mut c, 0).await;
         let first = stream
             .message()
             .await
@@ -621,12 +625,9 @@ fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
 
 #[test]
 fn grpc_uses_the_servers_authentication_and_health_answers_without_it() {
-    let token = "s3cret-grpc-token";
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
-    let config = format!(
-        "[server.auth]\nmode = \"bearer\"\n[[server.auth.tokens]]\nsubject = \"ci\"\ntoken_sha256 = \"{digest}\"\n"
-    );
-    let server = Server::start_with(Some(&config), |_| {});
+    // The same token configuration as the MCP bearer tests: "ci" may call every tool.
+    let token = crate::auth::CI_TOKEN;
+    let server = Server::start_with(Some(&crate::auth::bearer_config()), |_| {});
     runtime().block_on(async {
         let channel = channel(&server).await;
         let mut anonymous = DecisionGateClient::new(channel.clone());
@@ -933,33 +934,7 @@ fn a_graceful_shutdown_ends_open_watches() {
     let rt = runtime();
     let mut stream = rt.block_on(async {
         let mut c = client(&server).await;
-        let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
-        c.define_scenario(pb::DefineScenarioRequest {
-            spec_json: spec.to_string(),
-        })
-        .await
-        .expect("define");
-        c.start_run(pb::StartRunRequest {
-            scenario_id: "release-train".into(),
-            tenant_id: 1,
-            namespace_id: 1,
-            run_id: "run-1".into(),
-            started_at: unix(0),
-            dispatch_targets: Vec::new(),
-        })
-        .await
-        .expect("start");
-        let mut stream = c
-            .watch_run(pb::WatchRunRequest {
-                scenario_id: "release-train".into(),
-                tenant_id: 1,
-                namespace_id: 1,
-                run_id: "run-1".into(),
-                after_seq: 1,
-            })
-            .await
-            .expect("watch")
-            .into_inner();
+        let mut stream = start_and_watch(&mut c, 1).await;
         // Nothing to send yet: the run is idle and the stream stays open.
         let idle = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
         assert!(idle.is_err(), "the stream answered early: {idle:?}");
