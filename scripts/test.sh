@@ -57,6 +57,7 @@ cargo check -p decision-gate-core --no-default-features --locked
 step "dependency direction"
 cargo metadata --format-version 1 --no-deps --locked | python3 scripts/check_dependency_direction.py
 
+. scripts/postgres.sh # the Postgres tests read DG_PG_URL
 step "cargo test (whole workspace; the system tests start the decision-gate binary)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -1,5 +1,57 @@
-//! Enterprise storage for Decision Gate: PostgreSQL backends of `ScenarioStore`, `RunStore` and
-//! `SchemaRegistry` with row-level security, and an S3 `RunpackStore` with object lock. Each
-//! backend implements a seam of `decision-gate-core` and must pass that seam's conformance suite.
-//! The backends arrive with the enterprise data-plane issue; today this crate only fixes its
-//! place in the dependency graph.
+//! Enterprise storage for Decision Gate: the PostgreSQL backend of the core seams
+//! `ScenarioStore`, `RunStore` and `SchemaRegistry` ([`PgStore`]), with tenant isolation in the
+//! database itself, and its administration: migrations, the start-up schema check, tenancy
+//! provisioning and the integrity scan. (The S3 `RunpackStore` comes with a later issue.)
+//!
+//! # Isolation
+//! Every tenant-owned table leads its primary key with `tenant_id`, refers to its parents with
+//! composite foreign keys `(tenant_id, ...)`, and has row-level security enabled and forced with
+//! the policy `tenant_id = app.tenant_id`. The store connects as a dedicated application role
+//! (neither superuser, BYPASSRLS nor owner; [`PgStore::connect`] refuses otherwise) and sets
+//! `app.tenant_id` transaction-locally at the start of every transaction, so a query can only
+//! ever see or write the rows of the tenant it was called for. See ADR 0008.
+//!
+//! # Roles and URLs
+//! - The **owner** (the migration role, or a superuser) runs [`migrate`], the tenancy
+//!   functions ([`create_organisation`], [`create_tenant`], [`create_namespace`]) and
+//!   [`integrity_scan`]; it must bypass row-level security (BYPASSRLS or superuser).
+//! - The **application role** serves: `PgStore::connect(app_url, &PoolConfig::default())`.
+//!   [`migrate`] grants it exactly the privileges it needs when
+//!   [`MigrateOptions::app_role`] names it.
+//!
+//! # Effects
+//! Writes commit their usage and audit events in the same transaction (`owns_effects()` is
+//! true; ADR 0003).
+
+#[cfg(feature = "postgres")]
+mod codec;
+#[cfg(feature = "postgres")]
+mod error;
+#[cfg(feature = "postgres")]
+mod integrity;
+#[cfg(feature = "postgres")]
+mod migrate;
+#[cfg(feature = "postgres")]
+mod store;
+#[cfg(feature = "postgres")]
+mod tenancy;
+
+#[cfg(feature = "postgres")]
+pub use error::PgError;
+#[cfg(feature = "postgres")]
+pub use integrity::{
+    Finding, FindingKind, integrity_scan, tables_without_forced_rls, tenant_tables,
+};
+#[cfg(feature = "postgres")]
+pub use migrate::{
+    MigrateOptions, MigrationInfo, MigrationReport, check_app_role, check_schema, grant_app_role,
+    known_migrations, migrate,
+};
+#[cfg(feature = "postgres")]
+pub use sqlx::postgres::PgPool;
+#[cfg(feature = "postgres")]
+pub use store::{PgStore, PoolConfig};
+#[cfg(feature = "postgres")]
+pub use tenancy::{
+    LifecycleState, Provisioned, create_namespace, create_organisation, create_tenant, tenant_state,
+};

@@ -1,0 +1,208 @@
+//! Tenancy administration: organisations, their tenants, and the tenants' namespaces. Data can
+//! only be stored in a namespace that exists (composite foreign keys), so these run before a
+//! tenant's first call. They run on the owner's pool (the application role may only read
+//! tenants and namespaces) and are idempotent: provisioning what already exists with the same
+//! parent is `Existing`.
+
+use decision_gate_core::ids::{NamespaceId, TenantId};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPool;
+use sqlx::{Postgres, Transaction};
+
+use crate::error::PgError;
+
+/// The lifecycle state of an organisation, tenant or namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleState {
+    /// In use.
+    Active,
+    /// Kept, but not to be served.
+    Suspended,
+    /// Marked for erasure.
+    Deleted,
+}
+
+/// Whether a provisioning call created the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provisioned {
+    /// It was created.
+    Created,
+    /// It existed already, under the same parent; nothing changed.
+    Existing,
+}
+
+fn check_name(name: &str) -> Result<(), PgError> {
+    if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(PgError::Invalid {
+            field: "name",
+            message: "must be 1 to 256 bytes without control characters".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A transaction in `tenant`'s scope, so forced row-level security admits the rows even for an
+/// owner role without BYPASSRLS.
+async fn begin_for(
+    pool: &PgPool,
+    tenant: TenantId,
+) -> Result<Transaction<'static, Postgres>, PgError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant.as_i64().to_string())
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+fn is_fk_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+}
+
+/// Creates organisation `organisation_id` (1..=i64::MAX).
+///
+/// # Errors
+/// [`PgError::Invalid`] for a bad id or name; [`PgError::Unavailable`] otherwise.
+pub async fn create_organisation(
+    pool: &PgPool,
+    organisation_id: i64,
+    name: &str,
+) -> Result<Provisioned, PgError> {
+    if organisation_id <= 0 {
+        return Err(PgError::Invalid {
+            field: "organisation_id",
+            message: format!("must be between 1 and {}, got {organisation_id}", i64::MAX),
+        });
+    }
+    check_name(name)?;
+    let inserted = sqlx::query(
+        "INSERT INTO organisations (organisation_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(organisation_id)
+    .bind(name)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(if inserted == 1 {
+        Provisioned::Created
+    } else {
+        Provisioned::Existing
+    })
+}
+
+/// Creates tenant `tenant_id` in organisation `organisation_id`.
+///
+/// # Errors
+/// [`PgError::MissingParent`] when the organisation does not exist; [`PgError::Conflict`] when
+/// the tenant exists in another organisation; [`PgError::Invalid`] for a bad name.
+pub async fn create_tenant(
+    pool: &PgPool,
+    organisation_id: i64,
+    tenant_id: TenantId,
+    name: &str,
+) -> Result<Provisioned, PgError> {
+    check_name(name)?;
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO tenants (tenant_id, organisation_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id.as_i64())
+    .bind(organisation_id)
+    .bind(name)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        if is_fk_violation(&e) {
+            PgError::MissingParent {
+                what: "organisation",
+                id: organisation_id.to_string(),
+            }
+        } else {
+            e.into()
+        }
+    })?
+    .rows_affected();
+    if inserted == 0 {
+        let (existing,): (i64,) =
+            sqlx::query_as("SELECT organisation_id FROM tenants WHERE tenant_id = $1")
+                .bind(tenant_id.as_i64())
+                .fetch_one(&mut *tx)
+                .await?;
+        if existing != organisation_id {
+            return Err(PgError::Conflict {
+                what: "tenant",
+                id: tenant_id.to_string(),
+            });
+        }
+        return Ok(Provisioned::Existing);
+    }
+    tx.commit().await?;
+    Ok(Provisioned::Created)
+}
+
+/// Creates namespace `namespace_id` of tenant `tenant_id`.
+///
+/// # Errors
+/// [`PgError::MissingParent`] when the tenant does not exist; [`PgError::Invalid`] for a bad
+/// name.
+pub async fn create_namespace(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    namespace_id: NamespaceId,
+    name: &str,
+) -> Result<Provisioned, PgError> {
+    check_name(name)?;
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO namespaces (tenant_id, namespace_id, name) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant_id.as_i64())
+    .bind(namespace_id.as_i64())
+    .bind(name)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| {
+        if is_fk_violation(&e) {
+            PgError::MissingParent {
+                what: "tenant",
+                id: tenant_id.to_string(),
+            }
+        } else {
+            e.into()
+        }
+    })?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(if inserted == 1 {
+        Provisioned::Created
+    } else {
+        Provisioned::Existing
+    })
+}
+
+/// The lifecycle state of a tenant, or `None` when it does not exist (or is outside the
+/// pool's view).
+///
+/// # Errors
+/// [`PgError::Unavailable`] when the database cannot be reached.
+pub async fn tenant_state(
+    pool: &PgPool,
+    tenant_id: TenantId,
+) -> Result<Option<LifecycleState>, PgError> {
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let state: Option<(String,)> = sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1")
+        .bind(tenant_id.as_i64())
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    state
+        .map(|(s,)| {
+            serde_json::from_value(serde_json::Value::String(s.clone()))
+                .map_err(|_| PgError::Unavailable(format!("unknown tenant state {s:?}")))
+        })
+        .transpose()
+}

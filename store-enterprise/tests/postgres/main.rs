@@ -1,0 +1,8 @@
+//! The Postgres backends against a real PostgreSQL server (`DG_PG_URL`, see `support`).
+
+mod conformance;
+mod integrity;
+mod isolation;
+mod migrations;
+mod store;
+mod support;
