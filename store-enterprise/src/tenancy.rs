@@ -57,8 +57,22 @@ async fn begin_for(
     Ok(tx)
 }
 
-fn is_fk_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23503"))
+/// Maps a foreign-key violation to "the parent `what` `id` does not exist".
+fn missing_parent(what: &'static str, id: String) -> impl FnOnce(sqlx::Error) -> PgError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+            PgError::MissingParent { what, id }
+        }
+        _ => e.into(),
+    }
+}
+
+fn provisioned(rows_inserted: u64) -> Provisioned {
+    if rows_inserted == 1 {
+        Provisioned::Created
+    } else {
+        Provisioned::Existing
+    }
 }
 
 /// Creates organisation `organisation_id` (1..=i64::MAX).
@@ -85,11 +99,7 @@ pub async fn create_organisation(
     .execute(pool)
     .await?
     .rows_affected();
-    Ok(if inserted == 1 {
-        Provisioned::Created
-    } else {
-        Provisioned::Existing
-    })
+    Ok(provisioned(inserted))
 }
 
 /// Creates tenant `tenant_id` in organisation `organisation_id`.
@@ -114,16 +124,7 @@ pub async fn create_tenant(
     .bind(name)
     .execute(&mut *tx)
     .await
-    .map_err(|e| {
-        if is_fk_violation(&e) {
-            PgError::MissingParent {
-                what: "organisation",
-                id: organisation_id.to_string(),
-            }
-        } else {
-            e.into()
-        }
-    })?
+    .map_err(missing_parent("organisation", organisation_id.to_string()))?
     .rows_affected();
     if inserted == 0 {
         let (existing,): (i64,) =
@@ -165,23 +166,10 @@ pub async fn create_namespace(
     .bind(name)
     .execute(&mut *tx)
     .await
-    .map_err(|e| {
-        if is_fk_violation(&e) {
-            PgError::MissingParent {
-                what: "tenant",
-                id: tenant_id.to_string(),
-            }
-        } else {
-            e.into()
-        }
-    })?
+    .map_err(missing_parent("tenant", tenant_id.to_string()))?
     .rows_affected();
     tx.commit().await?;
-    Ok(if inserted == 1 {
-        Provisioned::Created
-    } else {
-        Provisioned::Existing
-    })
+    Ok(provisioned(inserted))
 }
 
 /// The lifecycle state of a tenant, or `None` when it does not exist (or is outside the
