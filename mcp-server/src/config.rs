@@ -378,6 +378,14 @@ impl std::fmt::Debug for Loaded {
 /// # Errors
 /// Every problem found, each naming its key; an unreadable file is one problem at `$`.
 pub fn load(file: &Path) -> Result<Loaded, Vec<Problem>> {
+    parse(&read_file(file)?, &base_dir(file))
+}
+
+/// Reads a configuration file of at most 1 MiB.
+///
+/// # Errors
+/// An unreadable or oversized file, as one problem at `$`.
+pub fn read_file(file: &Path) -> Result<String, Vec<Problem>> {
     let size = std::fs::metadata(file)
         .map_err(|e| vec![Problem::new("$", format!("{}: {e}", file.display()))])?
         .len();
@@ -387,13 +395,17 @@ pub fn load(file: &Path) -> Result<Loaded, Vec<Problem>> {
             format!("the file is {size} bytes; the limit is {MAX_CONFIG_BYTES} bytes"),
         )]);
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| vec![Problem::new("$", format!("{}: {e}", file.display()))])?;
-    let base = file
-        .parent()
+    std::fs::read_to_string(file)
+        .map_err(|e| vec![Problem::new("$", format!("{}: {e}", file.display()))])
+}
+
+/// The directory relative paths in `file` are resolved against.
+#[must_use]
+pub fn base_dir(file: &Path) -> PathBuf {
+    file.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parse(&text, base)
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 /// Parses and checks configuration text; relative paths are resolved against `base`.
@@ -401,9 +413,24 @@ pub fn load(file: &Path) -> Result<Loaded, Vec<Problem>> {
 /// # Errors
 /// Every problem found, each naming its key.
 pub fn parse(text: &str, base: &Path) -> Result<Loaded, Vec<Problem>> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| vec![Problem::new("$", e.to_string().trim())])?;
+    parse_table(read_table(text)?, base)
+}
+
+/// Parses TOML text into a table, a syntax error being one problem at `$`.
+///
+/// # Errors
+/// The syntax error.
+pub fn read_table(text: &str) -> Result<toml::Table, Vec<Problem>> {
+    text.parse()
+        .map_err(|e: toml::de::Error| vec![Problem::new("$", e.to_string().trim())])
+}
+
+/// Checks a parsed configuration table (a caller that adds sections of its own removes them
+/// first); relative paths are resolved against `base`.
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn parse_table(table: toml::Table, base: &Path) -> Result<Loaded, Vec<Problem>> {
     let value = serde_json::to_value(table).map_err(|e| vec![Problem::new("$", e.to_string())])?;
     let mut config: Config =
         from_json_value(value).map_err(|e| vec![Problem::new(e.path, e.rule)])?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use decision_gate_core::access::{AuditSink, JsonLinesAuditSink};
 use decision_gate_core::runpack::{FsRunpackStore, MemoryRunpackStore};
+use decision_gate_core::service::DecisionGateBuilder;
 use decision_gate_core::{DecisionGate, MemoryStore, SqliteStore};
 use rmcp::ServiceExt as _;
 use rmcp::transport::async_rw::AsyncRwTransport;
@@ -116,11 +117,10 @@ impl Server {
     /// [`ServeError::Storage`] when the directory, database, runpack store or audit file
     /// cannot be opened.
     pub async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Self, ServeError> {
-        let Loaded { config, providers } = loaded;
         std::fs::create_dir_all(data_dir.path())
             .map_err(|e| e.to_string())
             .map_err(storage(data_dir.path().display().to_string()))?;
-        let builder = match config.store {
+        let builder = match loaded.config.store {
             StoreKind::Sqlite => {
                 let store = SqliteStore::open(data_dir.database())
                     .await
@@ -137,6 +137,21 @@ impl Server {
                 .store(Arc::new(MemoryStore::default()))
                 .runpack_store(Arc::new(MemoryRunpackStore::default())),
         };
+        Self::open_with(loaded, builder, data_dir)
+    }
+
+    /// Builds the service on stores the caller chose (the enterprise server passes its
+    /// Postgres backends): `builder` carries them; the configuration adds the engine settings,
+    /// providers, audit trail (a file, by default under `data_dir`), tool policy and admission.
+    ///
+    /// # Errors
+    /// [`ServeError::Storage`] when the audit file cannot be opened.
+    pub fn open_with(
+        loaded: Loaded,
+        builder: DecisionGateBuilder,
+        data_dir: &DataDir,
+    ) -> Result<Self, ServeError> {
+        let Loaded { config, providers } = loaded;
         let audit_path = config
             .server
             .audit

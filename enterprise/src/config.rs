@@ -1,0 +1,467 @@
+//! The enterprise configuration file: every section of the open-source `decision-gate.toml`
+//! (server, auth, limits, audit, engine, providers, evidence, feedback; checked by the same
+//! code) plus `[database]` and `[tenancy]`. Unknown keys are refused with their path and every
+//! problem is listed before anything is served.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use decision_gate_core::engine::from_json_value;
+use decision_gate_core::ids::{NamespaceId, TenantId};
+use decision_gate_mcp::config::{self as oss, Loaded, Problem};
+use decision_gate_store_enterprise::PoolConfig;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgConnectOptions;
+
+/// The environment variable naming the enterprise configuration file.
+pub const CONFIG_ENV: &str = "DECISION_GATE_ENTERPRISE_CONFIG";
+
+/// Upper bounds of the pool settings: far above any sane value, low enough to catch a unit
+/// mistake (seconds typed as milliseconds the other way round).
+const MAX_CONNECTIONS: u32 = 1_000;
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+const MAX_NAME_BYTES: usize = 256;
+
+/// `[database]`: where the state lives and how the server connects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The application role's URL (`postgres://dg_app:…@host/db`): the server serves through
+    /// it. It must not be a superuser, BYPASSRLS or the tables' owner.
+    pub url: String,
+    /// The owner's URL (the migration role or a superuser), for `migrate`, `provision`,
+    /// `integrity-scan` and `migrate_on_start`; the server never serves through it.
+    #[serde(default)]
+    pub owner_url: Option<String>,
+    /// The application role `migrate` grants privileges to; default: the user in `url`.
+    #[serde(default)]
+    pub app_role: Option<String>,
+    /// Apply pending migrations and `[tenancy]` at start-up (needs `owner_url`). Off by
+    /// default: an operator migrates once, before rolling out replicas.
+    #[serde(default)]
+    pub migrate_on_start: bool,
+    /// The most connections the pool opens (1..=1000).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a call waits for a free connection before failing `unavailable`.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+    /// The server-side limit on one statement (`statement_timeout`).
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// How long an idle connection is kept.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+fn default_acquire_timeout_ms() -> u64 {
+    5_000
+}
+fn default_statement_timeout_ms() -> u64 {
+    30_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    600_000
+}
+
+impl DatabaseConfig {
+    /// The pool settings.
+    #[must_use]
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            max_connections: self.max_connections,
+            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            statement_timeout: Some(Duration::from_millis(self.statement_timeout_ms)),
+            idle_timeout: Some(Duration::from_millis(self.idle_timeout_ms)),
+        }
+    }
+
+    /// The role `migrate` grants: `app_role`, else the user named in `url`.
+    #[must_use]
+    pub fn app_role(&self) -> Option<String> {
+        self.app_role.clone().or_else(|| {
+            PgConnectOptions::from_str(&self.url)
+                .ok()
+                .map(|o| o.get_username().to_owned())
+        })
+    }
+
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        url_problem("database.url", &self.url, problems);
+        if let Some(owner) = &self.owner_url {
+            url_problem("database.owner_url", owner, problems);
+        }
+        if self.migrate_on_start && self.owner_url.is_none() {
+            problems.push(problem(
+                "database.migrate_on_start",
+                "needs database.owner_url (the application role cannot migrate)",
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            problems.push(problem(
+                "database.max_connections",
+                format!(
+                    "must be between 1 and {MAX_CONNECTIONS}, got {}",
+                    self.max_connections
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("database.acquire_timeout_ms", self.acquire_timeout_ms),
+            ("database.statement_timeout_ms", self.statement_timeout_ms),
+            ("database.idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=MAX_TIMEOUT_MS).contains(&value) {
+                problems.push(problem(
+                    key,
+                    format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds, got {value}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Checks that `url` is a Postgres URL the driver accepts; the message never repeats the URL,
+/// which may hold a password.
+fn url_problem(key: &str, url: &str, problems: &mut Vec<Problem>) {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push(problem(key, "must be a postgres:// or postgresql:// URL"));
+    } else if let Err(e) = PgConnectOptions::from_str(url) {
+        problems.push(problem(key, format!("not a usable Postgres URL: {e}")));
+    }
+}
+
+/// `[tenancy]`: the organisations, tenants and namespaces `provision` (or `migrate_on_start`)
+/// creates. Provisioning is idempotent; removing an entry here deletes nothing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenancyConfig {
+    /// Organisations.
+    pub organisations: Vec<OrganisationConfig>,
+    /// Tenants, each in a listed organisation.
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One organisation.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganisationConfig {
+    /// Its id (1..=i64::MAX).
+    pub organisation_id: i64,
+    /// Its name.
+    pub name: String,
+}
+
+/// One tenant and its namespaces.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Its id.
+    pub tenant_id: TenantId,
+    /// The organisation it belongs to (listed in `tenancy.organisations`).
+    pub organisation_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its namespaces.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+/// One namespace of a tenant.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Its id within the tenant.
+    pub namespace_id: NamespaceId,
+    /// Its name.
+    pub name: String,
+}
+
+impl TenancyConfig {
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        let mut orgs = Vec::new();
+        for (i, org) in self.organisations.iter().enumerate() {
+            let path = format!("tenancy.organisations[{i}]");
+            if org.organisation_id <= 0 {
+                problems.push(problem(
+                    format!("{path}.organisation_id"),
+                    format!("must be between 1 and {}", i64::MAX),
+                ));
+            }
+            if orgs.contains(&org.organisation_id) {
+                problems.push(problem(
+                    format!("{path}.organisation_id"),
+                    format!("organisation {} is listed twice", org.organisation_id),
+                ));
+            }
+            orgs.push(org.organisation_id);
+            name_problem(&format!("{path}.name"), &org.name, problems);
+        }
+        let mut tenants = Vec::new();
+        for (i, tenant) in self.tenants.iter().enumerate() {
+            let path = format!("tenancy.tenants[{i}]");
+            if tenants.contains(&tenant.tenant_id) {
+                problems.push(problem(
+                    format!("{path}.tenant_id"),
+                    format!("tenant {} is listed twice", tenant.tenant_id),
+                ));
+            }
+            tenants.push(tenant.tenant_id);
+            if !orgs.contains(&tenant.organisation_id) {
+                problems.push(problem(
+                    format!("{path}.organisation_id"),
+                    format!(
+                        "organisation {} is not listed in tenancy.organisations",
+                        tenant.organisation_id
+                    ),
+                ));
+            }
+            name_problem(&format!("{path}.name"), &tenant.name, problems);
+            let mut namespaces = Vec::new();
+            for (j, ns) in tenant.namespaces.iter().enumerate() {
+                let path = format!("{path}.namespaces[{j}]");
+                if namespaces.contains(&ns.namespace_id) {
+                    problems.push(problem(
+                        format!("{path}.namespace_id"),
+                        format!("namespace {} is listed twice", ns.namespace_id),
+                    ));
+                }
+                namespaces.push(ns.namespace_id);
+                name_problem(&format!("{path}.name"), &ns.name, problems);
+            }
+        }
+    }
+}
+
+fn name_problem(key: &str, name: &str, problems: &mut Vec<Problem>) {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        problems.push(problem(
+            key,
+            format!("must be 1 to {MAX_NAME_BYTES} bytes without control characters"),
+        ));
+    }
+}
+
+fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// A checked enterprise configuration.
+#[derive(Debug)]
+pub struct EnterpriseConfig {
+    /// The open-source sections, checked by the open-source rules, providers built.
+    pub server: Loaded,
+    /// `[database]`.
+    pub database: DatabaseConfig,
+    /// `[tenancy]`.
+    pub tenancy: TenancyConfig,
+}
+
+impl EnterpriseConfig {
+    /// Where runpacks and the default audit trail live: `data_dir`, else `dg-data`.
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.server.config.data_dir()
+    }
+}
+
+/// Reads and checks a configuration file.
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn load(file: &Path) -> Result<EnterpriseConfig, Vec<Problem>> {
+    parse(&oss::read_file(file)?, &oss::base_dir(file))
+}
+
+/// Parses and checks configuration text; relative paths resolve against `base`.
+///
+/// # Errors
+/// Every problem found, each naming its key: those of the enterprise sections and those of
+/// the open-source ones together.
+pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> {
+    let mut table = oss::read_table(text)?;
+    let mut problems = Vec::new();
+    if table.remove("store").is_some() {
+        problems.push(problem(
+            "store",
+            "the enterprise server keeps scenarios, runs and schemas in Postgres ([database]); remove this key",
+        ));
+    }
+    let database = match table.remove("database") {
+        None => {
+            problems.push(problem(
+                "database",
+                "missing: the enterprise server needs [database] with url",
+            ));
+            None
+        }
+        Some(value) => section::<DatabaseConfig>("database", value, &mut problems),
+    };
+    let tenancy = match table.remove("tenancy") {
+        None => Some(TenancyConfig::default()),
+        Some(value) => section::<TenancyConfig>("tenancy", value, &mut problems),
+    };
+    if let Some(database) = &database {
+        database.problems(&mut problems);
+    }
+    if let Some(tenancy) = &tenancy {
+        tenancy.problems(&mut problems);
+    }
+    let server = oss::parse_table(table, base).map_err(|p| problems.extend(p));
+    match (server, database, tenancy) {
+        (Ok(server), Some(database), Some(tenancy)) if problems.is_empty() => {
+            Ok(EnterpriseConfig {
+                server,
+                database,
+                tenancy,
+            })
+        }
+        _ => Err(problems),
+    }
+}
+
+/// Deserialises one section, its problems' paths prefixed with the section's name.
+fn section<T: serde::de::DeserializeOwned>(
+    name: &str,
+    value: toml::Value,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let json = match serde_json::to_value(value) {
+        Ok(json) => json,
+        Err(e) => {
+            problems.push(problem(name, e.to_string()));
+            return None;
+        }
+    };
+    match from_json_value::<T>(json) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let path = if e.path == "$" {
+                name.to_owned()
+            } else {
+                format!("{name}.{}", e.path)
+            };
+            problems.push(problem(path, e.rule));
+            None
+        }
+    }
+}
+
+/// A URL with its password replaced by `***`, for messages and `config check`.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DB: &str = "[database]\nurl = \"postgres://dg_app:secret@127.0.0.1/dg\"\n";
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/etc/dg")) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_database_url_is_enough() {
+        let config = parse(DB, Path::new(".")).unwrap();
+        assert_eq!(config.database.max_connections, 16);
+        assert_eq!(config.database.app_role().as_deref(), Some("dg_app"));
+        assert!(!config.database.migrate_on_start);
+    }
+
+    #[test]
+    fn the_database_section_is_required_and_store_is_refused() {
+        let found = problems("store = \"memory\"\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("store: "), "{found:?}");
+        assert!(found[1].starts_with("database: missing"), "{found:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named_in_every_section_at_once() {
+        let found = problems(&format!(
+            "{DB}max_conections = 3\n[server.limits]\nmax_infligt = 5\n"
+        ));
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("max_conections"), "{found:?}");
+        assert!(found[0].starts_with("database"), "{found:?}");
+        assert!(found[1].contains("max_infligt"), "{found:?}");
+    }
+
+    #[test]
+    fn pool_limits_name_the_field_and_the_limit() {
+        let found = problems(&format!(
+            "{DB}max_connections = 0\nacquire_timeout_ms = 0\nmigrate_on_start = true\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "database.migrate_on_start: needs database.owner_url (the application role cannot migrate)",
+                "database.max_connections: must be between 1 and 1000, got 0",
+                "database.acquire_timeout_ms: must be between 1 and 3600000 milliseconds, got 0",
+            ]
+        );
+        let found = problems("[database]\nurl = \"mysql://x@y/z\"\n");
+        assert_eq!(
+            found,
+            ["database.url: must be a postgres:// or postgresql:// URL"]
+        );
+    }
+
+    #[test]
+    fn tenants_need_a_listed_organisation_and_unique_ids() {
+        let found = problems(&format!(
+            "{DB}[[tenancy.organisations]]\norganisation_id = 1\nname = \"acme\"\n\
+             [[tenancy.tenants]]\ntenant_id = 1\norganisation_id = 2\nname = \"a\"\n\
+             namespaces = [{{ namespace_id = 1, name = \"x\" }}, {{ namespace_id = 1, name = \"y\" }}]\n"
+        ));
+        assert_eq!(
+            found,
+            [
+                "tenancy.tenants[0].organisation_id: organisation 2 is not listed in tenancy.organisations",
+                "tenancy.tenants[0].namespaces[1].namespace_id: namespace 1 is listed twice",
+            ]
+        );
+        let found = problems(&format!(
+            "{DB}[[tenancy.tenants]]\ntenant_id = 0\norganisation_id = 1\nname = \"a\"\n"
+        ));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("tenancy.tenants[0].tenant_id"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://dg_app:secret@127.0.0.1/dg"),
+            "postgres://dg_app:***@127.0.0.1/dg"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/dg"),
+            "postgres://postgres@127.0.0.1/dg"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! `serve`: the open-source MCP (and gRPC) server on the Postgres backends.
+//!
+//! Start-up, in order: (with `migrate_on_start`) migrate and provision as the owner; check the
+//! application role and the schema; bind and serve. A database that refuses the checks (a
+//! newer or unknown schema, an unsafe role) stops the start with the reason. A database that
+//! cannot be reached does not: the server serves with its store gate closed (`/readyz` 503,
+//! every call `unavailable`), retries the start-up steps every second, and opens the gate once
+//! they pass, or stops if the database turns out to be one it must refuse.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use decision_gate_core::DecisionGate;
+use decision_gate_core::runpack::FsRunpackStore;
+use decision_gate_mcp::{DataDir, ServeError, Server};
+use decision_gate_store_enterprise::{
+    MigrateOptions, PgError, PgPool, PgStore, check_app_role, check_schema, migrate,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
+use crate::{EnterpriseError, GatedStore, provision};
+
+/// How often a server whose database is unreachable retries its start-up steps.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The listeners `serve` was asked for; `None` for both serves HTTP on `server.bind`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ServeOptions {
+    /// Streamable HTTP (`/mcp`, `/healthz`, `/readyz`, `/metrics`).
+    pub http: Option<SocketAddr>,
+    /// The gRPC API.
+    pub grpc: Option<SocketAddr>,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains requests in progress.
+///
+/// # Errors
+/// [`EnterpriseError::Database`] when the database is one this binary must not serve (or
+/// migrating it failed); [`EnterpriseError::Serve`] when a store, the audit file or a
+/// listener cannot be opened; [`EnterpriseError::Config`] when no listener is configured.
+pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<(), EnterpriseError> {
+    let EnterpriseConfig {
+        server: loaded,
+        database,
+        tenancy,
+    } = config;
+    let http = options.http.or(loaded.config.server.bind);
+    if http.is_none() && options.grpc.is_none() {
+        return Err(EnterpriseError::Config(vec![decision_gate_mcp::config::Problem {
+            path: "server.bind".into(),
+            message: "the enterprise server serves over the network: set server.bind or pass --http ADDR (or --grpc ADDR)".into(),
+        }]));
+    }
+    let pool = database.pool().lazy_pool(&database.url)?;
+    let store = Arc::new(GatedStore::closed(
+        PgStore::from_pool(pool.clone()),
+        "not checked yet",
+    ));
+    let startup = Startup {
+        database,
+        tenancy,
+        pool,
+    };
+    match startup.run().await {
+        Ok(()) => store.open(),
+        Err(PgError::Unavailable(reason)) => {
+            eprintln!(
+                "decision-gate-enterprise: the database is unreachable ({reason}); serving unready, retrying every {}s",
+                RETRY.as_secs()
+            );
+            store.set_reason(reason);
+        }
+        Err(e) => return Err(e.into()),
+    }
+
+    let data_dir = DataDir::new(loaded.config.data_dir());
+    // Runpacks stay on the filesystem until the S3 store lands (ADR 0009).
+    let runpacks = FsRunpackStore::open(data_dir.runpacks()).map_err(|e| ServeError::Storage {
+        what: data_dir.runpacks().display().to_string(),
+        message: e.to_string(),
+    })?;
+    let builder = DecisionGate::builder()
+        .store(store.clone())
+        .runpack_store(Arc::new(runpacks));
+    let server = Server::open_with(loaded, builder, &data_dir)?;
+
+    let shutdown = CancellationToken::new();
+    let fatal: Arc<Mutex<Option<PgError>>> = Arc::new(Mutex::new(None));
+    let http = match http {
+        None => None,
+        Some(addr) => {
+            let bound = server.bind_http(addr).await?;
+            let scheme = if bound.tls() { "https" } else { "http" };
+            // The same line as the open-source server: tests and scripts read the port here.
+            eprintln!(
+                "decision-gate: serving MCP on {scheme}://{}/mcp (Postgres; runpacks and audit in {})",
+                bound.local_addr(),
+                data_dir.path().display()
+            );
+            Some(bound.run(shutdown.clone()))
+        }
+    };
+    let grpc = match options.grpc {
+        None => None,
+        Some(addr) => {
+            let bound = server.bind_grpc(addr).await?;
+            let framing = if bound.tls() {
+                "TLS"
+            } else {
+                "plaintext HTTP/2"
+            };
+            eprintln!(
+                "decision-gate: serving gRPC on {} ({framing}; Postgres)",
+                bound.local_addr()
+            );
+            Some(bound.run(shutdown.clone()))
+        }
+    };
+    if !store.is_open() {
+        tokio::spawn(retry_startup(
+            startup,
+            store.clone(),
+            shutdown.clone(),
+            fatal.clone(),
+        ));
+    }
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let stop = shutdown.clone();
+    let (h, g) = tokio::join!(
+        async {
+            match http {
+                Some(running) => running.await.inspect_err(|_| stop.cancel()),
+                None => Ok(()),
+            }
+        },
+        async {
+            match grpc {
+                Some(running) => running.await.inspect_err(|_| shutdown.cancel()),
+                None => Ok(()),
+            }
+        },
+    );
+    store.inner().close().await;
+    if let Some(e) = fatal.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e.into());
+    }
+    h.and(g)?;
+    Ok(())
+}
+
+/// The start-up steps, repeatable until they pass.
+struct Startup {
+    database: DatabaseConfig,
+    tenancy: TenancyConfig,
+    pool: PgPool,
+}
+
+impl Startup {
+    async fn run(&self) -> Result<(), PgError> {
+        if self.database.migrate_on_start
+            && let Some(owner_url) = &self.database.owner_url
+        {
+            let report = migrate(
+                owner_url,
+                &MigrateOptions {
+                    dry_run: false,
+                    app_role: self.database.app_role(),
+                },
+            )
+            .await?;
+            eprintln!(
+                "decision-gate-enterprise: migrations applied by this server: {}",
+                crate::serve::versions(&report.applied)
+            );
+            let owner = PgPool::connect(owner_url).await?;
+            let provisioned = provision(&owner, &self.tenancy).await;
+            owner.close().await;
+            let provisioned = provisioned?;
+            if !provisioned.created.is_empty() {
+                eprintln!(
+                    "decision-gate-enterprise: provisioned {}",
+                    provisioned.created.join(", ")
+                );
+            }
+        }
+        check_app_role(&self.pool).await?;
+        check_schema(&self.pool).await
+    }
+}
+
+/// `1, 2` or `none`.
+pub(crate) fn versions(list: &[decision_gate_store_enterprise::MigrationInfo]) -> String {
+    if list.is_empty() {
+        return "none".to_owned();
+    }
+    list.iter()
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Retries the start-up steps until they pass (open the gate) or the database is one to refuse
+/// (stop the server with the reason).
+async fn retry_startup(
+    startup: Startup,
+    store: Arc<GatedStore>,
+    shutdown: CancellationToken,
+    fatal: Arc<Mutex<Option<PgError>>>,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETRY) => {}
+        }
+        match startup.run().await {
+            Ok(()) => {
+                store.open();
+                eprintln!(
+                    "decision-gate-enterprise: the database answers and passed the checks; ready"
+                );
+                return;
+            }
+            Err(PgError::Unavailable(reason)) => store.set_reason(reason),
+            Err(e) => {
+                eprintln!("decision-gate-enterprise: refusing to serve: {e}");
+                if let Ok(mut f) = fatal.lock() {
+                    *f = Some(e);
+                }
+                shutdown.cancel();
+                return;
+            }
+        }
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so requests in progress finish before exit.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(unix)]
+    let terminated = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminated = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
+    token.cancel();
+}
