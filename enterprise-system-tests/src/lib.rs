@@ -1,4 +1,5 @@
-//! System tests of the `decision-gate-enterprise` binary: the open-source scenarios again, plus
-//! tenant isolation, quotas, audit-chain verification and multi-replica behaviour against real
-//! Postgres, S3 and OIDC servers on loopback. Built by the enterprise issues; today this crate
-//! only fixes its place in the dependency graph.
+//! Black-box system tests of the `decision-gate-enterprise` binary: tenant isolation through
+//! every tool, concurrent migrations, a Postgres crash mid-load, the integrity scan and the
+//! start-up schema check. The tests are in `tests/system`; they need a Postgres at `DG_PG_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`; `scripts/postgres.sh` provides one)
+//! and the PostgreSQL server binaries for the private cluster of the fault test.

@@ -1,0 +1,9 @@
+//! System tests of the `decision-gate-enterprise` binary on a real Postgres. One binary, one
+//! module per concern.
+
+mod cluster;
+mod fault;
+mod integrity;
+mod isolation;
+mod migrations;
+mod support;
