@@ -209,7 +209,7 @@ fn rpc(id: u64, tool: &str, arguments: Value) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}).to_string()
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<Value, String> {
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
     let resp = client
         .post(url)
         .header("content-type", "application/json")
@@ -224,11 +224,26 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<Value
     if !status.is_success() {
         return Err(format!("HTTP {status}: {text}"));
     }
-    let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    if v["result"]["isError"] == json!(true) || v.get("error").is_some() {
-        return Err(text);
+    // Checks the answer the way a lean client does: the JSON-RPC envelope and `isError`,
+    // skipping the result's content without building a document tree.
+    let reply: Reply = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    match reply {
+        Reply { error: None, result: Some(ToolReply { is_error: false }) } => Ok(()),
+        _ => Err(text),
     }
-    Ok(v)
+}
+
+/// A JSON-RPC reply to `tools/call`, as much of it as the load client checks.
+#[derive(serde::Deserialize)]
+struct Reply {
+    result: Option<ToolReply>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolReply {
+    #[serde(rename = "isError", default)]
+    is_error: bool,
 }
 
 /// Prints a load phase's latencies and throughput as the JSON [`run_load`] reads.

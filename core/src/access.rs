@@ -491,29 +491,44 @@ pub trait AuditSink: Send + Sync {
 }
 
 /// Appends one JSON object per line to a file. A call returns once its lines are written and
-/// synced to disk; calls that arrive while a sync is in progress are written and synced together
-/// in the next one (group commit), so durability costs one sync per batch rather than per call.
-/// One dedicated thread owns the file: the sync never blocks an async worker, and a batch costs
-/// one wake-up rather than a task and a blocking-pool hand-off. It is a separate file, so it
-/// cannot share a transaction with the stores (ADR 0003).
+/// synced to disk. Calls that arrive while a sync is in progress queue their lines and are
+/// written and synced together by the next one (group commit), so durability costs one sync per
+/// batch rather than per call. The sync runs on the calling task (the batch's leader), not on a
+/// thread of its own: handing every call to a writer thread and back cost more CPU than the
+/// write and the sync themselves (two cross-thread wake-ups per call), and only one leader
+/// blocks at a time while the others' calls queue without blocking (ADR 0006). It is a separate
+/// file, so it cannot share a transaction with the stores (ADR 0003).
 #[derive(Debug)]
 pub struct JsonLinesAuditSink {
     path: PathBuf,
-    queue: std::sync::mpsc::Sender<Waiting>,
+    /// Touched only by the leader of the batch being synced.
+    file: Mutex<std::fs::File>,
+    queue: Mutex<Queue>,
 }
 
-/// A call's serialised lines and the channel that tells it they are on disk.
-type Waiting = (
-    Vec<u8>,
-    tokio::sync::oneshot::Sender<Result<(), AuditError>>,
-);
+/// Lines waiting for the next sync, and the calls waiting on them.
+#[derive(Debug, Default)]
+struct Queue {
+    bytes: Vec<u8>,
+    waiting: std::collections::VecDeque<tokio::sync::oneshot::Sender<Turn>>,
+    /// Whether a leader is syncing a batch (it hands over to a waiting call when done).
+    leading: bool,
+}
+
+/// What a queued call is told.
+#[derive(Debug)]
+enum Turn {
+    /// Its lines are in a batch that was synced (or failed).
+    Done(Result<(), AuditError>),
+    /// Its lines are still queued and it leads the next batch.
+    Lead,
+}
 
 impl JsonLinesAuditSink {
-    /// Opens (creating if needed) the file for appending and starts its writer thread, which
-    /// ends when the sink is dropped.
+    /// Opens (creating if needed) the file for appending.
     ///
     /// # Errors
-    /// [`AuditError`] when the file cannot be opened or the thread cannot start.
+    /// [`AuditError`] when the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
         let path = path.as_ref().to_path_buf();
         let file = std::fs::OpenOptions::new()
@@ -521,12 +536,11 @@ impl JsonLinesAuditSink {
             .append(true)
             .open(&path)
             .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
-        let (queue, pending) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("audit-writer".to_owned())
-            .spawn(move || write_batches(file, &pending))
-            .map_err(|e| AuditError(format!("audit writer thread: {e}")))?;
-        Ok(Self { path, queue })
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+            queue: Mutex::new(Queue::default()),
+        })
     }
 
     /// The file's path.
@@ -535,43 +549,110 @@ impl JsonLinesAuditSink {
         &self.path
     }
 
+    fn queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, AuditError> {
+        self.queue
+            .lock()
+            .map_err(|_| AuditError("the audit queue is poisoned".to_owned()))
+    }
+
     async fn write<'a>(
         &self,
         records: impl IntoIterator<Item = RecordRef<'a>>,
     ) -> Result<(), AuditError> {
-        let mut buf = Vec::new();
+        let mut lines = Vec::new();
         for record in records {
-            serde_json::to_writer(&mut buf, &record).map_err(|e| AuditError(e.to_string()))?;
-            buf.push(b'\n');
+            serde_json::to_writer(&mut lines, &record).map_err(|e| AuditError(e.to_string()))?;
+            lines.push(b'\n');
         }
-        let (done, written) = tokio::sync::oneshot::channel();
-        self.queue
-            .send((buf, done))
-            .map_err(|_| AuditError("the audit writer stopped".to_owned()))?;
-        written
-            .await
-            .map_err(|_| AuditError("the audit writer stopped".to_owned()))?
+        let turn = {
+            let mut queue = self.queue()?;
+            queue.bytes.extend_from_slice(&lines);
+            if queue.leading {
+                let (tell, told) = tokio::sync::oneshot::channel();
+                queue.waiting.push_back(tell);
+                Some(Queued {
+                    sink: self,
+                    told: Some(told),
+                })
+            } else {
+                queue.leading = true;
+                None
+            }
+        };
+        if let Some(mut queued) = turn {
+            let turn = match queued.told.as_mut() {
+                Some(told) => told.await.ok(),
+                None => None,
+            };
+            // Answered: nothing left for the drop guard to pass on.
+            queued.told = None;
+            match turn {
+                Some(Turn::Done(result)) => return result,
+                Some(Turn::Lead) => {}
+                None => return Err(AuditError("the audit batch was abandoned".to_owned())),
+            }
+        }
+        self.lead()
+    }
+
+    /// Writes and syncs everything queued (this call's lines among it), answers the calls
+    /// whose lines were in it, and hands the lead to a call queued meanwhile. No await point:
+    /// a leader is never cancelled halfway.
+    fn lead(&self) -> Result<(), AuditError> {
+        let (bytes, waiting) = {
+            let mut queue = self.queue()?;
+            (
+                std::mem::take(&mut queue.bytes),
+                std::mem::take(&mut queue.waiting),
+            )
+        };
+        let result = self
+            .file
+            .lock()
+            .map_err(|_| AuditError("the audit file is poisoned".to_owned()))
+            .and_then(|mut file| {
+                file.write_all(&bytes)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| AuditError(format!("{}: {e}", self.path.display())))
+            });
+        for call in waiting {
+            let _ = call.send(Turn::Done(result.clone()));
+        }
+        self.hand_over();
+        result
+    }
+
+    /// Passes the lead to the first queued call still waiting, or gives it up when none is
+    /// (the queued lines of dropped calls then go with the next batch).
+    fn hand_over(&self) {
+        let Ok(mut queue) = self.queue() else {
+            return;
+        };
+        while let Some(next) = queue.waiting.pop_front() {
+            if next.send(Turn::Lead).is_ok() {
+                return;
+            }
+        }
+        queue.leading = false;
     }
 }
 
-/// The writer thread: takes everything queued, writes it in arrival order (each call's lines
-/// contiguous), syncs once, and answers every caller in the batch.
-fn write_batches(mut file: std::fs::File, pending: &std::sync::mpsc::Receiver<Waiting>) {
-    let mut bytes = Vec::new();
-    let mut batch = Vec::new();
-    while let Ok(first) = pending.recv() {
-        batch.push(first);
-        batch.extend(pending.try_iter());
-        bytes.clear();
-        for (lines, _) in &batch {
-            bytes.extend_from_slice(lines);
-        }
-        let result = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| AuditError(e.to_string()));
-        for (_, done) in batch.drain(..) {
-            let _ = done.send(result.clone());
+/// A call queued behind a leader. Dropped before its answer (a cancelled call), it must not take
+/// a lead handed to it into the grave: it passes the lead on.
+struct Queued<'a> {
+    sink: &'a JsonLinesAuditSink,
+    told: Option<tokio::sync::oneshot::Receiver<Turn>>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(mut told) = self.told.take() {
+            // Closing first makes the race with a leader's send decided: either the send
+            // failed (the leader moves on) or the turn is here to read.
+            told.close();
+            if let Ok(Turn::Lead) = told.try_recv() {
+                self.sink.hand_over();
+            }
         }
     }
 }
@@ -710,6 +791,50 @@ mod tests {
             assert_eq!(json, serde_json::json!(action.name()));
         }
         assert_eq!(Action::from_name("scenario_delete"), None);
+    }
+
+    /// A queued call cancelled after the lead was handed to it passes the lead on, so the sink
+    /// never stalls, and its queued lines go with the next batch.
+    #[tokio::test]
+    async fn a_cancelled_queued_call_passes_the_lead_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonLinesAuditSink::open(&path).unwrap();
+        // As if a leader were syncing: the next calls queue behind it.
+        sink.queue().unwrap().leading = true;
+        let (b, c) = (
+            [event("run/b", AuditOutcome::Success)],
+            [event("run/c", AuditOutcome::Success)],
+        );
+        let mut queued_b = sink.append(&b);
+        let mut queued_c = sink.append(&c);
+        assert!(futures::poll!(&mut queued_b).is_pending());
+        assert!(futures::poll!(&mut queued_c).is_pending());
+        // The leader finishes and hands the lead to b, which is cancelled before it runs.
+        sink.hand_over();
+        drop(queued_b);
+        // c received the lead from b's drop and syncs both.
+        tokio::time::timeout(std::time::Duration::from_secs(10), queued_c)
+            .await
+            .expect("c was never handed the lead")
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("run/b") && text.contains("run/c"), "{text}");
+
+        // With nobody left to take it, the lead is given up and the next call leads at once.
+        sink.queue().unwrap().leading = true;
+        let d = [event("run/d", AuditOutcome::Success)];
+        let mut queued_d = sink.append(&d);
+        assert!(futures::poll!(&mut queued_d).is_pending());
+        drop(queued_d);
+        sink.hand_over();
+        assert!(!sink.queue().unwrap().leading);
+        sink.append(&[event("run/e", AuditOutcome::Success)])
+            .await
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
