@@ -454,6 +454,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../../examples/enterprise.toml");
+        let config = parse(text, Path::new("/srv/dg")).unwrap();
+        assert_eq!(config.tenancy.tenants.len(), 2);
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact("postgres://dg_app:secret@127.0.0.1/dg"),
