@@ -178,6 +178,22 @@ fn a_dry_run_writes_nothing_and_lists_what_is_pending() {
     assert!(versions(&doc["report"], "pending").is_empty(), "{doc}");
 }
 
+/// Runs `serve`, which must exit 1 before serving; its stderr.
+fn refused_serve(dir: &ConfigDir) -> String {
+    let file = dir.file();
+    let out = run(&[
+        "serve",
+        "--config",
+        file.to_str().expect("path"),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("serving MCP"), "{stderr}");
+    stderr
+}
+
 #[test]
 fn serve_refuses_a_newer_schema_and_an_unsafe_role_with_a_clear_message() {
     let pg = PgServer::shared();
@@ -188,35 +204,16 @@ fn serve_refuses_a_newer_schema_and_an_unsafe_role_with_a_clear_message() {
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (9999, 'from a newer release', true, '\\x00', 0)",
     ]);
-    let file = dir.file();
-    let out = run(&[
-        "serve",
-        "--config",
-        file.to_str().expect("path"),
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_serve(&dir);
     assert!(
         stderr.contains("not one this binary understands") && stderr.contains("9999"),
         "{stderr}"
     );
-    assert!(!stderr.contains("serving MCP"), "{stderr}");
 
     // The owner (a superuser) as the serving role: refused before serving.
     db.exec(&["DELETE FROM _sqlx_migrations WHERE version = 9999"]);
     let owner = ConfigDir::new(&config(&db, "", "").replace(&db.app_url(), &db.owner_url()));
-    let file = owner.file();
-    let out = run(&[
-        "serve",
-        "--config",
-        file.to_str().expect("path"),
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_serve(&owner);
     assert!(
         stderr.contains("unsafe database role") && stderr.contains("superuser"),
         "{stderr}"
