@@ -8,12 +8,20 @@
 #   mcp   scenario_next over Streamable HTTP (the release decision-gate binary, a load client in
 #         another process) against an rmcp echo tool served the same way; p99 at half load.
 #   grpc  Next over gRPC against scenario_next over MCP, from one server in one run.
+#   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
+#         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against pgbench's
+#         single-row INSERT rate on the same server; per-trigger cost at 10 vs 10,000 triggers.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, postgres)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
 if [ "$area" = mcp ] || [ "$area" = grpc ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
+fi
+if [ "$area" = postgres ]; then
+  cargo build --quiet --release --locked -p decision-gate-enterprise --bin decision-gate-enterprise
+  export DG_ENTERPRISE_BIN="$CARGO_TARGET_DIR/release/decision-gate-enterprise"
+  . scripts/postgres.sh # exports DG_PG_URL
 fi
 cargo run --quiet --release --locked --manifest-path benches/Cargo.toml -- "$area"

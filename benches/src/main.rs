@@ -1,7 +1,7 @@
 //! Decision Gate benchmarks. Each target is measured against a baseline in the same run and
 //! printed as `BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>`.
 //!
-//! Area `mcp`: see [`mcp`]. Area `grpc`: see [`grpc`].
+//! Area `mcp`: see [`mcp`]. Area `grpc`: see [`grpc`]. Area `postgres`: see [`postgres`].
 //!
 //! Area `core`:
 //! - `ret_vs_cedar`, `ret_vs_regorus`: one 100-condition gate, every condition true (so nothing
@@ -18,6 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod grpc;
 mod mcp;
+mod postgres;
 
 use std::hint::black_box;
 use std::str::FromStr;
@@ -205,11 +206,18 @@ async fn main() {
             }
             return;
         }
+        "postgres" => {
+            let lines = tokio::task::spawn_blocking(postgres::run).await.expect("postgres bench");
+            for (name, measured, unit, op, target) in lines {
+                report_in("postgres", name, measured, unit, op, target);
+            }
+            return;
+        }
         "grpc-load" => return grpc::load_client(&args[1..]).await,
         "mcp-load" => return mcp::load_client(&args[1..]).await,
         "mcp-echo" => return mcp::echo_server().await,
         _ => {
-            eprintln!("unknown area {area:?}; known areas: core, mcp, grpc");
+            eprintln!("unknown area {area:?}; known areas: core, mcp, grpc, postgres");
             std::process::exit(2);
         }
     }
