@@ -11,10 +11,10 @@ use crate::ids::{
     NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
 };
 use crate::run::{JournalEntry, RunHead, RunKey};
+use crate::store::codec::{page_from, parse_scenario_cursor, parse_schema_cursor, schema_cursor};
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
-    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, page_from, parse_scenario_cursor,
-    parse_schema_cursor, schema_cursor,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
 
 #[derive(Debug)]

@@ -11,22 +11,21 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::hashing::{HashAlgorithm, HashDigest};
 use crate::ids::{
     NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
 };
 use crate::run::{JournalEntry, RunHead, RunKey};
-use crate::spec::ScenarioSpec;
+use crate::store::codec::{
+    decode, decode_scenario, encode, page_from, parse_scenario_cursor, parse_schema_cursor,
+    scenario_checksum, schema_cursor,
+};
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
-    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError, page_from, parse_scenario_cursor,
-    parse_schema_cursor, schema_cursor,
+    ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -43,47 +42,6 @@ fn unavailable(e: sqlx::Error) -> StoreError {
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-/// A document and the SHA-256 of its bytes.
-fn encode<T: Serialize>(value: &T) -> Result<(String, String), StoreError> {
-    let json = serde_json::to_string(value).map_err(|e| StoreError::Invalid {
-        field: "document",
-        message: e.to_string(),
-    })?;
-    let sha = HashAlgorithm::Sha256.digest(json.as_bytes()).value;
-    Ok((json, sha))
-}
-
-/// Checks a stored document against its SHA-256 and parses it.
-fn decode<T: DeserializeOwned>(what: &str, json: &str, sha: &str) -> Result<T, StoreError> {
-    if HashAlgorithm::Sha256.digest(json.as_bytes()).value != sha {
-        return Err(StoreError::Corrupt(format!("{what}: checksum mismatch")));
-    }
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
-}
-
-/// The checksum of a scenario row: its spec hash and its spec, both covered.
-fn scenario_checksum(hash_json: &str, spec_json: &str) -> String {
-    HashAlgorithm::Sha256
-        .digest(format!("{hash_json}\n{spec_json}").as_bytes())
-        .value
-}
-
-/// Checks a scenario row against its checksum and parses it.
-fn decode_scenario(
-    hash_json: &str,
-    spec_json: &str,
-    sha: &str,
-) -> Result<(ScenarioSpec, HashDigest), StoreError> {
-    if scenario_checksum(hash_json, spec_json) != sha {
-        return Err(StoreError::Corrupt("scenario: checksum mismatch".into()));
-    }
-    let spec = serde_json::from_str(spec_json)
-        .map_err(|e| StoreError::Corrupt(format!("scenario: {e}")))?;
-    let hash = serde_json::from_str(hash_json)
-        .map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
-    Ok((spec, hash))
 }
 
 impl SqliteStore {

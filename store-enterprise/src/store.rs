@@ -24,11 +24,12 @@ use decision_gate_core::store::{
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use crate::codec::{
-    constraint, decode, decode_scenario, encode, is_unique_violation, page_from,
-    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, schema_cursor, store_error,
-    to_i64, unavailable,
+use decision_gate_core::store::codec::{
+    decode, decode_scenario, encode, page_from, parse_scenario_cursor, parse_schema_cursor,
+    scenario_checksum, schema_cursor,
 };
+
+use crate::codec::{constraint, is_unique_violation, store_error, to_i64, unavailable};
 use crate::error::PgError;
 use crate::{check_app_role, check_schema};
 

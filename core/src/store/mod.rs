@@ -6,6 +6,8 @@
 //! hand them to the separate [`UsageMeter`](crate::access::UsageMeter) and
 //! [`AuditSink`](crate::access::AuditSink). The open-source backends do not own them (ADR 0003).
 
+pub mod codec;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -345,45 +347,6 @@ pub trait SchemaRegistry: Send + Sync {
     fn owns_effects(&self) -> bool {
         false
     }
-}
-
-fn invalid_cursor() -> StoreError {
-    StoreError::Invalid {
-        field: "cursor",
-        message: "not a cursor issued by this store".to_owned(),
-    }
-}
-
-/// Parses a scenario cursor: the last scenario id returned.
-pub(crate) fn parse_scenario_cursor(cursor: &str) -> Result<ScenarioId, StoreError> {
-    ScenarioId::new(cursor).map_err(|_| invalid_cursor())
-}
-
-/// Builds a page from up to `limit + 1` items in key order: the extra item only says whether
-/// another page follows.
-pub(crate) fn page_from<T>(
-    mut items: Vec<T>,
-    limit: u32,
-    cursor_of: impl Fn(&T) -> String,
-) -> Page<T> {
-    let more = items.len() > limit as usize;
-    items.truncate(limit as usize);
-    let next_token = if more {
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_token }
-}
-
-/// The cursor of a schema page: the last (schema_id, version) returned.
-pub(crate) fn schema_cursor(record: &DataShapeRecord) -> String {
-    serde_json::json!([record.schema_id, record.version]).to_string()
-}
-
-/// Parses a schema cursor.
-pub(crate) fn parse_schema_cursor(cursor: &str) -> Result<(String, String), StoreError> {
-    serde_json::from_str::<(String, String)>(cursor).map_err(|_| invalid_cursor())
 }
 
 /// A runpack's key: one exported bundle of one run.
