@@ -1,0 +1,62 @@
+//! The command line without a database: `config check` on the example and on a broken file.
+//! (Being an integration test of this package also makes cargo build the binary before the
+//! enterprise system tests, which start it, run.)
+
+use std::process::Command;
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_decision-gate-enterprise"));
+    cmd.env_remove("DECISION_GATE_ENTERPRISE_CONFIG")
+        .env_remove("DATABASE_URL");
+    cmd
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_every_problem_of_a_broken_file() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/enterprise.toml");
+    let out = binary()
+        .args(["config", "check", "--config", example])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dg_app:***@"),
+        "the password is redacted: {text}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("broken.toml");
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"postgres://a@b/c\"\nmax_connections = 0\n[server.limits]\nmax_infligt = 1\n",
+    )
+    .expect("write");
+    let out = binary()
+        .args(["config", "check", "--json", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let paths: Vec<&str> = doc["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), 2, "{doc}");
+    assert_eq!(paths[0], "database.max_connections", "{doc}");
+    assert!(paths[1].starts_with("server.limits"), "{doc}");
+}
+
+#[test]
+fn migrate_without_a_url_is_a_usage_error() {
+    let out = binary().arg("migrate").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database URL"));
+}
