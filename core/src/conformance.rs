@@ -499,7 +499,33 @@ pub mod run_store {
                 .entry_for_trigger(&key, &id::<TriggerId>("t"))
                 .await
                 .expect("find"),
-            Some(t),
+            Some(t.clone()),
+            "clause 5"
+        );
+        let current = store.head(&key).await.expect("head");
+        assert_eq!(current.as_ref().map(|h| h.revision), Some(3), "clause 5");
+        assert_eq!(
+            store
+                .head_and_trigger(&key, &id::<TriggerId>("t"))
+                .await
+                .expect("read"),
+            (current.clone(), Some(t)),
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .head_and_trigger(&key, &id::<TriggerId>("nope"))
+                .await
+                .expect("read"),
+            (current, None),
+            "clause 5"
+        );
+        assert_eq!(
+            store
+                .head_and_trigger(&run_key(1, 1, "missing"), &id::<TriggerId>("t"))
+                .await
+                .expect("read"),
+            (None, None),
             "clause 5"
         );
         assert_eq!(

@@ -456,50 +456,79 @@ impl RunStore for PgStore {
         }
         let (head_json, head_sha) = encode(head)?;
         let (entry_json, entry_sha) = encode(entry)?;
+        let usage = UsageColumns::of(&effects.usage)?;
+        let audit = AuditColumns::of(&effects.audit)?;
         let k = &head.key;
         let scope = key_scope(k);
-        let mut tx = self.begin(k.tenant_id, false).await?;
-        // The conditional update takes the head's row lock first: a concurrent append waits
-        // for it, then finds the revision moved and updates nothing.
-        let updated = sqlx::query(
-            "UPDATE runs SET revision = $1, head_json = $2, doc_sha256 = $3
-             WHERE tenant_id = $4 AND namespace_id = $5 AND run_id = $6 AND revision = $7",
+        // One statement, so one round trip and its own transaction (migration 0003).
+        let result: Result<(bool, Option<i64>), sqlx::Error> = sqlx::query_as(
+            "SELECT appended, actual_revision FROM dg_append(
+                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
-        .bind(to_i64("revision", head.revision)?)
-        .bind(&head_json)
-        .bind(&head_sha)
         .bind(scope.0)
         .bind(scope.1)
         .bind(k.run_id.as_str())
         .bind(to_i64("revision", expected_revision)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| store_error(e, scope))?
-        .rows_affected();
-        if updated == 0 {
-            let actual: Option<(i64,)> = sqlx::query_as(
-                "SELECT revision FROM runs WHERE tenant_id = $1 AND namespace_id = $2 AND run_id = $3",
-            )
-            .bind(scope.0)
-            .bind(scope.1)
-            .bind(k.run_id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| store_error(e, scope))?;
-            return Err(match actual {
-                Some((actual,)) => StoreError::RevisionConflict {
-                    expected: expected_revision,
-                    actual: actual.unsigned_abs(),
-                },
-                None => StoreError::Invalid {
-                    field: "run",
-                    message: "no such run".to_owned(),
-                },
-            });
+        .bind(to_i64("revision", head.revision)?)
+        .bind(&head_json)
+        .bind(&head_sha)
+        .bind(entry.trigger_id().map(TriggerId::as_str))
+        .bind(entry.submission_id().map(SubmissionId::as_str))
+        .bind(&entry_json)
+        .bind(&entry_sha)
+        .bind(usage.tenant)
+        .bind(usage.key)
+        .bind(usage.namespace)
+        .bind(usage.metric)
+        .bind(usage.quantity)
+        .bind(audit.tenant)
+        .bind(audit.namespace)
+        .bind(audit.json)
+        .bind(audit.sha)
+        .fetch_one(&self.pool)
+        .await;
+        match result {
+            Ok((true, _)) => Ok(()),
+            Ok((false, Some(actual))) => Err(StoreError::RevisionConflict {
+                expected: expected_revision,
+                actual: actual.unsigned_abs(),
+            }),
+            Ok((false, None)) => Err(StoreError::Invalid {
+                field: "run",
+                message: "no such run".to_owned(),
+            }),
+            Err(e) => Err(entry_error(e, k, entry)),
         }
-        insert_entry(&mut tx, k, entry, &entry_json, &entry_sha).await?;
-        insert_effects(&mut tx, effects, scope).await?;
-        tx.commit().await.map_err(|e| store_error(e, scope))
+    }
+
+    async fn head_and_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+        let scope = key_scope(key);
+        // One statement, so one round trip (migration 0003).
+        let row: Option<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT out_head_json, out_head_sha, out_entry_json, out_entry_sha
+             FROM dg_run_and_trigger($1, $2, $3, $4)",
+        )
+        .bind(scope.0)
+        .bind(scope.1)
+        .bind(key.run_id.as_str())
+        .bind(trigger_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| store_error(e, scope))?;
+        let Some((head_json, head_sha, entry_json, entry_sha)) = row else {
+            return Ok((None, None));
+        };
+        let head = decode("run head", &head_json, &head_sha)?;
+        let entry = match (entry_json, entry_sha) {
+            (Some(json), Some(sha)) => Some(decode("journal entry", &json, &sha)?),
+            _ => None,
+        };
+        Ok((Some(head), entry))
     }
 
     async fn entry_for_trigger(
@@ -603,31 +632,36 @@ async fn insert_entry(
     .bind(sha)
     .execute(&mut **tx)
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => Err(match constraint(&e) {
-            Some("run_entries_trigger") => StoreError::DuplicateKey {
-                what: "trigger",
-                id: entry
-                    .trigger_id()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            },
-            Some("run_entries_submission") => StoreError::DuplicateKey {
-                what: "submission",
-                id: entry
-                    .submission_id()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            },
-            // The head moved to this revision only now, so an entry already holding it means
-            // the journal and the head disagree.
-            _ => StoreError::Corrupt(format!(
-                "revision {} of run {} already exists",
-                entry.revision, key.run_id
-            )),
-        }),
-        Err(e) => Err(store_error(e, scope)),
+    result.map(|_| ()).map_err(|e| entry_error(e, key, entry))
+}
+
+/// Maps the error of writing `entry`: a trigger or submission id already recorded is a
+/// duplicate; another taken revision means the journal and the head disagree.
+fn entry_error(e: sqlx::Error, key: &RunKey, entry: &JournalEntry) -> StoreError {
+    if !is_unique_violation(&e) {
+        return store_error(e, key_scope(key));
+    }
+    match constraint(&e) {
+        Some("run_entries_trigger") => StoreError::DuplicateKey {
+            what: "trigger",
+            id: entry
+                .trigger_id()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        },
+        Some("run_entries_submission") => StoreError::DuplicateKey {
+            what: "submission",
+            id: entry
+                .submission_id()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        },
+        // The head moved to this revision only now, so an entry already holding it means the
+        // journal and the head disagree.
+        _ => StoreError::Corrupt(format!(
+            "revision {} of run {} already exists",
+            entry.revision, key.run_id
+        )),
     }
 }
 

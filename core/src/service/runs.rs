@@ -309,10 +309,17 @@ impl DecisionGate {
         key: &RunKey,
         scenario_id: &ScenarioId,
     ) -> Result<RunHead, Error> {
-        self.runs
-            .head(key)
-            .await?
-            .filter(|h| &h.scenario_id == scenario_id)
+        Self::run_of(self.runs.head(key).await?, key, scenario_id)
+    }
+
+    /// The head read for `key`, if it is a run of `scenario_id`; another scenario's run is
+    /// not found, like a missing one.
+    fn run_of(
+        head: Option<RunHead>,
+        key: &RunKey,
+        scenario_id: &ScenarioId,
+    ) -> Result<RunHead, Error> {
+        head.filter(|h| &h.scenario_id == scenario_id)
             .ok_or_else(|| Error::NotFound {
                 what: "run",
                 id: key.run_id.to_string(),
@@ -352,7 +359,8 @@ impl DecisionGate {
         }
         let key = Self::run_key(ctx, &event.run_id);
         for _ in 0..MAX_APPEND_ATTEMPTS {
-            let head = self.load_head(&key, scenario_id).await?;
+            let (head, recorded) = self.runs.head_and_trigger(&key, &event.trigger_id).await?;
+            let head = Self::run_of(head, &key, scenario_id)?;
             if head.status != RunStatus::Active {
                 return Ok((
                     self.recorded_result(&key, &head.last_decision.trigger_id, head.status)
@@ -360,7 +368,7 @@ impl DecisionGate {
                     false,
                 ));
             }
-            if let Some(entry) = self.runs.entry_for_trigger(&key, &event.trigger_id).await? {
+            if let Some(entry) = recorded {
                 return Ok((
                     trigger_result(&key, &event.trigger_id, Some(entry), head.status)?,
                     false,

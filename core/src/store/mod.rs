@@ -211,7 +211,9 @@ pub trait ScenarioStore: Send + Sync {
 /// 3. A trigger id or submission id already recorded in the run makes `append` fail with
 ///    `DuplicateKey`, changing nothing.
 /// 4. `head` returns the latest committed head or `None`; never a head without its entry.
-/// 5. `entry_for_trigger` / `entry_for_submission` find the entry holding that id, or `None`.
+/// 5. `entry_for_trigger` / `entry_for_submission` find the entry holding that id, or `None`;
+///    `head_and_trigger` returns what `head` and `entry_for_trigger` return, read at one point
+///    (no entry without a head).
 /// 6. `entries` returns entries with revision > `after`, ascending, at most `limit`.
 /// 7. Appending does not rewrite earlier entries, and its cost does not grow with the journal.
 /// 8. Runs are isolated per (tenant, namespace, run id).
@@ -246,6 +248,19 @@ pub trait RunStore: Send + Sync {
         key: &RunKey,
         trigger_id: &TriggerId,
     ) -> Result<Option<JournalEntry>, StoreError>;
+    /// A run's head and the entry recording `trigger_id`, read together: what deciding a
+    /// trigger reads first. A backend reached over a connection overrides it to read both in
+    /// one round trip; the default reads them one after the other.
+    async fn head_and_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+        let Some(head) = self.head(key).await? else {
+            return Ok((None, None));
+        };
+        Ok((Some(head), self.entry_for_trigger(key, trigger_id).await?))
+    }
     /// The entry recording `submission_id`.
     async fn entry_for_submission(
         &self,
