@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use decision_gate_core::DecisionGate;
 use decision_gate_core::runpack::FsRunpackStore;
+use decision_gate_mcp::server::cancel_on_signal;
 use decision_gate_mcp::{DataDir, ServeError, Server};
 use decision_gate_store_enterprise::{
     MigrateOptions, PgError, PgPool, PgStore, check_app_role, check_schema, migrate,
@@ -86,38 +87,13 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .runpack_store(Arc::new(runpacks));
     let server = Server::open_with(loaded, builder, &data_dir)?;
 
+    let note = format!(
+        "Postgres; runpacks and audit in {}",
+        data_dir.path().display()
+    );
+    let listeners = server.bind_listeners(http, options.grpc, &note).await?;
     let shutdown = CancellationToken::new();
     let fatal: Arc<Mutex<Option<PgError>>> = Arc::new(Mutex::new(None));
-    let http = match http {
-        None => None,
-        Some(addr) => {
-            let bound = server.bind_http(addr).await?;
-            let scheme = if bound.tls() { "https" } else { "http" };
-            // The same line as the open-source server: tests and scripts read the port here.
-            eprintln!(
-                "decision-gate: serving MCP on {scheme}://{}/mcp (Postgres; runpacks and audit in {})",
-                bound.local_addr(),
-                data_dir.path().display()
-            );
-            Some(bound.run(shutdown.clone()))
-        }
-    };
-    let grpc = match options.grpc {
-        None => None,
-        Some(addr) => {
-            let bound = server.bind_grpc(addr).await?;
-            let framing = if bound.tls() {
-                "TLS"
-            } else {
-                "plaintext HTTP/2"
-            };
-            eprintln!(
-                "decision-gate: serving gRPC on {} ({framing}; Postgres)",
-                bound.local_addr()
-            );
-            Some(bound.run(shutdown.clone()))
-        }
-    };
     if !store.is_open() {
         tokio::spawn(retry_startup(
             startup,
@@ -127,26 +103,12 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         ));
     }
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let stop = shutdown.clone();
-    let (h, g) = tokio::join!(
-        async {
-            match http {
-                Some(running) => running.await.inspect_err(|_| stop.cancel()),
-                None => Ok(()),
-            }
-        },
-        async {
-            match grpc {
-                Some(running) => running.await.inspect_err(|_| shutdown.cancel()),
-                None => Ok(()),
-            }
-        },
-    );
+    let served = listeners.run(shutdown).await;
     store.inner().close().await;
     if let Some(e) = fatal.lock().ok().and_then(|mut f| f.take()) {
         return Err(e.into());
     }
-    h.and(g)?;
+    served?;
     Ok(())
 }
 
@@ -233,26 +195,4 @@ async fn retry_startup(
             }
         }
     }
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM, so requests in progress finish before exit.
-async fn cancel_on_signal(token: CancellationToken) {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    #[cfg(unix)]
-    let terminated = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminated = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminated => {}
-    }
-    token.cancel();
 }

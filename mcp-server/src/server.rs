@@ -370,3 +370,114 @@ impl HttpServer {
         .map_err(|e| ServeError::Transport(e.to_string()))
     }
 }
+
+/// The listeners a `serve` command asked for, bound and announced, not yet serving.
+#[derive(Debug)]
+pub struct Listeners {
+    http: Option<HttpServer>,
+    grpc: Option<GrpcServer>,
+}
+
+impl Server {
+    /// Binds the Streamable HTTP and gRPC listeners asked for and prints, for each, the line
+    /// tests and scripts read to find the port when binding port 0:
+    /// `decision-gate: serving MCP on http(s)://ADDR/mcp (NOTE)` and
+    /// `decision-gate: serving gRPC on ADDR (FRAMING; NOTE)`.
+    ///
+    /// # Errors
+    /// As [`Self::bind_http`] and [`Self::bind_grpc`].
+    pub async fn bind_listeners(
+        &self,
+        http: Option<SocketAddr>,
+        grpc: Option<SocketAddr>,
+        note: &str,
+    ) -> Result<Listeners, ServeError> {
+        let http = match http {
+            None => None,
+            Some(addr) => {
+                let bound = self.bind_http(addr).await?;
+                let scheme = if bound.tls() { "https" } else { "http" };
+                eprintln!(
+                    "decision-gate: serving MCP on {scheme}://{}/mcp ({note})",
+                    bound.local_addr()
+                );
+                Some(bound)
+            }
+        };
+        let grpc = match grpc {
+            None => None,
+            Some(addr) => {
+                let bound = self.bind_grpc(addr).await?;
+                let framing = if bound.tls() {
+                    "TLS"
+                } else {
+                    "plaintext HTTP/2"
+                };
+                eprintln!(
+                    "decision-gate: serving gRPC on {} ({framing}; {note})",
+                    bound.local_addr()
+                );
+                Some(bound)
+            }
+        };
+        Ok(Listeners { http, grpc })
+    }
+}
+
+impl Listeners {
+    /// Serves on every listener until `shutdown` is cancelled, then drains them; either
+    /// listener failing stops both.
+    ///
+    /// # Errors
+    /// The first listener's [`ServeError::Transport`].
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
+        let (stop_http, stop_grpc) = (shutdown.clone(), shutdown.clone());
+        let (h, g) = tokio::join!(
+            async {
+                match self.http {
+                    Some(bound) => bound
+                        .run(shutdown.clone())
+                        .await
+                        .inspect_err(|_| stop_http.cancel()),
+                    None => Ok(()),
+                }
+            },
+            async {
+                match self.grpc {
+                    Some(bound) => bound
+                        .run(shutdown.clone())
+                        .await
+                        .inspect_err(|_| stop_grpc.cancel()),
+                    None => Ok(()),
+                }
+            },
+        );
+        h.and(g)
+    }
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM, so requests in progress finish before exit.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    token.cancel();
+}

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use decision_gate_mcp::config::{self, Config};
+use decision_gate_mcp::server::cancel_on_signal;
 use decision_gate_mcp::{DataDir, ServeError, Server};
 use tokio_util::sync::CancellationToken;
 
@@ -52,57 +53,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if http.is_none() && grpc.is_none() {
             return server.serve_stdio().await;
         }
+        let note = format!("data in {}", data_dir.path().display());
+        let listeners = server.bind_listeners(http, grpc, &note).await?;
         let shutdown = CancellationToken::new();
-        let http = match http {
-            None => None,
-            Some(addr) => {
-                let bound = server.bind_http(addr).await?;
-                let scheme = if bound.tls() { "https" } else { "http" };
-                // Tests and scripts read this line to find the port when binding port 0.
-                eprintln!(
-                    "decision-gate: serving MCP on {scheme}://{}/mcp (data in {})",
-                    bound.local_addr(),
-                    data_dir.path().display()
-                );
-                Some(bound.run(shutdown.clone()))
-            }
-        };
-        let grpc = match grpc {
-            None => None,
-            Some(addr) => {
-                let bound = server.bind_grpc(addr).await?;
-                let framing = if bound.tls() {
-                    "TLS"
-                } else {
-                    "plaintext HTTP/2"
-                };
-                eprintln!(
-                    "decision-gate: serving gRPC on {} ({framing}; data in {})",
-                    bound.local_addr(),
-                    data_dir.path().display()
-                );
-                Some(bound.run(shutdown.clone()))
-            }
-        };
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        let http = async {
-            match http {
-                Some(running) => running.await,
-                None => Ok(()),
-            }
-        };
-        let grpc = async {
-            match grpc {
-                Some(running) => running.await,
-                None => Ok(()),
-            }
-        };
-        // Either listener failing stops both.
-        let stop = shutdown.clone();
-        let (h, g) = tokio::join!(async { http.await.inspect_err(|_| stop.cancel()) }, async {
-            grpc.await.inspect_err(|_| shutdown.cancel())
-        },);
-        h.and(g)
+        listeners.run(shutdown).await
     }
     .await;
     match result {
@@ -111,30 +66,4 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Err(e @ ServeError::Config(_)) => Err(UsageError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Cancels `token` on Ctrl-C or SIGTERM, so requests in progress finish before exit.
-async fn cancel_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    token.cancel();
 }
