@@ -224,6 +224,20 @@ impl RunStore for MemoryStore {
             .and_then(|d| d.triggers.get(trigger_id).map(|&i| d.entries[i].clone())))
     }
 
+    async fn head_and_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+        let inner = self.lock()?;
+        Ok(inner.runs.get(key).map_or((None, None), |d| {
+            (
+                Some(d.head.clone()),
+                d.triggers.get(trigger_id).map(|&i| d.entries[i].clone()),
+            )
+        }))
+    }
+
     async fn entry_for_submission(
         &self,
         key: &RunKey,

@@ -20,8 +20,8 @@ use crate::ids::{
 };
 use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::store::codec::{
-    decode, decode_scenario, encode, page_from, parse_scenario_cursor, parse_schema_cursor,
-    scenario_checksum, schema_cursor,
+    HeadWithEntryRow, decode, decode_scenario, encode, head_with_entry, page_from,
+    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, schema_cursor,
 };
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
@@ -310,6 +310,28 @@ impl RunStore for SqliteStore {
     ) -> Result<Option<JournalEntry>, StoreError> {
         self.entry_where(ENTRY_BY_TRIGGER, key, trigger_id.as_str())
             .await
+    }
+
+    async fn head_and_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+        let row: Option<HeadWithEntryRow> = sqlx::query_as(
+            "SELECT r.head_json, r.doc_sha256, e.entry_json, e.doc_sha256 FROM runs r
+             LEFT JOIN run_entries e
+                    ON e.tenant_id = r.tenant_id AND e.namespace_id = r.namespace_id
+                   AND e.run_id = r.run_id AND e.trigger_id = ?
+             WHERE r.tenant_id = ? AND r.namespace_id = ? AND r.run_id = ?",
+        )
+        .bind(trigger_id.as_str())
+        .bind(key.tenant_id.as_i64())
+        .bind(key.namespace_id.as_i64())
+        .bind(key.run_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        head_with_entry(row)
     }
 
     async fn entry_for_submission(

@@ -143,6 +143,14 @@ impl RunStore for GatedStore {
         self.check()?.entry_for_trigger(key, trigger_id).await
     }
 
+    async fn head_and_trigger(
+        &self,
+        key: &RunKey,
+        trigger_id: &TriggerId,
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+        self.check()?.head_and_trigger(key, trigger_id).await
+    }
+
     async fn entry_for_submission(
         &self,
         key: &RunKey,

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use super::{DataShapeRecord, Page, StoreError};
 use crate::hashing::{HashAlgorithm, HashDigest};
 use crate::ids::ScenarioId;
+use crate::run::{JournalEntry, RunHead};
 use crate::spec::ScenarioSpec;
 
 fn sha256(text: &str) -> String {
@@ -63,6 +64,28 @@ pub fn decode_scenario(
     let hash = serde_json::from_str(hash_json)
         .map_err(|e| StoreError::Corrupt(format!("scenario hash: {e}")))?;
     Ok((spec, hash))
+}
+
+/// A run's head row joined with the entry row recording a trigger (absent when the join found
+/// none): `(head_json, head_sha, entry_json, entry_sha)`.
+pub type HeadWithEntryRow = (String, String, Option<String>, Option<String>);
+
+/// Checks and parses what [`super::RunStore::head_and_trigger`] read as one joined row.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] as [`decode`].
+pub fn head_with_entry(
+    row: Option<HeadWithEntryRow>,
+) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
+    let Some((head_json, head_sha, entry_json, entry_sha)) = row else {
+        return Ok((None, None));
+    };
+    let head = decode("run head", &head_json, &head_sha)?;
+    let entry = match (entry_json, entry_sha) {
+        (Some(json), Some(sha)) => Some(decode("journal entry", &json, &sha)?),
+        _ => None,
+    };
+    Ok((Some(head), entry))
 }
 
 fn invalid_cursor() -> StoreError {

@@ -248,19 +248,14 @@ pub trait RunStore: Send + Sync {
         key: &RunKey,
         trigger_id: &TriggerId,
     ) -> Result<Option<JournalEntry>, StoreError>;
-    /// A run's head and the entry recording `trigger_id`, read together: what deciding a
-    /// trigger reads first. A backend reached over a connection overrides it to read both in
-    /// one round trip; the default reads them one after the other.
+    /// A run's head and the entry recording `trigger_id`, read at one point: what deciding a
+    /// trigger reads first. Required rather than defaulted, so a backend reads both in one
+    /// step (one lock, one query, one round trip) and a decorator cannot forget to forward it.
     async fn head_and_trigger(
         &self,
         key: &RunKey,
         trigger_id: &TriggerId,
-    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
-        let Some(head) = self.head(key).await? else {
-            return Ok((None, None));
-        };
-        Ok((Some(head), self.entry_for_trigger(key, trigger_id).await?))
-    }
+    ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError>;
     /// The entry recording `submission_id`.
     async fn entry_for_submission(
         &self,
