@@ -8,10 +8,10 @@ use crate::support::{
     migrate_and_provision, next_args, ok, sha256_hex, start_args,
 };
 
-const TOKEN_A: &str = "tenant-a-token-0123456789";
-const TOKEN_B: &str = "tenant-b-token-0123456789";
+pub(crate) const TOKEN_A: &str = "tenant-a-token-0123456789";
+pub(crate) const TOKEN_B: &str = "tenant-b-token-0123456789";
 
-fn auth() -> String {
+pub(crate) fn auth() -> String {
     format!(
         r#"
 [server.auth]

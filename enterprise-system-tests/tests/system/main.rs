@@ -3,6 +3,7 @@
 
 mod cluster;
 mod fault;
+mod grpc;
 mod integrity;
 mod isolation;
 mod migrations;

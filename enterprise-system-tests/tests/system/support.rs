@@ -330,10 +330,13 @@ pub(crate) fn migrate_and_provision(config: &ConfigDir) {
     }
 }
 
-/// A running `decision-gate-enterprise serve --http 127.0.0.1:0`, killed on drop.
+/// A running `decision-gate-enterprise serve --http 127.0.0.1:0 --grpc 127.0.0.1:0`, killed on
+/// drop.
 pub(crate) struct Enterprise {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// The gRPC listener.
+    pub(crate) grpc: SocketAddr,
     /// Every stderr line so far.
     pub(crate) stderr: Arc<Mutex<Vec<String>>>,
 }
@@ -344,7 +347,7 @@ impl Enterprise {
             .arg("serve")
             .arg("--config")
             .arg(config.file())
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -361,7 +364,9 @@ impl Enterprise {
                 let _ = tx.send(line);
             }
         });
-        let addr = loop {
+        // The MCP line comes first, then the gRPC one.
+        let (mut addr, mut grpc) = (None, None);
+        while addr.is_none() || grpc.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| {
@@ -370,18 +375,23 @@ impl Enterprise {
                         lines.lock().expect("lines")
                     )
                 });
-            if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on http://") {
-                break rest
-                    .split('/')
+            let listener = |rest: &str, end: char| -> SocketAddr {
+                rest.split(end)
                     .next()
                     .expect("address")
                     .parse()
-                    .expect("socket address");
+                    .expect("socket address")
+            };
+            if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on http://") {
+                addr = Some(listener(rest, '/'));
+            } else if let Some(rest) = line.strip_prefix("decision-gate: serving gRPC on ") {
+                grpc = Some(listener(rest, ' '));
             }
-        };
+        }
         Self {
             child,
-            addr,
+            addr: addr.expect("MCP address"),
+            grpc: grpc.expect("gRPC address"),
             stderr: lines,
         }
     }
