@@ -2,7 +2,7 @@
 //! with the same tenant isolation: a tenant's principal reaches another tenant's run through no
 //! gRPC method either.
 
-use decision_gate_mcp::grpc::pb::{self, decision_gate_client::DecisionGateClient};
+use decision_gate_system_tests::grpc_pb::{self as pb, decision_gate_client::DecisionGateClient};
 use serde_json::json;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
