@@ -13,7 +13,7 @@ use crate::support::{Sdk, Server, THREE_STAGE, drive, ok, required_env, run_json
 
 type Client = DecisionGateClient<Channel>;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -29,7 +29,7 @@ async fn channel(server: &Server) -> Channel {
         .expect("connect")
 }
 
-async fn client(server: &Server) -> Client {
+pub(crate) async fn client(server: &Server) -> Client {
     DecisionGateClient::new(channel(server).await)
 }
 

@@ -132,7 +132,7 @@ fn an_external_mcp_provider_answers_gates_within_its_contract_and_timeout() {
 }
 
 #[test]
-fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded() {
+fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded_on_both_transports() {
     let server = Server::start_with(
         Some(&config_with("[server.limits]\nmax_inflight = 1\n")),
         |_| {},
@@ -171,12 +171,37 @@ fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded() {
     assert_eq!(error["error"]["code"], -32072);
     assert_eq!(error["error"]["data"]["kind"], "overloaded");
     assert_eq!(error["error"]["data"]["retryable"], true);
+    // The limit is one budget for the server: gRPC finds it spent too.
+    let refused = crate::grpc::runtime().block_on(async {
+        crate::grpc::client(&server)
+            .await
+            .list_providers(decision_gate_mcp::grpc::pb::ListProvidersRequest {})
+            .await
+            .expect_err("overloaded")
+    });
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.metadata().get("dg-error-kind").expect("kind"),
+        "overloaded"
+    );
     let (status, _, _) = slow.join().unwrap();
     assert_eq!(status, 200);
     // With the permit back, the server serves again.
     let (status, _, _) = post(&http, &url, call_body(6, "providers_list", json!({})), &[]);
     assert_eq!(status, 200);
-    assert!(server.audit().iter().any(|e| e["refusal"] == "overloaded"));
+    let audit = server.audit();
+    for transport in ["http", "grpc"] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e["refusal"] == "overloaded" && e["transport"] == transport),
+            "{transport}: {audit:?}"
+        );
+    }
 }
 
 /// The provider as a Streamable HTTP server on a free loopback port, killed on drop.
