@@ -549,10 +549,13 @@ impl JsonLinesAuditSink {
         &self.path
     }
 
-    fn queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, AuditError> {
+    /// The queue. Every change to it is a push, a take or a flag, complete before any code that
+    /// could panic, so a poisoned lock still guards a consistent queue; recovering it keeps the
+    /// lead from being lost with a panicking holder.
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue
             .lock()
-            .map_err(|_| AuditError("the audit queue is poisoned".to_owned()))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn write<'a>(
@@ -565,7 +568,7 @@ impl JsonLinesAuditSink {
             lines.push(b'\n');
         }
         let turn = {
-            let mut queue = self.queue()?;
+            let mut queue = self.queue();
             queue.bytes.extend_from_slice(&lines);
             if queue.leading {
                 let (tell, told) = tokio::sync::oneshot::channel();
@@ -600,7 +603,7 @@ impl JsonLinesAuditSink {
     /// a leader is never cancelled halfway.
     fn lead(&self) -> Result<(), AuditError> {
         let (bytes, waiting) = {
-            let mut queue = self.queue()?;
+            let mut queue = self.queue();
             (
                 std::mem::take(&mut queue.bytes),
                 std::mem::take(&mut queue.waiting),
@@ -625,9 +628,7 @@ impl JsonLinesAuditSink {
     /// Passes the lead to the first queued call still waiting, or gives it up when none is
     /// (the queued lines of dropped calls then go with the next batch).
     fn hand_over(&self) {
-        let Ok(mut queue) = self.queue() else {
-            return;
-        };
+        let mut queue = self.queue();
         while let Some(next) = queue.waiting.pop_front() {
             if next.send(Turn::Lead).is_ok() {
                 return;
@@ -801,7 +802,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let sink = JsonLinesAuditSink::open(&path).unwrap();
         // As if a leader were syncing: the next calls queue behind it.
-        sink.queue().unwrap().leading = true;
+        sink.queue().leading = true;
         let (b, c) = (
             [event("run/b", AuditOutcome::Success)],
             [event("run/c", AuditOutcome::Success)],
@@ -823,13 +824,13 @@ mod tests {
         assert!(text.contains("run/b") && text.contains("run/c"), "{text}");
 
         // With nobody left to take it, the lead is given up and the next call leads at once.
-        sink.queue().unwrap().leading = true;
+        sink.queue().leading = true;
         let d = [event("run/d", AuditOutcome::Success)];
         let mut queued_d = sink.append(&d);
         assert!(futures::poll!(&mut queued_d).is_pending());
         drop(queued_d);
         sink.hand_over();
-        assert!(!sink.queue().unwrap().leading);
+        assert!(!sink.queue().leading);
         sink.append(&[event("run/e", AuditOutcome::Success)])
             .await
             .unwrap();
