@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use decision_gate_core::engine::from_json_value;
 use decision_gate_core::ids::{NamespaceId, TenantId};
-use decision_gate_mcp::config::{self as oss, Loaded, Problem};
+use decision_gate_mcp::config::{self as oss, AuthConfig, Loaded, Problem};
 use decision_gate_store_enterprise::PoolConfig;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnectOptions;
@@ -315,6 +315,9 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         tenancy.problems(&mut problems);
     }
     let server = oss::parse_table(table, base).map_err(|p| problems.extend(p));
+    if let Ok(server) = &server {
+        principal_problems(&server.config.server.auth, &mut problems);
+    }
     match (server, database, tenancy) {
         (Ok(server), Some(database), Some(tenancy)) if problems.is_empty() => {
             Ok(EnterpriseConfig {
@@ -324,6 +327,31 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
             })
         }
         _ => Err(problems),
+    }
+}
+
+/// Fail closed on tenancy: every configured principal acts in exactly one tenant. A token or
+/// client certificate without `tenant_id` would act for every tenant of the deployment.
+fn principal_problems(auth: &AuthConfig, problems: &mut Vec<Problem>) {
+    let tokens = auth
+        .tokens
+        .iter()
+        .map(|t| &t.scope)
+        .enumerate()
+        .map(|(i, scope)| (format!("server.auth.tokens[{i}].tenant_id"), scope));
+    let clients = auth
+        .clients
+        .iter()
+        .map(|c| &c.scope)
+        .enumerate()
+        .map(|(i, scope)| (format!("server.auth.clients[{i}].tenant_id"), scope));
+    for (path, scope) in tokens.chain(clients) {
+        if scope.tenant_id.is_none() {
+            problems.push(problem(
+                path,
+                "required by the enterprise server: every principal acts in one tenant",
+            ));
+        }
     }
 }
 
@@ -380,6 +408,28 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(p) => p.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn every_principal_needs_a_tenant() {
+        let digest = "0".repeat(64);
+        let text = format!(
+            "{DB}[server.auth]\nmode = \"bearer\"\n\
+             [[server.auth.tokens]]\nsubject = \"scoped\"\ntoken_sha256 = \"{digest}\"\ntenant_id = 1\n\
+             [[server.auth.tokens]]\nsubject = \"everywhere\"\ntoken_sha256 = \"{}\"\n",
+            "1".repeat(64)
+        );
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("server.auth.tokens[1].tenant_id"),
+            "{found:?}"
+        );
+        let scoped = text.replace(
+            "subject = \"everywhere\"",
+            "subject = \"everywhere\"\ntenant_id = 2",
+        );
+        assert!(parse(&scoped, Path::new(".")).is_ok());
     }
 
     #[test]
