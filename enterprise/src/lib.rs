@@ -23,7 +23,7 @@ use crate::config::TenancyConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum EnterpriseError {
     /// The configuration breaks a rule; each problem names its key.
-    #[error("invalid configuration: {}", list(.0))]
+    #[error("invalid configuration: {}", decision_gate_mcp::config::joined(.0))]
     Config(Vec<Problem>),
     /// The database refused or failed an administrative step, or is not one this binary may
     /// serve (unknown schema, unsafe role).
@@ -32,14 +32,6 @@ pub enum EnterpriseError {
     /// The server could not start or stopped on an error.
     #[error(transparent)]
     Serve(#[from] decision_gate_mcp::ServeError),
-}
-
-fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// What one provisioning pass did, record by record.

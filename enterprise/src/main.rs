@@ -186,13 +186,18 @@ fn config_file(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from))
 }
 
-/// Loads the configuration, listing every problem on stderr.
-fn load(flag: Option<PathBuf>) -> anyhow::Result<EnterpriseConfig> {
-    let file = config_file(flag).ok_or_else(|| {
+/// The configuration file, which this command cannot do without.
+fn required_config_file(flag: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    config_file(flag).ok_or_else(|| {
         UsageError(format!(
             "no configuration file: pass --config FILE or set {CONFIG_ENV}"
         ))
-    })?;
+    })
+}
+
+/// Loads the configuration, listing every problem on stderr.
+fn load(flag: Option<PathBuf>) -> anyhow::Result<EnterpriseConfig> {
+    let file = required_config_file(flag)?;
     config::load(&file).map_err(|problems| {
         for p in &problems {
             eprintln!("{}: {p}", file.display());
@@ -373,11 +378,7 @@ async fn run_scan(out: &Output, url: OwnerUrl) -> anyhow::Result<ExitCode> {
 }
 
 fn check(out: &Output, flag: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let file = config_file(flag).ok_or_else(|| {
-        UsageError(format!(
-            "no configuration file: pass --config FILE or set {CONFIG_ENV}"
-        ))
-    })?;
+    let file = required_config_file(flag)?;
     match config::load(&file) {
         Ok(config) => {
             let providers: Vec<String> = config

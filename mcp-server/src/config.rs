@@ -356,6 +356,16 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Problems as one line (`path: message; ...`), for an error message.
+#[must_use]
+pub fn joined(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A configuration that passed every check, with its providers built.
 pub struct Loaded {
     /// The configuration, relative paths resolved.

@@ -30,7 +30,7 @@ use crate::tools::ToolPolicy;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The configuration breaks a rule; each problem names its key.
-    #[error("invalid configuration: {}", list(.0))]
+    #[error("invalid configuration: {}", crate::config::joined(.0))]
     Config(Vec<Problem>),
     /// The data directory or a store could not be opened.
     #[error("cannot open {what}: {message}")]
@@ -43,14 +43,6 @@ pub enum ServeError {
     /// The listener or stdio failed.
     #[error("transport: {0}")]
     Transport(String),
-}
-
-fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 fn storage(what: impl Into<String>) -> impl FnOnce(String) -> ServeError {
