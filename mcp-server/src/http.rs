@@ -221,7 +221,15 @@ async fn guard_mcp(State(guard): State<Arc<Guard>>, req: Request, next: Next) ->
             }
             response
         }
-        Err(refusal) => refuse(&guard, &seen, refusal, None).await,
+        Err(refusal) => {
+            // The body was left unread (or read only in part), so the connection cannot carry
+            // another request; saying so keeps a pooling client from reusing it mid-close.
+            let mut response = refuse(&guard, &seen, refusal, None).await;
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
     }
 }
 

@@ -93,8 +93,11 @@ fn an_oversized_body_is_refused_with_its_own_kind_and_audited() {
     let http = Client::new();
     let url = server.mcp_url();
     let big = call_body(1, "providers_list", json!({ "padding": "x".repeat(4096) }));
-    let (status, _, body) = post(&http, &url, big.clone(), &[]);
+    let (status, headers, body) = post(&http, &url, big.clone(), &[]);
     assert_eq!(status, 413, "{body}");
+    // The unread body ends the connection, and the answer says so, so the client's pool does
+    // not send the next request down a closing connection.
+    assert_eq!(headers["connection"], "close");
     let error = &jsonrpc(&body)["error"];
     assert_eq!(error["code"], -32070);
     assert_eq!(error["data"]["kind"], "too_large");
@@ -111,8 +114,9 @@ fn an_oversized_body_is_refused_with_its_own_kind_and_audited() {
             .flat_map(Result::unwrap)
             .collect::<Vec<u8>>(),
     ));
-    let (status, _, _) = post(&http, &url, streamed, &[]);
+    let (status, headers, _) = post(&http, &url, streamed, &[]);
     assert_eq!(status, 413);
+    assert_eq!(headers["connection"], "close");
 
     let audit = server.audit();
     assert!(
