@@ -12,7 +12,7 @@ use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_mcp::config::{self as oss, AuthConfig, Loaded, Problem};
 use decision_gate_store_enterprise::PoolConfig;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 /// The environment variable naming the enterprise configuration file.
 pub const CONFIG_ENV: &str = "DECISION_GATE_ENTERPRISE_CONFIG";
@@ -125,14 +125,46 @@ impl DatabaseConfig {
     }
 }
 
-/// Checks that `url` is a Postgres URL the driver accepts; the message never repeats the URL,
-/// which may hold a password.
-fn url_problem(key: &str, url: &str, problems: &mut Vec<Problem>) {
+/// Checks that `url` is a Postgres URL the driver accepts and that it cannot silently fall back
+/// to plaintext: a database off this host needs an `sslmode` chosen on purpose (`verify-full`,
+/// `verify-ca` or `require` for TLS, `disable` for a network the operator trusts), since the
+/// default `prefer` (like `allow`) connects unencrypted whenever TLS fails, so a machine in the
+/// middle could read the credentials and the data. The message never repeats the URL, which
+/// may hold a password.
+pub fn url_problem(key: &str, url: &str, problems: &mut Vec<Problem>) {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         problems.push(problem(key, "must be a postgres:// or postgresql:// URL"));
-    } else if let Err(e) = PgConnectOptions::from_str(url) {
-        problems.push(problem(key, format!("not a usable Postgres URL: {e}")));
+        return;
     }
+    match PgConnectOptions::from_str(url) {
+        Err(e) => problems.push(problem(key, format!("not a usable Postgres URL: {e}"))),
+        Ok(options)
+            if !is_local(options.get_host())
+                && matches!(options.get_ssl_mode(), PgSslMode::Prefer | PgSslMode::Allow) =>
+        {
+            problems.push(problem(
+                key,
+                format!(
+                    "reaches {} over the network with sslmode prefer or allow, which fall back to \
+                     plaintext: add sslmode=verify-full (and sslrootcert=FILE), or sslmode=disable \
+                     on a network you trust",
+                    options.get_host()
+                ),
+            ));
+        }
+        Ok(_) => {}
+    }
+}
+
+/// A Unix socket directory or a loopback host: the connection never leaves this machine.
+fn is_local(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `[tenancy]`: the organisations, tenants and namespaces `provision` (or `migrate_on_start`)
@@ -430,6 +462,35 @@ mod tests {
             "subject = \"everywhere\"\ntenant_id = 2",
         );
         assert!(parse(&scoped, Path::new(".")).is_ok());
+    }
+
+    #[test]
+    fn a_remote_database_needs_an_sslmode_chosen_on_purpose() {
+        let with = |url: &str| problems(&DB.replace("127.0.0.1/dg", url));
+        for url in [
+            "db.example.com:5432/dg",
+            "db.example.com/dg?sslmode=prefer",
+            "10.0.0.7/dg?sslmode=allow",
+        ] {
+            let found = with(url);
+            assert_eq!(found.len(), 1, "{url}: {found:?}");
+            assert!(found[0].starts_with("database.url: reaches "), "{found:?}");
+            assert!(found[0].contains("sslmode=verify-full"), "{found:?}");
+            assert!(
+                !found[0].contains("secret"),
+                "the password is never repeated: {found:?}"
+            );
+        }
+        for url in [
+            "db.example.com/dg?sslmode=verify-full",
+            "db.example.com/dg?sslmode=require",
+            "db.example.com/dg?sslmode=disable",
+            "localhost/dg",
+            "[::1]:5432/dg",
+            "127.0.0.2/dg",
+        ] {
+            assert_eq!(with(url), Vec::<String>::new(), "{url}");
+        }
     }
 
     #[test]

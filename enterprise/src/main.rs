@@ -228,6 +228,11 @@ fn owner_url(url: OwnerUrl) -> anyhow::Result<(String, Option<EnterpriseConfig>)
                 "no database URL: pass --database-url URL, set DATABASE_URL, or name a --config with database.owner_url".into(),
             )
         })?;
+    let mut problems = Vec::new();
+    decision_gate_enterprise::config::url_problem("database URL", &found, &mut problems);
+    if let Some(problem) = problems.first() {
+        return Err(UsageError(problem.to_string()).into());
+    }
     Ok((found, config))
 }
 

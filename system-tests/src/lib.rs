@@ -7,3 +7,5 @@
 /// The server's generated gRPC messages and client, for every suite that drives a server over
 /// gRPC: this one and the enterprise system tests (which reach the MCP crate only through here).
 pub use decision_gate_mcp::grpc::pb as grpc_pb;
+
+pub mod pki;

@@ -56,6 +56,12 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     pub(crate) fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Like [`Self::start`], with `configure` run on the data directory after `initdb` and
+    /// before the first start (configuration files, certificates).
+    pub(crate) fn start_with(configure: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("dg-fault-pg")
             .tempdir()
@@ -98,6 +104,15 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        configure(&data);
+        if cluster.as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&data)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the data directory to postgres");
+        }
         cluster.pg_ctl_start();
         cluster
     }

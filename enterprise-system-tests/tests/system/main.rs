@@ -8,3 +8,4 @@ mod integrity;
 mod isolation;
 mod migrations;
 mod support;
+mod tls;

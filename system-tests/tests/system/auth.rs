@@ -7,8 +7,8 @@ use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::pki::{Ca, write_server_files};
 use crate::support::{Server, binary, call_body, post};
+use decision_gate_system_tests::pki::{Ca, write_server_files};
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -173,7 +173,7 @@ client_ca_path = "client-ca.pem"
     .to_owned()
 }
 
-fn mtls_client(ca: &Ca, identity: Option<&crate::pki::Leaf>) -> Client {
+fn mtls_client(ca: &Ca, identity: Option<&decision_gate_system_tests::pki::Leaf>) -> Client {
     let mut builder = Client::builder()
         .use_rustls_tls()
         .tls_built_in_root_certs(false)

@@ -748,8 +748,8 @@ fn an_oversized_message_is_refused_audited_and_writes_nothing() {
 /// forge; the error as text.
 async fn list_over_tls(
     server: &Server,
-    ca: &crate::pki::Ca,
-    identity: Option<crate::pki::Leaf>,
+    ca: &decision_gate_system_tests::pki::Ca,
+    identity: Option<decision_gate_system_tests::pki::Leaf>,
     subject_header: Option<&'static str>,
 ) -> Result<(), String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -785,11 +785,11 @@ async fn list_over_tls(
 
 #[test]
 fn an_mtls_grpc_listener_takes_the_subject_from_the_verified_certificate_only() {
-    let ca = crate::pki::Ca::new("decision-gate test CA");
+    let ca = decision_gate_system_tests::pki::Ca::new("decision-gate test CA");
     let server = Server::start_with(Some(&crate::auth::mtls_config()), |dir| {
-        crate::pki::write_server_files(dir, &ca)
+        decision_gate_system_tests::pki::write_server_files(dir, &ca)
     });
-    let rogue_ca = crate::pki::Ca::new("rogue CA");
+    let rogue_ca = decision_gate_system_tests::pki::Ca::new("rogue CA");
     runtime().block_on(async {
         list_over_tls(&server, &ca, Some(ca.client("agent-1")), None)
             .await

@@ -5,6 +5,5 @@ mod auth;
 mod clients;
 mod grpc;
 mod http;
-mod pki;
 mod providers;
 mod support;

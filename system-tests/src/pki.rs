@@ -1,4 +1,5 @@
-//! Test certificates: a CA, a server certificate for `localhost`, client certificates.
+//! Test certificates: a CA, a server certificate for `localhost`, client certificates. Shared
+//! by this suite and the enterprise suite (a TLS-only Postgres).
 
 use std::path::Path;
 
@@ -8,18 +9,21 @@ use rcgen::{
 };
 
 /// A certificate authority that issues leaf certificates.
-pub(crate) struct Ca {
+pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A leaf certificate and its key, PEM-encoded.
-pub(crate) struct Leaf {
-    pub(crate) cert: String,
-    pub(crate) key: String,
+pub struct Leaf {
+    /// The certificate.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
 }
 
 impl Ca {
-    pub(crate) fn new(name: &str) -> Self {
+    /// A self-signed CA named `name`.
+    pub fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -29,7 +33,8 @@ impl Ca {
         }
     }
 
-    pub(crate) fn pem(&self) -> String {
+    /// The CA certificate, PEM-encoded.
+    pub fn pem(&self) -> String {
         self.issuer.pem()
     }
 
@@ -49,21 +54,23 @@ impl Ca {
         }
     }
 
-    pub(crate) fn server(&self) -> Leaf {
+    /// A server certificate for `localhost` and `127.0.0.1`.
+    pub fn server(&self) -> Leaf {
         self.leaf(
             "localhost",
-            vec!["localhost".to_owned()],
+            vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
             ExtendedKeyUsagePurpose::ServerAuth,
         )
     }
 
-    pub(crate) fn client(&self, common_name: &str) -> Leaf {
+    /// A client certificate with the common name `common_name`.
+    pub fn client(&self, common_name: &str) -> Leaf {
         self.leaf(common_name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
 /// Writes the server's certificate, key and client CA into `dir`.
-pub(crate) fn write_server_files(dir: &Path, ca: &Ca) {
+pub fn write_server_files(dir: &Path, ca: &Ca) {
     let server = ca.server();
     std::fs::write(dir.join("server.pem"), server.cert).expect("write cert");
     std::fs::write(dir.join("server.key"), server.key).expect("write key");
