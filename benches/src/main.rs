@@ -214,6 +214,7 @@ async fn main() {
             return;
         }
         "grpc-load" => return grpc::load_client(&args[1..]).await,
+        "grpc-health-load" => return grpc::health_load_client(&args[1..]).await,
         "mcp-load" => return mcp::load_client(&args[1..]).await,
         "mcp-echo" => return mcp::echo_server().await,
         _ => {

@@ -146,6 +146,13 @@ pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> 
     spawn_server(cmd, grpc)
 }
 
+/// The echo server (this binary's `mcp-echo` mode) in its own process.
+pub(crate) fn echo() -> Process {
+    let mut cmd = Command::new(std::env::current_exe().expect("bench executable"));
+    cmd.arg("mcp-echo");
+    spawn_server(cmd, false)
+}
+
 pub(crate) fn phase_line(label: &str, m: &Measured) {
     eprintln!(
         "{label}: {:.0} calls/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
@@ -156,11 +163,7 @@ pub(crate) fn phase_line(label: &str, m: &Measured) {
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let bin = PathBuf::from(std::env::var("DG_BIN").expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"));
-    let exe = std::env::current_exe().expect("bench executable");
-
-    let mut echo_cmd = Command::new(&exe);
-    echo_cmd.arg("mcp-echo");
-    let echo = spawn_server(echo_cmd, false);
+    let echo = echo();
     let echo_url = format!("http://{}/mcp", echo.addr);
     let dir = tempfile::tempdir().expect("temp dir");
     let memory = decision_gate(&bin, &dir.path().join("memory"), "memory", false);
