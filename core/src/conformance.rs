@@ -200,7 +200,7 @@ async fn append_trigger(
 ) -> Result<JournalEntry, StoreError> {
     let entry = trigger_entry(key, revision, trigger);
     store
-        .append(revision - 1, &head(key, revision), &entry, &none())
+        .append(revision - 1, head(key, revision), entry.clone(), &none())
         .await
         .map(|()| entry)
 }
@@ -393,7 +393,7 @@ pub mod run_store {
             .await
             .expect("append at revision 1");
         let stale = store
-            .append(1, &head(&key, 2), &trigger_entry(&key, 2, "t3"), &none())
+            .append(1, head(&key, 2), trigger_entry(&key, 2, "t3"), &none())
             .await;
         assert_eq!(
             stale,
@@ -434,11 +434,11 @@ pub mod run_store {
             "clause 3: {dup:?}"
         );
         store
-            .append(2, &head(&key, 3), &submission_entry(&key, 3, "s"), &none())
+            .append(2, head(&key, 3), submission_entry(&key, 3, "s"), &none())
             .await
             .expect("first s");
         let dup = store
-            .append(3, &head(&key, 4), &submission_entry(&key, 4, "s"), &none())
+            .append(3, head(&key, 4), submission_entry(&key, 4, "s"), &none())
             .await;
         assert!(
             matches!(
@@ -491,7 +491,7 @@ pub mod run_store {
             .expect("append");
         let s = submission_entry(&key, 3, "s");
         store
-            .append(2, &head(&key, 3), &s, &none())
+            .append(2, head(&key, 3), s.clone(), &none())
             .await
             .expect("append");
         assert_eq!(

@@ -164,8 +164,8 @@ impl RunStore for MemoryStore {
     async fn append(
         &self,
         expected_revision: u64,
-        head: &RunHead,
-        entry: &JournalEntry,
+        head: RunHead,
+        entry: JournalEntry,
         _effects: &Effects,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
@@ -206,9 +206,9 @@ impl RunStore for MemoryStore {
                 id: s.to_string(),
             });
         }
-        data.index(entry);
-        data.entries.push(entry.clone());
-        data.head = head.clone();
+        data.index(&entry);
+        data.entries.push(entry);
+        data.head = head;
         Ok(())
     }
 

@@ -126,8 +126,8 @@ impl RunStore for GatedStore {
     async fn append(
         &self,
         expected_revision: u64,
-        head: &RunHead,
-        entry: &JournalEntry,
+        head: RunHead,
+        entry: JournalEntry,
         effects: &Effects,
     ) -> Result<(), StoreError> {
         self.check()?

@@ -448,10 +448,11 @@ impl RunStore for PgStore {
     async fn append(
         &self,
         expected_revision: u64,
-        head: &RunHead,
-        entry: &JournalEntry,
+        head: RunHead,
+        entry: JournalEntry,
         effects: &Effects,
     ) -> Result<(), StoreError> {
+        let (head, entry) = (&head, &entry);
         if entry.revision != expected_revision + 1 || head.revision != entry.revision {
             return Err(StoreError::Invalid {
                 field: "revision",

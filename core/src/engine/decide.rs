@@ -198,11 +198,15 @@ pub async fn issue_packets(
         return Ok(Vec::new());
     };
     let mut envelopes = Vec::with_capacity(stage_spec.entry_packets.len());
-    for packet in &stage_spec.entry_packets {
-        let content_hash = packet
-            .payload
-            .content_hash(algorithm)
-            .map_err(|e| DisclosureFailure::error(e.to_string()))?;
+    let compiled = plan.packet_hashes(stage, algorithm);
+    for (i, packet) in stage_spec.entry_packets.iter().enumerate() {
+        let content_hash = match compiled.and_then(|hashes| hashes.get(i)) {
+            Some(hash) => hash.clone(),
+            None => packet
+                .payload
+                .content_hash(algorithm)
+                .map_err(|e| DisclosureFailure::error(e.to_string()))?,
+        };
         envelopes.push(PacketEnvelope {
             scenario_id: spec.scenario_id.clone(),
             run_id: ctx.run_id.clone(),

@@ -38,6 +38,9 @@ struct StagePlan {
     /// Conditions referenced by the stage's gates, in first-appearance order; a slot is an index.
     conditions: Vec<ConditionPlan>,
     gates: Vec<GatePlan>,
+    /// Each entry packet's content digest: the payloads are part of the spec, so they are
+    /// hashed once here rather than on every disclosure.
+    packet_hashes: Vec<HashDigest>,
 }
 
 /// A compiled scenario.
@@ -45,6 +48,7 @@ struct StagePlan {
 pub struct Plan {
     spec: Arc<ScenarioSpec>,
     spec_hash: HashDigest,
+    algorithm: HashAlgorithm,
     stages: Vec<StagePlan>,
     stage_index: HashMap<StageId, usize>,
 }
@@ -148,7 +152,25 @@ impl Plan {
                     slots_by_id,
                 });
             }
-            stages.push(StagePlan { conditions, gates });
+            let packet_hashes = stage
+                .entry_packets
+                .iter()
+                .enumerate()
+                .map(|(pi, packet)| {
+                    packet
+                        .payload
+                        .content_hash(algorithm)
+                        .map_err(|e| SpecError {
+                            path: format!("stages[{si}].entry_packets[{pi}].payload"),
+                            rule: e.to_string(),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            stages.push(StagePlan {
+                conditions,
+                gates,
+                packet_hashes,
+            });
         }
         let stage_index = spec
             .stages
@@ -159,6 +181,7 @@ impl Plan {
         Ok(Self {
             spec: Arc::new(spec),
             spec_hash,
+            algorithm,
             stages,
             stage_index,
         })
@@ -174,6 +197,16 @@ impl Plan {
     #[must_use]
     pub fn spec_hash(&self) -> &HashDigest {
         &self.spec_hash
+    }
+
+    /// The content digests of `stage`'s entry packets, in spec order, as compiled: `None`
+    /// when `algorithm` is not the plan's.
+    #[must_use]
+    pub fn packet_hashes(&self, stage: usize, algorithm: HashAlgorithm) -> Option<&[HashDigest]> {
+        self.stages
+            .get(stage)
+            .filter(|_| algorithm == self.algorithm)
+            .map(|s| s.packet_hashes.as_slice())
     }
 
     /// The position of a stage.

@@ -3,9 +3,9 @@
 //! and the tree's allocations were most of that cost.
 //!
 //! The bytes are exactly those of the value's `serde_json::to_value` form written canonically
-//! (the property test in the parent module holds the two together): objects are buffered one
-//! level at a time and their members sorted by the UTF-16 code units of their names, a repeated
-//! name keeps its last value, integers are written exactly, floats the ECMAScript way, and a
+//! (the property test in the parent module holds the two together): object members are written
+//! as they come and reordered, at the object's close, only when their names did not arrive
+//! sorted by UTF-16 code units; a repeated name keeps its last value, integers are written exactly, floats the ECMAScript way, and a
 //! non-finite float becomes `null`, as `to_value` makes it.
 
 use std::borrow::Cow;
@@ -17,9 +17,26 @@ use super::HashError;
 
 /// Appends the canonical form of `value` to `out`.
 pub(super) fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), HashError> {
-    value
-        .serialize(Canonical { out })
-        .map_err(|e| HashError::Canonicalization(e.0))
+    let mut buffer = Buffer {
+        bytes: std::mem::take(out),
+        scratch: Vec::new(),
+        members: Vec::new(),
+    };
+    let result = value.serialize(Canonical { out: &mut buffer });
+    *out = buffer.bytes;
+    result.map_err(|e| HashError::Canonicalization(e.0))
+}
+
+/// The output and the working space every object of one value shares: objects close strictly
+/// inside out, so one member stack and one reordering buffer serve them all, and a value
+/// costs a few allocations rather than several per object.
+struct Buffer {
+    bytes: Vec<u8>,
+    /// Where an object's members are copied while it reorders them.
+    scratch: Vec<u8>,
+    /// The members of every open object, innermost last: each member's name and where its
+    /// `"name":value` bytes lie in `bytes`.
+    members: Vec<(Cow<'static, str>, Range<usize>)>,
 }
 
 /// Why a value has no canonical form.
@@ -59,7 +76,7 @@ fn write_float(f: f64, out: &mut Vec<u8>) {
 }
 
 struct Canonical<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut Buffer,
 }
 
 impl<'a> ser::Serializer for Canonical<'a> {
@@ -75,6 +92,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
 
     fn serialize_bool(self, v: bool) -> Result<(), Error> {
         self.out
+            .bytes
             .extend_from_slice(if v { b"true" } else { b"false" });
         Ok(())
     }
@@ -92,7 +110,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
     }
 
     fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        write_integer(v, self.out);
+        write_integer(v, &mut self.out.bytes);
         Ok(())
     }
 
@@ -117,7 +135,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
     }
 
     fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        write_integer(v, self.out);
+        write_integer(v, &mut self.out.bytes);
         Ok(())
     }
 
@@ -128,22 +146,22 @@ impl<'a> ser::Serializer for Canonical<'a> {
     }
 
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        write_float(f64::from(v), self.out);
+        write_float(f64::from(v), &mut self.out.bytes);
         Ok(())
     }
 
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        write_float(v, self.out);
+        write_float(v, &mut self.out.bytes);
         Ok(())
     }
 
     fn serialize_char(self, v: char) -> Result<(), Error> {
-        write_string(v.encode_utf8(&mut [0; 4]), self.out);
+        write_string(v.encode_utf8(&mut [0; 4]), &mut self.out.bytes);
         Ok(())
     }
 
     fn serialize_str(self, v: &str) -> Result<(), Error> {
-        write_string(v, self.out);
+        write_string(v, &mut self.out.bytes);
         Ok(())
     }
 
@@ -165,7 +183,7 @@ impl<'a> ser::Serializer for Canonical<'a> {
     }
 
     fn serialize_unit(self) -> Result<(), Error> {
-        self.out.extend_from_slice(b"null");
+        self.out.bytes.extend_from_slice(b"null");
         Ok(())
     }
 
@@ -198,18 +216,18 @@ impl<'a> ser::Serializer for Canonical<'a> {
         value: &T,
     ) -> Result<(), Error> {
         // An object with one member needs no sorting.
-        self.out.push(b'{');
-        write_string(variant, self.out);
-        self.out.push(b':');
+        self.out.bytes.push(b'{');
+        write_string(variant, &mut self.out.bytes);
+        self.out.bytes.push(b':');
         value.serialize(Canonical {
             out: &mut *self.out,
         })?;
-        self.out.push(b'}');
+        self.out.bytes.push(b'}');
         Ok(())
     }
 
     fn serialize_seq(self, _: Option<usize>) -> Result<Array<'a>, Error> {
-        self.out.push(b'[');
+        self.out.bytes.push(b'[');
         Ok(Array {
             out: self.out,
             first: true,
@@ -232,9 +250,9 @@ impl<'a> ser::Serializer for Canonical<'a> {
         variant: &'static str,
         _: usize,
     ) -> Result<Array<'a>, Error> {
-        self.out.push(b'{');
-        write_string(variant, self.out);
-        self.out.extend_from_slice(b":[");
+        self.out.bytes.push(b'{');
+        write_string(variant, &mut self.out.bytes);
+        self.out.bytes.extend_from_slice(b":[");
         Ok(Array {
             out: self.out,
             first: true,
@@ -242,12 +260,12 @@ impl<'a> ser::Serializer for Canonical<'a> {
         })
     }
 
-    fn serialize_map(self, len: Option<usize>) -> Result<Object<'a>, Error> {
-        Ok(Object::new(self.out, b"}", len.unwrap_or(0)))
+    fn serialize_map(self, _: Option<usize>) -> Result<Object<'a>, Error> {
+        Ok(Object::new(self.out, b"}"))
     }
 
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Object<'a>, Error> {
-        Ok(Object::new(self.out, b"}", len))
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Object<'a>, Error> {
+        Ok(Object::new(self.out, b"}"))
     }
 
     fn serialize_struct_variant(
@@ -255,18 +273,18 @@ impl<'a> ser::Serializer for Canonical<'a> {
         _: &'static str,
         _: u32,
         variant: &'static str,
-        len: usize,
+        _: usize,
     ) -> Result<Object<'a>, Error> {
-        self.out.push(b'{');
-        write_string(variant, self.out);
-        self.out.push(b':');
-        Ok(Object::new(self.out, b"}}", len))
+        self.out.bytes.push(b'{');
+        write_string(variant, &mut self.out.bytes);
+        self.out.bytes.push(b':');
+        Ok(Object::new(self.out, b"}}"))
     }
 }
 
 /// An array being written; elements go straight to the output.
 struct Array<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut Buffer,
     first: bool,
     close: &'static [u8],
 }
@@ -274,7 +292,7 @@ struct Array<'a> {
 impl Array<'_> {
     fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         if !std::mem::replace(&mut self.first, false) {
-            self.out.push(b',');
+            self.out.bytes.push(b',');
         }
         value.serialize(Canonical {
             out: &mut *self.out,
@@ -282,7 +300,7 @@ impl Array<'_> {
     }
 
     fn close(self) -> Result<(), Error> {
-        self.out.extend_from_slice(self.close);
+        self.out.bytes.extend_from_slice(self.close);
         Ok(())
     }
 }
@@ -339,23 +357,30 @@ impl ser::SerializeTupleVariant for Array<'_> {
     }
 }
 
-/// An object being written: member values go to a buffer of its own, and the members are
-/// written sorted once all are known.
+/// An object being written. Members go straight to the output, each `"name":value`; while
+/// their names arrive in canonical order (as a struct declared in that order sends them) that
+/// is already the canonical form. A name out of order (or repeated) is noted, and the members
+/// are reordered once, at the close.
 struct Object<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut Buffer,
     close: &'static [u8],
-    values: Vec<u8>,
-    members: Vec<(Cow<'static, str>, Range<usize>)>,
+    /// Where the members start in the output: just after the `{`.
+    body: usize,
+    /// Where this object's members start on the shared member stack.
+    base: usize,
+    in_order: bool,
     key: Option<String>,
 }
 
 impl<'a> Object<'a> {
-    fn new(out: &'a mut Vec<u8>, close: &'static [u8], len: usize) -> Self {
+    fn new(out: &'a mut Buffer, close: &'static [u8]) -> Self {
+        out.bytes.push(b'{');
         Self {
+            body: out.bytes.len(),
+            base: out.members.len(),
             out,
             close,
-            values: Vec::new(),
-            members: Vec::with_capacity(len),
+            in_order: true,
             key: None,
         }
     }
@@ -365,37 +390,63 @@ impl<'a> Object<'a> {
         name: Cow<'static, str>,
         value: &T,
     ) -> Result<(), Error> {
-        let start = self.values.len();
+        if self.out.members.len() > self.base {
+            if let Some((last, _)) = self.out.members.last() {
+                self.in_order &= member_order(last, &name).is_lt();
+            }
+            self.out.bytes.push(b',');
+        }
+        let start = self.out.bytes.len();
+        write_string(&name, &mut self.out.bytes);
+        self.out.bytes.push(b':');
         value.serialize(Canonical {
-            out: &mut self.values,
+            out: &mut *self.out,
         })?;
-        self.members.push((name, start..self.values.len()));
+        let end = self.out.bytes.len();
+        self.out.members.push((name, start..end));
         Ok(())
     }
 
-    fn close(mut self) -> Result<(), Error> {
-        // Stable, so of two members with one name the later stays later; it is the one kept.
-        self.members
-            .sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
-        self.out.push(b'{');
-        let mut first = true;
-        for (i, (name, range)) in self.members.iter().enumerate() {
-            if self
-                .members
-                .get(i + 1)
-                .is_some_and(|(next, _)| next == name)
-            {
-                continue;
+    fn close(self) -> Result<(), Error> {
+        let Buffer {
+            bytes,
+            scratch,
+            members,
+        } = &mut *self.out;
+        if !self.in_order {
+            scratch.clear();
+            scratch.extend_from_slice(&bytes[self.body..]);
+            bytes.truncate(self.body);
+            let mine = &mut members[self.base..];
+            // Stable, so of two members with one name the later stays later; it is the one kept.
+            mine.sort_by(|(a, _), (b, _)| member_order(a, b));
+            let mut first = true;
+            for (i, (name, range)) in mine.iter().enumerate() {
+                if mine.get(i + 1).is_some_and(|(next, _)| next == name) {
+                    continue;
+                }
+                if !std::mem::replace(&mut first, false) {
+                    bytes.push(b',');
+                }
+                bytes.extend_from_slice(&scratch[range.start - self.body..range.end - self.body]);
             }
-            if !std::mem::replace(&mut first, false) {
-                self.out.push(b',');
-            }
-            write_string(name, self.out);
-            self.out.push(b':');
-            self.out.extend_from_slice(&self.values[range.clone()]);
         }
-        self.out.extend_from_slice(self.close);
+        members.truncate(self.base);
+        bytes.extend_from_slice(self.close);
         Ok(())
+    }
+}
+
+/// RFC 8785 orders member names by their UTF-16 code units. UTF-8 byte order is code point
+/// order, which agrees with it except where the first differing characters are one above
+/// U+FFFF (lead byte `F0`..`F4`, a surrogate pair in UTF-16) and one in U+E000..U+FFFF (lead
+/// byte `EE` or `EF`); only a difference between two such lead bytes needs transcoding.
+fn member_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    match x.iter().zip(y).find(|(p, q)| p != q) {
+        None => x.len().cmp(&y.len()),
+        Some((p, q)) if *p >= 0xEE && *q >= 0xEE => a.encode_utf16().cmp(b.encode_utf16()),
+        Some((p, q)) => p.cmp(q),
     }
 }
 

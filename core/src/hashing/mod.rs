@@ -64,7 +64,14 @@ impl HashAlgorithm {
     #[must_use]
     pub fn digest(self, bytes: &[u8]) -> HashDigest {
         let value = match self {
-            Self::Sha256 => hex::encode(sha2::Sha256::digest(bytes)),
+            Self::Sha256 => {
+                // Into a fixed buffer: `hex::encode` builds the string a char at a time, and
+                // every trigger hashes several values. 32 bytes always fill the 64 digits, so
+                // the length check cannot fail.
+                let mut text = [0u8; 64];
+                let _ = hex::encode_to_slice(sha2::Sha256::digest(bytes), &mut text);
+                String::from_utf8_lossy(&text).into_owned()
+            }
             Self::Blake3 => blake3::hash(bytes).to_hex().to_string(),
         };
         HashDigest {

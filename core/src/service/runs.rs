@@ -286,8 +286,8 @@ impl DecisionGate {
     async fn append_unless_raced(
         &self,
         expected_revision: u64,
-        head: &RunHead,
-        entry: &JournalEntry,
+        head: RunHead,
+        entry: JournalEntry,
         effects: &Effects,
     ) -> Result<Option<Committed>, Error> {
         match self
@@ -386,7 +386,7 @@ impl DecisionGate {
             }
             let (new_head, entry, result) = self.step(&head, &event, method).await?;
             if let Some(committed) = self
-                .append_unless_raced(head.revision, &new_head, &entry, effects)
+                .append_unless_raced(head.revision, new_head, entry, effects)
                 .await?
             {
                 return Ok((result, committed));
@@ -708,7 +708,7 @@ impl DecisionGate {
                 })),
             };
             if let Some(committed) = self
-                .append_unless_raced(head.revision, &new_head, &entry, effects)
+                .append_unless_raced(head.revision, new_head, entry, effects)
                 .await?
             {
                 return Ok((submission, committed));

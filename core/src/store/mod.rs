@@ -235,11 +235,13 @@ pub trait RunStore: Send + Sync {
     /// Reads a run's head.
     async fn head(&self, key: &RunKey) -> Result<Option<RunHead>, StoreError>;
     /// Appends one entry and replaces the head, if the run is still at `expected_revision`.
+    /// Both are taken by value, for a backend that keeps them as they are (the caller decides
+    /// again from a fresh read after any failure).
     async fn append(
         &self,
         expected_revision: u64,
-        head: &RunHead,
-        entry: &JournalEntry,
+        head: RunHead,
+        entry: JournalEntry,
         effects: &Effects,
     ) -> Result<(), StoreError>;
     /// The entry recording `trigger_id`.

@@ -168,11 +168,14 @@ fn unwrap_descriptions(value: &mut Value) {
     }
 }
 
-/// Parses a tool's arguments, naming the offending path on failure.
+/// Parses a tool's arguments, naming the offending path on failure. Path tracking allocates for
+/// every key, so it runs only once the plain parse has failed, to name the field.
 fn parse<T: DeserializeOwned>(args: Value) -> Result<T, ToolError> {
-    serde_path_to_error::deserialize(args).map_err(|e| {
-        let path = e.path().to_string();
-        ToolError::invalid_arguments(&path, e.into_inner())
+    T::deserialize(&args).or_else(|_| {
+        serde_path_to_error::deserialize(&args).map_err(|e| {
+            let path = e.path().to_string();
+            ToolError::invalid_arguments(&path, e.into_inner())
+        })
     })
 }
 

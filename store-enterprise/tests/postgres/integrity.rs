@@ -30,8 +30,8 @@ async fn clean(db: &ScratchDb) {
             store
                 .append(
                     rev - 1,
-                    &head(&key, rev),
-                    &trigger_entry(&key, rev, &format!("t{rev}")),
+                    head(&key, rev),
+                    trigger_entry(&key, rev, &format!("t{rev}")),
                     &Effects::default(),
                 )
                 .await

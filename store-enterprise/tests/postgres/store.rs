@@ -92,8 +92,8 @@ async fn effects_commit_with_the_write_and_only_with_it() {
     let conflict = store
         .append(
             2,
-            &head(&key, 3),
-            &trigger_entry(&key, 3, "t3"),
+            head(&key, 3),
+            trigger_entry(&key, 3, "t3"),
             &effects(1, "k5"),
         )
         .await;
@@ -114,8 +114,8 @@ async fn effects_commit_with_the_write_and_only_with_it() {
     let foreign = store
         .append(
             1,
-            &head(&key, 2),
-            &trigger_entry(&key, 2, "t2"),
+            head(&key, 2),
+            trigger_entry(&key, 2, "t2"),
             &effects(2, "k6"),
         )
         .await;
