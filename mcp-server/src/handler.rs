@@ -63,7 +63,31 @@ impl Shared {
         args: Value,
         started: Instant,
     ) -> Result<Value, ToolError> {
-        let outcome = tools::call(&self.gate, &self.policy, caller, action, args).await;
+        self.observe(
+            transport,
+            caller,
+            action,
+            started,
+            tools::call(&self.gate, &self.policy, caller, action, args),
+        )
+        .await
+    }
+
+    /// Runs `call`, one operation for an authenticated caller, and records its outcome like
+    /// [`Self::invoke`]: for a transport that takes a typed answer ([`tools::TriggerAnswer`])
+    /// instead of the JSON result.
+    ///
+    /// # Errors
+    /// The error `call` ends with.
+    pub async fn observe<T>(
+        &self,
+        transport: Transport,
+        caller: &Caller,
+        action: Action,
+        started: Instant,
+        call: impl Future<Output = Result<T, ToolError>>,
+    ) -> Result<T, ToolError> {
+        let outcome = call.await;
         self.record(transport, caller, action, outcome.as_ref().err(), started)
             .await;
         outcome

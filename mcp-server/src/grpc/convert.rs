@@ -8,6 +8,9 @@ use decision_gate_core::hashing::HashDigest;
 use decision_gate_core::run::{DecisionOutcome, DecisionRecord, SafeSummary, TriggerKind};
 use decision_gate_core::spec::{ContentRef, PacketPayload};
 use decision_gate_core::{RunStatus, Timestamp};
+
+use crate::config::FeedbackLevel;
+use crate::tools::TriggerAnswer;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tonic::Status;
@@ -111,11 +114,11 @@ pub(super) fn feedback_level(level: i32) -> Result<Value, Status> {
     }
 }
 
-fn feedback_level_of(name: &str) -> pb::FeedbackLevel {
-    match name {
-        "trace" => pb::FeedbackLevel::Trace,
-        "evidence" => pb::FeedbackLevel::Evidence,
-        _ => pb::FeedbackLevel::Summary,
+fn feedback_level_of(level: FeedbackLevel) -> pb::FeedbackLevel {
+    match level {
+        FeedbackLevel::Summary => pb::FeedbackLevel::Summary,
+        FeedbackLevel::Trace => pb::FeedbackLevel::Trace,
+        FeedbackLevel::Evidence => pb::FeedbackLevel::Evidence,
     }
 }
 
@@ -283,21 +286,28 @@ pub(super) fn packet(p: decision_gate_core::disclosure::PacketRecord) -> pb::Pac
     }
 }
 
-/// The result of `scenario_next` and `scenario_trigger`.
-pub(super) fn trigger_response(mut value: Value) -> Result<pb::TriggerResponse, Status> {
-    let packets: Vec<decision_gate_core::disclosure::PacketRecord> = take(&mut value, "packets")?;
-    let feedback = value
-        .get("feedback")
-        .filter(|f| f.is_object())
-        .map(|f| pb::Feedback {
-            level: feedback_level_of(f["level"].as_str().unwrap_or_default()).into(),
-            gate_evaluations_json: optional_text(f, "gate_evaluations"),
-            denied_reason: f["denied_reason"].as_str().map(str::to_owned),
-        });
+/// The answer of `scenario_next` and `scenario_trigger`.
+pub(super) fn trigger_response(answer: TriggerAnswer) -> Result<pb::TriggerResponse, Status> {
+    let TriggerAnswer { result, feedback } = answer;
+    let feedback = feedback
+        .map(|f| {
+            Ok::<_, Status>(pb::Feedback {
+                level: feedback_level_of(f.level).into(),
+                gate_evaluations_json: f
+                    .gate_evaluations
+                    .map(|gates| serde_json::to_string(&gates))
+                    .transpose()
+                    .map_err(|e| {
+                        Status::internal(format!("the gate evaluations could not be written: {e}"))
+                    })?,
+                denied_reason: f.denied_reason,
+            })
+        })
+        .transpose()?;
     Ok(pb::TriggerResponse {
-        decision: Some(decision(take(&mut value, "decision")?)),
-        packets: packets.into_iter().map(packet).collect(),
-        status: status(take(&mut value, "status")?),
+        decision: Some(decision(result.decision)),
+        packets: result.packets.into_iter().map(packet).collect(),
+        status: status(result.status),
         feedback,
     })
 }

@@ -1,5 +1,6 @@
 //! `decision_gate.v1.DecisionGate`: each method turns its message into the arguments of the
-//! MCP tool of the same name, runs it through [`Shared::invoke`], and converts the result.
+//! MCP tool of the same name, runs it through [`Shared::invoke`], and converts the result;
+//! `Next` and `Trigger` convert the tool's typed answer instead (ADR 0007).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use super::convert::{self, take};
 use super::{pb, status};
 use crate::caller::{Caller, Transport};
 use crate::handler::Shared;
+use crate::tools;
 
 /// The gRPC service over a server's shared state.
 #[derive(Clone)]
@@ -68,16 +70,49 @@ impl GrpcApi {
         args: Value,
     ) -> Result<Value, Status> {
         let started = Instant::now();
-        // Fail closed: a call without a caller did not pass the admission guard.
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .ok_or_else(|| Status::internal("request reached the service unauthenticated"))?;
         self.shared
-            .invoke(Transport::Grpc, caller, action, args, started)
+            .invoke(Transport::Grpc, caller(request)?, action, args, started)
             .await
             .map_err(status::tool_error)
     }
+
+    /// Runs `scenario_next` or `scenario_trigger` and converts its typed answer straight to
+    /// the response message.
+    async fn trigger<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        args: Value,
+    ) -> Answer<pb::TriggerResponse> {
+        let started = Instant::now();
+        let caller = caller(request)?;
+        let shared = &*self.shared;
+        let answer = match action {
+            Action::ScenarioNext => {
+                let call = tools::next(&shared.gate, &shared.policy, caller, args);
+                shared
+                    .observe(Transport::Grpc, caller, action, started, call)
+                    .await
+            }
+            _ => {
+                let call = tools::trigger(&shared.gate, caller, args);
+                shared
+                    .observe(Transport::Grpc, caller, action, started, call)
+                    .await
+            }
+        };
+        Ok(Response::new(convert::trigger_response(
+            answer.map_err(status::tool_error)?,
+        )?))
+    }
+}
+
+/// The caller the admission guard attached. Fail closed: a call without one did not pass it.
+fn caller<T>(request: &Request<T>) -> Result<&Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::internal("request reached the service unauthenticated"))
 }
 
 type Answer<T> = Result<Response<T>, Status>;
@@ -180,8 +215,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 "correlation_id": r.correlation_id,
             },
         });
-        let v = self.invoke(&request, Action::ScenarioNext, args).await?;
-        Ok(Response::new(convert::trigger_response(v)?))
+        self.trigger(&request, Action::ScenarioNext, args).await
     }
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Answer<pb::SubmitResponse> {
@@ -234,8 +268,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 "correlation_id": r.correlation_id,
             },
         });
-        let v = self.invoke(&request, Action::ScenarioTrigger, args).await?;
-        Ok(Response::new(convert::trigger_response(v)?))
+        self.trigger(&request, Action::ScenarioTrigger, args).await
     }
 
     async fn query_evidence(

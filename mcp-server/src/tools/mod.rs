@@ -7,11 +7,13 @@ mod schema;
 
 use std::sync::Arc;
 
-use decision_gate_core::run::TriggerEvent;
+use decision_gate_core::run::{GateEvalRecord, TriggerEvent};
 use decision_gate_core::runpack::VerifyOptions;
 use decision_gate_core::service::{DataShapeId, EvidenceQueryRequest, PrecheckRequest};
 use decision_gate_core::store::{DataShapeRecord, PageRequest};
-use decision_gate_core::{Action, DecisionGate, NextRequest, StartRequest, SubmitRequest};
+use decision_gate_core::{
+    Action, DecisionGate, NextRequest, StartRequest, SubmitRequest, TriggerResult,
+};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -191,6 +193,135 @@ pub struct ToolPolicy {
     pub feedback: FeedbackConfig,
 }
 
+/// What `scenario_next` and `scenario_trigger` answer, before it becomes JSON (MCP) or
+/// protobuf (gRPC): each transport converts it once, with no JSON round trip in between.
+#[derive(Debug)]
+pub struct TriggerAnswer {
+    /// The decision, the packets it disclosed and the run's status.
+    pub result: TriggerResult,
+    /// What `scenario_next` adds; `None` for `scenario_trigger`.
+    pub feedback: Option<Feedback>,
+}
+
+/// The feedback `scenario_next` returns beside its result.
+#[derive(Debug)]
+pub struct Feedback {
+    /// The level given: the one asked for (or the default), capped by the server's maximum.
+    pub level: FeedbackLevel,
+    /// Each gate's evaluation, from level `trace` (evidence emptied below `evidence`).
+    pub gate_evaluations: Option<Vec<GateEvalRecord>>,
+    /// Why less than the level asked for was given.
+    pub denied_reason: Option<String>,
+}
+
+impl TriggerAnswer {
+    /// The tool result: the trigger result's fields, and `feedback` when there is one.
+    ///
+    /// # Errors
+    /// [`ToolError`] (internal) when the result cannot be serialised.
+    pub fn into_value(self) -> Result<Value, ToolError> {
+        let mut value = to_value(&self.result)?;
+        if let Some(f) = self.feedback {
+            let mut feedback = json!({ "level": f.level });
+            if let Some(gates) = f.gate_evaluations {
+                feedback["gate_evaluations"] = to_value(gates)?;
+            }
+            if let Some(reason) = f.denied_reason {
+                feedback["denied_reason"] = json!(reason);
+            }
+            value["feedback"] = feedback;
+        }
+        Ok(value)
+    }
+}
+
+/// `scenario_next`: parses its arguments, decides the trigger, and adds the feedback the
+/// policy allows.
+///
+/// # Errors
+/// [`ToolError`] for arguments that do not match the schema and for every service error.
+pub async fn next(
+    gate: &DecisionGate,
+    policy: &ToolPolicy,
+    caller: &Caller,
+    args: Value,
+) -> Result<TriggerAnswer, ToolError> {
+    let a: NextArgs = parse(args)?;
+    let r = a.request;
+    let ctx = caller.context(r.tenant_id, r.namespace_id, r.correlation_id.clone());
+    let trigger_id = r.trigger_id.clone();
+    let result = gate
+        .next(
+            &ctx,
+            NextRequest {
+                scenario_id: a.scenario_id.clone(),
+                run_id: r.run_id.clone(),
+                trigger_id: r.trigger_id,
+                agent_id: r.agent_id,
+                time: r.time,
+            },
+        )
+        .await?;
+    let level = a
+        .feedback
+        .unwrap_or(policy.feedback.default)
+        .min(policy.feedback.max);
+    let gate_evaluations = if level >= FeedbackLevel::Trace {
+        let mut gates = gate
+            .trigger_gates(&ctx, &a.scenario_id, &r.run_id, &trigger_id)
+            .await?;
+        if level < FeedbackLevel::Evidence {
+            for g in &mut gates {
+                g.evidence.clear();
+            }
+        }
+        Some(gates)
+    } else {
+        None
+    };
+    let denied_reason = a
+        .feedback
+        .is_some_and(|asked| asked > level)
+        .then(|| format!("the server allows feedback up to {level:?}").to_lowercase());
+    Ok(TriggerAnswer {
+        result,
+        feedback: Some(Feedback {
+            level,
+            gate_evaluations,
+            denied_reason,
+        }),
+    })
+}
+
+/// `scenario_trigger`: parses its arguments and decides the trigger.
+///
+/// # Errors
+/// [`ToolError`] for arguments that do not match the schema and for every service error.
+pub async fn trigger(
+    gate: &DecisionGate,
+    caller: &Caller,
+    args: Value,
+) -> Result<TriggerAnswer, ToolError> {
+    let a: TriggerArgs = parse(args)?;
+    let t = a.trigger;
+    let ctx = caller.context(t.tenant_id, t.namespace_id, t.correlation_id);
+    let event = TriggerEvent {
+        trigger_id: t.trigger_id,
+        tenant_id: t.tenant_id,
+        namespace_id: t.namespace_id,
+        run_id: t.run_id,
+        kind: t.kind,
+        time: t.time,
+        source_id: t.source_id,
+        payload: t.payload,
+        correlation_id: ctx.correlation_id.clone(),
+    };
+    Ok(TriggerAnswer {
+        result: gate.trigger(&ctx, &a.scenario_id, event).await?,
+        feedback: None,
+    })
+}
+
 /// Runs one tool call.
 ///
 /// # Errors
@@ -278,47 +409,7 @@ pub async fn call(
             let ctx = caller.context(r.tenant_id, r.namespace_id, r.correlation_id.clone());
             to_value(gate.status(&ctx, &a.scenario_id, &r.run_id).await?)
         }
-        Action::ScenarioNext => {
-            let a: NextArgs = parse(args)?;
-            let r = a.request;
-            let ctx = caller.context(r.tenant_id, r.namespace_id, r.correlation_id.clone());
-            let trigger_id = r.trigger_id.clone();
-            let result = gate
-                .next(
-                    &ctx,
-                    NextRequest {
-                        scenario_id: a.scenario_id.clone(),
-                        run_id: r.run_id.clone(),
-                        trigger_id: r.trigger_id,
-                        agent_id: r.agent_id,
-                        time: r.time,
-                    },
-                )
-                .await?;
-            let level = a
-                .feedback
-                .unwrap_or(policy.feedback.default)
-                .min(policy.feedback.max);
-            let mut value = to_value(&result)?;
-            let mut feedback = json!({ "level": level });
-            if level >= FeedbackLevel::Trace {
-                let mut gates = gate
-                    .trigger_gates(&ctx, &a.scenario_id, &r.run_id, &trigger_id)
-                    .await?;
-                if level < FeedbackLevel::Evidence {
-                    for g in &mut gates {
-                        g.evidence.clear();
-                    }
-                }
-                feedback["gate_evaluations"] = to_value(gates)?;
-            }
-            if a.feedback.is_some_and(|asked| asked > level) {
-                feedback["denied_reason"] =
-                    json!(format!("the server allows feedback up to {level:?}").to_lowercase());
-            }
-            value["feedback"] = feedback;
-            Ok(value)
-        }
+        Action::ScenarioNext => next(gate, policy, caller, args).await?.into_value(),
         Action::ScenarioSubmit => {
             let a: SubmitArgs = parse(args)?;
             let r = a.request;
@@ -338,23 +429,7 @@ pub async fn call(
                 .await?;
             Ok(json!({ "record": to_value(record)? }))
         }
-        Action::ScenarioTrigger => {
-            let a: TriggerArgs = parse(args)?;
-            let t = a.trigger;
-            let ctx = caller.context(t.tenant_id, t.namespace_id, t.correlation_id);
-            let event = TriggerEvent {
-                trigger_id: t.trigger_id,
-                tenant_id: t.tenant_id,
-                namespace_id: t.namespace_id,
-                run_id: t.run_id,
-                kind: t.kind,
-                time: t.time,
-                source_id: t.source_id,
-                payload: t.payload,
-                correlation_id: ctx.correlation_id.clone(),
-            };
-            to_value(gate.trigger(&ctx, &a.scenario_id, event).await?)
-        }
+        Action::ScenarioTrigger => trigger(gate, caller, args).await?.into_value(),
         Action::EvidenceQuery => {
             let a: EvidenceQueryArgs = parse(args)?;
             let c = a.context;

@@ -1000,3 +1000,83 @@ fn a_correlation_id_is_validated_and_travels_into_the_audit_trail() {
         "{audit:?}"
     );
 }
+
+/// `Next` carries the same feedback as `scenario_next`: the level given (capped by the
+/// server), the reason when capped, and the gate evaluations from `trace` up, evidence emptied
+/// below `evidence`.
+#[test]
+fn next_feedback_over_grpc_matches_mcp() {
+    let server = Server::start_with(Some("[server.feedback]\nmax = \"trace\"\n"), |_| {});
+    let http = reqwest::blocking::Client::new();
+    let mcp = |id: u64, tool: &str, arguments: Value| -> Value {
+        let (status, _, body) = crate::support::post(
+            &http,
+            &server.mcp_url(),
+            crate::support::call_body(id, tool, arguments),
+            &[],
+        );
+        assert_eq!(status, 200, "{body}");
+        let reply: Value = serde_json::from_str(&body).expect("JSON-RPC reply");
+        ok(&reply["result"]).clone()
+    };
+    let spec: Value = serde_json::from_str(THREE_STAGE).expect("fixture");
+    mcp(1, "scenario_define", json!({ "spec": spec }));
+    for run in ["run-1", "run-2"] {
+        mcp(
+            2,
+            "scenario_start",
+            json!({ "scenario_id": "release-train", "started_at": { "kind": "unix_millis", "value": 0 },
+                    "run_config": { "tenant_id": 1, "namespace_id": 1, "run_id": run } }),
+        );
+    }
+    let over_mcp = mcp(
+        3,
+        "scenario_next",
+        json!({ "scenario_id": "release-train", "feedback": "evidence",
+                "request": { "run_id": "run-2", "tenant_id": 1, "namespace_id": 1,
+                             "trigger_id": "n-1", "agent_id": "agent-7",
+                             "time": { "kind": "unix_millis", "value": 500 } } }),
+    );
+    let (asked, default) = runtime().block_on(async {
+        let mut c = client(&server).await;
+        let asked = c
+            .next(pb::NextRequest {
+                feedback: pb::FeedbackLevel::Evidence.into(),
+                ..next("n-1", 500)
+            })
+            .await
+            .expect("next")
+            .into_inner();
+        let default = c.next(next("n-2", 600)).await.expect("next").into_inner();
+        (asked, default)
+    });
+
+    let feedback = asked.feedback.expect("feedback");
+    assert_eq!(feedback.level, i32::from(pb::FeedbackLevel::Trace));
+    assert_eq!(
+        feedback.denied_reason.as_deref(),
+        over_mcp["feedback"]["denied_reason"].as_str()
+    );
+    assert!(feedback.denied_reason.is_some());
+    let gates: Value =
+        serde_json::from_str(&feedback.gate_evaluations_json.expect("gate evaluations"))
+            .expect("gate evaluations are JSON");
+    assert_eq!(
+        gates[0]["evaluation"]["gate_id"], "planning-closed",
+        "{gates}"
+    );
+    assert!(
+        gates
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|g| g["evidence"] == json!([])),
+        "evidence is withheld below `evidence`: {gates}"
+    );
+    assert_eq!(gates, over_mcp["feedback"]["gate_evaluations"]);
+
+    let feedback = default.feedback.expect("feedback");
+    assert_eq!(feedback.level, i32::from(pb::FeedbackLevel::Summary));
+    assert_eq!(feedback.gate_evaluations_json, None);
+    assert_eq!(feedback.denied_reason, None);
+}
