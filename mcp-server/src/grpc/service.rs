@@ -76,34 +76,20 @@ impl GrpcApi {
             .map_err(status::tool_error)
     }
 
-    /// Runs `scenario_next` or `scenario_trigger` and converts its typed answer straight to
-    /// the response message.
-    async fn trigger<T>(
+    /// Runs `call`, `scenario_next` or `scenario_trigger` for `caller`, and converts its typed
+    /// answer straight to the response message.
+    async fn trigger_response(
         &self,
-        request: &Request<T>,
+        caller: &Caller,
         action: Action,
-        args: Value,
+        call: impl Future<Output = Result<tools::TriggerAnswer, crate::error::ToolError>>,
     ) -> Answer<pb::TriggerResponse> {
-        let started = Instant::now();
-        let caller = caller(request)?;
-        let shared = &*self.shared;
-        let answer = match action {
-            Action::ScenarioNext => {
-                let call = tools::next(&shared.gate, &shared.policy, caller, args);
-                shared
-                    .observe(Transport::Grpc, caller, action, started, call)
-                    .await
-            }
-            _ => {
-                let call = tools::trigger(&shared.gate, caller, args);
-                shared
-                    .observe(Transport::Grpc, caller, action, started, call)
-                    .await
-            }
-        };
-        Ok(Response::new(convert::trigger_response(
-            answer.map_err(status::tool_error)?,
-        )?))
+        let answer = self
+            .shared
+            .observe(Transport::Grpc, caller, action, Instant::now(), call)
+            .await
+            .map_err(status::tool_error)?;
+        Ok(Response::new(convert::trigger_response(answer)?))
     }
 }
 
@@ -215,7 +201,10 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 "correlation_id": r.correlation_id,
             },
         });
-        self.trigger(&request, Action::ScenarioNext, args).await
+        let caller = caller(&request)?;
+        let call = tools::next(&self.shared.gate, &self.shared.policy, caller, args);
+        self.trigger_response(caller, Action::ScenarioNext, call)
+            .await
     }
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Answer<pb::SubmitResponse> {
@@ -268,7 +257,10 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 "correlation_id": r.correlation_id,
             },
         });
-        self.trigger(&request, Action::ScenarioTrigger, args).await
+        let caller = caller(&request)?;
+        let call = tools::trigger(&self.shared.gate, caller, args);
+        self.trigger_response(caller, Action::ScenarioTrigger, call)
+            .await
     }
 
     async fn query_evidence(
