@@ -240,3 +240,40 @@ fn the_hot_path_agrees_with_the_recorded_evaluation() {
         assert_eq!(buffers.trace.len(), traced);
     }
 }
+
+/// Entry-packet digests are computed once, when the plan is compiled, under the plan's
+/// algorithm; they are the payloads' own digests, stage by stage and packet by packet, and a
+/// different algorithm gets none (the caller hashes the payload itself).
+#[tokio::test]
+async fn compiled_packet_digests_are_the_payloads_own() {
+    let mut spec = spec(conditions());
+    let packet = |id: &str, value: Value| {
+        json!({"packet_id": id, "schema_id": "brief", "content_type": "application/json",
+               "payload": {"kind": "json", "value": value}})
+    };
+    spec["stages"][0]["entry_packets"] = json!([
+        packet("first", json!({"b": 2, "a": [1, "\u{e9}"]})),
+        packet("second", json!("plain")),
+    ]);
+    spec["stages"][1]["entry_packets"] = json!([packet("third", json!({"stage": "two"}))]);
+    let spec: decision_gate_core::ScenarioSpec = serde_json::from_value(spec).unwrap();
+    for algorithm in [
+        decision_gate_core::HashAlgorithm::Sha256,
+        decision_gate_core::HashAlgorithm::Blake3,
+    ] {
+        let plan = decision_gate_core::engine::Plan::compile(spec.clone(), algorithm).unwrap();
+        for (stage, stage_spec) in spec.stages.iter().enumerate() {
+            let own: Vec<_> = stage_spec
+                .entry_packets
+                .iter()
+                .map(|p| p.payload.content_hash(algorithm).unwrap())
+                .collect();
+            assert_eq!(plan.packet_hashes(stage, algorithm), Some(own.as_slice()));
+        }
+        let other = match algorithm {
+            decision_gate_core::HashAlgorithm::Sha256 => decision_gate_core::HashAlgorithm::Blake3,
+            decision_gate_core::HashAlgorithm::Blake3 => decision_gate_core::HashAlgorithm::Sha256,
+        };
+        assert_eq!(plan.packet_hashes(0, other), None);
+    }
+}
