@@ -5,8 +5,9 @@
 //! The bytes are exactly those of the value's `serde_json::to_value` form written canonically
 //! (the property test in the parent module holds the two together): object members are written
 //! as they come and reordered, at the object's close, only when their names did not arrive
-//! sorted by UTF-16 code units; a repeated name keeps its last value, integers are written exactly, floats the ECMAScript way, and a
-//! non-finite float becomes `null`, as `to_value` makes it.
+//! sorted by UTF-16 code units; a repeated name keeps its last value, integers are written
+//! exactly, floats the ECMAScript way, and a non-finite float becomes `null`, as `to_value`
+//! makes it.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -390,10 +391,8 @@ impl<'a> Object<'a> {
         name: Cow<'static, str>,
         value: &T,
     ) -> Result<(), Error> {
-        if self.out.members.len() > self.base {
-            if let Some((last, _)) = self.out.members.last() {
-                self.in_order &= member_order(last, &name).is_lt();
-            }
+        if let Some((last, _)) = self.out.members[self.base..].last() {
+            self.in_order &= member_order(last, &name).is_lt();
             self.out.bytes.push(b',');
         }
         let start = self.out.bytes.len();

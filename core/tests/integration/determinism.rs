@@ -244,8 +244,8 @@ fn the_hot_path_agrees_with_the_recorded_evaluation() {
 /// Entry-packet digests are computed once, when the plan is compiled, under the plan's
 /// algorithm; they are the payloads' own digests, stage by stage and packet by packet, and a
 /// different algorithm gets none (the caller hashes the payload itself).
-#[tokio::test]
-async fn compiled_packet_digests_are_the_payloads_own() {
+#[test]
+fn compiled_packet_digests_are_the_payloads_own() {
     let mut spec = spec(conditions());
     let packet = |id: &str, value: Value| {
         json!({"packet_id": id, "schema_id": "brief", "content_type": "application/json",

@@ -289,21 +289,20 @@ pub(super) fn packet(p: decision_gate_core::disclosure::PacketRecord) -> pb::Pac
 /// The answer of `scenario_next` and `scenario_trigger`.
 pub(super) fn trigger_response(answer: TriggerAnswer) -> Result<pb::TriggerResponse, Status> {
     let TriggerAnswer { result, feedback } = answer;
-    let feedback = feedback
-        .map(|f| {
-            Ok::<_, Status>(pb::Feedback {
-                level: feedback_level_of(f.level).into(),
-                gate_evaluations_json: f
-                    .gate_evaluations
-                    .map(|gates| serde_json::to_string(&gates))
-                    .transpose()
-                    .map_err(|e| {
-                        Status::internal(format!("the gate evaluations could not be written: {e}"))
-                    })?,
-                denied_reason: f.denied_reason,
-            })
-        })
-        .transpose()?;
+    let feedback = match feedback {
+        None => None,
+        Some(f) => Some(pb::Feedback {
+            level: feedback_level_of(f.level).into(),
+            gate_evaluations_json: f
+                .gate_evaluations
+                .map(|gates| serde_json::to_string(&gates))
+                .transpose()
+                .map_err(|e| {
+                    Status::internal(format!("the gate evaluations could not be written: {e}"))
+                })?,
+            denied_reason: f.denied_reason,
+        }),
+    };
     Ok(pb::TriggerResponse {
         decision: Some(decision(result.decision)),
         packets: result.packets.into_iter().map(packet).collect(),

@@ -78,7 +78,7 @@ impl GrpcApi {
 
     /// Runs `call`, `scenario_next` or `scenario_trigger` for `caller`, and converts its typed
     /// answer straight to the response message.
-    async fn trigger_response(
+    async fn answer_trigger(
         &self,
         caller: &Caller,
         action: Action,
@@ -203,7 +203,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         });
         let caller = caller(&request)?;
         let call = tools::next(&self.shared.gate, &self.shared.policy, caller, args);
-        self.trigger_response(caller, Action::ScenarioNext, call)
+        self.answer_trigger(caller, Action::ScenarioNext, call)
             .await
     }
 
@@ -259,7 +259,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         });
         let caller = caller(&request)?;
         let call = tools::trigger(&self.shared.gate, caller, args);
-        self.trigger_response(caller, Action::ScenarioTrigger, call)
+        self.answer_trigger(caller, Action::ScenarioTrigger, call)
             .await
     }
 

@@ -184,6 +184,14 @@ fn a_principal_over_its_rate_is_refused_with_a_retry_time() {
     assert_eq!(error["data"]["retryable"], true);
     assert!(error["data"]["retry_after_ms"].as_u64().unwrap() >= 1);
     assert!(limited.1.get("retry-after").is_some());
+    // A refusal ends the connection (its body was never read); admitted answers keep theirs.
+    assert_eq!(limited.1["connection"], "close");
+    assert!(
+        statuses
+            .iter()
+            .filter(|(status, _, _)| *status == 200)
+            .all(|(_, headers, _)| headers.get("connection").is_none_or(|v| v != "close"))
+    );
     assert!(
         server
             .audit()
