@@ -20,7 +20,10 @@ use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO, median, phase_line,
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
-    let bin = PathBuf::from(std::env::var("DG_BIN").expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"));
+    let bin = PathBuf::from(
+        std::env::var("DG_BIN")
+            .expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"),
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let server = mcp::decision_gate(&bin, &dir.path().join("memory"), "memory", true);
     let echo = mcp::echo();
@@ -31,29 +34,57 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let mut ratios = Vec::new();
     let mut ceilings = Vec::new();
     for round in 1..=ROUNDS {
-        let over_mcp = run_load(&["mcp-load".into(), mcp_url.clone(), "scenario_next".into(), millis.clone()]);
-        phase_line(&format!("round {round}: scenario_next over MCP (Streamable HTTP)"), &over_mcp);
+        let over_mcp = run_load(&[
+            "mcp-load".into(),
+            mcp_url.clone(),
+            "scenario_next".into(),
+            millis.clone(),
+        ]);
+        phase_line(
+            &format!("round {round}: scenario_next over MCP (Streamable HTTP)"),
+            &over_mcp,
+        );
         let over_grpc = run_load(&["grpc-load".into(), grpc_addr.clone(), millis.clone()]);
         phase_line(&format!("round {round}: Next over gRPC"), &over_grpc);
         ratios.push(over_grpc.calls_per_sec / over_mcp.calls_per_sec);
-        let echo = run_load(&["mcp-load".into(), echo_url.clone(), "echo".into(), millis.clone()]);
-        phase_line(&format!("round {round}: MCP echo tool (transport ceiling)"), &echo);
+        let echo = run_load(&[
+            "mcp-load".into(),
+            echo_url.clone(),
+            "echo".into(),
+            millis.clone(),
+        ]);
+        phase_line(
+            &format!("round {round}: MCP echo tool (transport ceiling)"),
+            &echo,
+        );
         let health = run_load(&["grpc-health-load".into(), grpc_addr.clone(), millis.clone()]);
-        phase_line(&format!("round {round}: gRPC health Check (transport ceiling)"), &health);
+        phase_line(
+            &format!("round {round}: gRPC health Check (transport ceiling)"),
+            &health,
+        );
         ceilings.push(health.calls_per_sec / echo.calls_per_sec);
     }
     // With no engine work at all, gRPC/MCP is the ratio of the two transports' ceilings; any
     // work both share moves the ratio towards 1, so this bounds what vs_mcp can reach here.
-    eprintln!("transport ceilings, gRPC health Check / MCP echo: {:.2}x (the bound on vs_mcp on this machine)", median(ceilings));
+    eprintln!(
+        "transport ceilings, gRPC health Check / MCP echo: {:.2}x (the bound on vs_mcp on this machine)",
+        median(ceilings)
+    );
     vec![("vs_mcp", median(ratios), "x", ">=", 1.5)]
 }
 
 async fn connect(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect")
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 fn logical(n: u64) -> Option<pb::Timestamp> {
-    Some(pb::Timestamp { kind: Some(pb::timestamp::Kind::Logical(n)) })
+    Some(pb::Timestamp {
+        kind: Some(pb::timestamp::Kind::Logical(n)),
+    })
 }
 
 /// One load worker's calls over its own connection.
@@ -89,7 +120,12 @@ struct HealthCalls(HealthClient<Channel>);
 
 impl Calls for HealthCalls {
     async fn call(&mut self, _: u64) -> Result<(), tonic::Status> {
-        let reply = self.0.check(HealthCheckRequest { service: String::new() }).await?;
+        let reply = self
+            .0
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await?;
         match reply.into_inner().status() {
             ServingStatus::Serving => Ok(()),
             other => Err(tonic::Status::unavailable(format!("health: {other:?}"))),
@@ -140,7 +176,12 @@ pub async fn load_client(args: &[String]) {
     let run_tag = std::process::id();
     let mut setup = DecisionGateClient::new(connect(&addr).await);
     let spec: serde_json::Value = serde_json::from_str(SCENARIO).expect("scenario");
-    setup.define_scenario(pb::DefineScenarioRequest { spec_json: spec.to_string() }).await.expect("define");
+    setup
+        .define_scenario(pb::DefineScenarioRequest {
+            spec_json: spec.to_string(),
+        })
+        .await
+        .expect("define");
     for w in 0..CONCURRENCY {
         setup
             .start_run(pb::StartRunRequest {
@@ -154,11 +195,18 @@ pub async fn load_client(args: &[String]) {
             .await
             .expect("start");
     }
-    drive(&addr, millis, |channel, w| NextCalls { client: DecisionGateClient::new(channel), run_id: format!("g-{run_tag}-{w}") }).await;
+    drive(&addr, millis, |channel, w| NextCalls {
+        client: DecisionGateClient::new(channel),
+        run_id: format!("g-{run_tag}-{w}"),
+    })
+    .await;
 }
 
 /// `grpc-health-load ADDR MILLIS`: drives the health check the same way.
 pub async fn health_load_client(args: &[String]) {
     let millis: u64 = args[1].parse().expect("millis");
-    drive(&args[0], millis, |channel, _| HealthCalls(HealthClient::new(channel))).await;
+    drive(&args[0], millis, |channel, _| {
+        HealthCalls(HealthClient::new(channel))
+    })
+    .await;
 }

@@ -29,8 +29,8 @@ use decision_gate_core::engine::{OutcomeBuffers, Plan};
 use decision_gate_core::evidence::EvidenceValue;
 use decision_gate_core::ret::LogicMode;
 use decision_gate_core::{
-    CheckId, DecisionGate, HashAlgorithm, InMemoryEvidence, MemoryStore, NamespaceId, NextRequest, RequestContext, SqliteStore,
-    StartRequest, TenantId, Timestamp,
+    CheckId, DecisionGate, HashAlgorithm, InMemoryEvidence, MemoryStore, NamespaceId, NextRequest,
+    RequestContext, SqliteStore, StartRequest, TenantId, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -70,12 +70,21 @@ fn report(name: &str, measured: f64, unit: &str, op: &str, target: f64) {
 }
 
 fn report_in(area: &str, name: &str, measured: f64, unit: &str, op: &str, target: f64) {
-    let pass = if op == ">=" { measured >= target } else { measured <= target };
-    println!("BENCH {area}.{name} {measured:.2} {unit} target {op} {target} {}", if pass { "pass" } else { "FAIL" });
+    let pass = if op == ">=" {
+        measured >= target
+    } else {
+        measured <= target
+    };
+    println!(
+        "BENCH {area}.{name} {measured:.2} {unit} target {op} {target} {}",
+        if pass { "pass" } else { "FAIL" }
+    );
 }
 
 fn gate_spec() -> Value {
-    let leaves: Vec<Value> = (0..CONDITIONS).map(|i| json!({"Condition": format!("c{i}")})).collect();
+    let leaves: Vec<Value> = (0..CONDITIONS)
+        .map(|i| json!({"Condition": format!("c{i}")}))
+        .collect();
     let conditions: Vec<Value> = (0..CONDITIONS)
         .map(|i| json!({"condition_id": format!("c{i}"), "query": {"provider_id": "mem", "check_id": "v"}, "comparator": "equals", "expected": true}))
         .collect();
@@ -88,8 +97,14 @@ fn gate_spec() -> Value {
 
 /// Decision Gate: 100 comparators and the requirement tree, with its trace.
 fn ret_ns() -> f64 {
-    let plan = Plan::compile(serde_json::from_value(gate_spec()).expect("spec"), HashAlgorithm::Sha256).expect("plan");
-    let evidence: Vec<EvidenceValue> = (0..CONDITIONS).map(|_| EvidenceValue::Json(json!(true))).collect();
+    let plan = Plan::compile(
+        serde_json::from_value(gate_spec()).expect("spec"),
+        HashAlgorithm::Sha256,
+    )
+    .expect("plan");
+    let evidence: Vec<EvidenceValue> = (0..CONDITIONS)
+        .map(|_| EvidenceValue::Json(json!(true)))
+        .collect();
     let values: Vec<Option<&EvidenceValue>> = evidence.iter().map(Some).collect();
     let mut buffers = OutcomeBuffers::default();
     plan.gate_outcomes(0, &values, LogicMode::Kleene, &mut buffers);
@@ -102,20 +117,42 @@ fn ret_ns() -> f64 {
 }
 
 fn context_json() -> Value {
-    Value::Object((0..CONDITIONS).map(|i| (format!("c{i}"), json!(true))).collect())
+    Value::Object(
+        (0..CONDITIONS)
+            .map(|i| (format!("c{i}"), json!(true)))
+            .collect(),
+    )
 }
 
 /// Cedar: the same conjunction as a `when` clause over the request context.
 fn cedar_ns() -> f64 {
     use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request};
-    let clause = (0..CONDITIONS).map(|i| format!("context.c{i} == true")).collect::<Vec<_>>().join(" && ");
-    let policies = PolicySet::from_str(&format!("permit(principal, action, resource) when {{ {clause} }};")).expect("policy");
+    let clause = (0..CONDITIONS)
+        .map(|i| format!("context.c{i} == true"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let policies = PolicySet::from_str(&format!(
+        "permit(principal, action, resource) when {{ {clause} }};"
+    ))
+    .expect("policy");
     let uid = |s: &str| EntityUid::from_str(s).expect("uid");
     let context = Context::from_json_value(context_json(), None).expect("context");
-    let request = Request::new(uid(r#"Agent::"a""#), uid(r#"Action::"advance""#), uid(r#"Gate::"g""#), context, None).expect("request");
+    let request = Request::new(
+        uid(r#"Agent::"a""#),
+        uid(r#"Action::"advance""#),
+        uid(r#"Gate::"g""#),
+        context,
+        None,
+    )
+    .expect("request");
     let authorizer = Authorizer::new();
     let entities = Entities::empty();
-    assert_eq!(authorizer.is_authorized(&request, &policies, &entities).decision(), Decision::Allow);
+    assert_eq!(
+        authorizer
+            .is_authorized(&request, &policies, &entities)
+            .decision(),
+        Decision::Allow
+    );
     per_call_ns(|| {
         black_box(authorizer.is_authorized(black_box(&request), &policies, &entities));
     })
@@ -123,29 +160,54 @@ fn cedar_ns() -> f64 {
 
 /// regorus: the same conjunction as a Rego rule over the input.
 fn regorus_ns() -> f64 {
-    let body = (0..CONDITIONS).map(|i| format!("    input.c{i} == true")).collect::<Vec<_>>().join("\n");
+    let body = (0..CONDITIONS)
+        .map(|i| format!("    input.c{i} == true"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let mut engine = regorus::Engine::new();
-    engine.add_policy("gate.rego".into(), format!("package gate\n\nallow if {{\n{body}\n}}\n")).expect("policy");
+    engine
+        .add_policy(
+            "gate.rego".into(),
+            format!("package gate\n\nallow if {{\n{body}\n}}\n"),
+        )
+        .expect("policy");
     engine.set_input(regorus::Value::from_json_str(&context_json().to_string()).expect("input"));
-    assert_eq!(engine.eval_rule("data.gate.allow".into()).expect("eval"), regorus::Value::from(true));
+    assert_eq!(
+        engine.eval_rule("data.gate.allow".into()).expect("eval"),
+        regorus::Value::from(true)
+    );
     per_call_ns(|| {
-        black_box(engine.eval_rule(black_box("data.gate.allow".into())).expect("eval"));
+        black_box(
+            engine
+                .eval_rule(black_box("data.gate.allow".into()))
+                .expect("eval"),
+        );
     })
 }
 
 /// The per-trigger cost at the 10,000th trigger divided by the cost at the 10th.
 async fn trigger_flat(gate: DecisionGate) -> f64 {
-    let ctx = RequestContext::local(TenantId::new(1).expect("tenant"), NamespaceId::new(1).expect("namespace"));
+    let ctx = RequestContext::local(
+        TenantId::new(1).expect("tenant"),
+        NamespaceId::new(1).expect("namespace"),
+    );
     let spec = json!({
         "scenario_id": "flat", "namespace_id": 1, "spec_version": "1",
         "stages": [{"stage_id": "only", "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}], "advance_to": {"kind": "terminal"}}],
         "conditions": [{"condition_id": "c", "query": {"provider_id": "mem", "check_id": "v"}, "comparator": "equals", "expected": true}]
     });
-    gate.define_scenario_json(&ctx, &spec.to_string()).await.expect("define");
+    gate.define_scenario_json(&ctx, &spec.to_string())
+        .await
+        .expect("define");
     let mut sent = [0u64; 2];
     let runs = ["short", "long"];
     for run in runs {
-        let start = StartRequest { scenario_id: "flat".parse().expect("id"), run_id: run.parse().expect("id"), dispatch_targets: vec![], started_at: Timestamp::Logical(0) };
+        let start = StartRequest {
+            scenario_id: "flat".parse().expect("id"),
+            run_id: run.parse().expect("id"),
+            dispatch_targets: vec![],
+            started_at: Timestamp::Logical(0),
+        };
         gate.start_run(&ctx, start).await.expect("start");
     }
     let trigger = |run: usize, n: u64| NextRequest {
@@ -158,7 +220,9 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
     for (run, earlier) in [(0, 10), (1, 10_000)] {
         for _ in 0..earlier {
             sent[run] += 1;
-            gate.next(&ctx, trigger(run, sent[run])).await.expect("setup trigger");
+            gate.next(&ctx, trigger(run, sent[run]))
+                .await
+                .expect("setup trigger");
         }
     }
     // Interleave batches on both runs so drift hits both alike; compare medians.
@@ -168,7 +232,9 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
             let started = Instant::now();
             for _ in 0..10 {
                 sent[run] += 1;
-                gate.next(&ctx, trigger(run, sent[run])).await.expect("trigger");
+                gate.next(&ctx, trigger(run, sent[run]))
+                    .await
+                    .expect("trigger");
             }
             per_run[run].push(started.elapsed().as_nanos() as f64 / 10.0);
         }
@@ -182,7 +248,10 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
 }
 
 fn evidence_provider() -> Arc<InMemoryEvidence> {
-    Arc::new(InMemoryEvidence::new("mem".parse().expect("id"), [CheckId::from_str("v").expect("id")]))
+    Arc::new(InMemoryEvidence::new(
+        "mem".parse().expect("id"),
+        [CheckId::from_str("v").expect("id")],
+    ))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -193,21 +262,27 @@ async fn main() {
         "core" => {}
         "mcp" => {
             // The orchestrator blocks on child processes; keep it off the async workers.
-            let lines = tokio::task::spawn_blocking(mcp::run).await.expect("mcp bench");
+            let lines = tokio::task::spawn_blocking(mcp::run)
+                .await
+                .expect("mcp bench");
             for (name, measured, unit, op, target) in lines {
                 report_in("mcp", name, measured, unit, op, target);
             }
             return;
         }
         "grpc" => {
-            let lines = tokio::task::spawn_blocking(grpc::run).await.expect("grpc bench");
+            let lines = tokio::task::spawn_blocking(grpc::run)
+                .await
+                .expect("grpc bench");
             for (name, measured, unit, op, target) in lines {
                 report_in("grpc", name, measured, unit, op, target);
             }
             return;
         }
         "postgres" => {
-            let lines = tokio::task::spawn_blocking(postgres::run).await.expect("postgres bench");
+            let lines = tokio::task::spawn_blocking(postgres::run)
+                .await
+                .expect("postgres bench");
             for (name, measured, unit, op, target) in lines {
                 report_in("postgres", name, measured, unit, op, target);
             }
@@ -225,14 +300,41 @@ async fn main() {
     let ret = ret_ns();
     let cedar = cedar_ns();
     let rego = regorus_ns();
-    eprintln!("per decision: RET {:.0} ns, Cedar {:.0} ns, regorus {:.0} ns", ret, cedar, rego);
+    eprintln!(
+        "per decision: RET {:.0} ns, Cedar {:.0} ns, regorus {:.0} ns",
+        ret, cedar, rego
+    );
     report("ret_vs_cedar", cedar / ret, "x", ">=", 10.0);
     report("ret_vs_regorus", rego / ret, "x", ">=", 10.0);
 
-    let memory = DecisionGate::builder().provider(evidence_provider()).expect("provider").store(Arc::new(MemoryStore::default())).build();
-    report("trigger_flat_memory", trigger_flat(memory).await, "x", "<=", 1.2);
+    let memory = DecisionGate::builder()
+        .provider(evidence_provider())
+        .expect("provider")
+        .store(Arc::new(MemoryStore::default()))
+        .build();
+    report(
+        "trigger_flat_memory",
+        trigger_flat(memory).await,
+        "x",
+        "<=",
+        1.2,
+    );
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = Arc::new(SqliteStore::open(dir.path().join("bench.db")).await.expect("sqlite"));
-    let on_disk = DecisionGate::builder().provider(evidence_provider()).expect("provider").store(sqlite).build();
-    report("trigger_flat_sqlite", trigger_flat(on_disk).await, "x", "<=", 1.2);
+    let sqlite = Arc::new(
+        SqliteStore::open(dir.path().join("bench.db"))
+            .await
+            .expect("sqlite"),
+    );
+    let on_disk = DecisionGate::builder()
+        .provider(evidence_provider())
+        .expect("provider")
+        .store(sqlite)
+        .build();
+    report(
+        "trigger_flat_sqlite",
+        trigger_flat(on_disk).await,
+        "x",
+        "<=",
+        1.2,
+    );
 }

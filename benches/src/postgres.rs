@@ -31,25 +31,48 @@ type Line = (&'static str, f64, &'static str, &'static str, f64);
 
 /// A PostgreSQL client program: from PATH, else the newest `/usr/lib/postgresql/*/bin`.
 fn pg_bin(name: &str) -> PathBuf {
-    let on_path = Command::new("sh").args(["-c", &format!("command -v {name}")]).output();
+    let on_path = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output();
     if let Ok(out) = on_path
         && out.status.success()
     {
         return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
-    dirs.sort_by_key(|d| d.parent().and_then(Path::file_name).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0));
-    dirs.last().map(|d| d.join(name)).filter(|p| p.exists()).unwrap_or_else(|| panic!("{name} not found: install PostgreSQL"))
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(Path::file_name)
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.last()
+        .map(|d| d.join(name))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} not found: install PostgreSQL"))
 }
 
 /// `host:port` of `DG_PG_URL`.
 fn pg_host() -> String {
-    let url = std::env::var("DG_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r).to_owned();
+    let url = std::env::var("DG_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let rest = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, r)| r)
+        .to_owned();
     let hostpart = rest.rsplit_once('@').map_or(rest.as_str(), |(_, h)| h);
-    hostpart.split(['/', '?']).next().unwrap_or("127.0.0.1:5432").to_owned()
+    hostpart
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned()
 }
 
 fn owner_url(db: &str) -> String {
@@ -57,14 +80,40 @@ fn owner_url(db: &str) -> String {
 }
 
 fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new(pg_bin("psql")).args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", &owner_url(db), "-c", sql]).output().expect("psql");
-    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(pg_bin("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &owner_url(db),
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn enterprise(bin: &Path, args: &[&str]) {
-    let out = Command::new(bin).args(args).env_remove("DATABASE_URL").output().expect("decision-gate-enterprise");
-    assert!(out.status.success(), "decision-gate-enterprise {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("decision-gate-enterprise");
+    assert!(
+        out.status.success(),
+        "decision-gate-enterprise {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A scratch database, migrated and provisioned (tenant 1, namespace 1), dropped on drop.
@@ -75,7 +124,10 @@ struct Database {
 
 impl Database {
     fn create(bin: &Path, dir: &Path, name: &str, audit: &Path) -> Self {
-        psql("postgres", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        );
         psql("postgres", &format!("CREATE DATABASE {name}"));
         let host = pg_host();
         let config = dir.join(format!("{name}.toml"));
@@ -92,13 +144,25 @@ impl Database {
         let file = config.to_str().expect("path");
         enterprise(bin, &["migrate", "--config", file]);
         enterprise(bin, &["provision", "--config", file]);
-        Self { name: name.to_owned(), config }
+        Self {
+            name: name.to_owned(),
+            config,
+        }
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let _ = Command::new(pg_bin("psql")).args(["-X", "-q", "-d", &owner_url("postgres"), "-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]).output();
+        let _ = Command::new(pg_bin("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-d",
+                &owner_url("postgres"),
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
     }
 }
 
@@ -128,7 +192,12 @@ fn serve(bin: &Path, db: &Database) -> Server {
     let addr = loop {
         let line = lines.next().expect("server exited").expect("stderr line");
         if let Some(rest) = line.split("serving MCP on http://").nth(1) {
-            break rest.split('/').next().expect("address").parse().expect("socket address");
+            break rest
+                .split('/')
+                .next()
+                .expect("address")
+                .parse()
+                .expect("socket address");
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
@@ -138,14 +207,22 @@ fn serve(bin: &Path, db: &Database) -> Server {
 
 fn triggers_per_sec(server: &Server) -> f64 {
     let url = format!("http://{}/mcp", server.addr);
-    let m = mcp::run_load(&["mcp-load".to_owned(), url, "scenario_next".to_owned(), PHASE.as_millis().to_string()]);
+    let m = mcp::run_load(&[
+        "mcp-load".to_owned(),
+        url,
+        "scenario_next".to_owned(),
+        PHASE.as_millis().to_string(),
+    ]);
     m.calls_per_sec
 }
 
 /// A plain-TCP URL for pgbench: the measured server connects with `sslmode=disable`, so the
 /// baseline does too (libpq would otherwise negotiate TLS and understate the machine's rate).
 fn pgbench_url(user: &str, db: &str, options: &str) -> String {
-    format!("postgres://{user}@{}/{db}?sslmode=disable{options}", pg_host())
+    format!(
+        "postgres://{user}@{}/{db}?sslmode=disable{options}",
+        pg_host()
+    )
 }
 
 /// Runs `script` with pgbench (prepared statements, as sqlx sends them) at the load client's
@@ -155,7 +232,17 @@ fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> (f64, u64) 
     std::fs::write(&file, script).expect("script");
     let clients = CONCURRENCY.to_string();
     let out = Command::new(pg_bin("pgbench"))
-        .args(["-n", "-M", "prepared", "-c", &clients, "-j", &clients, "-T", &PHASE.as_secs().to_string()])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients,
+            "-j",
+            &clients,
+            "-T",
+            &PHASE.as_secs().to_string(),
+        ])
         .args(defines.iter().flat_map(|d| ["-D", d]))
         .arg("-f")
         .arg(&file)
@@ -163,21 +250,49 @@ fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> (f64, u64) 
         .output()
         .expect("pgbench");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("aborted"), "pgbench: {text}{}", String::from_utf8_lossy(&out.stderr));
-    let field = |prefix: &str| text.lines().find_map(|l| l.strip_prefix(prefix).and_then(|r| r.split(' ').next()).map(str::to_owned));
-    let tps = field("tps = ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no tps in pgbench output: {text}"));
-    let done = field("number of transactions actually processed: ").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(
+        out.status.success() && !text.contains("aborted"),
+        "pgbench: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(prefix)
+                .and_then(|r| r.split(' ').next())
+                .map(str::to_owned)
+        })
+    };
+    let tps = field("tps = ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tps in pgbench output: {text}"));
+    let done = field("number of transactions actually processed: ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     (tps, done)
 }
 
 /// pgbench's rate of one-row INSERT transactions: the machine's ceiling for one durable write.
 fn insert_tps(dir: &Path) -> f64 {
     let db = "dg_bench_pgbench";
-    psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
     psql("postgres", &format!("CREATE DATABASE {db}"));
-    psql(db, "CREATE TABLE one_row (id bigserial PRIMARY KEY, body text NOT NULL)");
-    let (tps, _) = pgbench(dir, &pgbench_url("postgres", db, ""), "INSERT INTO one_row (body) VALUES ('x');\n", &[]);
-    psql("postgres", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(
+        db,
+        "CREATE TABLE one_row (id bigserial PRIMARY KEY, body text NOT NULL)",
+    );
+    let (tps, _) = pgbench(
+        dir,
+        &pgbench_url("postgres", db, ""),
+        "INSERT INTO one_row (body) VALUES ('x');\n",
+        &[],
+    );
+    psql(
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
     tps
 }
 
@@ -188,9 +303,15 @@ fn insert_tps(dir: &Path) -> f64 {
 /// `trigger_vs_pgbench` for this schema on this machine.
 fn trigger_sql_tps(dir: &Path, db: &str) -> f64 {
     // The body of an E'' literal: pgbench would read `:null` in the JSON as a variable.
-    let quoted = |sql: &str| psql(db, sql).replace('\\', "\\\\").replace('\'', "''").replace(':', "\\x3a");
+    let quoted = |sql: &str| {
+        psql(db, sql)
+            .replace('\\', "\\\\")
+            .replace('\'', "''")
+            .replace(':', "\\x3a")
+    };
     let head = quoted("SELECT head_json FROM runs ORDER BY revision DESC LIMIT 1");
-    let entry = quoted("SELECT entry_json FROM run_entries ORDER BY length(entry_json) DESC LIMIT 1");
+    let entry =
+        quoted("SELECT entry_json FROM run_entries ORDER BY length(entry_json) DESC LIMIT 1");
     let event = quoted("SELECT event_json FROM audit_events ORDER BY event_id DESC LIMIT 1");
     let sha = "0".repeat(64);
     psql(
@@ -210,10 +331,23 @@ fn trigger_sql_tps(dir: &Path, db: &str) -> f64 {
          ARRAY[1::bigint], ARRAY['pgbench/' || :client_id::text || '/' || (:rev::bigint + 1)], ARRAY[1::bigint], ARRAY['tool_calls'], ARRAY[1::bigint], \
          ARRAY[1::bigint], ARRAY[1::bigint], ARRAY[E'{event}'], ARRAY['{sha}']) \\gset\n"
     );
-    let (tps, done) = pgbench(dir, &pgbench_url("dg_app:dg_app", db, "&options=-c%20app.tenant_id%3D1"), &script, &["rev=1"]);
+    let (tps, done) = pgbench(
+        dir,
+        &pgbench_url("dg_app:dg_app", db, "&options=-c%20app.tenant_id%3D1"),
+        &script,
+        &["rev=1"],
+    );
     // Every transaction must have appended, or the figure measured something else.
-    let appended: u64 = psql(db, "SELECT count(*) FROM run_entries WHERE run_id LIKE 'pgbench-%'").parse().expect("count");
-    assert!(done > 0 && appended == done, "pgbench appended {appended} entries in {done} transactions");
+    let appended: u64 = psql(
+        db,
+        "SELECT count(*) FROM run_entries WHERE run_id LIKE 'pgbench-%'",
+    )
+    .parse()
+    .expect("count");
+    assert!(
+        done > 0 && appended == done,
+        "pgbench appended {appended} entries in {done} transactions"
+    );
     tps
 }
 
@@ -266,29 +400,55 @@ async fn trigger_flat(server: &Server) -> f64 {
         }
     }
     let [short, long] = per_run;
-    eprintln!("per trigger, one client: {:.0} µs at 10 earlier triggers, {:.0} µs at 10,000", mcp::median(short.clone()) / 1000.0, mcp::median(long.clone()) / 1000.0);
+    eprintln!(
+        "per trigger, one client: {:.0} µs at 10 earlier triggers, {:.0} µs at 10,000",
+        mcp::median(short.clone()) / 1000.0,
+        mcp::median(long.clone()) / 1000.0
+    );
     mcp::median(long) / mcp::median(short)
 }
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> Vec<Line> {
-    let bin = PathBuf::from(std::env::var("DG_ENTERPRISE_BIN").expect("DG_ENTERPRISE_BIN: the release decision-gate-enterprise binary (scripts/bench.sh sets it)"));
+    let bin = PathBuf::from(std::env::var("DG_ENTERPRISE_BIN").expect(
+        "DG_ENTERPRISE_BIN: the release decision-gate-enterprise binary (scripts/bench.sh sets it)",
+    ));
     let dir = tempfile::tempdir().expect("temp dir");
     let shm = Path::new("/dev/shm");
-    let audit_dir = if shm.is_dir() { shm.to_path_buf() } else { dir.path().to_path_buf() };
+    let audit_dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        dir.path().to_path_buf()
+    };
     let pid = std::process::id();
     psql(
         "postgres",
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dg_app') THEN \
          CREATE ROLE dg_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD 'dg_app'; END IF; END $$",
     );
-    let rls_db = Database::create(&bin, dir.path(), &format!("dg_bench_rls_{pid}"), &audit_dir.join(format!("dg-bench-rls-{pid}.jsonl")));
-    let plain_db = Database::create(&bin, dir.path(), &format!("dg_bench_norls_{pid}"), &audit_dir.join(format!("dg-bench-norls-{pid}.jsonl")));
+    let rls_db = Database::create(
+        &bin,
+        dir.path(),
+        &format!("dg_bench_rls_{pid}"),
+        &audit_dir.join(format!("dg-bench-rls-{pid}.jsonl")),
+    );
+    let plain_db = Database::create(
+        &bin,
+        dir.path(),
+        &format!("dg_bench_norls_{pid}"),
+        &audit_dir.join(format!("dg-bench-norls-{pid}.jsonl")),
+    );
     // The scratch copy: row-level security off on every tenant table (dropping the policies
     // while FORCE stays would deny everything instead).
-    let tables = psql(&plain_db.name, "SELECT string_agg(c.relname, ',') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relrowsecurity");
+    let tables = psql(
+        &plain_db.name,
+        "SELECT string_agg(c.relname, ',') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relrowsecurity",
+    );
     for table in tables.split(',').filter(|t| !t.is_empty()) {
-        psql(&plain_db.name, &format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"));
+        psql(
+            &plain_db.name,
+            &format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"),
+        );
     }
     let rls = serve(&bin, &rls_db);
     let plain = serve(&bin, &plain_db);
@@ -304,7 +464,9 @@ pub fn run() -> Vec<Line> {
             let b = triggers_per_sec(&plain);
             (triggers_per_sec(&rls), b)
         };
-        eprintln!("round {round}: scenario_next on Postgres: {a:.0}/s with RLS forced, {b:.0}/s with RLS disabled");
+        eprintln!(
+            "round {round}: scenario_next on Postgres: {a:.0}/s with RLS forced, {b:.0}/s with RLS disabled"
+        );
         with_rls.push(a);
         overheads.push((b - a) / b * 100.0);
     }
@@ -317,12 +479,21 @@ pub fn run() -> Vec<Line> {
     );
     let with_rls = mcp::median(with_rls);
     drop(plain);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let started = Instant::now();
     let flat = runtime.block_on(trigger_flat(&rls));
-    eprintln!("trigger_flat took {:?}", started.elapsed().max(Duration::ZERO));
+    eprintln!(
+        "trigger_flat took {:?}",
+        started.elapsed().max(Duration::ZERO)
+    );
     drop(rls);
-    for name in [format!("dg-bench-rls-{pid}.jsonl"), format!("dg-bench-norls-{pid}.jsonl")] {
+    for name in [
+        format!("dg-bench-rls-{pid}.jsonl"),
+        format!("dg-bench-norls-{pid}.jsonl"),
+    ] {
         let _ = std::fs::remove_file(audit_dir.join(name));
     }
     vec![
