@@ -89,18 +89,39 @@ fn spawn_server(mut cmd: Command, grpc: bool) -> Process {
     while addr.is_none() || (grpc && grpc_addr.is_none()) {
         let line = lines.next().expect("server exited").expect("stderr line");
         if let Some(rest) = line.split("serving gRPC on ").nth(1) {
-            grpc_addr = Some(rest.split(' ').next().expect("address").parse().expect("socket address"));
+            grpc_addr = Some(
+                rest.split(' ')
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address"),
+            );
         } else if let Some(rest) = line.split("http://").nth(1) {
-            addr = Some(rest.split('/').next().expect("address").parse().expect("socket address"));
+            addr = Some(
+                rest.split('/')
+                    .next()
+                    .expect("address")
+                    .parse()
+                    .expect("socket address"),
+            );
         }
     }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Process { child, addr: addr.expect("address"), grpc: grpc_addr }
+    Process {
+        child,
+        addr: addr.expect("address"),
+        grpc: grpc_addr,
+    }
 }
 
 fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
-    let mut args = vec!["mcp-load".to_owned(), url.to_owned(), tool.to_owned(), PHASE.as_millis().to_string()];
+    let mut args = vec![
+        "mcp-load".to_owned(),
+        url.to_owned(),
+        tool.to_owned(),
+        PHASE.as_millis().to_string(),
+    ];
     if let Some(rate) = rate {
         args.push(format!("{rate:.1}"));
     }
@@ -113,7 +134,11 @@ pub(crate) fn run_load(args: &[String]) -> Measured {
     let mut cmd = Command::new(exe);
     cmd.args(args);
     let out = cmd.output().expect("run load client");
-    assert!(out.status.success(), "load client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "load client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).expect("load client JSON");
     Measured {
         calls_per_sec: v["calls_per_sec"].as_f64().unwrap_or(0.0),
@@ -127,7 +152,10 @@ pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> 
     // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
     // file, so the figure is the server's, not the disk's.
     let audit = if store == "memory" && Path::new("/dev/shm").is_dir() {
-        PathBuf::from(format!("/dev/shm/decision-gate-bench-{}.jsonl", std::process::id()))
+        PathBuf::from(format!(
+            "/dev/shm/decision-gate-bench-{}.jsonl",
+            std::process::id()
+        ))
     } else {
         dir.join("audit.jsonl")
     };
@@ -139,7 +167,10 @@ pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> 
     );
     std::fs::write(&config, text).expect("write config");
     let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--http", "127.0.0.1:0", "--config"]).arg(&config).arg("--data-dir").arg(dir.join("data"));
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.join("data"));
     if grpc {
         cmd.args(["--grpc", "127.0.0.1:0"]);
     }
@@ -162,7 +193,10 @@ pub(crate) fn phase_line(label: &str, m: &Measured) {
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
-    let bin = PathBuf::from(std::env::var("DG_BIN").expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"));
+    let bin = PathBuf::from(
+        std::env::var("DG_BIN")
+            .expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"),
+    );
     let echo = echo();
     let echo_url = format!("http://{}/mcp", echo.addr);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -175,9 +209,15 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let mut peaks = Vec::new();
     for round in 1..=ROUNDS {
         let ceiling = load(&echo_url, "echo", None);
-        phase_line(&format!("round {round}: echo (transport ceiling)"), &ceiling);
+        phase_line(
+            &format!("round {round}: echo (transport ceiling)"),
+            &ceiling,
+        );
         let peak = load(&url, "scenario_next", None);
-        phase_line(&format!("round {round}: scenario_next, in-memory store, peak"), &peak);
+        phase_line(
+            &format!("round {round}: scenario_next, in-memory store, peak"),
+            &peak,
+        );
         ratios.push(peak.calls_per_sec / ceiling.calls_per_sec);
         peaks.push(peak.calls_per_sec);
     }
@@ -186,7 +226,10 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let mut p99s = Vec::new();
     for round in 1..=ROUNDS {
         let half = load(&url, "scenario_next", Some(peak / 2.0));
-        phase_line(&format!("round {round}: scenario_next, in-memory store, half of peak"), &half);
+        phase_line(
+            &format!("round {round}: scenario_next, in-memory store, half of peak"),
+            &half,
+        );
         p99s.push(half.p99_ms);
     }
     drop(memory);
@@ -194,7 +237,10 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite", false);
     let url = format!("http://{}/mcp", sqlite.addr);
     let disk = load(&url, "scenario_next", None);
-    phase_line("scenario_next, SQLite store (synchronous=FULL), peak", &disk);
+    phase_line(
+        "scenario_next, SQLite store (synchronous=FULL), peak",
+        &disk,
+    );
     drop(sqlite);
 
     vec![
@@ -208,8 +254,59 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn rpc(id: u64, tool: &str, arguments: Value) -> String {
-    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}).to_string()
+/// A `tools/call` request body, written straight from typed arguments: the load loop builds
+/// one per call, and a `Value` tree would put the client's allocations into the figure.
+fn call_body(id: u64, tool: &str, arguments: impl serde::Serialize) -> String {
+    #[derive(serde::Serialize)]
+    struct Request<'a, A> {
+        jsonrpc: &'static str,
+        id: u64,
+        method: &'static str,
+        params: Params<'a, A>,
+    }
+    #[derive(serde::Serialize)]
+    struct Params<'a, A> {
+        name: &'a str,
+        arguments: A,
+    }
+    let request = Request {
+        jsonrpc: "2.0",
+        id,
+        method: "tools/call",
+        params: Params {
+            name: tool,
+            arguments,
+        },
+    };
+    serde_json::to_string(&request).expect("a request body")
+}
+
+#[derive(serde::Serialize)]
+struct EchoArgs {
+    message: &'static str,
+    n: u64,
+}
+
+#[derive(serde::Serialize)]
+struct NextArgs<'a> {
+    scenario_id: &'static str,
+    request: NextRequest<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct NextRequest<'a> {
+    run_id: &'a str,
+    tenant_id: u64,
+    namespace_id: u64,
+    trigger_id: &'a str,
+    agent_id: &'static str,
+    time: Logical,
+}
+
+#[derive(serde::Serialize)]
+struct Logical {
+    kind: &'static str,
+    value: u64,
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
@@ -223,16 +320,21 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), S
         .await
         .map_err(|e| e.to_string())?;
     let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let text = || String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
-        return Err(format!("HTTP {status}: {text}"));
+        return Err(format!("HTTP {status}: {}", text()));
     }
     // Checks the answer the way a lean client does: the JSON-RPC envelope and `isError`,
-    // skipping the result's content without building a document tree.
-    let reply: Reply = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    // skipping the result's content without building a document tree (the parser checks
+    // the UTF-8 of what it reads).
+    let reply: Reply = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     match reply {
-        Reply { error: None, result: Some(ToolReply { is_error: false }) } => Ok(()),
-        _ => Err(text),
+        Reply {
+            error: None,
+            result: Some(ToolReply { is_error: false }),
+        } => Ok(()),
+        _ => Err(text()),
     }
 }
 
@@ -252,7 +354,10 @@ struct ToolReply {
 /// Prints a load phase's latencies and throughput as the JSON [`run_load`] reads.
 pub(crate) fn print_measured(mut all: Vec<Duration>, errors: u64, seconds: f64) {
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0);
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0)
+    };
     let out = json!({
         "calls": all.len(), "errors": errors, "seconds": seconds,
         "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
@@ -272,11 +377,19 @@ pub async fn load_client(args: &[String]) {
     if tool == "scenario_next" {
         let client = reqwest::Client::new();
         let spec: Value = serde_json::from_str(SCENARIO).expect("scenario");
-        post(&client, &url, rpc(0, "scenario_define", json!({"spec": spec}))).await.expect("define");
+        post(
+            &client,
+            &url,
+            call_body(0, "scenario_define", json!({"spec": spec})),
+        )
+        .await
+        .expect("define");
         for w in 0..CONCURRENCY {
             let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
                               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
-            post(&client, &url, rpc(0, "scenario_start", args)).await.expect("start");
+            post(&client, &url, call_body(0, "scenario_start", args))
+                .await
+                .expect("start");
         }
     }
     let deadline = Instant::now() + Duration::from_millis(millis);
@@ -288,24 +401,40 @@ pub async fn load_client(args: &[String]) {
             let tool = tool.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
+                let run_id = format!("r-{run_tag}-{w}");
                 let mut latencies = Vec::new();
                 let mut errors = 0u64;
                 let mut n = 0u64;
-                let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / CONCURRENCY as f64));
+                let mut next_send = Instant::now()
+                    + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / CONCURRENCY as f64));
                 while Instant::now() < deadline {
                     if interval.is_some() {
                         tokio::time::sleep_until(next_send.into()).await;
                     }
                     n += 1;
-                    let arguments = if tool == "echo" {
-                        json!({"message": "ping", "n": n})
+                    let body = if tool == "echo" {
+                        call_body(n, &tool, EchoArgs { message: "ping", n })
                     } else {
-                        json!({"scenario_id": "cycle", "request": {
-                            "run_id": format!("r-{run_tag}-{w}"), "tenant_id": 1, "namespace_id": 1,
-                            "trigger_id": format!("t-{n}"), "agent_id": "bench",
-                            "time": {"kind": "logical", "value": n}}})
+                        let trigger_id = format!("t-{n}");
+                        call_body(
+                            n,
+                            &tool,
+                            NextArgs {
+                                scenario_id: "cycle",
+                                request: NextRequest {
+                                    run_id: &run_id,
+                                    tenant_id: 1,
+                                    namespace_id: 1,
+                                    trigger_id: &trigger_id,
+                                    agent_id: "bench",
+                                    time: Logical {
+                                        kind: "logical",
+                                        value: n,
+                                    },
+                                },
+                            },
+                        )
                     };
-                    let body = rpc(n, &tool, arguments);
                     let sent = Instant::now();
                     match post(&client, &url, body).await {
                         Ok(_) => latencies.push(sent.elapsed()),
@@ -328,7 +457,10 @@ pub async fn load_client(args: &[String]) {
 }
 
 /// Waits for the load workers and prints their latencies and errors as one phase.
-pub(crate) async fn print_workers(workers: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>, started: Instant) {
+pub(crate) async fn print_workers(
+    workers: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>,
+    started: Instant,
+) {
     let mut all = Vec::new();
     let mut errors = 0;
     for w in workers {
@@ -350,7 +482,10 @@ pub async fn echo_server() {
     use decision_gate_mcp::http::{self, HttpOptions};
     use decision_gate_mcp::metrics::Metrics;
     use decision_gate_mcp::tools::ToolPolicy;
-    use rmcp::model::{CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool};
+    use rmcp::model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ListToolsResult,
+        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    };
     use rmcp::service::RequestContext;
     use rmcp::{ErrorData, RoleServer, ServerHandler};
 
@@ -362,13 +497,27 @@ pub async fn echo_server() {
             ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
         }
 
-        async fn list_tools(&self, _: Option<PaginatedRequestParams>, _: RequestContext<RoleServer>) -> Result<ListToolsResult, ErrorData> {
+        async fn list_tools(
+            &self,
+            _: Option<PaginatedRequestParams>,
+            _: RequestContext<RoleServer>,
+        ) -> Result<ListToolsResult, ErrorData> {
             let schema = json!({"type": "object"});
-            let Value::Object(schema) = schema else { unreachable!("an object literal") };
-            Ok(ListToolsResult::with_all_items(vec![Tool::new("echo", "Echoes its arguments.", Arc::new(schema))]))
+            let Value::Object(schema) = schema else {
+                unreachable!("an object literal")
+            };
+            Ok(ListToolsResult::with_all_items(vec![Tool::new(
+                "echo",
+                "Echoes its arguments.",
+                Arc::new(schema),
+            )]))
         }
 
-        async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
+        async fn call_tool(
+            &self,
+            request: CallToolRequestParams,
+            _: RequestContext<RoleServer>,
+        ) -> Result<CallToolResponse, ErrorData> {
             let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
             Ok(CallToolResult::structured(json!({"echo": args})).into())
         }
@@ -378,7 +527,11 @@ pub async fn echo_server() {
     let gate = Arc::new(decision_gate_core::DecisionGate::builder().build());
     let shared = Shared::new(gate, ToolPolicy::default(), audit, Metrics::new());
     let options = HttpOptions {
-        admission: Arc::new(Admission::new(Authenticator::new(&AuthConfig::default()), 4096, None)),
+        admission: Arc::new(Admission::new(
+            Authenticator::new(&AuthConfig::default()),
+            4096,
+            None,
+        )),
         max_body_bytes: 1024 * 1024,
         request_timeout: Duration::from_secs(30),
         allowed_hosts: Vec::new(),
@@ -386,7 +539,21 @@ pub async fn echo_server() {
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    eprintln!("echo: serving MCP on http://{}/mcp", listener.local_addr().expect("address"));
-    http::serve(listener, app, None, shared, decision_gate_mcp::caller::Transport::Http, shutdown).await.expect("serve");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    eprintln!(
+        "echo: serving MCP on http://{}/mcp",
+        listener.local_addr().expect("address")
+    );
+    http::serve(
+        listener,
+        app,
+        None,
+        shared,
+        decision_gate_mcp::caller::Transport::Http,
+        shutdown,
+    )
+    .await
+    .expect("serve");
 }

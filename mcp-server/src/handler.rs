@@ -6,8 +6,8 @@ use std::time::Instant;
 use decision_gate_core::access::{AccessEvent, AccessRefusal, AuditSink};
 use decision_gate_core::{Action, DecisionGate};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -63,13 +63,9 @@ impl Shared {
         args: Value,
         started: Instant,
     ) -> Result<Value, ToolError> {
-        self.observe(
-            transport,
-            caller,
-            action,
-            started,
-            tools::call(&self.gate, &self.policy, caller, action, args),
-        )
+        self.observe(transport, caller, action, started, || {
+            tools::call(&self.gate, &self.policy, caller, action, args)
+        })
         .await
     }
 
@@ -77,17 +73,24 @@ impl Shared {
     /// [`Self::invoke`]: for a transport that takes a typed answer ([`tools::TriggerAnswer`])
     /// instead of the JSON result.
     ///
+    /// `call` makes the operation's future here rather than being one: a future passed in is
+    /// held twice in this one (as the argument and as the awaited value), and every request's
+    /// task is copied whole when it is spawned.
+    ///
     /// # Errors
     /// The error `call` ends with.
-    pub async fn observe<T>(
+    pub async fn observe<T, F>(
         &self,
         transport: Transport,
         caller: &Caller,
         action: Action,
         started: Instant,
-        call: impl Future<Output = Result<T, ToolError>>,
-    ) -> Result<T, ToolError> {
-        let outcome = call.await;
+        call: impl FnOnce() -> F,
+    ) -> Result<T, ToolError>
+    where
+        F: Future<Output = Result<T, ToolError>>,
+    {
+        let outcome = call().await;
         self.record(transport, caller, action, outcome.as_ref().err(), started)
             .await;
         outcome
@@ -221,11 +224,23 @@ impl ServerHandler for McpHandler {
             .invoke(self.transport, &caller, action, args, started)
             .await
         {
-            Ok(value) => CallToolResult::structured(value),
+            Ok(value) => structured(value),
             Err(error) => error.into_result(),
         };
         Ok(result.into())
     }
+}
+
+/// A tool result as `structuredContent` with its text copy, as `CallToolResult::structured`
+/// makes it but with the text written straight into a buffer: `Value`'s `Display` goes through
+/// the formatting machinery token by token, which cost more than the rest of the copy.
+fn structured(value: Value) -> CallToolResult {
+    let Ok(text) = serde_json::to_string(&value) else {
+        return CallToolResult::structured(value);
+    };
+    let mut result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    result.structured_content = Some(value);
+    result
 }
 
 /// The audit record of a call refused at the tool layer (unknown tool, bad arguments).

@@ -311,6 +311,15 @@ impl DecisionGate {
         self.config.hash_algorithm.digest_json(request).ok()
     }
 
+    /// The digest of a request the run's journal records as a tool call: computed once for
+    /// both the journal and the audit trail, which therefore carry the same `request_hash`.
+    pub(super) fn digest_request(&self, request: &impl Serialize) -> Result<HashDigest, Error> {
+        self.config
+            .hash_algorithm
+            .digest_json(request)
+            .map_err(|e| Error::invalid("request", e.to_string()))
+    }
+
     /// Authorizes and quota-checks a call. Refusals are audited here.
     async fn begin(
         &self,

@@ -224,7 +224,6 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: NextRequest,
     ) -> Result<TriggerResult, Error> {
-        let request_hash = self.hash_request(&req);
         let event = TriggerEvent {
             trigger_id: req.trigger_id,
             tenant_id: ctx.tenant_id,
@@ -236,15 +235,18 @@ impl DecisionGate {
             payload: None,
             correlation_id: ctx.correlation_id.clone(),
         };
+        // The trigger event is the request as the journal records it.
+        let request_hash = self.digest_request(&event);
         let resource = ("run", event.run_id.to_string());
         self.call(
             ctx,
             Action::ScenarioNext,
             resource,
-            request_hash,
+            request_hash.as_ref().ok().cloned(),
             Vec::new(),
             async move |effects| {
-                self.decide_trigger(ctx, &req.scenario_id, event, "scenario.next", effects)
+                let request = (event, request_hash?);
+                self.decide_trigger(ctx, &req.scenario_id, request, "scenario.next", effects)
                     .await
             },
         )
@@ -265,16 +267,17 @@ impl DecisionGate {
         scenario_id: &ScenarioId,
         event: TriggerEvent,
     ) -> Result<TriggerResult, Error> {
-        let request_hash = self.hash_request(&event);
+        let request_hash = self.digest_request(&event);
         let resource = ("run", event.run_id.to_string());
         self.call(
             ctx,
             Action::ScenarioTrigger,
             resource,
-            request_hash,
+            request_hash.as_ref().ok().cloned(),
             Vec::new(),
             async move |effects| {
-                self.decide_trigger(ctx, scenario_id, event, "scenario.trigger", effects)
+                let request = (event, request_hash?);
+                self.decide_trigger(ctx, scenario_id, request, "scenario.trigger", effects)
                     .await
             },
         )
@@ -336,11 +339,12 @@ impl DecisionGate {
         trigger_result(key, trigger_id, entry, status)
     }
 
+    /// `request` is the trigger event with its digest.
     async fn decide_trigger(
         &self,
         ctx: &RequestContext,
         scenario_id: &ScenarioId,
-        event: TriggerEvent,
+        (event, request_hash): (TriggerEvent, HashDigest),
         method: &str,
         effects: &Effects,
     ) -> Result<(TriggerResult, Committed), Error> {
@@ -384,7 +388,7 @@ impl DecisionGate {
                     ),
                 ));
             }
-            let (new_head, entry, result) = self.step(&head, &event, method).await?;
+            let (new_head, entry, result) = self.step(&head, &event, &request_hash, method).await?;
             if let Some(committed) = self
                 .append_unless_raced(head.revision, new_head, entry, effects)
                 .await?
@@ -400,6 +404,7 @@ impl DecisionGate {
         &self,
         head: &RunHead,
         event: &TriggerEvent,
+        request_hash: &HashDigest,
         method: &str,
     ) -> Result<(RunHead, JournalEntry, TriggerResult), Error> {
         let plan = self
@@ -512,7 +517,7 @@ impl DecisionGate {
         let tool_call = self.tool_call(
             head,
             method,
-            event,
+            request_hash.clone(),
             &result,
             event.time,
             event.correlation_id.clone(),
@@ -543,7 +548,7 @@ impl DecisionGate {
         &self,
         head: &RunHead,
         method: &str,
-        request: &impl Serialize,
+        request_hash: HashDigest,
         response: &impl Serialize,
         called_at: Timestamp,
         correlation_id: Option<crate::ids::CorrelationId>,
@@ -552,9 +557,7 @@ impl DecisionGate {
         Ok(ToolCallRecord {
             call_id: format!("call-{}", head.counts.tool_calls + 1),
             method: method.to_owned(),
-            request_hash: alg
-                .digest_json(request)
-                .map_err(|e| Error::invalid("request", e.to_string()))?,
+            request_hash,
             response_hash: alg
                 .digest_json(response)
                 .map_err(|e| Error::invalid("response", e.to_string()))?,
@@ -628,22 +631,23 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: SubmitRequest,
     ) -> Result<SubmissionRecord, Error> {
-        let request_hash = self.hash_request(&req);
+        let request_hash = self.digest_request(&req);
         self.call(
             ctx,
             Action::ScenarioSubmit,
             ("run", req.run_id.to_string()),
-            request_hash,
+            request_hash.as_ref().ok().cloned(),
             Vec::new(),
-            async move |effects| self.submit_inner(ctx, req, effects).await,
+            async move |effects| self.submit_inner(ctx, (req, request_hash?), effects).await,
         )
         .await
     }
 
+    /// `request` is the submission request with its digest.
     async fn submit_inner(
         &self,
         ctx: &RequestContext,
-        req: SubmitRequest,
+        (req, request_hash): (SubmitRequest, HashDigest),
         effects: &Effects,
     ) -> Result<(SubmissionRecord, Committed), Error> {
         check_payload(
@@ -691,7 +695,7 @@ impl DecisionGate {
             let tool_call = self.tool_call(
                 &head,
                 "scenario.submit",
-                &req,
+                request_hash.clone(),
                 &submission,
                 req.submitted_at,
                 ctx.correlation_id.clone(),

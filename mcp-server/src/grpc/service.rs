@@ -77,13 +77,17 @@ impl GrpcApi {
     }
 
     /// Runs `call`, `scenario_next` or `scenario_trigger` for `caller`, and converts its typed
-    /// answer straight to the response message.
-    async fn answer_trigger(
+    /// answer straight to the response message. `call` makes the future (see
+    /// [`Shared::observe`]).
+    async fn answer_trigger<F>(
         &self,
         caller: &Caller,
         action: Action,
-        call: impl Future<Output = Result<tools::TriggerAnswer, crate::error::ToolError>>,
-    ) -> Answer<pb::TriggerResponse> {
+        call: impl FnOnce() -> F,
+    ) -> Answer<pb::TriggerResponse>
+    where
+        F: Future<Output = Result<tools::TriggerAnswer, crate::error::ToolError>>,
+    {
         let answer = self
             .shared
             .observe(Transport::Grpc, caller, action, Instant::now(), call)
@@ -202,9 +206,10 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
             },
         });
         let caller = caller(&request)?;
-        let call = tools::next(&self.shared.gate, &self.shared.policy, caller, args);
-        self.answer_trigger(caller, Action::ScenarioNext, call)
-            .await
+        self.answer_trigger(caller, Action::ScenarioNext, || {
+            tools::next(&self.shared.gate, &self.shared.policy, caller, args)
+        })
+        .await
     }
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Answer<pb::SubmitResponse> {
@@ -258,9 +263,10 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
             },
         });
         let caller = caller(&request)?;
-        let call = tools::trigger(&self.shared.gate, caller, args);
-        self.answer_trigger(caller, Action::ScenarioTrigger, call)
-            .await
+        self.answer_trigger(caller, Action::ScenarioTrigger, || {
+            tools::trigger(&self.shared.gate, caller, args)
+        })
+        .await
     }
 
     async fn query_evidence(

@@ -334,6 +334,25 @@ pub async fn call(
     args: Value,
 ) -> Result<Value, ToolError> {
     let args = if args.is_null() { json!({}) } else { args };
+    // Every request's task holds this future and is copied when spawned, so its size is paid
+    // per call: the trigger tools run inline, the rest behind one allocation, which keeps the
+    // future the size of the trigger path rather than of the largest tool (runpack export,
+    // about twice as large).
+    match action {
+        Action::ScenarioNext => next(gate, policy, caller, args).await?.into_value(),
+        Action::ScenarioTrigger => trigger(gate, caller, args).await?.into_value(),
+        _ => Box::pin(call_any(gate, policy, caller, action, args)).await,
+    }
+}
+
+/// Every tool, in one future as large as the largest tool's; see [`call`].
+async fn call_any(
+    gate: &DecisionGate,
+    policy: &ToolPolicy,
+    caller: &Caller,
+    action: Action,
+    args: Value,
+) -> Result<Value, ToolError> {
     match action {
         Action::ScenarioDefine => {
             let a: DefineArgs = parse(args)?;
