@@ -237,6 +237,62 @@ async fn submissions_are_idempotent_and_conflicts_change_nothing() {
     );
 }
 
+/// A call the journal records as a tool call carries the same request digest in the audit
+/// trail, so an audit line and a runpack entry can be matched; it is the digest of what the
+/// journal recorded (the trigger event, the submission request).
+#[tokio::test]
+async fn journal_and_audit_carry_one_request_hash_per_call() {
+    let facts = facts();
+    let (gate, audit) = service(&facts);
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    next(&gate, "s", "r", "t", 1).await.unwrap();
+    let request = submit_request("sub", json!({"v": 1}));
+    gate.submit(&ctx(), request.clone()).await.unwrap();
+
+    let audited = |action: Action| {
+        let events = audit.events();
+        let mut hashes = events
+            .iter()
+            .filter(|e| e.action == action && e.outcome == AuditOutcome::Success)
+            .map(|e| e.request_hash.clone().expect("an audited request hash"));
+        let hash = hashes.next().expect("one audited call");
+        assert!(hashes.next().is_none(), "one call of {action:?}");
+        hash
+    };
+    let entries = journal(&gate, "s", "r").await;
+    let EntryBody::Trigger(trigger) = &entries[1].body else {
+        panic!(
+            "the second entry records the trigger: {:?}",
+            entries[1].body
+        );
+    };
+    let recorded = &trigger
+        .tool_call
+        .as_ref()
+        .expect("a tool call")
+        .request_hash;
+    assert_eq!(
+        *recorded,
+        HashAlgorithm::Sha256
+            .digest_json(&trigger.trigger.event)
+            .unwrap()
+    );
+    assert_eq!(audited(Action::ScenarioNext), *recorded);
+    let EntryBody::Submission(submission) = &entries[2].body else {
+        panic!(
+            "the third entry records the submission: {:?}",
+            entries[2].body
+        );
+    };
+    let recorded = &submission.tool_call.request_hash;
+    assert_eq!(
+        *recorded,
+        HashAlgorithm::Sha256.digest_json(&request).unwrap()
+    );
+    assert_eq!(audited(Action::ScenarioSubmit), *recorded);
+}
+
 /// One stage with a 5-tick timeout and the given policy, branching when asked.
 fn timed(policy: &str, branch: bool) -> Value {
     let advance = if branch {
