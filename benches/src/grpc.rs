@@ -8,6 +8,7 @@
 //! Each round also measures both transports with no engine work (the gRPC health check, the
 //! MCP echo tool of the `mcp` area) and prints their ratio: the bound on `vs_mcp` here.
 
+use anyhow::Context as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -19,17 +20,17 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO, median, phase_line, run_load};
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
-pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
+pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let bin = PathBuf::from(
         std::env::var("DG_BIN")
-            .expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"),
+            .context("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)")?,
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = mcp::decision_gate(&bin, &dir.path().join("memory"), "memory", true);
-    let echo = mcp::echo();
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let server = mcp::decision_gate(&bin, &dir.path().join("memory"), "memory", true)?;
+    let echo = mcp::echo()?;
     let mcp_url = format!("http://{}/mcp", server.addr);
     let echo_url = format!("http://{}/mcp", echo.addr);
-    let grpc_addr = server.grpc.expect("the server serves gRPC").to_string();
+    let grpc_addr = server.grpc.context("the server serves gRPC")?.to_string();
     let millis = PHASE.as_millis().to_string();
     let mut ratios = Vec::new();
     let mut ceilings = Vec::new();
@@ -39,12 +40,12 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
             mcp_url.clone(),
             "scenario_next".into(),
             millis.clone(),
-        ]);
+        ])?;
         phase_line(
             &format!("round {round}: scenario_next over MCP (Streamable HTTP)"),
             &over_mcp,
         );
-        let over_grpc = run_load(&["grpc-load".into(), grpc_addr.clone(), millis.clone()]);
+        let over_grpc = run_load(&["grpc-load".into(), grpc_addr.clone(), millis.clone()])?;
         phase_line(&format!("round {round}: Next over gRPC"), &over_grpc);
         ratios.push(over_grpc.calls_per_sec / over_mcp.calls_per_sec);
         let echo = run_load(&[
@@ -52,12 +53,12 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
             echo_url.clone(),
             "echo".into(),
             millis.clone(),
-        ]);
+        ])?;
         phase_line(
             &format!("round {round}: MCP echo tool (transport ceiling)"),
             &echo,
         );
-        let health = run_load(&["grpc-health-load".into(), grpc_addr.clone(), millis.clone()]);
+        let health = run_load(&["grpc-health-load".into(), grpc_addr.clone(), millis.clone()])?;
         phase_line(
             &format!("round {round}: gRPC health Check (transport ceiling)"),
             &health,
@@ -70,15 +71,15 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
         "transport ceilings, gRPC health Check / MCP echo: {:.2}x (the bound on vs_mcp on this machine)",
         median(ceilings)
     );
-    vec![("vs_mcp", median(ratios), "x", ">=", 1.5)]
+    Ok(vec![("vs_mcp", median(ratios), "x", ">=", 1.5)])
 }
 
-async fn connect(addr: &str) -> Channel {
+async fn connect(addr: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
+        .context("endpoint")?
         .connect()
         .await
-        .expect("connect")
+        .context("connect")
 }
 
 fn logical(n: u64) -> Option<pb::Timestamp> {
@@ -135,10 +136,14 @@ impl Calls for HealthCalls {
 
 /// Runs CONCURRENCY workers (one connection each) for MILLIS, as fast as answers come, and
 /// prints JSON like `mcp-load`.
-async fn drive<C: Calls>(addr: &str, millis: u64, worker: impl Fn(Channel, usize) -> C) {
+async fn drive<C: Calls>(
+    addr: &str,
+    millis: u64,
+    worker: impl Fn(Channel, usize) -> C,
+) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for w in 0..CONCURRENCY {
-        workers.push(worker(connect(addr).await, w));
+        workers.push(worker(connect(addr).await?, w));
     }
     let deadline = Instant::now() + Duration::from_millis(millis);
     let started = Instant::now();
@@ -162,26 +167,25 @@ async fn drive<C: Calls>(addr: &str, millis: u64, worker: impl Fn(Channel, usize
                         }
                     }
                 }
-                (latencies, errors)
+                anyhow::Ok((latencies, errors))
             })
         })
         .collect();
-    mcp::print_workers(workers, started).await;
+    mcp::print_workers(workers, started).await
 }
 
 /// `grpc-load ADDR MILLIS`: drives `Next`, each worker on its own run.
-pub async fn load_client(args: &[String]) {
-    let addr = args[0].clone();
-    let millis: u64 = args[1].parse().expect("millis");
+pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
+    let (addr, millis) = addr_and_millis(args, "grpc-load")?;
     let run_tag = std::process::id();
-    let mut setup = DecisionGateClient::new(connect(&addr).await);
-    let spec: serde_json::Value = serde_json::from_str(SCENARIO).expect("scenario");
+    let mut setup = DecisionGateClient::new(connect(addr).await?);
+    let spec: serde_json::Value = serde_json::from_str(SCENARIO).context("scenario")?;
     setup
         .define_scenario(pb::DefineScenarioRequest {
             spec_json: spec.to_string(),
         })
         .await
-        .expect("define");
+        .context("define")?;
     for w in 0..CONCURRENCY {
         setup
             .start_run(pb::StartRunRequest {
@@ -193,20 +197,28 @@ pub async fn load_client(args: &[String]) {
                 dispatch_targets: Vec::new(),
             })
             .await
-            .expect("start");
+            .context("start")?;
     }
-    drive(&addr, millis, |channel, w| NextCalls {
+    drive(addr, millis, |channel, w| NextCalls {
         client: DecisionGateClient::new(channel),
         run_id: format!("g-{run_tag}-{w}"),
     })
-    .await;
+    .await
 }
 
 /// `grpc-health-load ADDR MILLIS`: drives the health check the same way.
-pub async fn health_load_client(args: &[String]) {
-    let millis: u64 = args[1].parse().expect("millis");
-    drive(&args[0], millis, |channel, _| {
+pub async fn health_load_client(args: &[String]) -> anyhow::Result<()> {
+    let (addr, millis) = addr_and_millis(args, "grpc-health-load")?;
+    drive(addr, millis, |channel, _| {
         HealthCalls(HealthClient::new(channel))
     })
-    .await;
+    .await
+}
+
+/// The `ADDR MILLIS` arguments of the gRPC load modes.
+fn addr_and_millis<'a>(args: &'a [String], mode: &str) -> anyhow::Result<(&'a str, u64)> {
+    let [addr, millis] = args else {
+        anyhow::bail!("usage: {mode} ADDR MILLIS");
+    };
+    Ok((addr, millis.parse().context("MILLIS")?))
 }

@@ -20,6 +20,7 @@ mod grpc;
 mod mcp;
 mod postgres;
 
+use anyhow::Context as _;
 use std::hint::black_box;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -65,11 +66,10 @@ fn per_call_ns(mut f: impl FnMut()) -> f64 {
     samples[samples.len() / 2]
 }
 
-fn report(name: &str, measured: f64, unit: &str, op: &str, target: f64) {
-    report_in("core", name, measured, unit, op, target);
-}
+/// One target's figure: (name, measured, unit, op, target).
+pub(crate) type Line = (&'static str, f64, &'static str, &'static str, f64);
 
-fn report_in(area: &str, name: &str, measured: f64, unit: &str, op: &str, target: f64) {
+fn report(area: &str, name: &str, measured: f64, unit: &str, op: &str, target: f64) {
     let pass = if op == ">=" {
         measured >= target
     } else {
@@ -96,24 +96,28 @@ fn gate_spec() -> Value {
 }
 
 /// Decision Gate: 100 comparators and the requirement tree, with its trace.
-fn ret_ns() -> f64 {
+fn ret_ns() -> anyhow::Result<f64> {
     let plan = Plan::compile(
-        serde_json::from_value(gate_spec()).expect("spec"),
+        serde_json::from_value(gate_spec()).context("spec")?,
         HashAlgorithm::Sha256,
     )
-    .expect("plan");
+    .context("plan")?;
     let evidence: Vec<EvidenceValue> = (0..CONDITIONS)
         .map(|_| EvidenceValue::Json(json!(true)))
         .collect();
     let values: Vec<Option<&EvidenceValue>> = evidence.iter().map(Some).collect();
     let mut buffers = OutcomeBuffers::default();
     plan.gate_outcomes(0, &values, LogicMode::Kleene, &mut buffers);
-    assert_eq!(buffers.outcomes, [decision_gate_core::TriState::True]);
-    assert_eq!(buffers.trace.len(), CONDITIONS, "every leaf is traced");
-    per_call_ns(|| {
+    anyhow::ensure!(
+        buffers.outcomes == [decision_gate_core::TriState::True],
+        "the gate holds: {:?}",
+        buffers.outcomes
+    );
+    anyhow::ensure!(buffers.trace.len() == CONDITIONS, "every leaf is traced");
+    Ok(per_call_ns(|| {
         plan.gate_outcomes(0, black_box(&values), LogicMode::Kleene, &mut buffers);
         black_box(&buffers.outcomes);
-    })
+    }))
 }
 
 fn context_json() -> Value {
@@ -125,7 +129,7 @@ fn context_json() -> Value {
 }
 
 /// Cedar: the same conjunction as a `when` clause over the request context.
-fn cedar_ns() -> f64 {
+fn cedar_ns() -> anyhow::Result<f64> {
     use cedar_policy::{Authorizer, Context, Decision, Entities, EntityUid, PolicySet, Request};
     let clause = (0..CONDITIONS)
         .map(|i| format!("context.c{i} == true"))
@@ -134,32 +138,33 @@ fn cedar_ns() -> f64 {
     let policies = PolicySet::from_str(&format!(
         "permit(principal, action, resource) when {{ {clause} }};"
     ))
-    .expect("policy");
-    let uid = |s: &str| EntityUid::from_str(s).expect("uid");
-    let context = Context::from_json_value(context_json(), None).expect("context");
+    .context("policy")?;
+    let uid = |s: &str| EntityUid::from_str(s).context("uid");
+    let context = Context::from_json_value(context_json(), None).context("context")?;
     let request = Request::new(
-        uid(r#"Agent::"a""#),
-        uid(r#"Action::"advance""#),
-        uid(r#"Gate::"g""#),
+        uid(r#"Agent::"a""#)?,
+        uid(r#"Action::"advance""#)?,
+        uid(r#"Gate::"g""#)?,
         context,
         None,
     )
-    .expect("request");
+    .context("request")?;
     let authorizer = Authorizer::new();
     let entities = Entities::empty();
-    assert_eq!(
+    anyhow::ensure!(
         authorizer
             .is_authorized(&request, &policies, &entities)
-            .decision(),
-        Decision::Allow
+            .decision()
+            == Decision::Allow,
+        "the Cedar policy allows"
     );
-    per_call_ns(|| {
+    Ok(per_call_ns(|| {
         black_box(authorizer.is_authorized(black_box(&request), &policies, &entities));
-    })
+    }))
 }
 
 /// regorus: the same conjunction as a Rego rule over the input.
-fn regorus_ns() -> f64 {
+fn regorus_ns() -> anyhow::Result<f64> {
     let body = (0..CONDITIONS)
         .map(|i| format!("    input.c{i} == true"))
         .collect::<Vec<_>>()
@@ -170,26 +175,23 @@ fn regorus_ns() -> f64 {
             "gate.rego".into(),
             format!("package gate\n\nallow if {{\n{body}\n}}\n"),
         )
-        .expect("policy");
-    engine.set_input(regorus::Value::from_json_str(&context_json().to_string()).expect("input"));
-    assert_eq!(
-        engine.eval_rule("data.gate.allow".into()).expect("eval"),
-        regorus::Value::from(true)
+        .context("policy")?;
+    engine.set_input(regorus::Value::from_json_str(&context_json().to_string()).context("input")?);
+    anyhow::ensure!(
+        engine.eval_rule("data.gate.allow".into()).context("eval")? == regorus::Value::from(true),
+        "the Rego rule allows"
     );
-    per_call_ns(|| {
-        black_box(
-            engine
-                .eval_rule(black_box("data.gate.allow".into()))
-                .expect("eval"),
-        );
-    })
+    // Checked above: in the loop an evaluation error would only be measured, not hidden.
+    Ok(per_call_ns(|| {
+        let _ = black_box(engine.eval_rule(black_box("data.gate.allow".into())));
+    }))
 }
 
 /// The per-trigger cost at the 10,000th trigger divided by the cost at the 10th.
-async fn trigger_flat(gate: DecisionGate) -> f64 {
+async fn trigger_flat(gate: DecisionGate) -> anyhow::Result<f64> {
     let ctx = RequestContext::local(
-        TenantId::new(1).expect("tenant"),
-        NamespaceId::new(1).expect("namespace"),
+        TenantId::new(1).context("tenant")?,
+        NamespaceId::new(1).context("namespace")?,
     );
     let spec = json!({
         "scenario_id": "flat", "namespace_id": 1, "spec_version": "1",
@@ -198,31 +200,33 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
     });
     gate.define_scenario_json(&ctx, &spec.to_string())
         .await
-        .expect("define");
+        .context("define")?;
     let mut sent = [0u64; 2];
     let runs = ["short", "long"];
     for run in runs {
         let start = StartRequest {
-            scenario_id: "flat".parse().expect("id"),
-            run_id: run.parse().expect("id"),
+            scenario_id: "flat".parse().context("id")?,
+            run_id: run.parse().context("id")?,
             dispatch_targets: vec![],
             started_at: Timestamp::Logical(0),
         };
-        gate.start_run(&ctx, start).await.expect("start");
+        gate.start_run(&ctx, start).await.context("start")?;
     }
-    let trigger = |run: usize, n: u64| NextRequest {
-        scenario_id: "flat".parse().expect("id"),
-        run_id: runs[run].parse().expect("id"),
-        trigger_id: format!("t{n}").parse().expect("id"),
-        agent_id: "bench".into(),
-        time: Timestamp::Logical(n),
+    let trigger = |run: usize, n: u64| -> anyhow::Result<NextRequest> {
+        Ok(NextRequest {
+            scenario_id: "flat".parse().context("id")?,
+            run_id: runs[run].parse().context("id")?,
+            trigger_id: format!("t{n}").parse().context("id")?,
+            agent_id: "bench".into(),
+            time: Timestamp::Logical(n),
+        })
     };
     for (run, earlier) in [(0, 10), (1, 10_000)] {
         for _ in 0..earlier {
             sent[run] += 1;
-            gate.next(&ctx, trigger(run, sent[run]))
+            gate.next(&ctx, trigger(run, sent[run])?)
                 .await
-                .expect("setup trigger");
+                .context("setup trigger")?;
         }
     }
     // Interleave batches on both runs so drift hits both alike; compare medians.
@@ -232,9 +236,9 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
             let started = Instant::now();
             for _ in 0..10 {
                 sent[run] += 1;
-                gate.next(&ctx, trigger(run, sent[run]))
+                gate.next(&ctx, trigger(run, sent[run])?)
                     .await
-                    .expect("trigger");
+                    .context("trigger")?;
             }
             per_run[run].push(started.elapsed().as_nanos() as f64 / 10.0);
         }
@@ -244,97 +248,78 @@ async fn trigger_flat(gate: DecisionGate) -> f64 {
         v[v.len() / 2]
     };
     let [short, long] = &mut per_run;
-    median(long) / median(short)
+    Ok(median(long) / median(short))
 }
 
-fn evidence_provider() -> Arc<InMemoryEvidence> {
-    Arc::new(InMemoryEvidence::new(
-        "mem".parse().expect("id"),
-        [CheckId::from_str("v").expect("id")],
-    ))
+fn evidence_provider() -> anyhow::Result<Arc<InMemoryEvidence>> {
+    Ok(Arc::new(InMemoryEvidence::new(
+        "mem".parse().context("id")?,
+        [CheckId::from_str("v").context("id")?],
+    )))
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let area = args.first().cloned().unwrap_or_default();
-    match area.as_str() {
-        "core" => {}
-        "mcp" => {
-            // The orchestrator blocks on child processes; keep it off the async workers.
-            let lines = tokio::task::spawn_blocking(mcp::run)
-                .await
-                .expect("mcp bench");
-            for (name, measured, unit, op, target) in lines {
-                report_in("mcp", name, measured, unit, op, target);
-            }
-            return;
-        }
-        "grpc" => {
-            let lines = tokio::task::spawn_blocking(grpc::run)
-                .await
-                .expect("grpc bench");
-            for (name, measured, unit, op, target) in lines {
-                report_in("grpc", name, measured, unit, op, target);
-            }
-            return;
-        }
-        "postgres" => {
-            let lines = tokio::task::spawn_blocking(postgres::run)
-                .await
-                .expect("postgres bench");
-            for (name, measured, unit, op, target) in lines {
-                report_in("postgres", name, measured, unit, op, target);
-            }
-            return;
-        }
-        "grpc-load" => return grpc::load_client(&args[1..]).await,
-        "grpc-health-load" => return grpc::health_load_client(&args[1..]).await,
-        "mcp-load" => return mcp::load_client(&args[1..]).await,
-        "mcp-echo" => return mcp::echo_server().await,
-        _ => {
-            eprintln!("unknown area {area:?}; known areas: core, mcp, grpc, postgres");
-            std::process::exit(2);
-        }
-    }
-    let ret = ret_ns();
-    let cedar = cedar_ns();
-    let rego = regorus_ns();
-    eprintln!(
-        "per decision: RET {:.0} ns, Cedar {:.0} ns, regorus {:.0} ns",
-        ret, cedar, rego
-    );
-    report("ret_vs_cedar", cedar / ret, "x", ">=", 10.0);
-    report("ret_vs_regorus", rego / ret, "x", ">=", 10.0);
-
+/// The `core` area's targets.
+async fn core() -> anyhow::Result<Vec<Line>> {
+    let ret = ret_ns()?;
+    let cedar = cedar_ns()?;
+    let rego = regorus_ns()?;
+    eprintln!("per decision: RET {ret:.0} ns, Cedar {cedar:.0} ns, regorus {rego:.0} ns");
     let memory = DecisionGate::builder()
-        .provider(evidence_provider())
-        .expect("provider")
+        .provider(evidence_provider()?)
+        .context("provider")?
         .store(Arc::new(MemoryStore::default()))
         .build();
-    report(
-        "trigger_flat_memory",
-        trigger_flat(memory).await,
-        "x",
-        "<=",
-        1.2,
-    );
-    let dir = tempfile::tempdir().expect("temp dir");
+    let flat_memory = trigger_flat(memory).await?;
+    let dir = tempfile::tempdir().context("temp dir")?;
     let sqlite = Arc::new(
         SqliteStore::open(dir.path().join("bench.db"))
             .await
-            .expect("sqlite"),
+            .context("sqlite")?,
     );
     let on_disk = DecisionGate::builder()
-        .provider(evidence_provider())
-        .expect("provider")
+        .provider(evidence_provider()?)
+        .context("provider")?
         .store(sqlite)
         .build();
-    report(
-        "trigger_flat_sqlite",
-        trigger_flat(on_disk).await,
-        "x",
-        "<=",
-        1.2,
-    );
+    Ok(vec![
+        ("ret_vs_cedar", cedar / ret, "x", ">=", 10.0),
+        ("ret_vs_regorus", rego / ret, "x", ">=", 10.0),
+        ("trigger_flat_memory", flat_memory, "x", "<=", 1.2),
+        (
+            "trigger_flat_sqlite",
+            trigger_flat(on_disk).await?,
+            "x",
+            "<=",
+            1.2,
+        ),
+    ])
+}
+
+/// Runs an area's orchestrator, which blocks on child processes, off the async workers.
+async fn blocking(run: fn() -> anyhow::Result<Vec<Line>>) -> anyhow::Result<Vec<Line>> {
+    tokio::task::spawn_blocking(run)
+        .await
+        .context("bench thread")?
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let area = args.first().map(String::as_str).unwrap_or_default();
+    let rest = args.get(1..).unwrap_or_default();
+    let lines = match area {
+        "core" => core().await?,
+        "mcp" => blocking(mcp::run).await?,
+        "grpc" => blocking(grpc::run).await?,
+        "postgres" => blocking(postgres::run).await?,
+        "grpc-load" => return grpc::load_client(rest).await,
+        "grpc-health-load" => return grpc::health_load_client(rest).await,
+        "mcp-load" => return mcp::load_client(rest).await,
+        "mcp-echo" => return mcp::echo_server().await,
+        _ => anyhow::bail!("unknown area {area:?}; known areas: core, mcp, grpc, postgres"),
+    };
+    for (name, measured, unit, op, target) in lines {
+        report(area, name, measured, unit, op, target);
+    }
+    Ok(())
 }

@@ -13,6 +13,7 @@
 //! `time` provider, so every call evaluates a gate, advances, discloses a packet and appends a
 //! journal entry. Each load worker drives its own run, so calls never race on a revision.
 
+use anyhow::Context as _;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,47 +76,50 @@ impl Drop for Process {
 
 /// Starts a server that prints `... on http://ADDR/mcp ...` on stderr (and, with `grpc`,
 /// `... serving gRPC on ADDR ...`).
-fn spawn_server(mut cmd: Command, grpc: bool) -> Process {
+fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Process> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start server");
-    let stderr = child.stderr.take().expect("stderr");
+        .context("start server")?;
+    let stderr = child.stderr.take().context("stderr")?;
     let mut lines = BufReader::new(stderr).lines();
     let mut addr = None;
     let mut grpc_addr = None;
     while addr.is_none() || (grpc && grpc_addr.is_none()) {
-        let line = lines.next().expect("server exited").expect("stderr line");
+        let line = lines
+            .next()
+            .context("server exited")?
+            .context("stderr line")?;
         if let Some(rest) = line.split("serving gRPC on ").nth(1) {
             grpc_addr = Some(
                 rest.split(' ')
                     .next()
-                    .expect("address")
+                    .context("address")?
                     .parse()
-                    .expect("socket address"),
+                    .context("socket address")?,
             );
         } else if let Some(rest) = line.split("http://").nth(1) {
             addr = Some(
                 rest.split('/')
                     .next()
-                    .expect("address")
+                    .context("address")?
                     .parse()
-                    .expect("socket address"),
+                    .context("socket address")?,
             );
         }
     }
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Process {
+    Ok(Process {
         child,
-        addr: addr.expect("address"),
+        addr: addr.context("address")?,
         grpc: grpc_addr,
-    }
+    })
 }
 
-fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
+fn load(url: &str, tool: &str, rate: Option<f64>) -> anyhow::Result<Measured> {
     let mut args = vec![
         "mcp-load".to_owned(),
         url.to_owned(),
@@ -129,26 +133,31 @@ fn load(url: &str, tool: &str, rate: Option<f64>) -> Measured {
 }
 
 /// Runs one load phase in a separate process (this binary in a load mode) and reads its JSON.
-pub(crate) fn run_load(args: &[String]) -> Measured {
-    let exe = std::env::current_exe().expect("bench executable");
+pub(crate) fn run_load(args: &[String]) -> anyhow::Result<Measured> {
+    let exe = std::env::current_exe().context("bench executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    let out = cmd.output().expect("run load client");
-    assert!(
+    let out = cmd.output().context("run load client")?;
+    anyhow::ensure!(
         out.status.success(),
         "load client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("load client JSON");
-    Measured {
+    let v: Value = serde_json::from_slice(&out.stdout).context("load client JSON")?;
+    Ok(Measured {
         calls_per_sec: v["calls_per_sec"].as_f64().unwrap_or(0.0),
         p50_ms: v["p50_ms"].as_f64().unwrap_or(f64::MAX),
         p99_ms: v["p99_ms"].as_f64().unwrap_or(f64::MAX),
         errors: v["errors"].as_u64().unwrap_or(u64::MAX),
-    }
+    })
 }
 
-pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> Process {
+pub(crate) fn decision_gate(
+    bin: &Path,
+    dir: &Path,
+    store: &str,
+    grpc: bool,
+) -> anyhow::Result<Process> {
     // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
     // file, so the figure is the server's, not the disk's.
     let audit = if store == "memory" && Path::new("/dev/shm").is_dir() {
@@ -159,13 +168,13 @@ pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> 
     } else {
         dir.join("audit.jsonl")
     };
-    std::fs::create_dir_all(dir).expect("bench directory");
+    std::fs::create_dir_all(dir).context("bench directory")?;
     let config = dir.join("decision-gate.toml");
     let text = format!(
         "store = {store:?}\n[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n",
         audit.display().to_string()
     );
-    std::fs::write(&config, text).expect("write config");
+    std::fs::write(&config, text).context("write config")?;
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--http", "127.0.0.1:0", "--config"])
         .arg(&config)
@@ -178,8 +187,8 @@ pub(crate) fn decision_gate(bin: &Path, dir: &Path, store: &str, grpc: bool) -> 
 }
 
 /// The echo server (this binary's `mcp-echo` mode) in its own process.
-pub(crate) fn echo() -> Process {
-    let mut cmd = Command::new(std::env::current_exe().expect("bench executable"));
+pub(crate) fn echo() -> anyhow::Result<Process> {
+    let mut cmd = Command::new(std::env::current_exe().context("bench executable")?);
     cmd.arg("mcp-echo");
     spawn_server(cmd, false)
 }
@@ -192,15 +201,15 @@ pub(crate) fn phase_line(label: &str, m: &Measured) {
 }
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
-pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
+pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let bin = PathBuf::from(
         std::env::var("DG_BIN")
-            .expect("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)"),
+            .context("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)")?,
     );
-    let echo = echo();
+    let echo = echo()?;
     let echo_url = format!("http://{}/mcp", echo.addr);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory", false);
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory", false)?;
     let url = format!("http://{}/mcp", memory.addr);
 
     // Echo and Decision Gate phases alternate, so drift in the machine's load hits both; the
@@ -208,12 +217,12 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let mut ratios = Vec::new();
     let mut peaks = Vec::new();
     for round in 1..=ROUNDS {
-        let ceiling = load(&echo_url, "echo", None);
+        let ceiling = load(&echo_url, "echo", None)?;
         phase_line(
             &format!("round {round}: echo (transport ceiling)"),
             &ceiling,
         );
-        let peak = load(&url, "scenario_next", None);
+        let peak = load(&url, "scenario_next", None)?;
         phase_line(
             &format!("round {round}: scenario_next, in-memory store, peak"),
             &peak,
@@ -225,7 +234,7 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     let peak = median(peaks);
     let mut p99s = Vec::new();
     for round in 1..=ROUNDS {
-        let half = load(&url, "scenario_next", Some(peak / 2.0));
+        let half = load(&url, "scenario_next", Some(peak / 2.0))?;
         phase_line(
             &format!("round {round}: scenario_next, in-memory store, half of peak"),
             &half,
@@ -234,19 +243,19 @@ pub fn run() -> Vec<(&'static str, f64, &'static str, &'static str, f64)> {
     }
     drop(memory);
 
-    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite", false);
+    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite", false)?;
     let url = format!("http://{}/mcp", sqlite.addr);
-    let disk = load(&url, "scenario_next", None);
+    let disk = load(&url, "scenario_next", None)?;
     phase_line(
         "scenario_next, SQLite store (synchronous=FULL), peak",
         &disk,
     );
     drop(sqlite);
 
-    vec![
+    Ok(vec![
         ("http_vs_echo", median(ratios), "x", ">=", 0.6),
         ("p99_half_load", median(p99s), "ms", "<=", 5.0),
-    ]
+    ])
 }
 
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
@@ -256,7 +265,7 @@ pub(crate) fn median(mut values: Vec<f64>) -> f64 {
 
 /// A `tools/call` request body, written straight from typed arguments: the load loop builds
 /// one per call, and a `Value` tree would put the client's allocations into the figure.
-fn call_body(id: u64, tool: &str, arguments: impl serde::Serialize) -> String {
+fn call_body(id: u64, tool: &str, arguments: impl serde::Serialize) -> anyhow::Result<String> {
     #[derive(serde::Serialize)]
     struct Request<'a, A> {
         jsonrpc: &'static str,
@@ -278,7 +287,7 @@ fn call_body(id: u64, tool: &str, arguments: impl serde::Serialize) -> String {
             arguments,
         },
     };
-    serde_json::to_string(&request).expect("a request body")
+    serde_json::to_string(&request).context("a request body")
 }
 
 #[derive(serde::Serialize)]
@@ -352,7 +361,11 @@ struct ToolReply {
 }
 
 /// Prints a load phase's latencies and throughput as the JSON [`run_load`] reads.
-pub(crate) fn print_measured(mut all: Vec<Duration>, errors: u64, seconds: f64) {
+pub(crate) fn print_measured(
+    mut all: Vec<Duration>,
+    errors: u64,
+    seconds: f64,
+) -> anyhow::Result<()> {
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -363,33 +376,38 @@ pub(crate) fn print_measured(mut all: Vec<Duration>, errors: u64, seconds: f64) 
         "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
     });
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{out}").expect("write result");
+    writeln!(stdout, "{out}").context("write result")
 }
 
 /// `mcp-load URL TOOL MILLIS [RATE]`: drives TOOL with CONCURRENCY workers for MILLIS, open
 /// loop at RATE calls/s in total when given, else as fast as answers come; prints JSON.
-pub async fn load_client(args: &[String]) {
-    let url = args[0].clone();
-    let tool = args[1].clone();
-    let millis: u64 = args[2].parse().expect("millis");
-    let rate: Option<f64> = args.get(3).map(|r| r.parse().expect("rate"));
+pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
+    let [url, tool, millis, rest @ ..] = args else {
+        anyhow::bail!("usage: mcp-load URL TOOL MILLIS [RATE]");
+    };
+    let (url, tool) = (url.clone(), tool.clone());
+    let millis: u64 = millis.parse().context("MILLIS")?;
+    let rate: Option<f64> = rest
+        .first()
+        .map(|r| r.parse().context("RATE"))
+        .transpose()?;
     let run_tag = std::process::id();
     if tool == "scenario_next" {
         let client = reqwest::Client::new();
-        let spec: Value = serde_json::from_str(SCENARIO).expect("scenario");
+        let spec: Value = serde_json::from_str(SCENARIO).context("scenario")?;
         post(
             &client,
             &url,
-            call_body(0, "scenario_define", json!({"spec": spec})),
+            call_body(0, "scenario_define", json!({"spec": spec}))?,
         )
         .await
-        .expect("define");
+        .map_err(|e| anyhow::anyhow!("define: {e}"))?;
         for w in 0..CONCURRENCY {
             let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
                               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
-            post(&client, &url, call_body(0, "scenario_start", args))
+            post(&client, &url, call_body(0, "scenario_start", args)?)
                 .await
-                .expect("start");
+                .map_err(|e| anyhow::anyhow!("start: {e}"))?;
         }
     }
     let deadline = Instant::now() + Duration::from_millis(millis);
@@ -413,7 +431,7 @@ pub async fn load_client(args: &[String]) {
                     }
                     n += 1;
                     let body = if tool == "echo" {
-                        call_body(n, &tool, EchoArgs { message: "ping", n })
+                        call_body(n, &tool, EchoArgs { message: "ping", n })?
                     } else {
                         let trigger_id = format!("t-{n}");
                         call_body(
@@ -433,7 +451,7 @@ pub async fn load_client(args: &[String]) {
                                     },
                                 },
                             },
-                        )
+                        )?
                     };
                     let sent = Instant::now();
                     match post(&client, &url, body).await {
@@ -449,32 +467,32 @@ pub async fn load_client(args: &[String]) {
                         next_send += i;
                     }
                 }
-                (latencies, errors)
+                anyhow::Ok((latencies, errors))
             })
         })
         .collect();
-    print_workers(workers, started).await;
+    print_workers(workers, started).await
 }
 
+/// What one load worker measured: its calls' latencies and its failed calls.
+pub(crate) type Worker = tokio::task::JoinHandle<anyhow::Result<(Vec<Duration>, u64)>>;
+
 /// Waits for the load workers and prints their latencies and errors as one phase.
-pub(crate) async fn print_workers(
-    workers: Vec<tokio::task::JoinHandle<(Vec<Duration>, u64)>>,
-    started: Instant,
-) {
+pub(crate) async fn print_workers(workers: Vec<Worker>, started: Instant) -> anyhow::Result<()> {
     let mut all = Vec::new();
     let mut errors = 0;
     for w in workers {
-        let (l, e) = w.await.expect("worker");
+        let (l, e) = w.await.context("worker")??;
         all.extend(l);
         errors += e;
     }
-    print_measured(all, errors, started.elapsed().as_secs_f64());
+    print_measured(all, errors, started.elapsed().as_secs_f64())
 }
 
 /// `mcp-echo`: a trivial rmcp tool served exactly like the Decision Gate tools: the same axum
 /// application (guard, local-only authentication, request ids, timeout) and the same stateless
 /// Streamable HTTP configuration, so the difference is the tool layer and the service.
-pub async fn echo_server() {
+pub async fn echo_server() -> anyhow::Result<()> {
     use decision_gate_mcp::admission::Admission;
     use decision_gate_mcp::auth::Authenticator;
     use decision_gate_mcp::config::AuthConfig;
@@ -541,10 +559,10 @@ pub async fn echo_server() {
     let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("bind");
+        .context("bind")?;
     eprintln!(
         "echo: serving MCP on http://{}/mcp",
-        listener.local_addr().expect("address")
+        listener.local_addr().context("address")?
     );
     http::serve(
         listener,
@@ -555,5 +573,5 @@ pub async fn echo_server() {
         shutdown,
     )
     .await
-    .expect("serve");
+    .context("serve")
 }

@@ -17,6 +17,7 @@
 //! Both servers write their audit trail to a memory-backed file, so the figures are the
 //! database's, not the audit file's.
 
+use anyhow::Context as _;
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,17 +28,15 @@ use serde_json::{Value, json};
 
 use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO};
 
-type Line = (&'static str, f64, &'static str, &'static str, f64);
-
 /// A PostgreSQL client program: from PATH, else the newest `/usr/lib/postgresql/*/bin`.
-fn pg_bin(name: &str) -> PathBuf {
+fn pg_bin(name: &str) -> anyhow::Result<PathBuf> {
     let on_path = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output();
     if let Ok(out) = on_path
         && out.status.success()
     {
-        return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| {
@@ -56,7 +55,7 @@ fn pg_bin(name: &str) -> PathBuf {
     dirs.last()
         .map(|d| d.join(name))
         .filter(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} not found: install PostgreSQL"))
+        .with_context(|| format!("{name} not found: install PostgreSQL"))
 }
 
 /// `host:port` of `DG_PG_URL`.
@@ -79,8 +78,8 @@ fn owner_url(db: &str) -> String {
     format!("postgres://postgres@{}/{db}", pg_host())
 }
 
-fn psql(db: &str, sql: &str) -> String {
-    let out = Command::new(pg_bin("psql"))
+fn psql(db: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new(pg_bin("psql")?)
         .args([
             "-X",
             "-q",
@@ -94,26 +93,27 @@ fn psql(db: &str, sql: &str) -> String {
             sql,
         ])
         .output()
-        .expect("psql");
-    assert!(
+        .context("psql")?;
+    anyhow::ensure!(
         out.status.success(),
         "psql {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn enterprise(bin: &Path, args: &[&str]) {
+fn enterprise(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(bin)
         .args(args)
         .env_remove("DATABASE_URL")
         .output()
-        .expect("decision-gate-enterprise");
-    assert!(
+        .context("decision-gate-enterprise")?;
+    anyhow::ensure!(
         out.status.success(),
         "decision-gate-enterprise {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
 }
 
 /// A scratch database, migrated and provisioned (tenant 1, namespace 1), dropped on drop.
@@ -123,12 +123,12 @@ struct Database {
 }
 
 impl Database {
-    fn create(bin: &Path, dir: &Path, name: &str, audit: &Path) -> Self {
+    fn create(bin: &Path, dir: &Path, name: &str, audit: &Path) -> anyhow::Result<Self> {
         psql(
             "postgres",
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        );
-        psql("postgres", &format!("CREATE DATABASE {name}"));
+        )?;
+        psql("postgres", &format!("CREATE DATABASE {name}"))?;
         let host = pg_host();
         let config = dir.join(format!("{name}.toml"));
         let text = format!(
@@ -140,20 +140,23 @@ impl Database {
             conns = CONCURRENCY * 2,
             audit = audit.display().to_string(),
         );
-        std::fs::write(&config, text).expect("write config");
-        let file = config.to_str().expect("path");
-        enterprise(bin, &["migrate", "--config", file]);
-        enterprise(bin, &["provision", "--config", file]);
-        Self {
+        std::fs::write(&config, text).context("write config")?;
+        let file = config.to_str().context("path")?;
+        enterprise(bin, &["migrate", "--config", file])?;
+        enterprise(bin, &["provision", "--config", file])?;
+        Ok(Self {
             name: name.to_owned(),
             config,
-        }
+        })
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let _ = Command::new(pg_bin("psql"))
+        let Ok(psql) = pg_bin("psql") else {
+            return;
+        };
+        let _ = Command::new(psql)
             .args([
                 "-X",
                 "-q",
@@ -179,7 +182,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(bin: &Path, db: &Database) -> Server {
+fn serve(bin: &Path, db: &Database) -> anyhow::Result<Server> {
     let mut child = Command::new(bin)
         .args(["serve", "--http", "127.0.0.1:0", "--config"])
         .arg(&db.config)
@@ -187,33 +190,36 @@ fn serve(bin: &Path, db: &Database) -> Server {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start decision-gate-enterprise");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        .context("start decision-gate-enterprise")?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
     let addr = loop {
-        let line = lines.next().expect("server exited").expect("stderr line");
+        let line = lines
+            .next()
+            .context("server exited")?
+            .context("stderr line")?;
         if let Some(rest) = line.split("serving MCP on http://").nth(1) {
             break rest
                 .split('/')
                 .next()
-                .expect("address")
+                .context("address")?
                 .parse()
-                .expect("socket address");
+                .context("socket address")?;
         }
     };
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Server { child, addr }
+    Ok(Server { child, addr })
 }
 
-fn triggers_per_sec(server: &Server) -> f64 {
+fn triggers_per_sec(server: &Server) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
     let m = mcp::run_load(&[
         "mcp-load".to_owned(),
         url,
         "scenario_next".to_owned(),
         PHASE.as_millis().to_string(),
-    ]);
-    m.calls_per_sec
+    ])?;
+    Ok(m.calls_per_sec)
 }
 
 /// A plain-TCP URL for pgbench: the measured server connects with `sslmode=disable`, so the
@@ -227,11 +233,11 @@ fn pgbench_url(user: &str, db: &str, options: &str) -> String {
 
 /// Runs `script` with pgbench (prepared statements, as sqlx sends them) at the load client's
 /// concurrency; returns (transactions/s, transactions processed).
-fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> (f64, u64) {
+fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> anyhow::Result<(f64, u64)> {
     let file = dir.join("pgbench.sql");
-    std::fs::write(&file, script).expect("script");
+    std::fs::write(&file, script).context("script")?;
     let clients = CONCURRENCY.to_string();
-    let out = Command::new(pg_bin("pgbench"))
+    let out = Command::new(pg_bin("pgbench")?)
         .args([
             "-n",
             "-M",
@@ -248,9 +254,9 @@ fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> (f64, u64) 
         .arg(&file)
         .arg(url)
         .output()
-        .expect("pgbench");
+        .context("pgbench")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
+    anyhow::ensure!(
         out.status.success() && !text.contains("aborted"),
         "pgbench: {text}{}",
         String::from_utf8_lossy(&out.stderr)
@@ -264,36 +270,36 @@ fn pgbench(dir: &Path, url: &str, script: &str, defines: &[&str]) -> (f64, u64) 
     };
     let tps = field("tps = ")
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in pgbench output: {text}"));
+        .with_context(|| format!("no tps in pgbench output: {text}"))?;
     let done = field("number of transactions actually processed: ")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    (tps, done)
+    Ok((tps, done))
 }
 
 /// pgbench's rate of one-row INSERT transactions: the machine's ceiling for one durable write.
-fn insert_tps(dir: &Path) -> f64 {
+fn insert_tps(dir: &Path) -> anyhow::Result<f64> {
     let db = "dg_bench_pgbench";
     psql(
         "postgres",
         &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    psql("postgres", &format!("CREATE DATABASE {db}"));
+    )?;
+    psql("postgres", &format!("CREATE DATABASE {db}"))?;
     psql(
         db,
         "CREATE TABLE one_row (id bigserial PRIMARY KEY, body text NOT NULL)",
-    );
+    )?;
     let (tps, _) = pgbench(
         dir,
         &pgbench_url("postgres", db, ""),
         "INSERT INTO one_row (body) VALUES ('x');\n",
         &[],
-    );
+    )?;
     psql(
         "postgres",
         &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    tps
+    )?;
+    Ok(tps)
 }
 
 /// A trigger's own SQL with no server in the way: pgbench sends, as the application role, the
@@ -301,18 +307,19 @@ fn insert_tps(dir: &Path) -> f64 {
 /// head, entry and audit event copied from the measured run), each worker on its own run. No
 /// server can be faster than its database, so this over [`insert_tps`] bounds
 /// `trigger_vs_pgbench` for this schema on this machine.
-fn trigger_sql_tps(dir: &Path, db: &str) -> f64 {
+fn trigger_sql_tps(dir: &Path, db: &str) -> anyhow::Result<f64> {
     // The body of an E'' literal: pgbench would read `:null` in the JSON as a variable.
     let quoted = |sql: &str| {
-        psql(db, sql)
-            .replace('\\', "\\\\")
-            .replace('\'', "''")
-            .replace(':', "\\x3a")
+        psql(db, sql).map(|v| {
+            v.replace('\\', "\\\\")
+                .replace('\'', "''")
+                .replace(':', "\\x3a")
+        })
     };
-    let head = quoted("SELECT head_json FROM runs ORDER BY revision DESC LIMIT 1");
+    let head = quoted("SELECT head_json FROM runs ORDER BY revision DESC LIMIT 1")?;
     let entry =
-        quoted("SELECT entry_json FROM run_entries ORDER BY length(entry_json) DESC LIMIT 1");
-    let event = quoted("SELECT event_json FROM audit_events ORDER BY event_id DESC LIMIT 1");
+        quoted("SELECT entry_json FROM run_entries ORDER BY length(entry_json) DESC LIMIT 1")?;
+    let event = quoted("SELECT event_json FROM audit_events ORDER BY event_id DESC LIMIT 1")?;
     let sha = "0".repeat(64);
     psql(
         db,
@@ -321,7 +328,7 @@ fn trigger_sql_tps(dir: &Path, db: &str) -> f64 {
              SELECT 1, 1, 'pgbench-' || g, 'cycle', 1, E'{head}', '{sha}' FROM generate_series(0, {}) g",
             CONCURRENCY - 1
         ),
-    );
+    )?;
     // Each client carries its run's revision from one append's answer to the next (`\gset`),
     // as the server carries it from the head it read.
     let script = format!(
@@ -336,22 +343,27 @@ fn trigger_sql_tps(dir: &Path, db: &str) -> f64 {
         &pgbench_url("dg_app:dg_app", db, "&options=-c%20app.tenant_id%3D1"),
         &script,
         &["rev=1"],
-    );
+    )?;
     // Every transaction must have appended, or the figure measured something else.
     let appended: u64 = psql(
         db,
         "SELECT count(*) FROM run_entries WHERE run_id LIKE 'pgbench-%'",
-    )
+    )?
     .parse()
-    .expect("count");
-    assert!(
+    .context("count")?;
+    anyhow::ensure!(
         done > 0 && appended == done,
         "pgbench appended {appended} entries in {done} transactions"
     );
-    tps
+    Ok(tps)
 }
 
-async fn post(client: &reqwest::Client, url: &str, tool: &str, arguments: Value) -> Value {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    tool: &str,
+    arguments: Value,
+) -> anyhow::Result<Value> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
     let text = client
         .post(url)
@@ -361,31 +373,31 @@ async fn post(client: &reqwest::Client, url: &str, tool: &str, arguments: Value)
         .body(body.to_string())
         .send()
         .await
-        .expect("request")
+        .context("request")?
         .text()
         .await
-        .expect("body");
-    let v: Value = serde_json::from_str(&text).expect("JSON-RPC");
-    assert!(v["result"]["isError"] == json!(false), "{tool}: {text}");
-    v
+        .context("body")?;
+    let v: Value = serde_json::from_str(&text).context("JSON-RPC")?;
+    anyhow::ensure!(v["result"]["isError"] == json!(false), "{tool}: {text}");
+    Ok(v)
 }
 
 /// Per-trigger cost on a run with 10,000 earlier triggers over one with 10.
-async fn trigger_flat(server: &Server) -> f64 {
+async fn trigger_flat(server: &Server) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
     let client = reqwest::Client::new();
-    let spec: Value = serde_json::from_str(SCENARIO).expect("scenario");
-    post(&client, &url, "scenario_define", json!({"spec": spec})).await;
+    let spec: Value = serde_json::from_str(SCENARIO).context("scenario")?;
+    post(&client, &url, "scenario_define", json!({"spec": spec})).await?;
     let runs = ["flat-short", "flat-long"];
     for run in runs {
-        post(&client, &url, "scenario_start", json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0}, "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": run}})).await;
+        post(&client, &url, "scenario_start", json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0}, "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": run}})).await?;
     }
     let mut sent = [0u64; 2];
     let next = |run: usize, n: u64| json!({"scenario_id": "cycle", "request": {"run_id": runs[run], "tenant_id": 1, "namespace_id": 1, "trigger_id": format!("t{n}"), "agent_id": "bench", "time": {"kind": "logical", "value": n}}});
     for (run, earlier) in [(0, 10), (1, 10_000)] {
         for _ in 0..earlier {
             sent[run] += 1;
-            post(&client, &url, "scenario_next", next(run, sent[run])).await;
+            post(&client, &url, "scenario_next", next(run, sent[run])).await?;
         }
     }
     let mut per_run: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
@@ -394,7 +406,7 @@ async fn trigger_flat(server: &Server) -> f64 {
             let started = Instant::now();
             for _ in 0..10 {
                 sent[run] += 1;
-                post(&client, &url, "scenario_next", next(run, sent[run])).await;
+                post(&client, &url, "scenario_next", next(run, sent[run])).await?;
             }
             per_run[run].push(started.elapsed().as_nanos() as f64 / 10.0);
         }
@@ -405,15 +417,15 @@ async fn trigger_flat(server: &Server) -> f64 {
         mcp::median(short.clone()) / 1000.0,
         mcp::median(long.clone()) / 1000.0
     );
-    mcp::median(long) / mcp::median(short)
+    Ok(mcp::median(long) / mcp::median(short))
 }
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
-pub fn run() -> Vec<Line> {
-    let bin = PathBuf::from(std::env::var("DG_ENTERPRISE_BIN").expect(
+pub fn run() -> anyhow::Result<Vec<crate::Line>> {
+    let bin = PathBuf::from(std::env::var("DG_ENTERPRISE_BIN").context(
         "DG_ENTERPRISE_BIN: the release decision-gate-enterprise binary (scripts/bench.sh sets it)",
-    ));
-    let dir = tempfile::tempdir().expect("temp dir");
+    )?);
+    let dir = tempfile::tempdir().context("temp dir")?;
     let shm = Path::new("/dev/shm");
     let audit_dir = if shm.is_dir() {
         shm.to_path_buf()
@@ -425,44 +437,44 @@ pub fn run() -> Vec<Line> {
         "postgres",
         "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dg_app') THEN \
          CREATE ROLE dg_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD 'dg_app'; END IF; END $$",
-    );
+    )?;
     let rls_db = Database::create(
         &bin,
         dir.path(),
         &format!("dg_bench_rls_{pid}"),
         &audit_dir.join(format!("dg-bench-rls-{pid}.jsonl")),
-    );
+    )?;
     let plain_db = Database::create(
         &bin,
         dir.path(),
         &format!("dg_bench_norls_{pid}"),
         &audit_dir.join(format!("dg-bench-norls-{pid}.jsonl")),
-    );
+    )?;
     // The scratch copy: row-level security off on every tenant table (dropping the policies
     // while FORCE stays would deny everything instead).
     let tables = psql(
         &plain_db.name,
         "SELECT string_agg(c.relname, ',') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relrowsecurity",
-    );
+    )?;
     for table in tables.split(',').filter(|t| !t.is_empty()) {
         psql(
             &plain_db.name,
             &format!("ALTER TABLE {table} DISABLE ROW LEVEL SECURITY"),
-        );
+        )?;
     }
-    let rls = serve(&bin, &rls_db);
-    let plain = serve(&bin, &plain_db);
+    let rls = serve(&bin, &rls_db)?;
+    let plain = serve(&bin, &plain_db)?;
 
     // Each round pairs the two servers back to back, in alternating order so that a machine
     // warming up or slowing down favours neither; the overhead is the median of the rounds'.
     let (mut with_rls, mut overheads) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let (a, b) = if round % 2 == 1 {
-            let a = triggers_per_sec(&rls);
-            (a, triggers_per_sec(&plain))
+            let a = triggers_per_sec(&rls)?;
+            (a, triggers_per_sec(&plain)?)
         } else {
-            let b = triggers_per_sec(&plain);
-            (triggers_per_sec(&rls), b)
+            let b = triggers_per_sec(&plain)?;
+            (triggers_per_sec(&rls)?, b)
         };
         eprintln!(
             "round {round}: scenario_next on Postgres: {a:.0}/s with RLS forced, {b:.0}/s with RLS disabled"
@@ -470,9 +482,9 @@ pub fn run() -> Vec<Line> {
         with_rls.push(a);
         overheads.push((b - a) / b * 100.0);
     }
-    let pgbench = insert_tps(dir.path());
+    let pgbench = insert_tps(dir.path())?;
     eprintln!("pgbench single-row INSERT transactions, {CONCURRENCY} clients: {pgbench:.0} tps");
-    let sql_alone = trigger_sql_tps(dir.path(), &rls_db.name);
+    let sql_alone = trigger_sql_tps(dir.path(), &rls_db.name)?;
     eprintln!(
         "a trigger's SQL alone (pgbench, no server): {sql_alone:.0} tps = {:.2}x the INSERT rate, the bound on trigger_vs_pgbench with this schema",
         sql_alone / pgbench
@@ -482,9 +494,9 @@ pub fn run() -> Vec<Line> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
+        .context("runtime")?;
     let started = Instant::now();
-    let flat = runtime.block_on(trigger_flat(&rls));
+    let flat = runtime.block_on(trigger_flat(&rls))?;
     eprintln!(
         "trigger_flat took {:?}",
         started.elapsed().max(Duration::ZERO)
@@ -496,9 +508,9 @@ pub fn run() -> Vec<Line> {
     ] {
         let _ = std::fs::remove_file(audit_dir.join(name));
     }
-    vec![
+    Ok(vec![
         ("rls_overhead", mcp::median(overheads), "%", "<=", 10.0),
         ("trigger_vs_pgbench", with_rls / pgbench, "x", ">=", 0.4),
         ("trigger_flat", flat, "x", "<=", 1.2),
-    ]
+    ])
 }

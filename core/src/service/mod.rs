@@ -308,7 +308,7 @@ impl DecisionGate {
 
     /// The digest of a request, for the audit trail.
     pub(super) fn hash_request(&self, request: &impl Serialize) -> Option<HashDigest> {
-        self.config.hash_algorithm.digest_json(request).ok()
+        self.digest_request(request).ok()
     }
 
     /// The digest of a request the run's journal records as a tool call: computed once for
