@@ -219,14 +219,19 @@ impl ServerHandler for McpHandler {
             ));
         };
         let args = request.arguments.map_or(Value::Null, Value::Object);
-        let result = match self
-            .shared
-            .invoke(self.transport, &caller, action, args, started)
+        // rmcp spawns a task per request holding this future, and the task is copied whole
+        // (spawned, moved into its cell): behind one allocation the call's kilobytes of state
+        // stay put.
+        let result =
+            match Box::pin(
+                self.shared
+                    .invoke(self.transport, &caller, action, args, started),
+            )
             .await
-        {
-            Ok(value) => structured(value),
-            Err(error) => error.into_result(),
-        };
+            {
+                Ok(value) => structured(value),
+                Err(error) => error.into_result(),
+            };
         Ok(result.into())
     }
 }
