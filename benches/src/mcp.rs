@@ -65,12 +65,18 @@ pub(crate) struct Process {
     pub(crate) addr: SocketAddr,
     /// The gRPC listener, when the server prints one.
     pub(crate) grpc: Option<SocketAddr>,
+    /// A file of the server's outside the bench's temporary directory (its audit trail on
+    /// `/dev/shm`), removed with it: it lives in memory and grows by every call.
+    outside: Option<PathBuf>,
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = &self.outside {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -116,6 +122,7 @@ fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Process> {
         child,
         addr: addr.context("address")?,
         grpc: grpc_addr,
+        outside: None,
     })
 }
 
@@ -183,7 +190,11 @@ pub(crate) fn decision_gate(
     if grpc {
         cmd.args(["--grpc", "127.0.0.1:0"]);
     }
-    spawn_server(cmd, grpc)
+    let mut process = spawn_server(cmd, grpc)?;
+    if !audit.starts_with(dir) {
+        process.outside = Some(audit);
+    }
+    Ok(process)
 }
 
 /// The echo server (this binary's `mcp-echo` mode) in its own process.

@@ -147,15 +147,15 @@ impl McpHandler {
         Self { shared, transport }
     }
 
-    /// The caller: stdio is local; on HTTP the authentication layer put it in the request.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Caller> {
+    /// The caller: stdio is local; on HTTP the authentication layer put it in the request,
+    /// whose context this call owns, so it is taken rather than copied.
+    fn caller(&self, context: &mut RequestContext<RoleServer>) -> Option<Caller> {
         match self.transport {
             Transport::Stdio => Some(Caller::stdio()),
             Transport::Http | Transport::Grpc => context
                 .extensions
-                .get::<axum::http::request::Parts>()
-                .and_then(|parts| parts.extensions.get::<Caller>())
-                .cloned(),
+                .get_mut::<axum::http::request::Parts>()
+                .and_then(|parts| parts.extensions.remove::<Caller>()),
         }
     }
 }
@@ -189,12 +189,12 @@ impl ServerHandler for McpHandler {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
+        mut context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let started = Instant::now();
         // Fail closed: an HTTP request that reached here without an authenticated caller was
         // not routed through the authentication layer.
-        let Some(mut caller) = self.caller(&context) else {
+        let Some(mut caller) = self.caller(&mut context) else {
             return Err(ErrorData::internal_error(
                 "request reached the tool layer unauthenticated",
                 None,

@@ -21,7 +21,9 @@ pub(super) fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resu
     let mut buffer = Buffer {
         bytes: std::mem::take(out),
         scratch: Vec::new(),
-        members: Vec::new(),
+        // Enough for the objects the engine hashes (nested a few deep, a dozen members each)
+        // without growing; more only grows it.
+        members: Vec::with_capacity(32),
     };
     let result = value.serialize(Canonical { out: &mut buffer });
     *out = buffer.bytes;

@@ -332,10 +332,6 @@ impl DecisionGate {
         // Unique per call across tenants and restarts: tenant, namespace, this service
         // instance's random id and its call counter.
         let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
-        let key = format!(
-            "{}/{}/{:016x}-{seq}",
-            ctx.tenant_id, ctx.namespace_id, self.instance
-        );
         usage.insert(0, (UsageMetric::ToolCalls, 1));
         let usage = usage
             .into_iter()
@@ -344,7 +340,13 @@ impl DecisionGate {
                 namespace_id: ctx.namespace_id,
                 metric,
                 quantity,
-                idempotency_key: format!("{key}/{}/{metric:?}", action.name()),
+                idempotency_key: format!(
+                    "{}/{}/{:016x}-{seq}/{}/{metric:?}",
+                    ctx.tenant_id,
+                    ctx.namespace_id,
+                    self.instance,
+                    action.name()
+                ),
             })
             .collect::<Vec<_>>();
         let resource = format!("{what}/{id}");
