@@ -222,16 +222,14 @@ impl ServerHandler for McpHandler {
         // rmcp spawns a task per request holding this future, and the task is copied whole
         // (spawned, moved into its cell): behind one allocation the call's kilobytes of state
         // stay put.
-        let result =
-            match Box::pin(
-                self.shared
-                    .invoke(self.transport, &caller, action, args, started),
-            )
-            .await
-            {
-                Ok(value) => structured(value),
-                Err(error) => error.into_result(),
-            };
+        let call = Box::pin(
+            self.shared
+                .invoke(self.transport, &caller, action, args, started),
+        );
+        let result = match call.await {
+            Ok(value) => structured(value),
+            Err(error) => error.into_result(),
+        };
         Ok(result.into())
     }
 }

@@ -334,8 +334,8 @@ pub async fn call(
     args: Value,
 ) -> Result<Value, ToolError> {
     let args = if args.is_null() { json!({}) } else { args };
-    // Every request's task holds this future and is copied when spawned, so its size is paid
-    // per call: the trigger tools run inline, the rest behind one allocation, which keeps the
+    // The MCP handler keeps this future in one allocation per call, so its size is paid per
+    // call: the trigger tools run inline, the rest behind a second allocation, which keeps the
     // future the size of the trigger path rather than of the largest tool (about twice it).
     match action {
         Action::ScenarioNext => next(gate, policy, caller, args).await?.into_value(),
