@@ -17,7 +17,8 @@ use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO, median, phase_line, run_load};
+use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO, phase_line, run_load};
+use crate::median;
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> anyhow::Result<Vec<crate::Line>> {

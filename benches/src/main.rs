@@ -53,7 +53,7 @@ fn per_call_ns(mut f: impl FnMut()) -> f64 {
         }
         batch *= 2;
     }
-    let mut samples: Vec<f64> = (0..21)
+    let samples: Vec<f64> = (0..21)
         .map(|_| {
             let start = Instant::now();
             for _ in 0..batch {
@@ -62,8 +62,13 @@ fn per_call_ns(mut f: impl FnMut()) -> f64 {
             start.elapsed().as_nanos() as f64 / f64::from(batch)
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    median(samples)
+}
+
+/// The middle value (the upper one of an even count); NaN for none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// One target's figure: (name, measured, unit, op, target).
@@ -243,11 +248,7 @@ async fn trigger_flat(gate: DecisionGate) -> anyhow::Result<f64> {
             per_run[run].push(started.elapsed().as_nanos() as f64 / 10.0);
         }
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let [short, long] = &mut per_run;
+    let [short, long] = per_run;
     Ok(median(long) / median(short))
 }
 

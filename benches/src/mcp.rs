@@ -51,13 +51,15 @@ pub(crate) const SCENARIO: &str = r#"{
                   "comparator": "equals", "expected": true}]
 }"#;
 
-/// What one load phase measured.
-#[derive(Debug)]
+/// What one load phase measured: a load client prints it as JSON, the orchestrator reads it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Measured {
+    calls: usize,
+    errors: u64,
+    seconds: f64,
     pub(crate) calls_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-    errors: u64,
 }
 
 pub(crate) struct Process {
@@ -80,9 +82,9 @@ impl Drop for Process {
     }
 }
 
-/// Starts a server that prints `... on http://ADDR/mcp ...` on stderr (and, with `grpc`,
-/// `... serving gRPC on ADDR ...`).
-fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Process> {
+/// Starts a server that prints `... serving MCP on http://ADDR/mcp ...` on stderr (and, with
+/// `grpc`, `... serving gRPC on ADDR ...`).
+pub(crate) fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Process> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -106,7 +108,7 @@ fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Process> {
                     .parse()
                     .context("socket address")?,
             );
-        } else if let Some(rest) = line.split("http://").nth(1) {
+        } else if let Some(rest) = line.split("serving MCP on http://").nth(1) {
             addr = Some(
                 rest.split('/')
                     .next()
@@ -150,13 +152,7 @@ pub(crate) fn run_load(args: &[String]) -> anyhow::Result<Measured> {
         "load client failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).context("load client JSON")?;
-    Ok(Measured {
-        calls_per_sec: v["calls_per_sec"].as_f64().unwrap_or(0.0),
-        p50_ms: v["p50_ms"].as_f64().unwrap_or(f64::MAX),
-        p99_ms: v["p99_ms"].as_f64().unwrap_or(f64::MAX),
-        errors: v["errors"].as_u64().unwrap_or(u64::MAX),
-    })
+    serde_json::from_slice(&out.stdout).context("load client JSON")
 }
 
 pub(crate) fn decision_gate(
@@ -242,7 +238,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
         peaks.push(peak.calls_per_sec);
     }
     drop(echo);
-    let peak = median(peaks);
+    let peak = crate::median(peaks);
     let mut p99s = Vec::new();
     for round in 1..=ROUNDS {
         let half = load(&url, "scenario_next", Some(peak / 2.0))?;
@@ -264,19 +260,18 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     drop(sqlite);
 
     Ok(vec![
-        ("http_vs_echo", median(ratios), "x", ">=", 0.6),
-        ("p99_half_load", median(p99s), "ms", "<=", 5.0),
+        ("http_vs_echo", crate::median(ratios), "x", ">=", 0.6),
+        ("p99_half_load", crate::median(p99s), "ms", "<=", 5.0),
     ])
-}
-
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// A `tools/call` request body, written straight from typed arguments: the load loop builds
 /// one per call, and a `Value` tree would put the client's allocations into the figure.
-fn call_body(id: u64, tool: &str, arguments: impl serde::Serialize) -> anyhow::Result<String> {
+pub(crate) fn call_body(
+    id: u64,
+    tool: &str,
+    arguments: impl serde::Serialize,
+) -> anyhow::Result<String> {
     #[derive(serde::Serialize)]
     struct Request<'a, A> {
         jsonrpc: &'static str,
@@ -329,7 +324,8 @@ struct Logical {
     value: u64,
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), String> {
+/// Sends one `tools/call` and checks that it succeeded.
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
     let resp = client
         .post(url)
         .header("content-type", "application/json")
@@ -338,23 +334,21 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Result<(), S
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .context("request")?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    let body = resp.bytes().await.context("answer")?;
     let text = || String::from_utf8_lossy(&body).into_owned();
-    if !status.is_success() {
-        return Err(format!("HTTP {status}: {}", text()));
-    }
+    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", text());
     // Checks the answer the way a lean client does: the JSON-RPC envelope and `isError`,
     // skipping the result's content without building a document tree (the parser checks
     // the UTF-8 of what it reads).
-    let reply: Reply = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let reply: Reply = serde_json::from_slice(&body).context("JSON-RPC reply")?;
     match reply {
         Reply {
             error: None,
             result: Some(ToolReply { is_error: false }),
         } => Ok(()),
-        _ => Err(text()),
+        _ => anyhow::bail!("{}", text()),
     }
 }
 
@@ -382,12 +376,17 @@ pub(crate) fn print_measured(
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map_or(f64::MAX, |d| d.as_secs_f64() * 1000.0)
     };
-    let out = json!({
-        "calls": all.len(), "errors": errors, "seconds": seconds,
-        "calls_per_sec": all.len() as f64 / seconds, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-    });
+    let measured = Measured {
+        calls: all.len(),
+        errors,
+        seconds,
+        calls_per_sec: all.len() as f64 / seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    };
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{out}").context("write result")
+    serde_json::to_writer(&mut stdout, &measured).context("write result")?;
+    writeln!(stdout).context("write result")
 }
 
 /// `mcp-load URL TOOL MILLIS [RATE]`: drives TOOL with CONCURRENCY workers for MILLIS, open
@@ -412,13 +411,13 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
             call_body(0, "scenario_define", json!({"spec": spec}))?,
         )
         .await
-        .map_err(|e| anyhow::anyhow!("define: {e}"))?;
+        .context("define")?;
         for w in 0..CONCURRENCY {
             let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
                               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
             post(&client, &url, call_body(0, "scenario_start", args)?)
                 .await
-                .map_err(|e| anyhow::anyhow!("start: {e}"))?;
+                .context("start")?;
         }
     }
     let deadline = Instant::now() + Duration::from_millis(millis);

@@ -18,10 +18,8 @@
 //! database's, not the audit file's.
 
 use anyhow::Context as _;
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -117,9 +115,11 @@ fn enterprise(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// A scratch database, migrated and provisioned (tenant 1, namespace 1), dropped on drop.
+/// Its server's audit file is removed with it.
 struct Database {
     name: String,
     config: PathBuf,
+    audit: PathBuf,
 }
 
 impl Database {
@@ -147,12 +147,14 @@ impl Database {
         Ok(Self {
             name: name.to_owned(),
             config,
+            audit: audit.to_path_buf(),
         })
     }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.audit);
         let Ok(psql) = pg_bin("psql") else {
             return;
         };
@@ -169,49 +171,15 @@ impl Drop for Database {
     }
 }
 
-/// A running enterprise server, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+/// The enterprise server on `db`.
+fn serve(bin: &Path, db: &Database) -> anyhow::Result<mcp::Process> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--http", "127.0.0.1:0", "--config"])
+        .arg(&db.config);
+    mcp::spawn_server(cmd, false)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(bin: &Path, db: &Database) -> anyhow::Result<Server> {
-    let mut child = Command::new(bin)
-        .args(["serve", "--http", "127.0.0.1:0", "--config"])
-        .arg(&db.config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start decision-gate-enterprise")?;
-    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .context("server exited")?
-            .context("stderr line")?;
-        if let Some(rest) = line.split("serving MCP on http://").nth(1) {
-            break rest
-                .split('/')
-                .next()
-                .context("address")?
-                .parse()
-                .context("socket address")?;
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Ok(Server { child, addr })
-}
-
-fn triggers_per_sec(server: &Server) -> anyhow::Result<f64> {
+fn triggers_per_sec(server: &mcp::Process) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
     let m = mcp::run_load(&[
         "mcp-load".to_owned(),
@@ -358,32 +326,20 @@ fn trigger_sql_tps(dir: &Path, db: &str) -> anyhow::Result<f64> {
     Ok(tps)
 }
 
+/// One `tools/call`, checked like the load client checks its calls.
 async fn post(
     client: &reqwest::Client,
     url: &str,
     tool: &str,
     arguments: Value,
-) -> anyhow::Result<Value> {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
-    let text = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(body.to_string())
-        .send()
+) -> anyhow::Result<()> {
+    mcp::post(client, url, mcp::call_body(1, tool, arguments)?)
         .await
-        .context("request")?
-        .text()
-        .await
-        .context("body")?;
-    let v: Value = serde_json::from_str(&text).context("JSON-RPC")?;
-    anyhow::ensure!(v["result"]["isError"] == json!(false), "{tool}: {text}");
-    Ok(v)
+        .context(tool.to_owned())
 }
 
 /// Per-trigger cost on a run with 10,000 earlier triggers over one with 10.
-async fn trigger_flat(server: &Server) -> anyhow::Result<f64> {
+async fn trigger_flat(server: &mcp::Process) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
     let client = reqwest::Client::new();
     let spec: Value = serde_json::from_str(SCENARIO).context("scenario")?;
@@ -412,12 +368,13 @@ async fn trigger_flat(server: &Server) -> anyhow::Result<f64> {
         }
     }
     let [short, long] = per_run;
+    let (short, long) = (crate::median(short), crate::median(long));
     eprintln!(
         "per trigger, one client: {:.0} µs at 10 earlier triggers, {:.0} µs at 10,000",
-        mcp::median(short.clone()) / 1000.0,
-        mcp::median(long.clone()) / 1000.0
+        short / 1000.0,
+        long / 1000.0
     );
-    Ok(mcp::median(long) / mcp::median(short))
+    Ok(long / short)
 }
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
@@ -489,7 +446,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
         "a trigger's SQL alone (pgbench, no server): {sql_alone:.0} tps = {:.2}x the INSERT rate, the bound on trigger_vs_pgbench with this schema",
         sql_alone / pgbench
     );
-    let with_rls = mcp::median(with_rls);
+    let with_rls = crate::median(with_rls);
     drop(plain);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -501,15 +458,8 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
         "trigger_flat took {:?}",
         started.elapsed().max(Duration::ZERO)
     );
-    drop(rls);
-    for name in [
-        format!("dg-bench-rls-{pid}.jsonl"),
-        format!("dg-bench-norls-{pid}.jsonl"),
-    ] {
-        let _ = std::fs::remove_file(audit_dir.join(name));
-    }
     Ok(vec![
-        ("rls_overhead", mcp::median(overheads), "%", "<=", 10.0),
+        ("rls_overhead", crate::median(overheads), "%", "<=", 10.0),
         ("trigger_vs_pgbench", with_rls / pgbench, "x", ">=", 0.4),
         ("trigger_flat", flat, "x", "<=", 1.2),
     ])
