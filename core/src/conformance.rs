@@ -135,7 +135,7 @@ pub fn trigger_entry(key: &RunKey, revision: u64, trigger: &str) -> JournalEntry
 #[must_use]
 pub fn submission_entry(key: &RunKey, revision: u64, submission: &str) -> JournalEntry {
     let payload = PacketPayload::Json {
-        value: json!({"n": revision}),
+        value: json!({"n": revision}).into(),
     };
     JournalEntry {
         revision,

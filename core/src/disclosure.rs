@@ -61,31 +61,34 @@ pub struct PacketVisibility {
 }
 
 /// The metadata of an issued packet.
+///
+/// Fields in canonical (sorted) order: it is hashed on every trigger, and canonical JSON writes
+/// members that arrive in order without sorting them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PacketEnvelope {
-    /// The scenario.
-    pub scenario_id: ScenarioId,
-    /// The run.
-    pub run_id: RunId,
-    /// The stage entered.
-    pub stage_id: StageId,
-    /// The packet.
-    pub packet_id: PacketId,
-    /// The payload's schema.
-    pub schema_id: SchemaId,
-    /// The payload's media type.
-    pub content_type: String,
     /// The payload's digest.
     pub content_hash: HashDigest,
-    /// What policies match on.
-    pub visibility: PacketVisibility,
-    /// When it expires.
-    pub expiry: Option<Timestamp>,
+    /// The payload's media type.
+    pub content_type: String,
     /// The decision's correlation id.
     pub correlation_id: Option<CorrelationId>,
+    /// When it expires.
+    pub expiry: Option<Timestamp>,
     /// The decision's time.
     pub issued_at: Timestamp,
+    /// The packet.
+    pub packet_id: PacketId,
+    /// The run.
+    pub run_id: RunId,
+    /// The scenario.
+    pub scenario_id: ScenarioId,
+    /// The payload's schema.
+    pub schema_id: SchemaId,
+    /// The stage entered.
+    pub stage_id: StageId,
+    /// What policies match on.
+    pub visibility: PacketVisibility,
 }
 
 /// A dispatcher's receipt for one delivery.
@@ -105,17 +108,20 @@ pub struct DispatchReceipt {
 }
 
 /// An issued packet: envelope, full payload and receipts.
+///
+/// Fields in canonical (sorted) order: it is hashed on every trigger, and canonical JSON writes
+/// members that arrive in order without sorting them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PacketRecord {
+    /// The decision that disclosed it.
+    pub decision_id: crate::ids::DecisionId,
     /// The envelope.
     pub envelope: PacketEnvelope,
     /// The payload, inline.
     pub payload: PacketPayload,
     /// One receipt per dispatch target.
     pub receipts: Vec<DispatchReceipt>,
-    /// The decision that disclosed it.
-    pub decision_id: crate::ids::DecisionId,
 }
 
 /// A disclosure policy's answer.

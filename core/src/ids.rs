@@ -11,6 +11,7 @@
 use std::fmt;
 use std::num::NonZeroU64;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,12 +59,32 @@ fn check_string_id(value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// The text of a string id: shared, because ids are copied far more often than they are
+/// built (a trigger copies a few dozen into its journal entry, its answer and its audit
+/// record), and a copy of a shared string is a reference count, not an allocation.
+type IdText = Arc<str>;
+
+/// Reads a string id's text and checks it, so a deserialisation error names the bad id's path.
+struct IdVisitor;
+
+impl serde::de::Visitor<'_> for IdVisitor {
+    type Value = IdText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<IdText, E> {
+        check_string_id(value).map_err(E::custom)?;
+        Ok(IdText::from(value))
+    }
+}
+
 macro_rules! string_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-        #[serde(try_from = "String")]
-        pub struct $name(String);
+        #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(IdText);
 
         // Written as the string it holds, without the copy `#[serde(into = "String")]` makes:
         // every trigger serialises a few dozen ids (hashes, answer, audit).
@@ -73,15 +94,23 @@ macro_rules! string_id {
             }
         }
 
+        // Read from a borrowed string where the format allows it: one allocation, the shared
+        // text, instead of an owned `String` and then its copy.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(IdVisitor).map(Self)
+            }
+        }
+
         impl $name {
             /// Builds the id, checking the identifier rules of this module.
             ///
             /// # Errors
             /// [`IdError`] when the value is empty, too long or holds a control character.
-            pub fn new(value: impl Into<String>) -> Result<Self, IdError> {
-                let value = value.into();
-                check_string_id(&value)?;
-                Ok(Self(value))
+            pub fn new(value: impl AsRef<str>) -> Result<Self, IdError> {
+                let value = value.as_ref();
+                check_string_id(value)?;
+                Ok(Self(IdText::from(value)))
             }
 
             /// The id as a string slice.
@@ -107,7 +136,7 @@ macro_rules! string_id {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.as_ref().to_owned()
             }
         }
 

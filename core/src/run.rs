@@ -45,29 +45,32 @@ pub enum TriggerKind {
 }
 
 /// A trigger as received.
+///
+/// Fields in canonical (sorted) order: it is hashed on every trigger, and canonical JSON writes
+/// members that arrive in order without sorting them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerEvent {
-    /// Idempotency key: a run decides each trigger id once.
-    pub trigger_id: TriggerId,
-    /// The run's tenant.
-    pub tenant_id: TenantId,
-    /// The run's namespace.
-    pub namespace_id: NamespaceId,
-    /// The run.
-    pub run_id: RunId,
-    /// What caused it.
-    pub kind: TriggerKind,
-    /// When, by the caller's clock; it must be of the kind the run started with.
-    pub time: Timestamp,
-    /// Who sent it (an agent id, a scheduler name, `system`).
-    pub source_id: String,
-    /// An optional payload, recorded with the trigger.
-    #[serde(default)]
-    pub payload: Option<PacketPayload>,
     /// The request's correlation id.
     #[serde(default)]
     pub correlation_id: Option<CorrelationId>,
+    /// What caused it.
+    pub kind: TriggerKind,
+    /// The run's namespace.
+    pub namespace_id: NamespaceId,
+    /// An optional payload, recorded with the trigger.
+    #[serde(default)]
+    pub payload: Option<PacketPayload>,
+    /// The run.
+    pub run_id: RunId,
+    /// Who sent it (an agent id, a scheduler name, `system`).
+    pub source_id: String,
+    /// The run's tenant.
+    pub tenant_id: TenantId,
+    /// When, by the caller's clock; it must be of the kind the run started with.
+    pub time: Timestamp,
+    /// Idempotency key: a run decides each trigger id once.
+    pub trigger_id: TriggerId,
 }
 
 /// A trigger with its 1-based sequence number in the run.
@@ -167,23 +170,26 @@ pub enum DecisionOutcome {
 }
 
 /// One decision of a run.
+///
+/// Fields in canonical (sorted) order: it is hashed on every trigger, and canonical JSON writes
+/// members that arrive in order without sorting them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionRecord {
-    /// `decision-{seq}`.
-    pub decision_id: DecisionId,
-    /// 1-based position among the run's decisions.
-    pub seq: u64,
-    /// The trigger decided.
-    pub trigger_id: TriggerId,
-    /// The stage the run was in before the decision.
-    pub stage_id: StageId,
-    /// The trigger's time.
-    pub decided_at: Timestamp,
-    /// The outcome.
-    pub outcome: DecisionOutcome,
     /// The trigger's correlation id.
     pub correlation_id: Option<CorrelationId>,
+    /// The trigger's time.
+    pub decided_at: Timestamp,
+    /// `decision-{seq}`.
+    pub decision_id: DecisionId,
+    /// The outcome.
+    pub outcome: DecisionOutcome,
+    /// 1-based position among the run's decisions.
+    pub seq: u64,
+    /// The stage the run was in before the decision.
+    pub stage_id: StageId,
+    /// The trigger decided.
+    pub trigger_id: TriggerId,
 }
 
 /// An artifact attached to a run by a caller. Submissions never affect gates.

@@ -3,6 +3,8 @@
 //! and are always written out, so the canonical form (and the spec hash) does not depend on
 //! whether the author wrote `[]`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -152,8 +154,9 @@ pub struct PacketSpec {
 pub enum PacketPayload {
     /// Inline JSON.
     Json {
-        /// The JSON value.
-        value: Value,
+        /// The JSON value; shared, as a stage's packet goes into every decision that enters the
+        /// stage (its journal entry and its answer) without being copied.
+        value: Arc<Value>,
     },
     /// Inline bytes.
     Bytes {

@@ -46,8 +46,10 @@ fn contract(
 
 /// An anchor of `anchor_type` whose value is the canonical JSON of `fields`.
 fn anchor(anchor_type: &str, fields: &Value) -> EvidenceAnchor {
+    // Canonical JSON is UTF-8, so the bytes become the string without a copy.
     let anchor_value = canonical_json(fields)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
         .unwrap_or_default();
     EvidenceAnchor {
         anchor_type: anchor_type.to_owned(),

@@ -388,9 +388,10 @@ impl DecisionGate {
                     ),
                 ));
             }
-            let (new_head, entry, result) = self.step(&head, &event, &request_hash, method).await?;
+            let revision = head.revision;
+            let (new_head, entry, result) = self.step(head, &event, &request_hash, method).await?;
             if let Some(committed) = self
-                .append_unless_raced(head.revision, new_head, entry, effects)
+                .append_unless_raced(revision, new_head, entry, effects)
                 .await?
             {
                 return Ok((result, committed));
@@ -400,9 +401,10 @@ impl DecisionGate {
     }
 
     /// One engine step: evidence, gates, decision, disclosure, and the entry that records them.
+    /// The run's head becomes its next head.
     async fn step(
         &self,
-        head: &RunHead,
+        head: RunHead,
         event: &TriggerEvent,
         request_hash: &HashDigest,
         method: &str,
@@ -440,7 +442,7 @@ impl DecisionGate {
                 engine::decide_timeout(&plan, stage, stage_spec.on_timeout),
             )
         } else {
-            let results = self.gather_evidence(&plan, stage, head, event).await;
+            let results = self.gather_evidence(&plan, stage, &head, event).await;
             let outcome = plan.evaluate_stage(stage, results, &self.config, &event.trigger_id);
             let verdict = engine::decide(&plan, stage, &outcome.statuses());
             (outcome.gate_records, verdict)
@@ -448,8 +450,10 @@ impl DecisionGate {
 
         let decision_seq = head.counts.decisions + 1;
         let decision_id = decision_id(decision_seq)?;
-        let mut new_head = head.clone();
         let mut packets = Vec::new();
+        // Where the run goes: the stage it enters (and when), or the status it ends with.
+        let mut entered = None;
+        let mut status = head.status;
         let outcome = match verdict {
             Verdict::Advance { to, timeout } => {
                 let to_stage = plan.spec().stages[to].stage_id.clone();
@@ -472,8 +476,7 @@ impl DecisionGate {
                 {
                     Ok(issued) => {
                         packets = issued;
-                        new_head.current_stage_id = to_stage.clone();
-                        new_head.stage_entered_at = event.time;
+                        entered = Some(to_stage.clone());
                         DecisionOutcome::Advance {
                             from_stage: head.current_stage_id.clone(),
                             to_stage,
@@ -481,7 +484,7 @@ impl DecisionGate {
                         }
                     }
                     Err(failure) => {
-                        new_head.status = RunStatus::Failed;
+                        status = RunStatus::Failed;
                         DecisionOutcome::Fail {
                             reason: failure.reason,
                         }
@@ -489,14 +492,14 @@ impl DecisionGate {
                 }
             }
             Verdict::Complete => {
-                new_head.status = RunStatus::Completed;
+                status = RunStatus::Completed;
                 DecisionOutcome::Complete {
                     stage_id: head.current_stage_id.clone(),
                 }
             }
             Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
             Verdict::Fail(reason) => {
-                new_head.status = RunStatus::Failed;
+                status = RunStatus::Failed;
                 DecisionOutcome::Fail { reason }
             }
         };
@@ -512,16 +515,22 @@ impl DecisionGate {
         let result = TriggerResult {
             decision: decision.clone(),
             packets: packets.clone(),
-            status: new_head.status,
+            status,
         };
         let tool_call = self.tool_call(
-            head,
+            &head,
             method,
             request_hash.clone(),
             &result,
             event.time,
             event.correlation_id.clone(),
         )?;
+        let mut new_head = head;
+        if let Some(stage_id) = entered {
+            new_head.current_stage_id = stage_id;
+            new_head.stage_entered_at = event.time;
+        }
+        new_head.status = status;
         new_head.revision += 1;
         new_head.counts.triggers += 1;
         new_head.counts.decisions += 1;

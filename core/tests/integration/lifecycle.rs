@@ -195,7 +195,9 @@ fn submit_request(submission: &str, value: Value) -> SubmitRequest {
         scenario_id: id("s"),
         run_id: id("r"),
         submission_id: id(submission),
-        payload: PacketPayload::Json { value },
+        payload: PacketPayload::Json {
+            value: value.into(),
+        },
         content_type: "application/json".into(),
         submitted_at: Timestamp::Logical(3),
     }

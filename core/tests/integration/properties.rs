@@ -143,7 +143,7 @@ proptest! {
                     set(&facts, "a", v.clone());
                 }
                 let before = journal(&gate, "p", "r").await;
-                let payload = t.big_payload.then(|| PacketPayload::Json { value: json!("z".repeat(100)) });
+                let payload = t.big_payload.then(|| PacketPayload::Json { value: json!("z".repeat(100)).into() });
                 let event = TriggerEvent { payload, ..event(&format!("t{}", t.id), t.kind, t.time) };
                 let result = gate.trigger(&ctx(), &id("p"), event).await;
                 let after = journal(&gate, "p", "r").await;

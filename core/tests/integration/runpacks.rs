@@ -53,7 +53,7 @@ async fn exported_with(
         run_id: id("r"),
         submission_id: id("report"),
         payload: PacketPayload::Json {
-            value: json!({"ok": true}),
+            value: json!({"ok": true}).into(),
         },
         content_type: "application/json".into(),
         submitted_at: Timestamp::Logical(3),

@@ -428,7 +428,7 @@ async fn bad_triggers_and_submissions_change_nothing() {
     let before = journal(&gate, "s", "r").await;
 
     let big = PacketPayload::Json {
-        value: json!("q".repeat(64)),
+        value: json!("q".repeat(64)).into(),
     };
     let event = TriggerEvent {
         payload: Some(big.clone()),
