@@ -575,14 +575,21 @@ impl JsonLinesAuditSink {
         &self,
         records: impl IntoIterator<Item = RecordRef<'a>>,
     ) -> Result<(), AuditError> {
-        let mut lines = Vec::new();
+        // Room for a typical call line (about 350 bytes), so the writer does not double its way
+        // up from empty.
+        let mut lines = Vec::with_capacity(512);
         for record in records {
             serde_json::to_writer(&mut lines, &record).map_err(|e| AuditError(e.to_string()))?;
             lines.push(b'\n');
         }
         let turn = {
             let mut queue = self.queue();
-            queue.bytes.extend_from_slice(&lines);
+            if queue.bytes.is_empty() {
+                // The first lines of a batch become its buffer rather than being copied into it.
+                queue.bytes = lines;
+            } else {
+                queue.bytes.extend_from_slice(&lines);
+            }
             if queue.leading {
                 let (tell, told) = tokio::sync::oneshot::channel();
                 queue.waiting.push_back(tell);
