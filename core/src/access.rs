@@ -302,16 +302,14 @@ pub trait UsageMeter: Send + Sync {
 }
 
 /// Idempotency keys the in-memory meter remembers. Keys are unique per call, so a repeat comes
-/// soon after the original; remembering every key would grow without bound in a server. The
-/// window fits a core's cache: at 65,536 keys every call's lookup and eviction missed it (about
-/// 1% of the MCP server's CPU under load).
-const REMEMBERED_KEYS: usize = 4_096;
+/// soon after the original; remembering every key would grow without bound in a server.
+const REMEMBERED_KEYS: usize = 65_536;
 
 #[derive(Debug)]
 struct UsageTotals {
     /// Keyed digests of the keys seen, not the keys: no copy of each key is kept, and a lookup
     /// never follows a pointer to compare strings. Two keys among the remembered ones share a
-    /// 64-bit digest with odds of about 2^-52, and the digest's key is random per meter, so
+    /// 64-bit digest with odds of about 2^-48, and the digest's key is random per meter, so
     /// no caller can choose keys that collide.
     seen: lru::LruCache<u64, ()>,
     keys: std::collections::hash_map::RandomState,
@@ -331,7 +329,7 @@ impl Default for UsageTotals {
 }
 
 /// The open-source meter: counts in memory, never refuses, and ignores a repeated idempotency
-/// key among the most recent 4,096.
+/// key among the most recent 65,536.
 #[derive(Debug, Default)]
 pub struct InMemoryUsageMeter {
     state: Mutex<UsageTotals>,
