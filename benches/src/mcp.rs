@@ -228,21 +228,18 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let mut ratios = Vec::new();
     let mut peaks = Vec::new();
     for round in 1..=PEAK_ROUNDS {
-        let echo_phase = || -> anyhow::Result<Measured> {
-            let ceiling = load(&echo_url, "echo", None)?;
-            phase_line(
-                &format!("round {round}: echo (transport ceiling)"),
-                &ceiling,
-            );
-            Ok(ceiling)
+        let phase = |url: &str, tool: &str, what: &str| -> anyhow::Result<Measured> {
+            let measured = load(url, tool, None)?;
+            phase_line(&format!("round {round}: {what}"), &measured);
+            Ok(measured)
         };
-        let next_phase = || -> anyhow::Result<Measured> {
-            let peak = load(&url, "scenario_next", None)?;
-            phase_line(
-                &format!("round {round}: scenario_next, in-memory store, peak"),
-                &peak,
-            );
-            Ok(peak)
+        let echo_phase = || phase(&echo_url, "echo", "echo (transport ceiling)");
+        let next_phase = || {
+            phase(
+                &url,
+                "scenario_next",
+                "scenario_next, in-memory store, peak",
+            )
         };
         let (ceiling, peak) = if round % 2 == 1 {
             let ceiling = echo_phase()?;

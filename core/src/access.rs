@@ -541,7 +541,7 @@ impl JsonLinesAuditSink {
         let mut options = std::fs::OpenOptions::new();
         options.create(true).append(true);
         // Every write is durable when it returns: one system call per batch instead of a write
-        // and an `fdatasync` (the sync was about a third of the sink's system time).
+        // and an `fdatasync`.
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_DSYNC);
         let file = options
