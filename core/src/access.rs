@@ -924,6 +924,25 @@ mod tests {
         assert!(err.0.contains("missing-dir"), "{err}");
     }
 
+    /// The batch writer skips `fdatasync` on Unix because the file is opened with `O_DSYNC`:
+    /// without the flag, acknowledged audit lines would sit in the page cache.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn json_lines_sink_opens_its_file_for_durable_writes() {
+        use std::os::fd::AsRawFd as _;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = JsonLinesAuditSink::open(dir.path().join("audit.jsonl")).unwrap();
+        let fd = sink.file.lock().unwrap().as_raw_fd();
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .map(|octal| i32::from_str_radix(octal.trim(), 8).unwrap())
+            .expect("fdinfo names the open flags");
+        assert_ne!(flags & libc::O_DSYNC, 0, "flags {flags:o}");
+        assert_ne!(flags & libc::O_APPEND, 0, "flags {flags:o}");
+    }
+
     #[tokio::test]
     async fn scope_authorizer_hides_other_scopes_and_denies_missing_actions() {
         let mut ctx =
