@@ -518,8 +518,7 @@ pub(crate) async fn print_workers(workers: Vec<Worker>, started: Instant) -> any
 /// Streamable HTTP configuration, so the difference is the tool layer and the service.
 pub async fn echo_server() -> anyhow::Result<()> {
     use decision_gate_mcp::admission::Admission;
-    use decision_gate_mcp::auth::Authenticator;
-    use decision_gate_mcp::config::AuthConfig;
+    use decision_gate_mcp::auth::LocalOnly;
     use decision_gate_mcp::handler::Shared;
     use decision_gate_mcp::http::{self, HttpOptions};
     use decision_gate_mcp::metrics::Metrics;
@@ -569,15 +568,12 @@ pub async fn echo_server() -> anyhow::Result<()> {
     let gate = Arc::new(decision_gate_core::DecisionGate::builder().build());
     let shared = Shared::new(gate, ToolPolicy::default(), audit, Metrics::new());
     let options = HttpOptions {
-        admission: Arc::new(Admission::new(
-            Authenticator::new(&AuthConfig::default()),
-            4096,
-            None,
-        )),
+        admission: Arc::new(Admission::new(Arc::new(LocalOnly), 4096, None)),
         max_body_bytes: 1024 * 1024,
         request_timeout: Duration::from_secs(30),
         allowed_hosts: Vec::new(),
         tls: None,
+        routes: Default::default(),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);

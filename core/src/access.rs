@@ -1,7 +1,7 @@
 //! Who may do what, how much of it, and the record of what happened: the `Authorizer`,
 //! `UsageMeter` and `AuditSink` seams, with their open-source defaults.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorKind;
 use crate::hashing::HashDigest;
+pub use crate::identity::Principal;
 use crate::ids::{CorrelationId, NamespaceId, TenantId};
 
 /// Every operation the service performs; the names are the MCP tool names.
@@ -105,33 +107,30 @@ impl Action {
     }
 }
 
-/// An authenticated caller and the scope it was granted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Principal {
-    /// Who: `local`, a token's name, a certificate subject.
-    pub subject: String,
-    /// The only tenant it may touch, or any when `None`.
-    #[serde(default)]
-    pub tenant_id: Option<TenantId>,
-    /// The only namespace it may touch, or any when `None`.
-    #[serde(default)]
-    pub namespace_id: Option<NamespaceId>,
-    /// The actions it may perform, or all when `None`.
-    #[serde(default)]
-    pub actions: Option<BTreeSet<Action>>,
+/// What a call acts on: a kind (`scenario`, `run`, `schema`, `provider`, `namespace`) and an
+/// id within the call's tenant and namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Resource {
+    /// The kind of resource.
+    pub kind: &'static str,
+    /// Its id (empty for a whole namespace).
+    pub id: String,
 }
 
-impl Principal {
-    /// The unrestricted local caller (stdio, loopback).
+impl Resource {
+    /// A resource of `kind` with `id`.
     #[must_use]
-    pub fn local() -> Self {
+    pub fn new(kind: &'static str, id: impl Into<String>) -> Self {
         Self {
-            subject: "local".to_owned(),
-            tenant_id: None,
-            namespace_id: None,
-            actions: None,
+            kind,
+            id: id.into(),
         }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.id)
     }
 }
 
@@ -149,6 +148,9 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// The caller's correlation id.
     pub correlation_id: Option<CorrelationId>,
+    /// The client's idempotency key (HTTP `Idempotency-Key`, gRPC `idempotency-key` metadata,
+    /// MCP `_meta.idempotency_key`): a retried call with the same key is metered once.
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestContext {
@@ -161,6 +163,7 @@ impl RequestContext {
             namespace_id,
             request_id: None,
             correlation_id: None,
+            idempotency_key: None,
         }
     }
 }
@@ -179,13 +182,15 @@ pub enum AuthzError {
     Unavailable(String),
 }
 
-/// Decides whether a principal may perform an action in a tenant and namespace.
+/// Decides whether a principal may perform an action on a resource in a tenant and namespace.
 ///
 /// # Contract
 /// 1. A resource outside the principal's tenant or namespace scope is `OutOfScope`, so the
 ///    caller cannot tell it from a missing one.
 /// 2. A missing permission inside the scope is `Denied`.
 /// 3. When the decision cannot be made, the answer is an error, never an allow.
+/// 4. The decision depends only on the context, the action and the resource: asking twice
+///    gives the same answer while the policy is unchanged.
 ///
 /// # Errors
 /// [`AuthzError`] as above.
@@ -194,8 +199,13 @@ pub enum AuthzError {
 /// Dropping the future has no effect.
 #[async_trait]
 pub trait Authorizer: Send + Sync {
-    /// Allows or refuses `action` for `ctx`.
-    async fn authorize(&self, ctx: &RequestContext, action: Action) -> Result<(), AuthzError>;
+    /// Allows or refuses `action` on `resource` for `ctx`.
+    async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), AuthzError>;
 }
 
 /// The open-source authorizer: a principal may do its allowed actions inside its scope.
@@ -204,7 +214,12 @@ pub struct ScopeAuthorizer;
 
 #[async_trait]
 impl Authorizer for ScopeAuthorizer {
-    async fn authorize(&self, ctx: &RequestContext, action: Action) -> Result<(), AuthzError> {
+    async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        _resource: &Resource,
+    ) -> Result<(), AuthzError> {
         let p = &ctx.principal;
         if p.tenant_id.is_some_and(|t| t != ctx.tenant_id)
             || p.namespace_id.is_some_and(|n| n != ctx.namespace_id)
@@ -420,19 +435,22 @@ pub enum AccessRefusal {
     InvalidCorrelationId,
     /// The request named an unknown tool or its arguments did not match the tool's schema.
     InvalidRequest,
+    /// Authentication could not be decided (an identity provider is unreachable).
+    Unavailable,
 }
 
 impl AccessRefusal {
     /// The stable error kind reported to the caller.
     #[must_use]
-    pub fn kind(self) -> &'static str {
+    pub fn kind(self) -> ErrorKind {
         match self {
-            Self::Unauthenticated => "unauthenticated",
-            Self::RateLimited => "rate_limited",
-            Self::Overloaded => "overloaded",
-            Self::TooLarge => "too_large",
-            Self::InvalidCorrelationId => "invalid_correlation_id",
-            Self::InvalidRequest => "invalid_input",
+            Self::Unauthenticated => ErrorKind::Unauthenticated,
+            Self::RateLimited => ErrorKind::RateLimited,
+            Self::Overloaded => ErrorKind::Overloaded,
+            Self::TooLarge => ErrorKind::TooLarge,
+            Self::InvalidCorrelationId => ErrorKind::InvalidCorrelationId,
+            Self::InvalidRequest => ErrorKind::InvalidInput,
+            Self::Unavailable => ErrorKind::Unavailable,
         }
     }
 }
@@ -948,24 +966,32 @@ mod tests {
         let mut ctx =
             RequestContext::local(TenantId::new(1).unwrap(), NamespaceId::new(2).unwrap());
         assert_eq!(
-            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            ScopeAuthorizer
+                .authorize(&ctx, Action::ScenarioNext, &Resource::new("run", "r"))
+                .await,
             Ok(())
         );
         ctx.principal.namespace_id = Some(NamespaceId::new(3).unwrap());
         assert_eq!(
-            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            ScopeAuthorizer
+                .authorize(&ctx, Action::ScenarioNext, &Resource::new("run", "r"))
+                .await,
             Err(AuthzError::OutOfScope)
         );
         ctx.principal.namespace_id = None;
         ctx.principal.tenant_id = Some(TenantId::new(9).unwrap());
         assert_eq!(
-            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            ScopeAuthorizer
+                .authorize(&ctx, Action::ScenarioNext, &Resource::new("run", "r"))
+                .await,
             Err(AuthzError::OutOfScope)
         );
         ctx.principal.tenant_id = Some(TenantId::new(1).unwrap());
         ctx.principal.actions = Some([Action::ScenarioStatus].into());
         assert!(matches!(
-            ScopeAuthorizer.authorize(&ctx, Action::ScenarioNext).await,
+            ScopeAuthorizer
+                .authorize(&ctx, Action::ScenarioNext, &Resource::new("run", "r"))
+                .await,
             Err(AuthzError::Denied(_))
         ));
     }

@@ -4,6 +4,111 @@ use crate::access::{AuditError, AuthzError, UsageError, UsageMetric};
 use crate::engine::SpecError;
 use crate::store::StoreError;
 
+/// The stable, machine-readable kind of every failure a caller can see, on every transport:
+/// MCP's `kind`, gRPC's `dg-error-kind`, the audit trail's outcome. The list grows with the
+/// product; each transport maps it in one exhaustive `match`, so a new kind cannot reach a
+/// caller unmapped (the enum is deliberately not `#[non_exhaustive]`, which would force a
+/// wildcard arm there; ADR 0011).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// A request field is invalid.
+    InvalidInput,
+    /// A request or field is over its size limit.
+    TooLarge,
+    /// The resource does not exist or is outside the caller's scope.
+    NotFound,
+    /// The id is taken by something different.
+    AlreadyExists,
+    /// The request contradicts recorded state.
+    Conflict,
+    /// The caller lacks a permission.
+    PermissionDenied,
+    /// No or wrong credentials.
+    Unauthenticated,
+    /// A quota is exhausted.
+    QuotaExceeded,
+    /// The caller exceeded its request rate.
+    RateLimited,
+    /// The server has too many requests in flight.
+    Overloaded,
+    /// The client's correlation id is malformed.
+    InvalidCorrelationId,
+    /// A backend is unreachable.
+    Unavailable,
+    /// Stored data failed an integrity check.
+    IntegrityFailure,
+    /// A defect: the call succeeded or failed in a way the server cannot express.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [Self; 14] = [
+        Self::InvalidInput,
+        Self::TooLarge,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::Conflict,
+        Self::PermissionDenied,
+        Self::Unauthenticated,
+        Self::QuotaExceeded,
+        Self::RateLimited,
+        Self::Overloaded,
+        Self::InvalidCorrelationId,
+        Self::Unavailable,
+        Self::IntegrityFailure,
+        Self::Internal,
+    ];
+
+    /// The wire name (`invalid_input`, `not_found`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::TooLarge => "too_large",
+            Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::Conflict => "conflict",
+            Self::PermissionDenied => "permission_denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::QuotaExceeded => "quota_exceeded",
+            Self::RateLimited => "rate_limited",
+            Self::Overloaded => "overloaded",
+            Self::InvalidCorrelationId => "invalid_correlation_id",
+            Self::Unavailable => "unavailable",
+            Self::IntegrityFailure => "integrity_failure",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whether the same call may succeed later.
+    #[must_use]
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::QuotaExceeded | Self::RateLimited | Self::Overloaded | Self::Unavailable
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ErrorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl serde::Serialize for ErrorKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// Why a service call failed. [`Error::kind`] is the stable machine-readable name transports
 /// expose.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,26 +184,26 @@ fn summarize(errors: &[SpecError]) -> String {
 }
 
 impl Error {
-    /// The stable kind transports expose (`invalid_input`, `not_found`, ...).
+    /// The stable kind transports expose.
     #[must_use]
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidSpec(_) | Self::InvalidInput { .. } => "invalid_input",
-            Self::TooLarge { .. } => "too_large",
-            Self::NotFound { .. } => "not_found",
-            Self::AlreadyExists { .. } => "already_exists",
-            Self::Conflict(_) => "conflict",
-            Self::PermissionDenied(_) => "permission_denied",
-            Self::QuotaExceeded { .. } => "quota_exceeded",
-            Self::Unavailable(_) => "unavailable",
-            Self::Corrupt(_) => "integrity_failure",
+            Self::InvalidSpec(_) | Self::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Self::TooLarge { .. } => ErrorKind::TooLarge,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Self::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Corrupt(_) => ErrorKind::IntegrityFailure,
         }
     }
 
     /// Whether retrying the same call later may succeed.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::QuotaExceeded { .. })
+        self.kind().is_retryable()
     }
 
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod evidence;
 pub mod hashing;
+pub mod identity;
 pub mod ids;
 pub mod memory;
 pub mod provider;
@@ -35,7 +36,7 @@ pub mod time;
 pub use access::{Action, Principal, RequestContext};
 pub use comparator::Comparator;
 pub use engine::{EngineConfig, Limits};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use evidence::{EvidenceResult, TrustLane};
 pub use hashing::{HashAlgorithm, HashDigest};
 pub use ids::{

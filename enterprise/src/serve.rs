@@ -11,10 +11,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use decision_gate_core::DecisionGate;
+use decision_gate_core::access::JsonLinesAuditSink;
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_mcp::server::cancel_on_signal;
-use decision_gate_mcp::{DataDir, ServeError, Server};
+use decision_gate_mcp::{DataDir, ServeError, Server, auth};
 use decision_gate_store_enterprise::{
     MigrateOptions, PgError, PgPool, PgStore, check_app_role, check_schema, migrate,
 };
@@ -82,10 +82,24 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         what: data_dir.runpacks().display().to_string(),
         message: e.to_string(),
     })?;
-    let builder = DecisionGate::builder()
+    let audit_path = loaded
+        .config
+        .server
+        .audit
+        .path
+        .clone()
+        .unwrap_or_else(|| data_dir.audit());
+    let audit = JsonLinesAuditSink::open(&audit_path).map_err(|e| ServeError::Storage {
+        what: audit_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let authenticate = auth::from_config(&loaded.config.server.auth);
+    let server = Server::builder(loaded)
         .store(store.clone())
-        .runpack_store(Arc::new(runpacks));
-    let server = Server::open_with(loaded, builder, &data_dir)?;
+        .runpack_store(Arc::new(runpacks))
+        .audit_sink(Arc::new(audit))
+        .authenticate(authenticate)
+        .build()?;
 
     let note = format!(
         "Postgres; runpacks and audit in {}",

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use decision_gate_core::access::{AccessEvent, AccessRefusal};
 use decision_gate_core::hashing::HashDigest;
+use decision_gate_core::identity::{Authenticate, AuthnError, Credentials};
 use decision_gate_core::ids::CorrelationId;
 use decision_gate_core::{HashAlgorithm, Principal};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::{Authenticator, Presented};
 use crate::caller::Transport;
 use crate::config::RateLimitConfig;
 
@@ -26,7 +26,7 @@ const MAX_CORRELATION_ID: usize = 128;
 
 /// The checks every network request passes before it reaches a tool.
 pub struct Admission {
-    auth: Authenticator,
+    auth: Arc<dyn Authenticate>,
     inflight: Arc<Semaphore>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
 }
@@ -34,7 +34,7 @@ pub struct Admission {
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
-            .field("auth", &self.auth.mode())
+            .field("challenge", &self.auth.challenge())
             .field("available", &self.inflight.available_permits())
             .field("rate_limited", &self.limiter.is_some())
             .finish()
@@ -72,10 +72,7 @@ impl Refusal {
     /// Whether the same request may succeed later.
     #[must_use]
     pub fn retryable(&self) -> bool {
-        matches!(
-            self.refusal,
-            AccessRefusal::RateLimited | AccessRefusal::Overloaded
-        )
+        self.refusal.kind().is_retryable()
     }
 
     /// The audit record of this refusal.
@@ -140,7 +137,11 @@ pub struct Admitted {
 impl Admission {
     /// The checks a (validated) configuration describes.
     #[must_use]
-    pub fn new(auth: Authenticator, max_inflight: usize, rate: Option<&RateLimitConfig>) -> Self {
+    pub fn new(
+        auth: Arc<dyn Authenticate>,
+        max_inflight: usize,
+        rate: Option<&RateLimitConfig>,
+    ) -> Self {
         let limiter = rate.map(|r| {
             let per_second = NonZeroU32::new(r.requests_per_second).unwrap_or(NonZeroU32::MIN);
             let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
@@ -153,10 +154,10 @@ impl Admission {
         }
     }
 
-    /// The authenticator.
+    /// The `WWW-Authenticate` challenge for refused requests, if the authentication has one.
     #[must_use]
-    pub fn auth(&self) -> &Authenticator {
-        &self.auth
+    pub fn challenge(&self) -> Option<&str> {
+        self.auth.challenge()
     }
 
     /// Validates a client correlation id, when one was sent; the first check, so that every
@@ -182,22 +183,49 @@ impl Admission {
             })
     }
 
+    /// Validates a client idempotency key (the `idempotency-key` header or gRPC metadata),
+    /// when one was sent: the same rules as a correlation id.
+    ///
+    /// # Errors
+    /// [`AccessRefusal::InvalidRequest`] naming what is wrong with it.
+    pub fn idempotency_key(raw: Option<&[u8]>) -> Result<Option<String>, Refusal> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        check_idempotency_key(raw)
+            .map(Some)
+            .map_err(|reason| Refusal {
+                presented: Some(HashAlgorithm::Sha256.digest(raw)),
+                ..Refusal::new(
+                    AccessRefusal::InvalidRequest,
+                    format!("{IDEMPOTENCY_KEY} {reason}"),
+                )
+            })
+    }
+
     /// The in-flight limit, authentication and the rate limit, in that order.
     ///
     /// # Errors
     /// The first check that refuses the request.
-    pub fn admit(&self, presented: Presented<'_>) -> Result<Admitted, Refusal> {
+    pub async fn admit(&self, credentials: &Credentials<'_>) -> Result<Admitted, Refusal> {
         let permit =
             self.inflight.clone().try_acquire_owned().map_err(|_| {
                 Refusal::new(AccessRefusal::Overloaded, "too many requests in flight")
             })?;
-        let principal = self
-            .auth
-            .authenticate(presented)
-            .map_err(|failure| Refusal {
-                presented: failure.presented,
-                ..Refusal::new(AccessRefusal::Unauthenticated, failure.detail)
-            })?;
+        let principal =
+            self.auth
+                .authenticate(credentials)
+                .await
+                .map_err(|failure| match failure {
+                    AuthnError::Refused { detail, presented } => Refusal {
+                        presented,
+                        ..Refusal::new(AccessRefusal::Unauthenticated, detail)
+                    },
+                    AuthnError::Unavailable(reason) => Refusal::new(
+                        AccessRefusal::Unavailable,
+                        format!("authentication is unavailable: {reason}"),
+                    ),
+                })?;
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check_key(&principal.subject)
         {
@@ -211,6 +239,17 @@ impl Admission {
         }
         Ok(Admitted { principal, permit })
     }
+}
+
+/// The header (and gRPC metadata key) a client names its idempotency key with.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// A client idempotency key: trimmed, 1..=128 RFC 7230 token characters, like a correlation id.
+///
+/// # Errors
+/// What is wrong with it, in words.
+pub fn check_idempotency_key(raw: &[u8]) -> Result<String, &'static str> {
+    check_correlation_id(raw).map(|id| id.as_str().to_owned())
 }
 
 /// A client correlation id: trimmed, 1..=128 RFC 7230 token characters.

@@ -41,6 +41,8 @@ pub struct Caller {
     pub request_id: Option<String>,
     /// The caller's (validated) correlation id.
     pub correlation_id: Option<CorrelationId>,
+    /// The client's (validated) idempotency key.
+    pub idempotency_key: Option<String>,
 }
 
 impl Caller {
@@ -56,6 +58,7 @@ impl Caller {
             peer: None,
             request_id: None,
             correlation_id: None,
+            idempotency_key: None,
         }
     }
 
@@ -74,6 +77,7 @@ impl Caller {
             namespace_id,
             request_id: self.request_id.clone(),
             correlation_id: correlation_id.or_else(|| self.correlation_id.clone()),
+            idempotency_key: self.idempotency_key.clone(),
         }
     }
 

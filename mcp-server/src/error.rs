@@ -1,6 +1,6 @@
 //! Tool failures: the one mapping from service errors to MCP `isError` results.
 
-use decision_gate_core::Error;
+use decision_gate_core::{Error, ErrorKind};
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolError {
     /// The stable kind (`invalid_input`, `not_found`, `permission_denied`, ...).
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     /// What went wrong, naming the field where there is one.
     pub message: String,
     /// Whether the same call may succeed later.
@@ -32,7 +32,7 @@ impl ToolError {
             format!("{path}: ")
         };
         Self {
-            kind: "invalid_input",
+            kind: ErrorKind::InvalidInput,
             message: format!("invalid arguments: {at}{message}"),
             retryable: false,
             retry_after_ms: None,
@@ -44,7 +44,7 @@ impl ToolError {
     /// A result that could not be serialised; the service call itself succeeded.
     pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         Self {
-            kind: "internal",
+            kind: ErrorKind::Internal,
             message: message.to_string(),
             retryable: false,
             retry_after_ms: None,
@@ -62,7 +62,7 @@ impl ToolError {
     #[must_use]
     pub fn into_result(self) -> CallToolResult {
         let mut error = json!({
-            "kind": self.kind,
+            "kind": self.kind.as_str(),
             "message": self.message,
             "retryable": self.retryable,
         });

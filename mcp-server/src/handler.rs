@@ -13,10 +13,14 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 
+use crate::admission::check_idempotency_key;
 use crate::caller::{Caller, Transport};
 use crate::error::ToolError;
 use crate::metrics::Metrics;
 use crate::tools::{self, ToolPolicy};
+
+/// The `_meta` member of a `tools/call` request that carries the client's idempotency key.
+pub const META_IDEMPOTENCY_KEY: &str = "idempotency_key";
 
 /// What every connection of a server shares.
 pub struct Shared {
@@ -111,7 +115,7 @@ impl Shared {
             None => self.metrics.call(Some(action), "ok", started.elapsed()),
             Some(error) => {
                 self.metrics
-                    .call(Some(action), error.kind, started.elapsed());
+                    .call(Some(action), error.kind.as_str(), started.elapsed());
                 if !error.audited {
                     self.refuse(
                         transport,
@@ -218,6 +222,33 @@ impl ServerHandler for McpHandler {
                 None,
             ));
         };
+        // An idempotency key in the request's `_meta` wins over the transport's header.
+        if let Some(raw) = request
+            .meta
+            .as_ref()
+            .and_then(|meta| meta.0.get(META_IDEMPOTENCY_KEY))
+        {
+            match raw.as_str().map(|k| check_idempotency_key(k.as_bytes())) {
+                Some(Ok(key)) => caller.idempotency_key = Some(key),
+                refused => {
+                    let reason = match refused {
+                        Some(Err(reason)) => reason,
+                        _ => "is not a string",
+                    };
+                    let message = format!("_meta.{META_IDEMPOTENCY_KEY} {reason}");
+                    self.shared
+                        .metrics
+                        .call(Some(action), "invalid_input", started.elapsed());
+                    self.shared
+                        .refuse(
+                            self.transport,
+                            refused_call(self.transport, &caller, Some(action), message.clone()),
+                        )
+                        .await;
+                    return Err(ErrorData::invalid_params(message, None));
+                }
+            }
+        }
         let args = request.arguments.map_or(Value::Null, Value::Object);
         // rmcp spawns a task per request holding this future, and the task is copied whole
         // (spawned, moved into its cell): behind one allocation the call's kilobytes of state

@@ -10,6 +10,8 @@
 //! | unauthenticated | 401 | -32001 |
 //! | rate limited | 429 | -32071 |
 //! | body too large | 413 | -32070 |
+//! | authentication unavailable | 503 | -32074 |
+//! | invalid idempotency key | 400 | -32602 |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use decision_gate_core::access::AccessRefusal;
+use decision_gate_core::identity::{Credentials, PeerCertificate};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -35,7 +38,6 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, Admission, Refusal, Seen};
-use crate::auth::{ClientCertificate, Presented};
 use crate::caller::{Caller, Transport};
 use crate::handler::{McpHandler, Shared};
 use crate::tls;
@@ -57,6 +59,8 @@ pub struct HttpOptions {
     pub allowed_hosts: Vec<String>,
     /// TLS, when this server terminates it.
     pub tls: Option<tls::TlsSettings>,
+    /// Routes served beside `/mcp`, outside its guard ([`crate::ServerBuilder::routes`]).
+    pub routes: Router,
 }
 
 struct Guard {
@@ -151,6 +155,7 @@ where
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(shared)
+        .merge(options.routes.clone())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             options.request_timeout,
@@ -201,6 +206,7 @@ fn status_and_code(refusal: AccessRefusal) -> (StatusCode, i64) {
         AccessRefusal::RateLimited => (StatusCode::TOO_MANY_REQUESTS, -32071),
         AccessRefusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, -32070),
         AccessRefusal::InvalidRequest => (StatusCode::BAD_REQUEST, -32602),
+        AccessRefusal::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, -32074),
     }
 }
 
@@ -246,15 +252,18 @@ async fn admit(
             .map(HeaderValue::as_bytes),
         "x-correlation-id",
     )?;
-    let presented = Presented {
-        peer: seen.peer,
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
+    let idempotency_key = Admission::idempotency_key(
+        req.headers()
+            .get(admission::IDEMPOTENCY_KEY)
             .map(HeaderValue::as_bytes),
-        certificate: req.extensions().get::<ClientCertificate>(),
+    )?;
+    let credentials = Credentials {
+        transport: Transport::Http.name(),
+        peer: seen.peer,
+        headers: req.headers(),
+        certificate: req.extensions().get::<PeerCertificate>(),
     };
-    let admission::Admitted { principal, permit } = guard.admission.admit(presented)?;
+    let admission::Admitted { principal, permit } = guard.admission.admit(&credentials).await?;
     let too_large = || Refusal {
         principal: Some(principal.subject.clone()),
         ..Refusal::new(
@@ -288,6 +297,7 @@ async fn admit(
         peer: seen.peer,
         request_id: seen.request_id.clone(),
         correlation_id: seen.correlation_id.clone(),
+        idempotency_key,
     });
     Ok((Request::from_parts(parts, Body::from(bytes)), admitted))
 }
@@ -332,7 +342,8 @@ async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal, code: Option<i64>)
         .refuse(Transport::Http, refusal.event(Transport::Http, seen))
         .await;
     let (status, refusal_code) = status_and_code(refusal.refusal);
-    let mut data = json!({ "kind": refusal.refusal.kind(), "retryable": refusal.retryable() });
+    let mut data =
+        json!({ "kind": refusal.refusal.kind().as_str(), "retryable": refusal.retryable() });
     if let Some(ms) = refusal.retry_after_ms {
         data["retry_after_ms"] = json!(ms);
     }
@@ -344,12 +355,12 @@ async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal, code: Option<i64>)
     let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     if refusal.refusal == AccessRefusal::Unauthenticated
-        && let Some(challenge) = guard.admission.auth().challenge()
+        && let Some(challenge) = guard
+            .admission
+            .challenge()
+            .and_then(|c| HeaderValue::from_str(c).ok())
     {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+        headers.insert(header::WWW_AUTHENTICATE, challenge);
     }
     if let Some(ms) = refusal.retry_after_ms
         && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).to_string())

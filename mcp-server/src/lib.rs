@@ -24,4 +24,4 @@ pub mod tls;
 pub mod tools;
 
 pub use config::{CONFIG_ENV, Config, Loaded};
-pub use server::{Bound, DataDir, GrpcServer, HttpServer, ServeError, Server};
+pub use server::{Bound, DataDir, GrpcServer, HttpServer, ServeError, Server, ServerBuilder};

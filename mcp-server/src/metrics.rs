@@ -101,7 +101,7 @@ impl Metrics {
         self.refusals
             .get_or_create(&RefusalLabels {
                 transport,
-                reason: refusal.kind(),
+                reason: refusal.kind().as_str(),
             })
             .inc();
     }

@@ -1,24 +1,24 @@
-//! The composition root of the open-source server: a checked configuration becomes a service
-//! on SQLite and the filesystem, served over stdio or Streamable HTTP.
+//! The server: a checked configuration and the parts a composition root chose ([`ServerBuilder`])
+//! become a service served over stdio, Streamable HTTP and gRPC.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use decision_gate_core::access::{AuditSink, JsonLinesAuditSink};
-use decision_gate_core::runpack::{FsRunpackStore, MemoryRunpackStore};
+use decision_gate_core::DecisionGate;
+use decision_gate_core::access::{AuditSink, Authorizer, UsageMeter};
+use decision_gate_core::identity::Authenticate;
 use decision_gate_core::service::DecisionGateBuilder;
-use decision_gate_core::{DecisionGate, MemoryStore, SqliteStore};
+use decision_gate_core::store::{RunStore, RunpackStore, ScenarioStore, SchemaRegistry};
 use rmcp::ServiceExt as _;
 use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::auth::Authenticator;
 use crate::caller::Transport;
-use crate::config::{Config, Loaded, Problem, StoreKind};
+use crate::config::{Config, Loaded, Problem};
 use crate::grpc::{self, GrpcOptions};
 use crate::handler::{McpHandler, Shared};
 use crate::http::{self, HttpOptions};
@@ -43,11 +43,9 @@ pub enum ServeError {
     /// The listener or stdio failed.
     #[error("transport: {0}")]
     Transport(String),
-}
-
-fn storage(what: impl Into<String>) -> impl FnOnce(String) -> ServeError {
-    let what = what.into();
-    move |message| ServeError::Storage { what, message }
+    /// The composition root did not give a required part.
+    #[error("the server is missing required parts: {0}")]
+    Incomplete(String),
 }
 
 /// Where a data directory keeps things.
@@ -91,6 +89,7 @@ pub struct Server {
     shared: Arc<Shared>,
     admission: Arc<Admission>,
     config: Config,
+    routes: axum::Router,
 }
 
 impl std::fmt::Debug for Server {
@@ -101,61 +100,119 @@ impl std::fmt::Debug for Server {
     }
 }
 
-impl Server {
-    /// Opens the stores (under `data_dir`, created if missing, unless the configuration keeps
-    /// them in memory) and builds the service. The audit trail is always a file.
-    ///
-    /// # Errors
-    /// [`ServeError::Storage`] when the directory, database, runpack store or audit file
-    /// cannot be opened.
-    pub async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Self, ServeError> {
-        std::fs::create_dir_all(data_dir.path())
-            .map_err(|e| e.to_string())
-            .map_err(storage(data_dir.path().display().to_string()))?;
-        let builder = match loaded.config.store {
-            StoreKind::Sqlite => {
-                let store = SqliteStore::open(data_dir.database())
-                    .await
-                    .map_err(|e| e.to_string())
-                    .map_err(storage(data_dir.database().display().to_string()))?;
-                let runpacks = FsRunpackStore::open(data_dir.runpacks())
-                    .map_err(|e| e.to_string())
-                    .map_err(storage(data_dir.runpacks().display().to_string()))?;
-                DecisionGate::builder()
-                    .store(Arc::new(store))
-                    .runpack_store(Arc::new(runpacks))
-            }
-            StoreKind::Memory => DecisionGate::builder()
-                .store(Arc::new(MemoryStore::default()))
-                .runpack_store(Arc::new(MemoryRunpackStore::default())),
-        };
-        Self::open_with(loaded, builder, data_dir)
+/// Builds a [`Server`] from every part a deployment may replace: the stores, the runpack
+/// store, the audit sink, the usage meter, the authorizer, the authentication and extra HTTP
+/// routes. The configuration adds the engine settings, providers, tool policy and limits. This
+/// library picks no implementation of its own: each composition root (the `decision-gate`
+/// binary, the enterprise server, a test) passes the parts it wants, and [`Self::build`] names
+/// any required part that is missing.
+pub struct ServerBuilder {
+    loaded: Loaded,
+    gate: DecisionGateBuilder,
+    has_store: bool,
+    has_runpacks: bool,
+    audit: Option<Arc<dyn AuditSink>>,
+    authenticate: Option<Arc<dyn Authenticate>>,
+    routes: axum::Router,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("has_store", &self.has_store)
+            .field("has_runpacks", &self.has_runpacks)
+            .field("has_audit", &self.audit.is_some())
+            .field("has_authenticate", &self.authenticate.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// Scenarios, runs and data shapes (required).
+    #[must_use]
+    pub fn store<S: ScenarioStore + RunStore + SchemaRegistry + 'static>(
+        mut self,
+        store: Arc<S>,
+    ) -> Self {
+        self.gate = self.gate.store(store);
+        self.has_store = true;
+        self
     }
 
-    /// Builds the service on stores the caller chose (the enterprise server passes its
-    /// Postgres backends): `builder` carries them; the configuration adds the engine settings,
-    /// providers, audit trail (a file, by default under `data_dir`), tool policy and admission.
+    /// Where exported runpacks are kept (required).
+    #[must_use]
+    pub fn runpack_store(mut self, runpacks: Arc<dyn RunpackStore>) -> Self {
+        self.gate = self.gate.runpack_store(runpacks);
+        self.has_runpacks = true;
+        self
+    }
+
+    /// The audit trail of every call and every refusal (required).
+    #[must_use]
+    pub fn audit_sink(mut self, audit: Arc<dyn AuditSink>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Who the callers of the network listeners are (required).
+    #[must_use]
+    pub fn authenticate(mut self, authenticate: Arc<dyn Authenticate>) -> Self {
+        self.authenticate = Some(authenticate);
+        self
+    }
+
+    /// The usage meter (the core's default counts in memory and never refuses).
+    #[must_use]
+    pub fn usage_meter(mut self, usage: Arc<dyn UsageMeter>) -> Self {
+        self.gate = self.gate.usage_meter(usage);
+        self
+    }
+
+    /// The authorizer (the core's default is the principal's scope and allowed tools).
+    #[must_use]
+    pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.gate = self.gate.authorizer(authorizer);
+        self
+    }
+
+    /// Signs every exported runpack's manifest with this key.
+    #[must_use]
+    pub fn runpack_signer(mut self, key: ed25519_dalek::SigningKey) -> Self {
+        self.gate = self.gate.runpack_signer(key);
+        self
+    }
+
+    /// Routes served beside `/mcp` on the HTTP listener (an admin API, a console). They pass
+    /// the server's request-id and timeout layers but not the `/mcp` guard: they authenticate
+    /// their own callers. Their paths must not overlap `/mcp`, `/healthz`, `/readyz` or
+    /// `/metrics` (axum refuses overlapping routes when the listener starts).
+    #[must_use]
+    pub fn routes(mut self, routes: axum::Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// The server.
     ///
     /// # Errors
-    /// [`ServeError::Storage`] when the audit file cannot be opened.
-    pub fn open_with(
-        loaded: Loaded,
-        builder: DecisionGateBuilder,
-        data_dir: &DataDir,
-    ) -> Result<Self, ServeError> {
-        let Loaded { config, providers } = loaded;
-        let audit_path = config
-            .server
-            .audit
-            .path
-            .clone()
-            .unwrap_or_else(|| data_dir.audit());
-        let audit: Arc<dyn AuditSink> = Arc::new(
-            JsonLinesAuditSink::open(&audit_path)
-                .map_err(|e| e.to_string())
-                .map_err(storage(audit_path.display().to_string()))?,
-        );
-        let gate = builder
+    /// [`ServeError::Incomplete`] naming a required part that was not given.
+    pub fn build(self) -> Result<Server, ServeError> {
+        let missing = [
+            (!self.has_store, "store"),
+            (!self.has_runpacks, "runpack_store"),
+            (self.audit.is_none(), "audit_sink"),
+            (self.authenticate.is_none(), "authenticate"),
+        ]
+        .into_iter()
+        .filter_map(|(missing, part)| missing.then_some(part))
+        .collect::<Vec<_>>();
+        let (Some(audit), Some(authenticate), []) = (self.audit, self.authenticate, &missing[..])
+        else {
+            return Err(ServeError::Incomplete(missing.join(", ")));
+        };
+        let Loaded { config, providers } = self.loaded;
+        let gate = self
+            .gate
             .config(config.engine.clone())
             .providers(providers)
             .audit_sink(audit.clone())
@@ -166,15 +223,38 @@ impl Server {
         };
         let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
         let admission = Arc::new(Admission::new(
-            Authenticator::new(&config.server.auth),
+            authenticate,
             config.server.limits.max_inflight,
             config.server.limits.rate_limit.as_ref(),
         ));
-        Ok(Self {
+        Ok(Server {
             shared,
             admission,
             config,
+            routes: self.routes,
         })
+    }
+}
+
+impl Server {
+    /// A builder for a server with this (checked) configuration.
+    #[must_use]
+    pub fn builder(loaded: Loaded) -> ServerBuilder {
+        ServerBuilder {
+            loaded,
+            gate: DecisionGate::builder(),
+            has_store: false,
+            has_runpacks: false,
+            audit: None,
+            authenticate: None,
+            routes: axum::Router::new(),
+        }
+    }
+
+    /// The configuration it was built with.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// What every connection shares (the service, metrics, audit).
@@ -228,6 +308,7 @@ impl Server {
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
             allowed_hosts,
             tls,
+            routes: self.routes.clone(),
         };
         Ok(HttpServer {
             listener,

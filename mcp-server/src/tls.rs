@@ -21,10 +21,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-use crate::auth::ClientCertificate;
 use crate::caller::Transport;
 use crate::config::TlsConfig;
 use crate::handler::Shared;
+use decision_gate_core::identity::PeerCertificate;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,7 +161,7 @@ pub(crate) async fn serve(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(common_name)
-                .map(|common_name| ClientCertificate { common_name });
+                .map(|common_name| PeerCertificate { common_name });
             let service =
                 tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{
     Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, InMemoryAuditSink,
-    InMemoryUsageMeter, RequestContext, ScopeAuthorizer, UsageEvent, UsageMeter, UsageMetric,
+    InMemoryUsageMeter, RequestContext, Resource, ScopeAuthorizer, UsageEvent, UsageMeter,
+    UsageMetric,
 };
 use crate::disclosure::{
     DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
@@ -55,7 +56,9 @@ mod watch;
 pub use precheck::{DataShapeId, PrecheckRequest, PrecheckResult};
 pub use providers::{CheckSchemaView, EvidenceQueryRequest, ProviderContractView, ProviderSummary};
 pub use runpacks::ExportResult;
-pub use runs::{NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest};
+pub use runs::{
+    DecidedTrigger, NextRequest, RunStatusView, StartRequest, StartResult, SubmitRequest,
+};
 pub use scenarios::DefineResult;
 pub use watch::RunWatch;
 
@@ -251,7 +254,7 @@ impl std::fmt::Debug for DecisionGate {
 /// An authorized call in progress: what to audit and meter when it ends.
 struct Call {
     action: Action,
-    resource: String,
+    resource: Resource,
     request_hash: Option<HashDigest>,
     effects: Effects,
 }
@@ -289,12 +292,14 @@ impl DecisionGate {
     // ---- call bracket ---------------------------------------------------------------------------
 
     /// Runs one service call inside the bracket: authorize and quota-check, run `op` with the
-    /// call's effects, then meter and audit (or audit the failure).
+    /// call's effects, then meter and audit (or audit the failure). Every public method runs
+    /// exactly one bracket: what a call reads on its own behalf (the gate evaluations of its
+    /// feedback, the verification of its export) happens inside `op`, under the same action.
     pub(super) async fn call<T>(
         &self,
         ctx: &RequestContext,
         action: Action,
-        resource: (&'static str, String),
+        resource: Resource,
         request_hash: Option<HashDigest>,
         usage: Vec<(UsageMetric, u64)>,
         op: impl AsyncFnOnce(&Effects) -> Result<(T, Committed), Error>,
@@ -325,14 +330,12 @@ impl DecisionGate {
         &self,
         ctx: &RequestContext,
         action: Action,
-        (what, id): (&'static str, String),
+        resource: Resource,
         request_hash: Option<HashDigest>,
         mut usage: Vec<(UsageMetric, u64)>,
     ) -> Result<Call, Error> {
-        // Unique per call across tenants and restarts: tenant, namespace, this service
-        // instance's random id and its call counter.
-        let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
         usage.insert(0, (UsageMetric::ToolCalls, 1));
+        let call_key = self.call_key(ctx, action);
         let usage = usage
             .into_iter()
             .map(|(metric, quantity)| UsageEvent {
@@ -340,16 +343,9 @@ impl DecisionGate {
                 namespace_id: ctx.namespace_id,
                 metric,
                 quantity,
-                idempotency_key: format!(
-                    "{}/{}/{:016x}-{seq}/{}/{metric:?}",
-                    ctx.tenant_id,
-                    ctx.namespace_id,
-                    self.instance,
-                    action.name()
-                ),
+                idempotency_key: format!("{call_key}/{metric:?}"),
             })
             .collect::<Vec<_>>();
-        let resource = format!("{what}/{id}");
         let mut call = Call {
             action,
             resource,
@@ -359,8 +355,11 @@ impl DecisionGate {
                 audit: Vec::new(),
             },
         };
-        let refused = match self.authorizer.authorize(ctx, action).await {
-            Err(AuthzError::OutOfScope) => Some(Error::NotFound { what, id }),
+        let refused = match self.authorizer.authorize(ctx, action, &call.resource).await {
+            Err(AuthzError::OutOfScope) => Some(Error::NotFound {
+                what: call.resource.kind,
+                id: call.resource.id.clone(),
+            }),
             Err(e) => Some(Error::from(e)),
             Ok(()) => self
                 .usage
@@ -375,7 +374,7 @@ impl DecisionGate {
                     ctx,
                     &call,
                     AuditOutcome::Failure {
-                        kind: error.kind().to_owned(),
+                        kind: error.kind().as_str().to_owned(),
                     },
                 )])
                 .await?;
@@ -413,11 +412,35 @@ impl DecisionGate {
                         ctx,
                         &call,
                         AuditOutcome::Failure {
-                            kind: error.kind().to_owned(),
+                            kind: error.kind().as_str().to_owned(),
                         },
                     )])
                     .await?;
                 Err(error)
+            }
+        }
+    }
+
+    /// The key that makes a call's usage count once: the client's idempotency key when it sent
+    /// one (a retry of the same call is then metered once), else one unique per call across
+    /// tenants and restarts (this service instance's random id and its call counter).
+    fn call_key(&self, ctx: &RequestContext, action: Action) -> String {
+        match &ctx.idempotency_key {
+            Some(key) => format!(
+                "{}/{}/client/{}/{key}",
+                ctx.tenant_id,
+                ctx.namespace_id,
+                action.name()
+            ),
+            None => {
+                let seq = self.call_seq.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "{}/{}/{:016x}-{seq}/{}",
+                    ctx.tenant_id,
+                    ctx.namespace_id,
+                    self.instance,
+                    action.name()
+                )
             }
         }
     }
@@ -428,7 +451,7 @@ impl DecisionGate {
             action: call.action,
             tenant_id: ctx.tenant_id,
             namespace_id: ctx.namespace_id,
-            resource: call.resource.clone(),
+            resource: call.resource.to_string(),
             outcome,
             request_id: ctx.request_id.clone(),
             correlation_id: ctx.correlation_id.clone(),

@@ -62,7 +62,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::Precheck,
-            ("scenario", req.scenario_id.to_string()),
+            Resource::new("scenario", req.scenario_id.to_string()),
             request_hash,
             Vec::new(),
             async move |_| {

@@ -73,7 +73,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ProvidersList,
-            ("providers", "*".to_owned()),
+            Resource::new("providers", "*".to_owned()),
             None,
             Vec::new(),
             async move |_| {
@@ -108,7 +108,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ProviderContractGet,
-            ("provider", provider_id.to_string()),
+            Resource::new("provider", provider_id.to_string()),
             None,
             Vec::new(),
             async move |_| {
@@ -141,7 +141,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ProviderCheckSchemaGet,
-            ("check", format!("{provider_id}.{check_id}")),
+            Resource::new("check", format!("{provider_id}.{check_id}")),
             None,
             Vec::new(),
             async move |_| {
@@ -181,7 +181,7 @@ impl DecisionGate {
     ) -> Result<EvidenceResult, Error> {
         let request_hash = self.hash_request(&req);
         let usage = vec![(UsageMetric::EvidenceQueries, 1)];
-        let resource = (
+        let resource = Resource::new(
             "check",
             format!("{}.{}", req.query.provider_id, req.query.check_id),
         );

@@ -12,6 +12,8 @@ pub struct ExportResult {
     /// The stored manifest's URI, when this call wrote it (`None` when the same export was
     /// already stored).
     pub uri: Option<String>,
+    /// The verification of the stored runpack, when asked for.
+    pub report: Option<VerifyReport>,
 }
 
 impl DecisionGate {
@@ -19,6 +21,10 @@ impl DecisionGate {
     /// (and its signature) last, so a reader never finds a manifest whose files are missing. The
     /// export id is derived from the revision and root hash, and a stored export is never
     /// overwritten: exporting unchanged content again returns the stored export.
+    ///
+    /// With `verify`, the stored runpack is read back and verified in the same call (one
+    /// authorization, one audit event): once the export is stored, a failure to read it back
+    /// is a failed check in the report, never an error.
     ///
     /// # Errors
     /// [`Error::NotFound`] for an unknown run, [`Error::Unavailable`] when the store fails,
@@ -29,9 +35,10 @@ impl DecisionGate {
         scenario_id: &ScenarioId,
         run_id: &RunId,
         generated_at: Timestamp,
+        verify: Option<&VerifyOptions>,
     ) -> Result<ExportResult, Error> {
         let usage = vec![(UsageMetric::RunpackExports, 1)];
-        let resource = ("run", run_id.to_string());
+        let resource = Resource::new("run", run_id.to_string());
         self.call(
             ctx,
             Action::RunpackExport,
@@ -72,11 +79,13 @@ impl DecisionGate {
                     let manifest = serde_json::from_slice(&bytes).map_err(|e| {
                         Error::Corrupt(format!("stored manifest of {}: {e}", key.export_id))
                     })?;
+                    let report = self.verify_stored(&key, verify).await;
                     return Ok((
                         ExportResult {
                             key,
                             manifest,
                             uri: None,
+                            report,
                         },
                         false,
                     ));
@@ -95,11 +104,13 @@ impl DecisionGate {
                         uri = Some(self.runpacks.put_file(&key, path, bytes).await?);
                     }
                 }
+                let report = self.verify_stored(&key, verify).await;
                 Ok((
                     ExportResult {
                         key,
                         manifest: pack.manifest,
                         uri,
+                        report,
                     },
                     false,
                 ))
@@ -120,7 +131,7 @@ impl DecisionGate {
         export_id: &str,
         options: &VerifyOptions,
     ) -> Result<VerifyReport, Error> {
-        let resource = ("runpack", format!("{run_id}/{export_id}"));
+        let resource = Resource::new("runpack", format!("{run_id}/{export_id}"));
         self.call(
             ctx,
             Action::RunpackVerify,
@@ -132,12 +143,7 @@ impl DecisionGate {
                     run: Self::run_key(ctx, run_id),
                     export_id: export_id.to_owned(),
                 };
-                let mut files = BTreeMap::new();
-                for path in self.runpacks.list_files(&key).await? {
-                    if let Some(bytes) = self.runpacks.get_file(&key, &path).await? {
-                        files.insert(path, bytes);
-                    }
-                }
+                let files = self.stored_files(&key).await?;
                 if files.is_empty() {
                     return Err(Error::NotFound {
                         what: "runpack",
@@ -151,5 +157,31 @@ impl DecisionGate {
             },
         )
         .await
+    }
+
+    /// Every file of a stored runpack.
+    async fn stored_files(&self, key: &RunpackKey) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+        let mut files = BTreeMap::new();
+        for path in self.runpacks.list_files(key).await? {
+            if let Some(bytes) = self.runpacks.get_file(key, &path).await? {
+                files.insert(path, bytes);
+            }
+        }
+        Ok(files)
+    }
+
+    /// Verifies a runpack this call just stored, when asked: a store that cannot read it back
+    /// leaves files missing, which the report names as failed checks.
+    async fn verify_stored(
+        &self,
+        key: &RunpackKey,
+        options: Option<&VerifyOptions>,
+    ) -> Option<VerifyReport> {
+        let options = options?;
+        let files = self.stored_files(key).await.unwrap_or_else(|e| {
+            tracing::warn!(export_id = %key.export_id, "reading back a stored runpack: {e}");
+            BTreeMap::new()
+        });
+        Some(runpack::verify(&runpack::files_reader(&files), options))
     }
 }

@@ -62,6 +62,16 @@ pub struct SubmitRequest {
     pub submitted_at: Timestamp,
 }
 
+/// A decided trigger: its result and, when asked for, the gate evaluations that decided it
+/// (empty when no gate was evaluated: a stage timeout, a run already finished).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecidedTrigger {
+    /// The decision, the packets it disclosed and the run's status.
+    pub result: TriggerResult,
+    /// Each gate's evaluation with its evidence, when asked for.
+    pub gate_evaluations: Option<Vec<GateEvalRecord>>,
+}
+
 /// A run's status: the head's view plus the packets it has disclosed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStatusView {
@@ -101,7 +111,7 @@ impl DecisionGate {
             ctx,
             Action::ScenarioStart,
             // Out of scope must look like a missing scenario, the first thing start looks up.
-            ("scenario", req.scenario_id.to_string()),
+            Resource::new("scenario", req.scenario_id.to_string()),
             request_hash,
             vec![(UsageMetric::RunsStarted, 1)],
             async move |effects| self.start_inner(ctx, req, effects).await,
@@ -224,6 +234,22 @@ impl DecisionGate {
         ctx: &RequestContext,
         req: NextRequest,
     ) -> Result<TriggerResult, Error> {
+        Ok(self.next_with(ctx, req, false).await?.result)
+    }
+
+    /// [`Self::next`], and with `gates` the gate evaluations the decision was made on, read in
+    /// the same call (one authorization, one audit event): a caller allowed `scenario_next`
+    /// may see what its own trigger evaluated. The evidence keeps raw values only when the
+    /// service discloses raw evidence; digests always remain.
+    ///
+    /// # Errors
+    /// As [`Self::trigger`].
+    pub async fn next_with(
+        &self,
+        ctx: &RequestContext,
+        req: NextRequest,
+        gates: bool,
+    ) -> Result<DecidedTrigger, Error> {
         let event = TriggerEvent {
             trigger_id: req.trigger_id,
             tenant_id: ctx.tenant_id,
@@ -237,7 +263,7 @@ impl DecisionGate {
         };
         // The trigger event is the request as the journal records it.
         let request_hash = self.digest_request(&event);
-        let resource = ("run", event.run_id.to_string());
+        let resource = Resource::new("run", event.run_id.to_string());
         self.call(
             ctx,
             Action::ScenarioNext,
@@ -246,8 +272,25 @@ impl DecisionGate {
             Vec::new(),
             async move |effects| {
                 let request = (event, request_hash?);
-                self.decide_trigger(ctx, &req.scenario_id, request, "scenario.next", effects)
-                    .await
+                let (mut decided, committed) = self
+                    .decide_trigger(
+                        ctx,
+                        &req.scenario_id,
+                        request,
+                        "scenario.next",
+                        effects,
+                        gates,
+                    )
+                    .await?;
+                for record in decided
+                    .gate_evaluations
+                    .iter_mut()
+                    .flatten()
+                    .flat_map(|g| g.evidence.iter_mut())
+                {
+                    self.withhold_raw(&mut record.result);
+                }
+                Ok((decided, committed))
             },
         )
         .await
@@ -268,7 +311,7 @@ impl DecisionGate {
         event: TriggerEvent,
     ) -> Result<TriggerResult, Error> {
         let request_hash = self.digest_request(&event);
-        let resource = ("run", event.run_id.to_string());
+        let resource = Resource::new("run", event.run_id.to_string());
         self.call(
             ctx,
             Action::ScenarioTrigger,
@@ -277,8 +320,17 @@ impl DecisionGate {
             Vec::new(),
             async move |effects| {
                 let request = (event, request_hash?);
-                self.decide_trigger(ctx, scenario_id, request, "scenario.trigger", effects)
-                    .await
+                let (decided, committed) = self
+                    .decide_trigger(
+                        ctx,
+                        scenario_id,
+                        request,
+                        "scenario.trigger",
+                        effects,
+                        false,
+                    )
+                    .await?;
+                Ok((decided.result, committed))
             },
         )
         .await
@@ -334,12 +386,14 @@ impl DecisionGate {
         key: &RunKey,
         trigger_id: &TriggerId,
         status: RunStatus,
-    ) -> Result<TriggerResult, Error> {
+        gates: bool,
+    ) -> Result<DecidedTrigger, Error> {
         let entry = self.runs.entry_for_trigger(key, trigger_id).await?;
-        trigger_result(key, trigger_id, entry, status)
+        trigger_result(key, trigger_id, entry, status, gates)
     }
 
-    /// `request` is the trigger event with its digest.
+    /// `request` is the trigger event with its digest; with `gates`, the answer carries the
+    /// gate evaluations of the entry that decided it.
     async fn decide_trigger(
         &self,
         ctx: &RequestContext,
@@ -347,7 +401,8 @@ impl DecisionGate {
         (event, request_hash): (TriggerEvent, HashDigest),
         method: &str,
         effects: &Effects,
-    ) -> Result<(TriggerResult, Committed), Error> {
+        gates: bool,
+    ) -> Result<(DecidedTrigger, Committed), Error> {
         if event.tenant_id != ctx.tenant_id || event.namespace_id != ctx.namespace_id {
             return Err(Error::invalid(
                 "trigger.tenant_id",
@@ -367,14 +422,14 @@ impl DecisionGate {
             let head = Self::run_of(head, &key, scenario_id)?;
             if head.status != RunStatus::Active {
                 return Ok((
-                    self.recorded_result(&key, &head.last_decision.trigger_id, head.status)
+                    self.recorded_result(&key, &head.last_decision.trigger_id, head.status, gates)
                         .await?,
                     false,
                 ));
             }
             if let Some(entry) = recorded {
                 return Ok((
-                    trigger_result(&key, &event.trigger_id, Some(entry), head.status)?,
+                    trigger_result(&key, &event.trigger_id, Some(entry), head.status, gates)?,
                     false,
                 ));
             }
@@ -390,11 +445,19 @@ impl DecisionGate {
             }
             let revision = head.revision;
             let (new_head, entry, result) = self.step(head, &event, &request_hash, method).await?;
+            let gate_evaluations = match &entry.body {
+                EntryBody::Trigger(t) if gates => Some(t.gate_evals.clone()),
+                _ => None,
+            };
             if let Some(committed) = self
                 .append_unless_raced(revision, new_head, entry, effects)
                 .await?
             {
-                return Ok((result, committed));
+                let decided = DecidedTrigger {
+                    result,
+                    gate_evaluations,
+                };
+                return Ok((decided, committed));
             }
         }
         Err(too_busy(&key, "trigger"))
@@ -644,7 +707,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioSubmit,
-            ("run", req.run_id.to_string()),
+            Resource::new("run", req.run_id.to_string()),
             request_hash.as_ref().ok().cloned(),
             Vec::new(),
             async move |effects| self.submit_inner(ctx, (req, request_hash?), effects).await,
@@ -769,42 +832,6 @@ impl DecisionGate {
         .await
     }
 
-    /// The gate evaluations recorded for one trigger of a run (empty for a trigger decided
-    /// without evaluating gates, such as a trigger on a finished run). The evidence keeps its
-    /// raw values only when the service discloses raw evidence; digests always remain.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`] for an unknown run or trigger.
-    pub async fn trigger_gates(
-        &self,
-        ctx: &RequestContext,
-        scenario_id: &ScenarioId,
-        run_id: &RunId,
-        trigger_id: &TriggerId,
-    ) -> Result<Vec<GateEvalRecord>, Error> {
-        self.read_run(ctx, scenario_id, run_id, async |key, _| {
-            let entry = self
-                .runs
-                .entry_for_trigger(&key, trigger_id)
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    what: "trigger",
-                    id: trigger_id.to_string(),
-                })?;
-            let EntryBody::Trigger(entry) = entry.body else {
-                return Err(Error::Corrupt(format!(
-                    "run {run_id}: trigger entry of the wrong kind"
-                )));
-            };
-            let mut gates = entry.gate_evals;
-            for record in gates.iter_mut().flat_map(|g| g.evidence.iter_mut()) {
-                self.withhold_raw(&mut record.result);
-            }
-            Ok(gates)
-        })
-        .await
-    }
-
     /// A page of a run's journal: entries after revision `after`, ascending.
     ///
     /// # Errors
@@ -820,7 +847,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioStatus,
-            ("run", run_id.to_string()),
+            Resource::new("run", run_id.to_string()),
             None,
             Vec::new(),
             async move |_| {
@@ -845,7 +872,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioStatus,
-            ("run", run_id.to_string()),
+            Resource::new("run", run_id.to_string()),
             None,
             Vec::new(),
             async move |_| {
@@ -882,18 +909,23 @@ fn too_busy(key: &RunKey, what: &str) -> Error {
     Error::Conflict(format!("run {} is too busy; retry the {what}", key.run_id))
 }
 
-/// The recorded answer to a trigger: its entry's decision and packets, with the current status.
+/// The recorded answer to a trigger: its entry's decision and packets, with the current status
+/// (and, with `gates`, its gate evaluations).
 fn trigger_result(
     key: &RunKey,
     trigger_id: &TriggerId,
     entry: Option<JournalEntry>,
     status: RunStatus,
-) -> Result<TriggerResult, Error> {
+    gates: bool,
+) -> Result<DecidedTrigger, Error> {
     match entry.map(|e| e.body) {
-        Some(EntryBody::Trigger(t)) => Ok(TriggerResult {
-            decision: t.decision,
-            packets: t.packets,
-            status,
+        Some(EntryBody::Trigger(t)) => Ok(DecidedTrigger {
+            result: TriggerResult {
+                decision: t.decision,
+                packets: t.packets,
+                status,
+            },
+            gate_evaluations: gates.then_some(t.gate_evals),
         }),
         _ => Err(Error::Corrupt(format!(
             "run {}: no entry for trigger {trigger_id}",

@@ -37,7 +37,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioDefine,
-            ("scenario", id),
+            Resource::new("scenario", id),
             None,
             Vec::new(),
             async move |effects| {
@@ -64,7 +64,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenarioDefine,
-            ("scenario", spec.scenario_id.to_string()),
+            Resource::new("scenario", spec.scenario_id.to_string()),
             request_hash,
             Vec::new(),
             async move |effects| self.define_inner(ctx, spec, effects).await,
@@ -129,7 +129,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::ScenariosList,
-            ("namespace", ctx.namespace_id.to_string()),
+            Resource::new("namespace", ctx.namespace_id.to_string()),
             request_hash,
             Vec::new(),
             async move |_| {

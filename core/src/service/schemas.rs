@@ -25,7 +25,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::SchemasRegister,
-            ("schema", id),
+            Resource::new("schema", id),
             request_hash,
             usage,
             async move |effects| {
@@ -68,7 +68,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::SchemasGet,
-            ("schema", id.clone()),
+            Resource::new("schema", id.clone()),
             None,
             Vec::new(),
             async move |_| {
@@ -95,7 +95,7 @@ impl DecisionGate {
         self.call(
             ctx,
             Action::SchemasList,
-            ("namespace", ctx.namespace_id.to_string()),
+            Resource::new("namespace", ctx.namespace_id.to_string()),
             request_hash,
             Vec::new(),
             async move |_| {

@@ -954,6 +954,7 @@ async fn tenants_are_isolated_and_denials_are_audited() {
         tenant_id: Some(other.tenant_id),
         namespace_id: None,
         actions: None,
+        ..Principal::default()
     };
     let hidden = gate
         .status(&intruder, &id("s"), &id("r"))
@@ -977,6 +978,7 @@ async fn tenants_are_isolated_and_denials_are_audited() {
         tenant_id: None,
         namespace_id: None,
         actions: Some([Action::ScenarioStatus].into()),
+        ..Principal::default()
     };
     let denied = next(&gate, "s", "r", "t", 1).await.map(drop);
     assert!(denied.is_ok(), "the local caller may trigger");
@@ -1138,6 +1140,7 @@ async fn out_of_scope_callers_learn_nothing_about_their_documents() {
         tenant_id: Some(decision_gate_core::TenantId::new(2).unwrap()),
         namespace_id: None,
         actions: None,
+        ..Principal::default()
     };
     let err = gate
         .define_scenario_json(&intruder, "{not json")
@@ -1290,4 +1293,125 @@ async fn precheck_maps_a_shaped_payload_to_the_stages_conditions() {
         matches!(&err, Error::InvalidInput { field, .. } if field == "payload"),
         "{err}"
     );
+}
+
+/// A caller allowed only `scenario_next` gets the gates its own trigger evaluated in the same
+/// call: one authorization and one audit event, never a refusal after the decision committed.
+/// A retry of the same trigger answers the recorded decision with the same gates and appends
+/// nothing.
+#[tokio::test]
+async fn next_with_gates_is_one_call_under_one_action() {
+    let facts = facts();
+    let (gate, audit) = service(&facts);
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    let mut agent = ctx();
+    agent.principal = Principal {
+        subject: "next-only".into(),
+        actions: Some([Action::ScenarioNext].into()),
+        ..Principal::default()
+    };
+    let before = audit.events().len();
+    let decided = gate
+        .next_with(&agent, next_request("s", "r", "t1", 1), true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        decided.result.decision.outcome,
+        DecisionOutcome::Hold { .. }
+    ));
+    let gates = decided.gate_evaluations.expect("gates were asked for");
+    assert_eq!(gates.len(), 1);
+    assert_eq!(gates[0].evaluation.gate_id, id("ga"));
+    assert_eq!(gates[0].trigger_id, id("t1"));
+    let events = audit.events();
+    assert_eq!(events.len(), before + 1, "{events:#?}");
+    assert_eq!(events[before].action, Action::ScenarioNext);
+    assert_eq!(events[before].outcome, AuditOutcome::Success);
+
+    let again = gate
+        .next_with(&agent, next_request("s", "r", "t1", 1), true)
+        .await
+        .unwrap();
+    assert_eq!(again.result, decided.result);
+    assert_eq!(again.gate_evaluations, Some(gates));
+    let head = gate
+        .status(&ctx(), &id("s"), &id("r"))
+        .await
+        .unwrap()
+        .revision;
+    assert_eq!(head, 2, "the retry appended nothing");
+
+    // Without the ask, no gates are read.
+    let plain = gate
+        .next_with(&agent, next_request("s", "r", "t2", 2), false)
+        .await
+        .unwrap();
+    assert_eq!(plain.gate_evaluations, None);
+}
+
+/// Exporting with verification is one `runpack_export` call: a caller allowed only that tool
+/// gets the stored runpack's report.
+#[tokio::test]
+async fn export_with_verification_is_one_call_under_one_action() {
+    let facts = facts();
+    let (gate, audit) = service(&facts);
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    let mut exporter = ctx();
+    exporter.principal = Principal {
+        subject: "export-only".into(),
+        actions: Some([Action::RunpackExport].into()),
+        ..Principal::default()
+    };
+    let before = audit.events().len();
+    let verify = decision_gate_core::runpack::VerifyOptions::default();
+    let export = gate
+        .export_runpack(
+            &exporter,
+            &id("s"),
+            &id("r"),
+            Timestamp::Logical(5),
+            Some(&verify),
+        )
+        .await
+        .unwrap();
+    let report = export.report.expect("verification was asked for");
+    assert!(report.passed(), "{report:#?}");
+    let events = audit.events();
+    assert_eq!(events.len(), before + 1, "{events:#?}");
+    assert_eq!(events[before].action, Action::RunpackExport);
+    // The caller may not verify on its own: that is another tool.
+    let denied = gate
+        .verify_runpack(&exporter, &id("r"), &export.key.export_id, &verify)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.kind(), "permission_denied");
+}
+
+/// A client idempotency key makes a retried call count once; calls without one count each.
+#[tokio::test]
+async fn a_client_idempotency_key_meters_a_retried_call_once() {
+    let facts = facts();
+    let meter = Arc::new(InMemoryUsageMeter::default());
+    let gate = builder(&facts).usage_meter(meter.clone()).build();
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    let tenant = ctx().tenant_id;
+    let mut keyed = ctx();
+    keyed.idempotency_key = Some("retry-me".into());
+    for _ in 0..3 {
+        gate.next(&keyed, next_request("s", "r", "t1", 1))
+            .await
+            .unwrap();
+    }
+    // define, start, and the keyed next once.
+    assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 3);
+    gate.next(&ctx(), next_request("s", "r", "t1", 1))
+        .await
+        .unwrap();
+    gate.next(&ctx(), next_request("s", "r", "t1", 1))
+        .await
+        .unwrap();
+    assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 5);
 }

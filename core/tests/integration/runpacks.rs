@@ -60,7 +60,7 @@ async fn exported_with(
     };
     gate.submit(&ctx(), submit).await.unwrap();
     next(gate, "s", "r", "t3", 4).await.unwrap();
-    gate.export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(10))
+    gate.export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(10), None)
         .await
         .unwrap()
 }
@@ -153,7 +153,7 @@ async fn export_then_verify_with_replay_passes() {
         export.key.export_id
     );
     let again = gate
-        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(11))
+        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(11), None)
         .await
         .unwrap();
     assert_eq!(
@@ -384,7 +384,7 @@ async fn root_hash_with(order: ConditionOrder) -> String {
     set(&facts, "b", json!(true));
     next(&gate, "s", "r", "t1", 1).await.unwrap();
     next(&gate, "s", "r", "t2", 2).await.unwrap();
-    gate.export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9))
+    gate.export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9), None)
         .await
         .unwrap()
         .manifest
@@ -430,11 +430,11 @@ async fn reordered_spec_conditions_change_only_the_spec_artifact() {
             .collect::<Vec<_>>()
     };
     let ea = a
-        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9))
+        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9), None)
         .await
         .unwrap();
     let eb = b
-        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9))
+        .export_runpack(&ctx(), &id("s"), &id("r"), Timestamp::Logical(9), None)
         .await
         .unwrap();
     let (ha, hb) = (hashes(&ea), hashes(&eb));

@@ -26,11 +26,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::{Admission, Refusal, Seen};
-use crate::auth::{ClientCertificate, Presented};
 use crate::caller::{Caller, Transport};
 use crate::handler::Shared;
 use crate::http::{RequestIds, X_REQUEST_ID, strip_client_request_id};
 use crate::tls;
+use decision_gate_core::identity::{Credentials, PeerCertificate};
 
 pub use service::GrpcApi;
 
@@ -149,13 +149,14 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -
         ..Seen::of(&req)
     };
     match admit(&guard, &mut seen, req).await {
-        Ok((mut req, admitted)) => {
+        Ok((mut req, admitted, idempotency_key)) => {
             req.extensions_mut().insert(Caller {
                 principal: admitted.principal,
                 transport: Transport::Grpc,
                 peer: seen.peer,
                 request_id: seen.request_id.clone(),
                 correlation_id: seen.correlation_id.clone(),
+                idempotency_key,
             });
             let response = next.run(req).await;
             drop(admitted.permit);
@@ -166,7 +167,7 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -
                 .shared
                 .refuse(Transport::Grpc, refusal.event(Transport::Grpc, &seen))
                 .await;
-            status::refusal(&refusal, guard.admission.auth().challenge()).into_http()
+            status::refusal(&refusal, guard.admission.challenge()).into_http()
         }
     }
 }
@@ -177,21 +178,25 @@ async fn admit(
     guard: &Guard,
     seen: &mut Seen,
     req: Request,
-) -> Result<(Request, crate::admission::Admitted), Refusal> {
+) -> Result<(Request, crate::admission::Admitted, Option<String>), Refusal> {
     seen.correlation_id = Admission::correlation_id(
         req.headers()
             .get("x-correlation-id")
             .map(HeaderValue::as_bytes),
         "x-correlation-id",
     )?;
-    let admitted = guard.admission.admit(Presented {
-        peer: seen.peer,
-        authorization: req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
+    let idempotency_key = Admission::idempotency_key(
+        req.headers()
+            .get(crate::admission::IDEMPOTENCY_KEY)
             .map(HeaderValue::as_bytes),
-        certificate: req.extensions().get::<ClientCertificate>(),
-    })?;
+    )?;
+    let credentials = Credentials {
+        transport: Transport::Grpc.name(),
+        peer: seen.peer,
+        headers: req.headers(),
+        certificate: req.extensions().get::<PeerCertificate>(),
+    };
+    let admitted = guard.admission.admit(&credentials).await?;
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
         .await
@@ -208,6 +213,7 @@ async fn admit(
     Ok((
         Request::from_parts(parts, axum::body::Body::from(bytes)),
         admitted,
+        idempotency_key,
     ))
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use decision_gate_core::access::AccessRefusal;
+use decision_gate_core::ErrorKind;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
@@ -12,25 +12,30 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::admission::Refusal;
 use crate::error::ToolError;
 
-/// The status code of an error kind.
+/// The status code of an error kind: the one mapping, exhaustive, so a new kind cannot reach
+/// a gRPC client unmapped.
 #[must_use]
-pub fn code(kind: &str) -> Code {
+pub fn code(kind: ErrorKind) -> Code {
     match kind {
-        "invalid_input" | "too_large" => Code::InvalidArgument,
-        "not_found" => Code::NotFound,
-        "already_exists" => Code::AlreadyExists,
+        ErrorKind::InvalidInput | ErrorKind::TooLarge | ErrorKind::InvalidCorrelationId => {
+            Code::InvalidArgument
+        }
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
         // A run too busy to append: the caller may retry the whole call.
-        "conflict" => Code::Aborted,
-        "permission_denied" => Code::PermissionDenied,
-        "unauthenticated" => Code::Unauthenticated,
-        "quota_exceeded" | "rate_limited" | "overloaded" => Code::ResourceExhausted,
-        "unavailable" => Code::Unavailable,
-        "integrity_failure" => Code::DataLoss,
-        _ => Code::Internal,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::QuotaExceeded | ErrorKind::RateLimited | ErrorKind::Overloaded => {
+            Code::ResourceExhausted
+        }
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::IntegrityFailure => Code::DataLoss,
+        ErrorKind::Internal => Code::Internal,
     }
 }
 
-fn with_kind(code: Code, kind: &str, message: String, retry_after_ms: Option<u64>) -> Status {
+fn with_kind(code: Code, kind: ErrorKind, message: String, retry_after_ms: Option<u64>) -> Status {
     let mut status = match retry_after_ms {
         Some(ms) => Status::with_error_details(
             code,
@@ -39,9 +44,9 @@ fn with_kind(code: Code, kind: &str, message: String, retry_after_ms: Option<u64
         ),
         None => Status::new(code, message),
     };
-    if let Ok(v) = MetadataValue::try_from(kind) {
-        status.metadata_mut().insert("dg-error-kind", v);
-    }
+    status
+        .metadata_mut()
+        .insert("dg-error-kind", MetadataValue::from_static(kind.as_str()));
     if let Some(ms) = retry_after_ms {
         status
             .metadata_mut()
@@ -62,30 +67,23 @@ pub fn tool_error(error: ToolError) -> Status {
 
 /// The status of a request refused before any operation ran.
 #[must_use]
-pub fn refusal(refusal: &Refusal, challenge: Option<&'static str>) -> Status {
-    let code = match refusal.refusal {
-        AccessRefusal::InvalidCorrelationId
-        | AccessRefusal::InvalidRequest
-        | AccessRefusal::TooLarge => Code::InvalidArgument,
-        AccessRefusal::Unauthenticated => Code::Unauthenticated,
-        AccessRefusal::RateLimited | AccessRefusal::Overloaded => Code::ResourceExhausted,
-    };
-    let mut status = with_kind(
-        code,
-        refusal.refusal.kind(),
-        refusal.message.clone(),
-        refusal.retry_after_ms,
-    );
-    if let Some(challenge) = challenge.filter(|_| code == Code::Unauthenticated) {
-        status
-            .metadata_mut()
-            .insert("www-authenticate", MetadataValue::from_static(challenge));
+pub fn refusal(refusal: &Refusal, challenge: Option<&str>) -> Status {
+    let kind = refusal.refusal.kind();
+    let code = code(kind);
+    let mut status = with_kind(code, kind, refusal.message.clone(), refusal.retry_after_ms);
+    if let Some(challenge) = challenge
+        .filter(|_| code == Code::Unauthenticated)
+        .and_then(|c| MetadataValue::try_from(c).ok())
+    {
+        status.metadata_mut().insert("www-authenticate", challenge);
     }
     status
 }
 
 #[cfg(test)]
 mod tests {
+    use decision_gate_core::access::AccessRefusal;
+
     use super::*;
 
     #[test]
@@ -93,17 +91,26 @@ mod tests {
         let cases = [
             ("invalid_input", Code::InvalidArgument),
             ("too_large", Code::InvalidArgument),
+            ("invalid_correlation_id", Code::InvalidArgument),
             ("not_found", Code::NotFound),
             ("already_exists", Code::AlreadyExists),
             ("conflict", Code::Aborted),
             ("permission_denied", Code::PermissionDenied),
+            ("unauthenticated", Code::Unauthenticated),
             ("quota_exceeded", Code::ResourceExhausted),
+            ("rate_limited", Code::ResourceExhausted),
+            ("overloaded", Code::ResourceExhausted),
             ("unavailable", Code::Unavailable),
             ("integrity_failure", Code::DataLoss),
             ("internal", Code::Internal),
         ];
-        for (kind, expected) in cases {
-            assert_eq!(code(kind), expected, "{kind}");
+        assert_eq!(cases.len(), ErrorKind::ALL.len(), "every kind has a case");
+        for kind in ErrorKind::ALL {
+            let (_, expected) = cases
+                .iter()
+                .find(|(name, _)| kind == *name)
+                .unwrap_or_else(|| panic!("no case for {kind}"));
+            assert_eq!(code(kind), *expected, "{kind}");
         }
     }
 

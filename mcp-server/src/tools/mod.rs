@@ -249,42 +249,36 @@ pub async fn next(
     let a: NextArgs = parse(args)?;
     let r = a.request;
     let ctx = caller.context(r.tenant_id, r.namespace_id, r.correlation_id.clone());
-    let trigger_id = r.trigger_id.clone();
-    let result = gate
-        .next(
-            &ctx,
-            NextRequest {
-                scenario_id: a.scenario_id.clone(),
-                run_id: r.run_id.clone(),
-                trigger_id: r.trigger_id,
-                agent_id: r.agent_id,
-                time: r.time,
-            },
-        )
-        .await?;
     let level = a
         .feedback
         .unwrap_or(policy.feedback.default)
         .min(policy.feedback.max);
-    let gate_evaluations = if level >= FeedbackLevel::Trace {
-        let mut gates = gate
-            .trigger_gates(&ctx, &a.scenario_id, &r.run_id, &trigger_id)
-            .await?;
-        if level < FeedbackLevel::Evidence {
-            for g in &mut gates {
-                g.evidence.clear();
-            }
+    // The gates are read in the same call as the decision: one authorization, one audit event.
+    let decided = gate
+        .next_with(
+            &ctx,
+            NextRequest {
+                scenario_id: a.scenario_id,
+                run_id: r.run_id,
+                trigger_id: r.trigger_id,
+                agent_id: r.agent_id,
+                time: r.time,
+            },
+            level >= FeedbackLevel::Trace,
+        )
+        .await?;
+    let mut gate_evaluations = decided.gate_evaluations;
+    if level < FeedbackLevel::Evidence {
+        for g in gate_evaluations.iter_mut().flatten() {
+            g.evidence.clear();
         }
-        Some(gates)
-    } else {
-        None
-    };
+    }
     let denied_reason = a
         .feedback
         .is_some_and(|asked| asked > level)
         .then(|| format!("the server allows feedback up to {level:?}").to_lowercase());
     Ok(TriggerAnswer {
-        result,
+        result: decided.result,
         feedback: Some(Feedback {
             level,
             gate_evaluations,
@@ -470,23 +464,22 @@ async fn call_any(
         Action::RunpackExport => {
             let a: ExportArgs = parse(args)?;
             let ctx = caller.context(a.tenant_id, a.namespace_id, None);
+            let verify = VerifyOptions::default();
             let export = gate
-                .export_runpack(&ctx, &a.scenario_id, &a.run_id, a.generated_at)
+                .export_runpack(
+                    &ctx,
+                    &a.scenario_id,
+                    &a.run_id,
+                    a.generated_at,
+                    a.include_verification.then_some(&verify),
+                )
                 .await?;
             let mut value = json!({
                 "export_id": export.key.export_id,
                 "manifest": to_value(&export.manifest)?,
                 "storage_uri": export.uri,
             });
-            if a.include_verification {
-                let report = gate
-                    .verify_runpack(
-                        &ctx,
-                        &a.run_id,
-                        &export.key.export_id,
-                        &VerifyOptions::default(),
-                    )
-                    .await?;
+            if let Some(report) = export.report {
                 value["report"] = to_value(report)?;
             }
             Ok(value)
@@ -691,7 +684,7 @@ mod properties {
             let outcome = runtime.block_on(call(&gate, &ToolPolicy::default(), &Caller::stdio(), Action::ALL[tool], args));
             if let Err(error) = outcome {
                 prop_assert!(
-                    ["invalid_input", "not_found", "too_large", "conflict", "already_exists"].contains(&error.kind),
+                    ["invalid_input", "not_found", "too_large", "conflict", "already_exists"].contains(&error.kind.as_str()),
                     "unexpected kind {}: {}", error.kind, error.message
                 );
             }

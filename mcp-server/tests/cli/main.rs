@@ -85,6 +85,30 @@ fn quickstart_holds_advances_completes_and_verifies() {
     assert_eq!(doc["verification"]["checked_files"], 8);
 }
 
+/// The README's first command: no arguments, from a fresh directory, so the data directory is
+/// the relative default (`dg-data`); and a relative `--data-dir`.
+#[test]
+fn quickstart_runs_with_relative_data_directories() {
+    let cwd = tempfile::tempdir().unwrap();
+    for args in [&["quickstart"][..], &["quickstart", "--data-dir", "qs"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_decision-gate"))
+            .args(args)
+            .current_dir(cwd.path())
+            .output()
+            .expect("run decision-gate");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}{}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout(&output).contains("PASS"), "{}", stdout(&output));
+    }
+    assert!(cwd.path().join("dg-data/evidence").is_dir());
+    assert!(cwd.path().join("qs/evidence").is_dir());
+    assert!(!cwd.path().join("dg-data/dg-data").exists());
+}
+
 #[test]
 fn runpack_verify_passes_and_names_what_was_tampered_with() {
     let dir = tempfile::tempdir().unwrap();

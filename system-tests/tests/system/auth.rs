@@ -261,3 +261,76 @@ fn a_non_loopback_address_needs_authentication_and_tls() {
         assert!(stderr.contains("server.tls"), "{stderr}");
     }
 }
+
+/// A token allowed only `scenario_next` that asks for `trace` feedback gets its decision with
+/// the gates it evaluated: the gates are part of the call, not a second `scenario_status`
+/// call that the token may not make. One audit event per call; an idempotency key that does
+/// not fit the rules is refused before anything runs.
+#[test]
+fn a_next_only_token_gets_trace_feedback_in_one_call() {
+    let config = format!(
+        "{}\n[[server.auth.tokens]]\nsubject = \"agent\"\ntoken_sha256 = \"{}\"\ntools = [\"scenario_next\"]\n\n[server.feedback]\nmax = \"trace\"\n",
+        bearer_config(),
+        sha256_hex("agent-token-0123456789"),
+    );
+    let server = Server::start_with(Some(&config), |_| {});
+    let http = Client::new();
+    let url = server.mcp_url();
+    let ci = [("authorization", format!("Bearer {CI_TOKEN}"))];
+    let ci: Vec<(&str, &str)> = ci.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let spec: Value = serde_json::from_str(crate::support::THREE_STAGE).expect("fixture");
+    for (id, tool, args) in [
+        (1, "scenario_define", json!({ "spec": spec })),
+        (
+            2,
+            "scenario_start",
+            json!({ "scenario_id": "release-train", "started_at": { "kind": "unix_millis", "value": 0 },
+                    "run_config": { "tenant_id": 1, "namespace_id": 1, "run_id": "run-1" } }),
+        ),
+    ] {
+        let (_, _, body) = post(&http, &url, call_body(id, tool, args), &ci);
+        assert_eq!(result(&body)["isError"], false, "{body}");
+    }
+    let next = call_body(
+        3,
+        "scenario_next",
+        json!({ "scenario_id": "release-train", "feedback": "trace",
+                "request": { "run_id": "run-1", "tenant_id": 1, "namespace_id": 1,
+                             "trigger_id": "n-1", "agent_id": "agent-7",
+                             "time": { "kind": "unix_millis", "value": 500 } } }),
+    );
+    let agent = [
+        ("authorization", "Bearer agent-token-0123456789"),
+        ("idempotency-key", "next-n-1"),
+    ];
+    let before = server.audit().len();
+    let (status, _, body) = post(&http, &url, next.clone(), &agent);
+    assert_eq!(status, 200, "{body}");
+    let answer = result(&body);
+    assert_eq!(answer["isError"], false, "{body}");
+    let feedback = &answer["structuredContent"]["feedback"];
+    assert_eq!(feedback["level"], "trace", "{body}");
+    assert_eq!(
+        feedback["gate_evaluations"][0]["evaluation"]["gate_id"], "planning-closed",
+        "{body}"
+    );
+    let audit = server.audit();
+    let calls: Vec<&Value> = audit[before..]
+        .iter()
+        .filter(|e| e["principal"] == "agent")
+        .collect();
+    assert_eq!(calls.len(), 1, "one audit event for the call: {calls:?}");
+    assert_eq!(calls[0]["action"], "scenario_next");
+    assert_eq!(calls[0]["outcome"]["result"], "success");
+
+    let bad_key = [
+        ("authorization", "Bearer agent-token-0123456789"),
+        ("idempotency-key", "has space"),
+    ];
+    let (status, _, body) = post(&http, &url, next, &bad_key);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("idempotency-key contains whitespace"),
+        "{body}"
+    );
+}

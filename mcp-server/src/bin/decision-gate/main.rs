@@ -2,6 +2,7 @@
 //! JSON document with `--json`; exit code 0 means success, 1 a failed check (an invalid spec, a
 //! runpack that does not verify), 2 a usage error.
 
+mod compose;
 mod config;
 mod output;
 mod quickstart;

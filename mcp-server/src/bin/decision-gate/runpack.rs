@@ -39,7 +39,7 @@ pub(crate) async fn export(
         None => now()?,
     });
     let export = gate
-        .export_runpack(&ctx, &scenario.parse()?, &run.parse()?, generated_at)
+        .export_runpack(&ctx, &scenario.parse()?, &run.parse()?, generated_at, None)
         .await?;
     let dir = setup::runpack_dir(data_dir, &export.key)?;
     out.document(&json!({"status": "exported", "dir": dir.display().to_string(), "manifest": export.manifest}));

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use decision_gate_mcp::config::{self, Config};
 use decision_gate_mcp::server::cancel_on_signal;
-use decision_gate_mcp::{DataDir, ServeError, Server};
+use decision_gate_mcp::{DataDir, ServeError};
 use tokio_util::sync::CancellationToken;
 
 use crate::output::UsageError;
@@ -49,7 +49,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let grpc = args.grpc;
     let result = async {
-        let server = Server::open(loaded, &data_dir).await?;
+        let server = crate::compose::open(loaded, &data_dir).await?;
         if http.is_none() && grpc.is_none() {
             return server.serve_stdio().await;
         }

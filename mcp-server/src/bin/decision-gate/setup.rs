@@ -1,5 +1,5 @@
 //! What the commands that work on a data directory open: the server's composition root
-//! ([`Server::open`]) with the defaults plus a `json` provider reading `<data-dir>/evidence`,
+//! (`compose::open`) with the defaults plus a `json` provider reading `<data-dir>/evidence`,
 //! and a registry of every built-in provider for validating specs.
 
 use std::path::{Path, PathBuf};
@@ -46,11 +46,10 @@ pub(crate) async fn server(data_dir: &Path) -> anyhow::Result<Server> {
     let evidence = evidence_dir(data_dir);
     std::fs::create_dir_all(&evidence)
         .with_context(|| format!("creating {}", evidence.display()))?;
-    let text = format!(
-        "[providers.env]\n[providers.json]\nroot = {:?}\nroot_id = \"evidence\"\n",
-        evidence.display().to_string()
-    );
-    let loaded = config::parse(&text, data_dir).map_err(|problems| {
+    // The root is relative to the data directory, the base `parse` resolves it against: a
+    // relative data directory joined here as well would be joined twice.
+    let text = "[providers.env]\n[providers.json]\nroot = \"evidence\"\nroot_id = \"evidence\"\n";
+    let loaded = config::parse(text, data_dir).map_err(|problems| {
         anyhow!(
             "data directory configuration: {}",
             problems
@@ -60,5 +59,5 @@ pub(crate) async fn server(data_dir: &Path) -> anyhow::Result<Server> {
                 .join("; ")
         )
     })?;
-    Ok(Server::open(loaded, &DataDir::new(data_dir)).await?)
+    Ok(crate::compose::open(loaded, &DataDir::new(data_dir)).await?)
 }
