@@ -1,6 +1,7 @@
 //! The gRPC API against the real binary: the parity suite (the same scenario through the
 //! official MCP client and through gRPC gives the same decisions, run state and runpack root
-//! hash), error kinds that correspond, bad input, authentication, health and `WatchRun`.
+//! hash), error kinds that correspond, bad input, authentication, health, reflection (v1 and
+//! v1alpha, through tonic and through Python's `grpcio-reflection`) and `WatchRun`.
 
 use decision_gate_mcp::grpc::pb::{self, decision_gate_client::DecisionGateClient};
 use std::time::Duration;
@@ -829,34 +830,107 @@ fn an_mtls_grpc_listener_takes_the_subject_from_the_verified_certificate_only() 
     );
 }
 
+/// Every service on the gRPC listener, as reflection should list it in either version.
+const SERVED: [&str; 4] = [
+    "decision_gate.v1.DecisionGate",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 #[test]
-fn reflection_describes_the_service() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+fn reflection_describes_the_service_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
     let server = Server::start();
-    runtime().block_on(async {
+    let (listed_v1, listed_v1alpha) = runtime().block_on(async {
         let channel = channel(&server).await;
-        let request = ServerReflectionRequest {
+        let request = v1::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(MessageRequest::ListServices(String::new())),
+            message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
         };
-        let mut answers = ServerReflectionClient::new(channel)
+        let answer = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
             .server_reflection_info(futures::stream::iter([request]))
             .await
-            .expect("reflection")
-            .into_inner();
-        let answer = answers.message().await.expect("stream").expect("an answer");
-        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            .expect("reflection v1")
+            .into_inner()
+            .message()
+            .await
+            .expect("stream")
+            .expect("an answer");
+        let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            answer.message_response
+        else {
             panic!("not a service list: {answer:?}");
         };
-        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        assert!(
-            names.iter().any(|n| n == "decision_gate.v1.DecisionGate"),
-            "{names:?}"
-        );
+        let listed_v1: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        let request = v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        };
+        let answer = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner()
+            .message()
+            .await
+            .expect("stream")
+            .expect("an answer");
+        let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            answer.message_response
+        else {
+            panic!("not a service list: {answer:?}");
+        };
+        let listed_v1alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        (listed_v1, listed_v1alpha)
     });
+    for listed in [&listed_v1, &listed_v1alpha] {
+        let mut sorted = listed.clone();
+        sorted.sort();
+        assert_eq!(sorted, SERVED, "{listed:?}");
+    }
+}
+
+/// The rpc names of `decision_gate.v1.DecisionGate`, read from its `.proto`.
+fn proto_rpcs() -> Vec<String> {
+    let proto = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../proto/decision_gate/v1/decision_gate.proto"
+    ))
+    .expect("the proto");
+    proto
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("rpc "))
+        .map(|rest| rest.split('(').next().expect("rpc name").trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn python_grpcio_reflection_lists_and_resolves_the_service_through_v1alpha() {
+    let server = Server::start();
+    let results = python_grpc(
+        &server,
+        json!([{ "reflect": "decision_gate.v1.DecisionGate" }]),
+    );
+    let answer = &results[0];
+    assert!(answer.get("error").is_none(), "{answer}");
+    let mut listed: Vec<&str> = answer["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s.as_str().expect("a service name"))
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, SERVED, "{answer}");
+    // The service resolved from the descriptors reflection sent: its file and every rpc.
+    assert_eq!(answer["file"], "decision_gate/v1/decision_gate.proto");
+    let rpcs = proto_rpcs();
+    assert!(rpcs.len() >= 18, "{rpcs:?}");
+    assert_eq!(answer["methods"], json!(rpcs));
 }
 
 #[test]
