@@ -297,7 +297,7 @@ pub struct EnterpriseConfig {
 }
 
 impl EnterpriseConfig {
-    /// Where runpacks and the default audit trail live: `data_dir`, else `dg-data`.
+    /// Where runpacks live: `data_dir`, else `dg-data`.
     #[must_use]
     pub fn data_dir(&self) -> PathBuf {
         self.server.config.data_dir()
@@ -349,6 +349,12 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
     let server = oss::parse_table(table, base).map_err(|p| problems.extend(p));
     if let Ok(server) = &server {
         principal_problems(&server.config.server.auth, &mut problems);
+        if server.config.server.audit.path.is_some() {
+            problems.push(problem(
+                "server.audit.path",
+                "the enterprise server writes its audit trail to Postgres, never to a replica's disk; remove this key",
+            ));
+        }
     }
     match (server, database, tenancy) {
         (Ok(server), Some(database), Some(tenancy)) if problems.is_empty() => {

@@ -7,9 +7,11 @@
 pub mod config;
 mod gated;
 mod serve;
+mod tenancy;
 
 pub use gated::GatedStore;
 pub use serve::{ServeOptions, serve};
+pub use tenancy::TenancyAuthorizer;
 
 use decision_gate_mcp::config::Problem;
 use decision_gate_store_enterprise::{

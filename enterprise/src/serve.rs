@@ -11,17 +11,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use decision_gate_core::access::JsonLinesAuditSink;
+use decision_gate_core::access::ScopeAuthorizer;
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_mcp::server::cancel_on_signal;
 use decision_gate_mcp::{DataDir, ServeError, Server, auth};
 use decision_gate_store_enterprise::{
-    MigrateOptions, PgError, PgPool, PgStore, check_app_role, check_schema, migrate,
+    MigrateOptions, PgAuditSink, PgError, PgPool, PgStore, PgUsageMeter, check_app_role,
+    check_schema, migrate,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
-use crate::{EnterpriseError, GatedStore, provision};
+use crate::{EnterpriseError, GatedStore, TenancyAuthorizer, provision};
 
 /// How often a server whose database is unreachable retries its start-up steps.
 const RETRY: Duration = Duration::from_secs(1);
@@ -39,8 +40,8 @@ pub struct ServeOptions {
 ///
 /// # Errors
 /// [`EnterpriseError::Database`] when the database is one this binary must not serve (or
-/// migrating it failed); [`EnterpriseError::Serve`] when a store, the audit file or a
-/// listener cannot be opened; [`EnterpriseError::Config`] when no listener is configured.
+/// migrating it failed); [`EnterpriseError::Serve`] when the runpack directory or a listener
+/// cannot be opened; [`EnterpriseError::Config`] when no listener is configured.
 pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<(), EnterpriseError> {
     let EnterpriseConfig {
         server: loaded,
@@ -62,7 +63,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
     let startup = Startup {
         database,
         tenancy,
-        pool,
+        pool: pool.clone(),
     };
     match startup.run().await {
         Ok(()) => store.open(),
@@ -82,27 +83,21 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         what: data_dir.runpacks().display().to_string(),
         message: e.to_string(),
     })?;
-    let audit_path = loaded
-        .config
-        .server
-        .audit
-        .path
-        .clone()
-        .unwrap_or_else(|| data_dir.audit());
-    let audit = JsonLinesAuditSink::open(&audit_path).map_err(|e| ServeError::Storage {
-        what: audit_path.display().to_string(),
-        message: e.to_string(),
-    })?;
+    // One trail: every audit and usage event in Postgres, none on this replica's disk or in
+    // its memory.
     let authenticate = auth::from_config(&loaded.config.server.auth);
+    let authorizer = TenancyAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
     let server = Server::builder(loaded)
         .store(store.clone())
         .runpack_store(Arc::new(runpacks))
-        .audit_sink(Arc::new(audit))
+        .audit_sink(Arc::new(PgAuditSink::new(pool.clone())))
+        .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
+        .authorizer(Arc::new(authorizer))
         .authenticate(authenticate)
         .build()?;
 
     let note = format!(
-        "Postgres; runpacks and audit in {}",
+        "Postgres; audit and usage in Postgres; runpacks in {}",
         data_dir.path().display()
     );
     let listeners = server.bind_listeners(http, options.grpc, &note).await?;

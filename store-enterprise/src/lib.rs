@@ -35,6 +35,8 @@ mod migrate;
 mod store;
 #[cfg(feature = "postgres")]
 mod tenancy;
+#[cfg(feature = "postgres")]
+mod trail;
 
 #[cfg(feature = "postgres")]
 pub use error::PgError;
@@ -53,5 +55,8 @@ pub use sqlx::postgres::PgPool;
 pub use store::{PgStore, PoolConfig};
 #[cfg(feature = "postgres")]
 pub use tenancy::{
-    LifecycleState, Provisioned, create_namespace, create_organisation, create_tenant, tenant_state,
+    LifecycleState, Provisioned, create_namespace, create_organisation, create_tenant,
+    namespace_state, tenant_state,
 };
+#[cfg(feature = "postgres")]
+pub use trail::{PgAuditSink, PgUsageMeter};

@@ -255,6 +255,8 @@ const APP_GRANTS: &[(&str, &str)] = &[
     ("data_shapes", "SELECT, INSERT"),
     ("usage_events", "SELECT, INSERT"),
     ("audit_events", "SELECT, INSERT"),
+    // Append only: operators read the deployment stream as the owner.
+    ("deployment_audit_events", "INSERT"),
     // The start-up schema check reads it.
     ("_sqlx_migrations", "SELECT"),
 ];

@@ -12,7 +12,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use decision_gate_core::access::{AuditEvent, UsageEvent};
 use decision_gate_core::ids::{
     NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
 };
@@ -31,6 +30,7 @@ use decision_gate_core::store::codec::{
 
 use crate::codec::{constraint, is_unique_violation, store_error, to_i64, unavailable};
 use crate::error::PgError;
+use crate::trail::EffectColumns;
 use crate::{check_app_role, check_schema};
 
 /// Pool limits and timeouts of a [`PgStore`].
@@ -153,94 +153,22 @@ fn limit_plus_one(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
 }
 
-/// Inserts a write's usage and audit events into its transaction, in one statement. A usage
-/// idempotency key already recorded for the tenant counts once (its insert does nothing).
+/// Records a write's usage and audit events in its transaction (`dg_record_effects`, the one
+/// definition of those writes). A usage idempotency key already recorded for the tenant counts
+/// once.
 async fn insert_effects(
     tx: &mut Transaction<'static, Postgres>,
     effects: &Effects,
     scope: (i64, i64),
 ) -> Result<(), StoreError> {
-    if effects.usage.is_empty() && effects.audit.is_empty() {
+    let columns = EffectColumns::of_effects(effects)?;
+    if columns.is_empty() {
         return Ok(());
     }
-    let usage = UsageColumns::of(&effects.usage)?;
-    let audit = AuditColumns::of(&effects.audit)?;
-    sqlx::query(
-        "WITH usage AS (
-             INSERT INTO usage_events (tenant_id, idempotency_key, namespace_id, metric, quantity)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::bigint[])
-             ON CONFLICT DO NOTHING
-         )
-         INSERT INTO audit_events (tenant_id, namespace_id, event_json, doc_sha256)
-         SELECT * FROM unnest($6::bigint[], $7::bigint[], $8::text[], $9::text[])",
-    )
-    .bind(usage.tenant)
-    .bind(usage.key)
-    .bind(usage.namespace)
-    .bind(usage.metric)
-    .bind(usage.quantity)
-    .bind(audit.tenant)
-    .bind(audit.namespace)
-    .bind(audit.json)
-    .bind(audit.sha)
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| store_error(e, scope))?;
-    Ok(())
-}
-
-/// Usage events as column arrays for `unnest`.
-#[derive(Default)]
-struct UsageColumns {
-    tenant: Vec<i64>,
-    key: Vec<String>,
-    namespace: Vec<i64>,
-    metric: Vec<String>,
-    quantity: Vec<i64>,
-}
-
-impl UsageColumns {
-    fn of(events: &[UsageEvent]) -> Result<Self, StoreError> {
-        let mut c = Self::default();
-        for e in events {
-            let metric = serde_json::to_value(e.metric)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .ok_or_else(|| StoreError::Invalid {
-                    field: "metric",
-                    message: format!("{:?} has no name", e.metric),
-                })?;
-            c.tenant.push(e.tenant_id.as_i64());
-            c.key.push(e.idempotency_key.clone());
-            c.namespace.push(e.namespace_id.as_i64());
-            c.metric.push(metric);
-            c.quantity.push(to_i64("quantity", e.quantity)?);
-        }
-        Ok(c)
-    }
-}
-
-/// Audit events as column arrays for `unnest`.
-#[derive(Default)]
-struct AuditColumns {
-    tenant: Vec<i64>,
-    namespace: Vec<i64>,
-    json: Vec<String>,
-    sha: Vec<String>,
-}
-
-impl AuditColumns {
-    fn of(events: &[AuditEvent]) -> Result<Self, StoreError> {
-        let mut c = Self::default();
-        for e in events {
-            let (json, sha) = encode(e)?;
-            c.tenant.push(e.tenant_id.as_i64());
-            c.namespace.push(e.namespace_id.as_i64());
-            c.json.push(json);
-            c.sha.push(sha);
-        }
-        Ok(c)
-    }
+    columns
+        .record(&mut **tx, scope.0)
+        .await
+        .map_err(|e| store_error(e, scope))
 }
 
 #[async_trait]
@@ -461,8 +389,7 @@ impl RunStore for PgStore {
         }
         let (head_json, head_sha) = encode(head)?;
         let (entry_json, entry_sha) = encode(entry)?;
-        let usage = UsageColumns::of(&effects.usage)?;
-        let audit = AuditColumns::of(&effects.audit)?;
+        let effects = EffectColumns::of_effects(effects)?;
         let k = &head.key;
         let scope = key_scope(k);
         // One statement, so one round trip and its own transaction (migration 0003).
@@ -482,15 +409,15 @@ impl RunStore for PgStore {
         .bind(entry.submission_id().map(SubmissionId::as_str))
         .bind(&entry_json)
         .bind(&entry_sha)
-        .bind(usage.tenant)
-        .bind(usage.key)
-        .bind(usage.namespace)
-        .bind(usage.metric)
-        .bind(usage.quantity)
-        .bind(audit.tenant)
-        .bind(audit.namespace)
-        .bind(audit.json)
-        .bind(audit.sha)
+        .bind(effects.usage_tenant)
+        .bind(effects.usage_key)
+        .bind(effects.usage_namespace)
+        .bind(effects.usage_metric)
+        .bind(effects.usage_quantity)
+        .bind(effects.audit_tenant)
+        .bind(effects.audit_namespace)
+        .bind(effects.audit_json)
+        .bind(effects.audit_sha)
         .fetch_one(&self.pool)
         .await;
         match result {

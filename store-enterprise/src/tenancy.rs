@@ -187,10 +187,41 @@ pub async fn tenant_state(
         .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
-    state
-        .map(|(s,)| {
-            serde_json::from_value(serde_json::Value::String(s.clone()))
-                .map_err(|_| PgError::Unavailable(format!("unknown tenant state {s:?}")))
-        })
-        .transpose()
+    state.map(|(s,)| lifecycle(&s)).transpose()
+}
+
+fn lifecycle(state: &str) -> Result<LifecycleState, PgError> {
+    serde_json::from_value(serde_json::Value::String(state.to_owned()))
+        .map_err(|_| PgError::Unavailable(format!("unknown lifecycle state {state:?}")))
+}
+
+/// The states of a tenant and of one of its namespaces, in one statement: `None` when the
+/// tenant does not exist, a `None` namespace state when the namespace does not. Read in the
+/// tenant's scope, so it works as the application role under row-level security.
+///
+/// # Errors
+/// [`PgError::Unavailable`] when the database cannot be reached.
+pub async fn namespace_state(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    namespace_id: NamespaceId,
+) -> Result<Option<(LifecycleState, Option<LifecycleState>)>, PgError> {
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT t.state, n.state FROM tenants t
+           LEFT JOIN namespaces n ON n.tenant_id = t.tenant_id AND n.namespace_id = $2
+          WHERE t.tenant_id = $1",
+    )
+    .bind(tenant_id.as_i64())
+    .bind(namespace_id.as_i64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.map(|(tenant, namespace)| {
+        Ok((
+            lifecycle(&tenant)?,
+            namespace.as_deref().map(lifecycle).transpose()?,
+        ))
+    })
+    .transpose()
 }

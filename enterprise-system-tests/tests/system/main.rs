@@ -9,3 +9,4 @@ mod isolation;
 mod migrations;
 mod support;
 mod tls;
+mod trail;

@@ -1,0 +1,118 @@
+//! [`TenancyAuthorizer`]: the state of the tenant and namespace a call acts in, on top of any
+//! authorizer. A deleted (or missing) tenant or namespace is `not_found`; a suspended one is
+//! `permission_denied` with the reason `tenant_suspended` (or `namespace_suspended`). States
+//! are read from Postgres and remembered for at most one second, so a change takes effect on
+//! every replica within a second.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use decision_gate_core::access::{Action, Authorizer, AuthzError, RequestContext, Resource};
+use decision_gate_core::{NamespaceId, TenantId};
+use decision_gate_store_enterprise::{LifecycleState, PgPool, namespace_state};
+use lru::LruCache;
+
+/// How long a state read from the database is trusted.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+/// (tenant, namespace) states remembered.
+const REMEMBERED: usize = 4096;
+
+/// What a call may find in a tenant and namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    Serving,
+    Missing,
+    Suspended(&'static str),
+}
+
+/// Refuses calls into tenants and namespaces that are suspended, deleted or missing, after the
+/// inner authorizer allowed them (or denied a permission): a caller outside the tenant's scope
+/// learns nothing about its state.
+pub struct TenancyAuthorizer {
+    inner: Arc<dyn Authorizer>,
+    pool: PgPool,
+    states: Mutex<LruCache<(TenantId, NamespaceId), (Instant, Standing)>>,
+}
+
+impl std::fmt::Debug for TenancyAuthorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenancyAuthorizer").finish_non_exhaustive()
+    }
+}
+
+impl TenancyAuthorizer {
+    /// `inner`, with tenant and namespace states read through `pool`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Authorizer>, pool: PgPool) -> Self {
+        Self {
+            inner,
+            pool,
+            states: Mutex::new(LruCache::new(
+                NonZeroUsize::new(REMEMBERED).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    async fn standing(
+        &self,
+        tenant: TenantId,
+        namespace: NamespaceId,
+    ) -> Result<Standing, AuthzError> {
+        let now = Instant::now();
+        if let Ok(mut states) = self.states.lock()
+            && let Some(&(read_at, standing)) = states.get(&(tenant, namespace))
+            && now.duration_since(read_at) < FRESH_FOR
+        {
+            return Ok(standing);
+        }
+        let state = namespace_state(&self.pool, tenant, namespace)
+            .await
+            .map_err(|e| AuthzError::Unavailable(format!("reading the tenant's state: {e}")))?;
+        let standing = match state {
+            None
+            | Some((LifecycleState::Deleted, _) | (_, None | Some(LifecycleState::Deleted))) => {
+                Standing::Missing
+            }
+            Some((LifecycleState::Suspended, _)) => Standing::Suspended("tenant_suspended"),
+            Some((_, Some(LifecycleState::Suspended))) => {
+                Standing::Suspended("namespace_suspended")
+            }
+            Some((LifecycleState::Active, Some(LifecycleState::Active))) => Standing::Serving,
+        };
+        if let Ok(mut states) = self.states.lock() {
+            states.put((tenant, namespace), (now, standing));
+        }
+        Ok(standing)
+    }
+}
+
+#[async_trait]
+impl Authorizer for TenancyAuthorizer {
+    async fn authorize(
+        &self,
+        ctx: &RequestContext,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), AuthzError> {
+        let verdict = self.inner.authorize(ctx, action, resource).await;
+        if matches!(
+            verdict,
+            Err(AuthzError::OutOfScope | AuthzError::Unavailable(_))
+        ) {
+            return verdict;
+        }
+        match self.standing(ctx.tenant_id, ctx.namespace_id).await? {
+            Standing::Serving => verdict,
+            Standing::Missing => Err(AuthzError::OutOfScope),
+            Standing::Suspended(reason) => Err(AuthzError::Denied(match reason {
+                "tenant_suspended" => format!("{reason}: tenant {} is suspended", ctx.tenant_id),
+                _ => format!(
+                    "{reason}: namespace {} of tenant {} is suspended",
+                    ctx.namespace_id, ctx.tenant_id
+                ),
+            })),
+        }
+    }
+}

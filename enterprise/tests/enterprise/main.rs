@@ -1,0 +1,3 @@
+//! Tests of the enterprise library. One binary, one module per concern.
+
+mod composition;

@@ -1,0 +1,183 @@
+//! The enterprise trail in Postgres: the [`PgAuditSink`] and [`PgUsageMeter`] record the events
+//! of calls that write nothing to the store (reads, failures, refusals), on the same tables
+//! where store writes commit theirs, through the one SQL definition of those writes
+//! (`dg_record_effects`, migration 4). Nothing of the trail lives on a replica's disk or in its
+//! memory.
+//!
+//! An audit event naming a tenant and namespace that exist joins that tenant's trail; any other
+//! (a refusal before authentication, a call naming a tenant that does not exist) joins the
+//! deployment-level stream, which the application role may append to but not read.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use decision_gate_core::access::{
+    AccessEvent, AuditError, AuditEvent, AuditSink, UsageError, UsageEvent, UsageMeter,
+};
+use decision_gate_core::ids::TenantId;
+use decision_gate_core::store::codec::encode;
+use decision_gate_core::store::{Effects, StoreError};
+use sqlx::PgPool;
+
+use crate::codec::to_i64;
+
+/// Usage and audit events as the column arrays `dg_record_effects` takes.
+#[derive(Default)]
+pub(crate) struct EffectColumns {
+    pub(crate) usage_tenant: Vec<i64>,
+    pub(crate) usage_key: Vec<String>,
+    pub(crate) usage_namespace: Vec<i64>,
+    pub(crate) usage_metric: Vec<String>,
+    pub(crate) usage_quantity: Vec<i64>,
+    pub(crate) audit_tenant: Vec<i64>,
+    pub(crate) audit_namespace: Vec<i64>,
+    pub(crate) audit_json: Vec<String>,
+    pub(crate) audit_sha: Vec<String>,
+}
+
+impl EffectColumns {
+    /// The columns of `usage` and `audit` events.
+    pub(crate) fn of(usage: &[UsageEvent], audit: &[AuditEvent]) -> Result<Self, StoreError> {
+        let mut c = Self::default();
+        for e in usage {
+            let metric = serde_json::to_value(e.metric)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .ok_or_else(|| StoreError::Invalid {
+                    field: "metric",
+                    message: format!("{:?} has no name", e.metric),
+                })?;
+            c.usage_tenant.push(e.tenant_id.as_i64());
+            c.usage_key.push(e.idempotency_key.clone());
+            c.usage_namespace.push(e.namespace_id.as_i64());
+            c.usage_metric.push(metric);
+            c.usage_quantity.push(to_i64("quantity", e.quantity)?);
+        }
+        for e in audit {
+            let (json, sha) = encode(e)?;
+            c.audit_tenant.push(e.tenant_id.as_i64());
+            c.audit_namespace.push(e.namespace_id.as_i64());
+            c.audit_json.push(json);
+            c.audit_sha.push(sha);
+        }
+        Ok(c)
+    }
+
+    /// The columns of a store write's effects.
+    pub(crate) fn of_effects(effects: &Effects) -> Result<Self, StoreError> {
+        Self::of(&effects.usage, &effects.audit)
+    }
+
+    /// Whether there is nothing to record.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.usage_key.is_empty() && self.audit_json.is_empty()
+    }
+
+    /// Records the events in `tenant`'s scope, inside `executor`'s transaction (or as one
+    /// statement, its own transaction).
+    pub(crate) async fn record<'e>(
+        self,
+        executor: impl sqlx::PgExecutor<'e>,
+        tenant: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT dg_record_effects($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            .bind(tenant)
+            .bind(self.usage_tenant)
+            .bind(self.usage_key)
+            .bind(self.usage_namespace)
+            .bind(self.usage_metric)
+            .bind(self.usage_quantity)
+            .bind(self.audit_tenant)
+            .bind(self.audit_namespace)
+            .bind(self.audit_json)
+            .bind(self.audit_sha)
+            .execute(executor)
+            .await
+            .map(drop)
+    }
+}
+
+/// Events grouped by their tenant, so each group is recorded in its tenant's scope.
+fn by_tenant<T>(events: &[T], tenant: impl Fn(&T) -> TenantId) -> BTreeMap<TenantId, Vec<&T>> {
+    let mut groups: BTreeMap<TenantId, Vec<&T>> = BTreeMap::new();
+    for e in events {
+        groups.entry(tenant(e)).or_default().push(e);
+    }
+    groups
+}
+
+/// The audit sink of the enterprise server: every event in Postgres.
+#[derive(Clone, Debug)]
+pub struct PgAuditSink {
+    pool: PgPool,
+}
+
+impl PgAuditSink {
+    /// A sink writing through `pool` (the application role's).
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl AuditSink for PgAuditSink {
+    async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        // A call's events share its tenant: one statement each, in order.
+        for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
+            let group: Vec<AuditEvent> = group.into_iter().cloned().collect();
+            EffectColumns::of(&[], &group)
+                .map_err(|e| AuditError(e.to_string()))?
+                .record(&self.pool, tenant.as_i64())
+                .await
+                .map_err(|e| AuditError(format!("recording audit events: {e}")))?;
+        }
+        Ok(())
+    }
+
+    async fn append_access(&self, event: &AccessEvent) -> Result<(), AuditError> {
+        let (json, sha) = encode(event).map_err(|e| AuditError(e.to_string()))?;
+        sqlx::query("SELECT dg_record_deployment_events($1, $2)")
+            .bind(vec![json])
+            .bind(vec![sha])
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(|e| AuditError(format!("recording a deployment event: {e}")))
+    }
+}
+
+/// The usage meter of the enterprise server: every event in the ledger, keyed by its
+/// idempotency key, so a retried call is counted once. Quotas are not enforced yet: `check`
+/// allows every call.
+#[derive(Clone, Debug)]
+pub struct PgUsageMeter {
+    pool: PgPool,
+}
+
+impl PgUsageMeter {
+    /// A meter writing through `pool` (the application role's).
+    #[must_use]
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl UsageMeter for PgUsageMeter {
+    async fn check(&self, _events: &[UsageEvent]) -> Result<(), UsageError> {
+        Ok(())
+    }
+
+    async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
+            let group: Vec<UsageEvent> = group.into_iter().cloned().collect();
+            EffectColumns::of(&group, &[])
+                .map_err(|e| UsageError::Unavailable(e.to_string()))?
+                .record(&self.pool, tenant.as_i64())
+                .await
+                .map_err(|e| UsageError::Unavailable(format!("recording usage: {e}")))?;
+        }
+        Ok(())
+    }
+}
