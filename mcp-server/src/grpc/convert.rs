@@ -10,6 +10,7 @@ use decision_gate_core::spec::{ContentRef, PacketPayload};
 use decision_gate_core::{RunStatus, Timestamp};
 
 use crate::config::FeedbackLevel;
+use crate::error::ToolError;
 use crate::tools::TriggerAnswer;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -17,24 +18,28 @@ use tonic::Status;
 
 use super::pb;
 
+/// A request message that does not convert to the tool's arguments: an `invalid_input` tool
+/// error, audited and reported like the same mistake over MCP.
+type Invalid = ToolError;
+
 /// A required field that was not sent.
-pub(super) fn missing(field: &str) -> Status {
-    Status::invalid_argument(format!("{field}: required"))
+pub(super) fn missing(field: &str) -> Invalid {
+    ToolError::invalid_arguments(field, "required")
 }
 
 /// UTF-8 JSON text from a `*_json` field.
-pub(super) fn json_text(text: &str, field: &str) -> Result<Value, Status> {
+pub(super) fn json_text(text: &str, field: &str) -> Result<Value, Invalid> {
     serde_json::from_str(text)
-        .map_err(|e| Status::invalid_argument(format!("{field}: not valid JSON: {e}")))
+        .map_err(|e| ToolError::invalid_arguments(field, format!("not valid JSON: {e}")))
 }
 
 /// An optional `*_json` field.
-pub(super) fn optional_json(text: Option<&str>, field: &str) -> Result<Value, Status> {
+pub(super) fn optional_json(text: Option<&str>, field: &str) -> Result<Value, Invalid> {
     text.map_or(Ok(Value::Null), |t| json_text(t, field))
 }
 
 /// A required timestamp, as the tools take it.
-pub(super) fn timestamp(t: Option<&pb::Timestamp>, field: &str) -> Result<Value, Status> {
+pub(super) fn timestamp(t: Option<&pb::Timestamp>, field: &str) -> Result<Value, Invalid> {
     use pb::timestamp::Kind;
     match t.and_then(|t| t.kind) {
         Some(Kind::UnixMillis(ms)) => Ok(json!({ "kind": "unix_millis", "value": ms })),
@@ -44,7 +49,7 @@ pub(super) fn timestamp(t: Option<&pb::Timestamp>, field: &str) -> Result<Value,
 }
 
 /// A required payload, as the tools take it.
-pub(super) fn payload(p: Option<&pb::Payload>, field: &str) -> Result<Value, Status> {
+pub(super) fn payload(p: Option<&pb::Payload>, field: &str) -> Result<Value, Invalid> {
     use pb::payload::Kind;
     match p.and_then(|p| p.kind.as_ref()) {
         Some(Kind::Json(text)) => Ok(json!({
@@ -71,7 +76,7 @@ pub(super) fn payload(p: Option<&pb::Payload>, field: &str) -> Result<Value, Sta
 }
 
 /// A dispatch target, as the tools take it.
-pub(super) fn dispatch_target(t: &pb::DispatchTarget, field: &str) -> Result<Value, Status> {
+pub(super) fn dispatch_target(t: &pb::DispatchTarget, field: &str) -> Result<Value, Invalid> {
     use pb::dispatch_target::Kind;
     match &t.kind {
         Some(Kind::AgentId(id)) => Ok(json!({ "kind": "agent", "agent_id": id })),
@@ -85,7 +90,7 @@ pub(super) fn dispatch_target(t: &pb::DispatchTarget, field: &str) -> Result<Val
 }
 
 /// A trigger kind, as the tools take it.
-pub(super) fn trigger_kind(kind: i32) -> Result<Value, Status> {
+pub(super) fn trigger_kind(kind: i32) -> Result<Value, Invalid> {
     let kind = match pb::TriggerKind::try_from(kind) {
         Ok(pb::TriggerKind::AgentRequestNext) => TriggerKind::AgentRequestNext,
         Ok(pb::TriggerKind::Tick) => TriggerKind::Tick,
@@ -93,24 +98,26 @@ pub(super) fn trigger_kind(kind: i32) -> Result<Value, Status> {
         Ok(pb::TriggerKind::BackendEvent) => TriggerKind::BackendEvent,
         Ok(pb::TriggerKind::Unspecified) => return Err(missing("kind")),
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
-                "kind: unknown trigger kind {kind}"
-            )));
+            return Err(ToolError::invalid_arguments(
+                "kind",
+                format!("unknown trigger kind {kind}"),
+            ));
         }
     };
     Ok(json!(kind))
 }
 
 /// A feedback level, as `scenario_next` takes it (`null` for the server's default).
-pub(super) fn feedback_level(level: i32) -> Result<Value, Status> {
+pub(super) fn feedback_level(level: i32) -> Result<Value, Invalid> {
     match pb::FeedbackLevel::try_from(level) {
         Ok(pb::FeedbackLevel::Unspecified) => Ok(Value::Null),
         Ok(pb::FeedbackLevel::Summary) => Ok(json!("summary")),
         Ok(pb::FeedbackLevel::Trace) => Ok(json!("trace")),
         Ok(pb::FeedbackLevel::Evidence) => Ok(json!("evidence")),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "feedback: unknown feedback level {level}"
-        ))),
+        Err(_) => Err(ToolError::invalid_arguments(
+            "feedback",
+            format!("unknown feedback level {level}"),
+        )),
     }
 }
 
@@ -329,7 +336,7 @@ pub(super) fn data_shape(r: decision_gate_core::store::DataShapeRecord) -> pb::D
 }
 
 /// A data shape, as `schemas_register` takes it.
-pub(super) fn data_shape_args(r: &pb::DataShape) -> Result<Value, Status> {
+pub(super) fn data_shape_args(r: &pb::DataShape) -> Result<Value, Invalid> {
     Ok(json!({
         "tenant_id": r.tenant_id,
         "namespace_id": r.namespace_id,

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, take};
 use super::{pb, status};
 use crate::caller::{Caller, Transport};
+use crate::error::ToolError;
 use crate::handler::Shared;
 use crate::tools;
 
@@ -44,7 +45,7 @@ impl GrpcApi {
             "cursor": r.cursor,
             "limit": r.limit,
         });
-        convert::read(self.invoke(request, action, args).await?, "page")
+        convert::read(self.invoke(request, action, Ok(args)).await?, "page")
     }
 
     /// What every transport shares.
@@ -62,16 +63,29 @@ impl GrpcApi {
         self.shared.gate.clone()
     }
 
-    /// Runs one operation for the caller the admission guard attached.
+    /// Runs one operation for the caller the admission guard attached. `args` is the request
+    /// message converted to the tool's arguments; a message that did not convert is refused
+    /// inside the same observed call, so it is counted, audited and carries its kind like a bad
+    /// MCP argument.
     async fn invoke<T>(
         &self,
         request: &Request<T>,
         action: Action,
-        args: Value,
+        args: Result<Value, ToolError>,
     ) -> Result<Value, Status> {
         let started = Instant::now();
+        let caller = caller(request)?;
         self.shared
-            .invoke(Transport::Grpc, caller(request)?, action, args, started)
+            .observe(Transport::Grpc, caller, action, started, || async move {
+                tools::call(
+                    &self.shared.gate,
+                    &self.shared.policy,
+                    caller,
+                    action,
+                    args?,
+                )
+                .await
+            })
             .await
             .map_err(status::tool_error)
     }
@@ -113,10 +127,9 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         &self,
         request: Request<pb::DefineScenarioRequest>,
     ) -> Answer<pb::DefineScenarioResponse> {
-        let spec = convert::json_text(&request.get_ref().spec_json, "spec_json")?;
-        let mut v = self
-            .invoke(&request, Action::ScenarioDefine, json!({ "spec": spec }))
-            .await?;
+        let args = convert::json_text(&request.get_ref().spec_json, "spec_json")
+            .map(|spec| json!({ "spec": spec }));
+        let mut v = self.invoke(&request, Action::ScenarioDefine, args).await?;
         Ok(Response::new(pb::DefineScenarioResponse {
             scenario_id: take(&mut v, "scenario_id")?,
             spec_hash: Some(convert::digest(take(&mut v, "spec_hash")?)),
@@ -129,22 +142,24 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         request: Request<pb::StartRunRequest>,
     ) -> Answer<pb::StartRunResponse> {
         let r = request.get_ref();
-        let targets = r
-            .dispatch_targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| convert::dispatch_target(t, &format!("dispatch_targets[{i}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let args = json!({
-            "scenario_id": r.scenario_id,
-            "started_at": convert::timestamp(r.started_at.as_ref(), "started_at")?,
-            "run_config": {
-                "tenant_id": r.tenant_id,
-                "namespace_id": r.namespace_id,
-                "run_id": r.run_id,
-                "dispatch_targets": targets,
-            },
-        });
+        let args = (|| -> Result<Value, ToolError> {
+            let targets = r
+                .dispatch_targets
+                .iter()
+                .enumerate()
+                .map(|(i, t)| convert::dispatch_target(t, &format!("dispatch_targets[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json!({
+                "scenario_id": r.scenario_id,
+                "started_at": convert::timestamp(r.started_at.as_ref(), "started_at")?,
+                "run_config": {
+                    "tenant_id": r.tenant_id,
+                    "namespace_id": r.namespace_id,
+                    "run_id": r.run_id,
+                    "dispatch_targets": targets,
+                },
+            }))
+        })();
         let mut v = self.invoke(&request, Action::ScenarioStart, args).await?;
         let packets: Vec<decision_gate_core::disclosure::PacketRecord> = take(&mut v, "packets")?;
         Ok(Response::new(pb::StartRunResponse {
@@ -172,7 +187,9 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
                 "correlation_id": r.correlation_id,
             },
         });
-        let v = self.invoke(&request, Action::ScenarioStatus, args).await?;
+        let v = self
+            .invoke(&request, Action::ScenarioStatus, Ok(args))
+            .await?;
         let view: decision_gate_core::service::RunStatusView = convert::read(v, "run status")?;
         Ok(Response::new(pb::GetRunStatusResponse {
             run_id: view.run_id.to_string(),
@@ -192,41 +209,45 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
 
     async fn next(&self, request: Request<pb::NextRequest>) -> Answer<pb::TriggerResponse> {
         let r = request.get_ref();
-        let args = json!({
-            "scenario_id": r.scenario_id,
-            "feedback": convert::feedback_level(r.feedback)?,
-            "request": {
-                "run_id": r.run_id,
-                "tenant_id": r.tenant_id,
-                "namespace_id": r.namespace_id,
-                "trigger_id": r.trigger_id,
-                "agent_id": r.agent_id,
-                "time": convert::timestamp(r.time.as_ref(), "time")?,
-                "correlation_id": r.correlation_id,
-            },
-        });
+        let args = (|| -> Result<Value, ToolError> {
+            Ok(json!({
+                "scenario_id": r.scenario_id,
+                "feedback": convert::feedback_level(r.feedback)?,
+                "request": {
+                    "run_id": r.run_id,
+                    "tenant_id": r.tenant_id,
+                    "namespace_id": r.namespace_id,
+                    "trigger_id": r.trigger_id,
+                    "agent_id": r.agent_id,
+                    "time": convert::timestamp(r.time.as_ref(), "time")?,
+                    "correlation_id": r.correlation_id,
+                },
+            }))
+        })();
         let caller = caller(&request)?;
-        self.answer_trigger(caller, Action::ScenarioNext, || {
-            tools::next(&self.shared.gate, &self.shared.policy, caller, args)
+        self.answer_trigger(caller, Action::ScenarioNext, || async move {
+            tools::next(&self.shared.gate, &self.shared.policy, caller, args?).await
         })
         .await
     }
 
     async fn submit(&self, request: Request<pb::SubmitRequest>) -> Answer<pb::SubmitResponse> {
         let r = request.get_ref();
-        let args = json!({
-            "scenario_id": r.scenario_id,
-            "request": {
-                "run_id": r.run_id,
-                "tenant_id": r.tenant_id,
-                "namespace_id": r.namespace_id,
-                "submission_id": r.submission_id,
-                "payload": convert::payload(r.payload.as_ref(), "payload")?,
-                "content_type": r.content_type,
-                "submitted_at": convert::timestamp(r.submitted_at.as_ref(), "submitted_at")?,
-                "correlation_id": r.correlation_id,
-            },
-        });
+        let args = (|| -> Result<Value, ToolError> {
+            Ok(json!({
+                "scenario_id": r.scenario_id,
+                "request": {
+                    "run_id": r.run_id,
+                    "tenant_id": r.tenant_id,
+                    "namespace_id": r.namespace_id,
+                    "submission_id": r.submission_id,
+                    "payload": convert::payload(r.payload.as_ref(), "payload")?,
+                    "content_type": r.content_type,
+                    "submitted_at": convert::timestamp(r.submitted_at.as_ref(), "submitted_at")?,
+                    "correlation_id": r.correlation_id,
+                },
+            }))
+        })();
         let mut v = self.invoke(&request, Action::ScenarioSubmit, args).await?;
         let record: decision_gate_core::run::SubmissionRecord = take(&mut v, "record")?;
         Ok(Response::new(pb::SubmitResponse {
@@ -244,27 +265,29 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
 
     async fn trigger(&self, request: Request<pb::TriggerRequest>) -> Answer<pb::TriggerResponse> {
         let r = request.get_ref();
-        let payload = match &r.payload {
-            Some(p) => convert::payload(Some(p), "payload")?,
-            None => Value::Null,
-        };
-        let args = json!({
-            "scenario_id": r.scenario_id,
-            "trigger": {
-                "run_id": r.run_id,
-                "tenant_id": r.tenant_id,
-                "namespace_id": r.namespace_id,
-                "trigger_id": r.trigger_id,
-                "kind": convert::trigger_kind(r.kind)?,
-                "time": convert::timestamp(r.time.as_ref(), "time")?,
-                "source_id": r.source_id,
-                "payload": payload,
-                "correlation_id": r.correlation_id,
-            },
-        });
+        let args = (|| -> Result<Value, ToolError> {
+            let payload = match &r.payload {
+                Some(p) => convert::payload(Some(p), "payload")?,
+                None => Value::Null,
+            };
+            Ok(json!({
+                "scenario_id": r.scenario_id,
+                "trigger": {
+                    "run_id": r.run_id,
+                    "tenant_id": r.tenant_id,
+                    "namespace_id": r.namespace_id,
+                    "trigger_id": r.trigger_id,
+                    "kind": convert::trigger_kind(r.kind)?,
+                    "time": convert::timestamp(r.time.as_ref(), "time")?,
+                    "source_id": r.source_id,
+                    "payload": payload,
+                    "correlation_id": r.correlation_id,
+                },
+            }))
+        })();
         let caller = caller(&request)?;
-        self.answer_trigger(caller, Action::ScenarioTrigger, || {
-            tools::trigger(&self.shared.gate, caller, args)
+        self.answer_trigger(caller, Action::ScenarioTrigger, || async move {
+            tools::trigger(&self.shared.gate, caller, args?).await
         })
         .await
     }
@@ -274,23 +297,25 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         request: Request<pb::QueryEvidenceRequest>,
     ) -> Answer<pb::QueryEvidenceResponse> {
         let r = request.get_ref();
-        let args = json!({
-            "query": {
-                "provider_id": r.provider_id,
-                "check_id": r.check_id,
-                "params": convert::optional_json(r.params_json.as_deref(), "params_json")?,
-            },
-            "context": {
-                "run_id": r.run_id,
-                "tenant_id": r.tenant_id,
-                "namespace_id": r.namespace_id,
-                "correlation_id": r.correlation_id,
-                "scenario_id": r.scenario_id,
-                "stage_id": r.stage_id,
-                "trigger_id": r.trigger_id,
-                "trigger_time": convert::timestamp(r.trigger_time.as_ref(), "trigger_time")?,
-            },
-        });
+        let args = (|| -> Result<Value, ToolError> {
+            Ok(json!({
+                "query": {
+                    "provider_id": r.provider_id,
+                    "check_id": r.check_id,
+                    "params": convert::optional_json(r.params_json.as_deref(), "params_json")?,
+                },
+                "context": {
+                    "run_id": r.run_id,
+                    "tenant_id": r.tenant_id,
+                    "namespace_id": r.namespace_id,
+                    "correlation_id": r.correlation_id,
+                    "scenario_id": r.scenario_id,
+                    "stage_id": r.stage_id,
+                    "trigger_id": r.trigger_id,
+                    "trigger_time": convert::timestamp(r.trigger_time.as_ref(), "trigger_time")?,
+                },
+            }))
+        })();
         let v = self.invoke(&request, Action::EvidenceQuery, args).await?;
         Ok(Response::new(pb::QueryEvidenceResponse {
             result_json: convert::text(&v["result"]),
@@ -302,13 +327,15 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         request: Request<pb::ExportRunpackRequest>,
     ) -> Answer<pb::ExportRunpackResponse> {
         let r = request.get_ref();
-        let args = json!({
-            "tenant_id": r.tenant_id,
-            "namespace_id": r.namespace_id,
-            "scenario_id": r.scenario_id,
-            "run_id": r.run_id,
-            "generated_at": convert::timestamp(r.generated_at.as_ref(), "generated_at")?,
-            "include_verification": r.include_verification,
+        let args = convert::timestamp(r.generated_at.as_ref(), "generated_at").map(|at| {
+            json!({
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "scenario_id": r.scenario_id,
+                "run_id": r.run_id,
+                "generated_at": at,
+                "include_verification": r.include_verification,
+            })
         });
         let mut v = self.invoke(&request, Action::RunpackExport, args).await?;
         Ok(Response::new(pb::ExportRunpackResponse {
@@ -330,7 +357,9 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
             "run_id": r.run_id,
             "export_id": r.export_id,
         });
-        let v = self.invoke(&request, Action::RunpackVerify, args).await?;
+        let v = self
+            .invoke(&request, Action::RunpackVerify, Ok(args))
+            .await?;
         Ok(Response::new(pb::VerifyRunpackResponse {
             passed: v["status"] == "pass",
             report_json: convert::text(&v["report"]),
@@ -342,7 +371,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         request: Request<pb::ListProvidersRequest>,
     ) -> Answer<pb::ListProvidersResponse> {
         let mut v = self
-            .invoke(&request, Action::ProvidersList, json!({}))
+            .invoke(&request, Action::ProvidersList, Ok(json!({})))
             .await?;
         let providers: Vec<decision_gate_core::service::ProviderSummary> =
             take(&mut v, "providers")?;
@@ -365,7 +394,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
     ) -> Answer<pb::GetProviderContractResponse> {
         let args = json!({ "provider_id": request.get_ref().provider_id });
         let v = self
-            .invoke(&request, Action::ProviderContractGet, args)
+            .invoke(&request, Action::ProviderContractGet, Ok(args))
             .await?;
         Ok(Response::new(pb::GetProviderContractResponse {
             contract_json: convert::text(&v),
@@ -379,7 +408,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         let r = request.get_ref();
         let args = json!({ "provider_id": r.provider_id, "check_id": r.check_id });
         let v = self
-            .invoke(&request, Action::ProviderCheckSchemaGet, args)
+            .invoke(&request, Action::ProviderCheckSchemaGet, Ok(args))
             .await?;
         Ok(Response::new(pb::GetProviderCheckSchemaResponse {
             check_schema_json: convert::text(&v),
@@ -390,12 +419,13 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         &self,
         request: Request<pb::RegisterSchemaRequest>,
     ) -> Answer<pb::RegisterSchemaResponse> {
-        let record = request
+        let args = request
             .get_ref()
             .record
             .as_ref()
-            .ok_or_else(|| convert::missing("record"))?;
-        let args = json!({ "record": convert::data_shape_args(record)? });
+            .ok_or_else(|| convert::missing("record"))
+            .and_then(convert::data_shape_args)
+            .map(|record| json!({ "record": record }));
         let mut v = self.invoke(&request, Action::SchemasRegister, args).await?;
         let record: DataShapeRecord = take(&mut v, "record")?;
         Ok(Response::new(pb::RegisterSchemaResponse {
@@ -425,7 +455,7 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
             "schema_id": r.schema_id,
             "version": r.version,
         });
-        let mut v = self.invoke(&request, Action::SchemasGet, args).await?;
+        let mut v = self.invoke(&request, Action::SchemasGet, Ok(args)).await?;
         let record: DataShapeRecord = take(&mut v, "record")?;
         Ok(Response::new(pb::GetSchemaResponse {
             record: Some(convert::data_shape(record)),
@@ -456,21 +486,25 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
         request: Request<pb::PrecheckRequest>,
     ) -> Answer<pb::PrecheckResponse> {
         let r = request.get_ref();
-        let mut args = json!({
-            "tenant_id": r.tenant_id,
-            "namespace_id": r.namespace_id,
-            "scenario_id": r.scenario_id,
-            "stage_id": r.stage_id,
-        });
-        if let Some(evidence) = &r.evidence_json {
-            args["evidence"] = convert::json_text(evidence, "evidence_json")?;
-        }
-        if let Some(shape) = &r.data_shape {
-            args["data_shape"] = json!({ "schema_id": shape.schema_id, "version": shape.version });
-        }
-        if let Some(payload) = &r.payload_json {
-            args["payload"] = convert::json_text(payload, "payload_json")?;
-        }
+        let args = (|| -> Result<Value, ToolError> {
+            let mut args = json!({
+                "tenant_id": r.tenant_id,
+                "namespace_id": r.namespace_id,
+                "scenario_id": r.scenario_id,
+                "stage_id": r.stage_id,
+            });
+            if let Some(evidence) = &r.evidence_json {
+                args["evidence"] = convert::json_text(evidence, "evidence_json")?;
+            }
+            if let Some(shape) = &r.data_shape {
+                args["data_shape"] =
+                    json!({ "schema_id": shape.schema_id, "version": shape.version });
+            }
+            if let Some(payload) = &r.payload_json {
+                args["payload"] = convert::json_text(payload, "payload_json")?;
+            }
+            Ok(args)
+        })();
         let mut v = self.invoke(&request, Action::Precheck, args).await?;
         Ok(Response::new(pb::PrecheckResponse {
             decision: Some(convert::outcome(take(&mut v, "decision")?)),

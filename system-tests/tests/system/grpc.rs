@@ -483,7 +483,12 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
             .await
             .expect_err("bad JSON");
         assert_eq!(bad_json.code(), tonic::Code::InvalidArgument);
-        assert!(bad_json.message().starts_with("spec_json:"), "{bad_json:?}");
+        assert!(
+            bad_json
+                .message()
+                .starts_with("invalid arguments: spec_json:"),
+            "{bad_json:?}"
+        );
         let no_time = c
             .next(pb::NextRequest {
                 time: None,
@@ -492,7 +497,7 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
             .await
             .expect_err("no time");
         assert_eq!(no_time.code(), tonic::Code::InvalidArgument);
-        assert_eq!(no_time.message(), "time: required");
+        assert_eq!(no_time.message(), "invalid arguments: time: required");
         let unknown_kind = c
             .trigger(pb::TriggerRequest {
                 kind: 42,
@@ -502,9 +507,19 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
             .expect_err("unknown kind");
         assert_eq!(unknown_kind.code(), tonic::Code::InvalidArgument);
         assert!(
-            unknown_kind.message().starts_with("kind:"),
+            unknown_kind
+                .message()
+                .starts_with("invalid arguments: kind:"),
             "{unknown_kind:?}"
         );
+        // Conversion failures carry their kind and are audited, like bad MCP arguments.
+        for refused in [&bad_json, &no_time, &unknown_kind] {
+            assert_eq!(
+                refused.metadata().get("dg-error-kind").expect("kind"),
+                "invalid_input",
+                "{refused:?}"
+            );
+        }
         // Nothing was written by any of them.
         let listed = c
             .list_scenarios(pb::ListRequest {
@@ -518,6 +533,24 @@ fn error_kinds_correspond_and_bad_input_names_the_field() {
         assert!(listed.items.is_empty());
         assert_eq!(listed.next_token, None, "the last page has no next token");
     });
+    let audit = server.audit();
+    let refused: Vec<&str> = audit
+        .iter()
+        .filter(|e| {
+            e["event"] == "access" && e["transport"] == "grpc" && e["refusal"] == "invalid_request"
+        })
+        .filter_map(|e| e["tool"].as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "scenarios_list",
+            "scenario_define",
+            "scenario_next",
+            "scenario_trigger"
+        ],
+        "{audit:?}"
+    );
 }
 
 /// Defines the three-stage scenario, starts `run-1` and watches it after decision `after_seq`.
