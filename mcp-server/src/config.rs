@@ -13,7 +13,7 @@ use decision_gate_core::providers::{
     EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
     TimeProvider,
 };
-use decision_gate_core::runpack::VerifyingKey;
+use decision_gate_core::runpack::{SigningKey, VerifyOptions, VerifyingKey};
 use decision_gate_core::{
     Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId, TrustLane,
 };
@@ -44,6 +44,21 @@ pub struct Config {
     pub evidence: EvidenceConfig,
     /// The MCP server.
     pub server: ServerConfig,
+    /// Runpack signing and verification.
+    pub runpacks: RunpacksConfig,
+}
+
+/// `[runpacks]`: how exported runpacks are signed and what verification trusts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunpacksConfig {
+    /// A file holding the ed25519 key that signs every exported runpack's manifest: its
+    /// 32-byte seed as 64 hex digits. It must be readable by its owner only.
+    pub signing_key_file: Option<PathBuf>,
+    /// ed25519 public keys (64 hex digits each) trusted to sign runpacks. When any is set,
+    /// verification fails for a runpack without a signature by one of them. The public key of
+    /// `signing_key_file` is always trusted.
+    pub trusted_keys: Vec<String>,
 }
 
 /// The storage backend.
@@ -372,6 +387,11 @@ pub struct Loaded {
     pub config: Config,
     /// The providers it switches on.
     pub providers: ProviderRegistry,
+    /// The key that signs exported runpacks (`runpacks.signing_key_file`).
+    pub runpack_signer: Option<SigningKey>,
+    /// How runpacks are verified: every decision replayed, signatures checked against the
+    /// trusted keys.
+    pub runpack_verify: VerifyOptions,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -379,8 +399,84 @@ impl std::fmt::Debug for Loaded {
         f.debug_struct("Loaded")
             .field("config", &self.config)
             .field("providers", &self.providers)
+            .field("signs_runpacks", &self.runpack_signer.is_some())
+            .field("runpack_verify", &self.runpack_verify)
             .finish()
     }
+}
+
+impl RunpacksConfig {
+    /// The signing key and the verification options, or the problems that prevent them.
+    fn build(&self, problems: &mut Vec<Problem>) -> (Option<SigningKey>, VerifyOptions) {
+        let mut trusted_keys = Vec::new();
+        for (i, text) in self.trusted_keys.iter().enumerate() {
+            match public_key(text) {
+                Some(key) => trusted_keys.push(key),
+                None => problems.push(Problem::new(
+                    format!("runpacks.trusted_keys[{i}]"),
+                    "not an ed25519 public key (64 hex digits)",
+                )),
+            }
+        }
+        let signer = self.signing_key_file.as_ref().and_then(|file| {
+            read_signing_key(file)
+                .map_err(|message| {
+                    problems.push(Problem::new("runpacks.signing_key_file", message))
+                })
+                .ok()
+        });
+        if let Some(key) = &signer
+            && !trusted_keys.is_empty()
+            && !trusted_keys.contains(&key.verifying_key())
+        {
+            // A server that signs with a key its own verification does not trust would fail
+            // every runpack it exports.
+            trusted_keys.push(key.verifying_key());
+        }
+        let verify = VerifyOptions {
+            replay: true,
+            trusted_keys,
+        };
+        (signer, verify)
+    }
+}
+
+fn public_key(text: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// Reads an ed25519 signing key file: the seed as 64 hex digits, readable by its owner only.
+fn read_signing_key(file: &Path) -> Result<SigningKey, String> {
+    let meta = std::fs::metadata(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if !meta.is_file() || meta.len() > 1024 {
+        return Err(format!(
+            "{}: must be a regular file of 64 hex digits",
+            file.display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{}: is readable by others (mode {mode:03o}); allow its owner only (chmod 600)",
+                file.display()
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            format!(
+                "{}: must hold an ed25519 seed as 64 hex digits",
+                file.display()
+            )
+        })?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Reads and checks a configuration file.
@@ -447,8 +543,14 @@ pub fn parse_table(table: toml::Table, base: &Path) -> Result<Loaded, Vec<Proble
     config.resolve_paths(base);
     let mut problems = config.problems();
     let providers = config.build_providers(&mut problems);
+    let (runpack_signer, runpack_verify) = config.runpacks.build(&mut problems);
     if problems.is_empty() {
-        Ok(Loaded { config, providers })
+        Ok(Loaded {
+            config,
+            providers,
+            runpack_signer,
+            runpack_verify,
+        })
     } else {
         Err(problems)
     }
@@ -461,8 +563,14 @@ impl Config {
         let config = Self::default();
         let mut problems = Vec::new();
         let providers = config.build_providers(&mut problems);
+        let (runpack_signer, runpack_verify) = config.runpacks.build(&mut problems);
         debug_assert!(problems.is_empty(), "{problems:?}");
-        Loaded { config, providers }
+        Loaded {
+            config,
+            providers,
+            runpack_signer,
+            runpack_verify,
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -476,6 +584,9 @@ impl Config {
         }
         if let Some(json) = self.providers.json.as_mut() {
             resolve(&mut json.root);
+        }
+        if let Some(key) = self.runpacks.signing_key_file.as_mut() {
+            resolve(key);
         }
         for provider in &mut self.providers.mcp {
             resolve(&mut provider.contract);

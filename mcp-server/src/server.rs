@@ -175,13 +175,6 @@ impl ServerBuilder {
         self
     }
 
-    /// Signs every exported runpack's manifest with this key.
-    #[must_use]
-    pub fn runpack_signer(mut self, key: ed25519_dalek::SigningKey) -> Self {
-        self.gate = self.gate.runpack_signer(key);
-        self
-    }
-
     /// Routes served beside `/mcp` on the HTTP listener (an admin API, a console). They pass
     /// the server's request-id and timeout layers but not the `/mcp` guard: they authenticate
     /// their own callers. Their paths must not overlap `/mcp`, `/healthz`, `/readyz` or
@@ -210,9 +203,17 @@ impl ServerBuilder {
         else {
             return Err(ServeError::Incomplete(missing.join(", ")));
         };
-        let Loaded { config, providers } = self.loaded;
-        let gate = self
-            .gate
+        let Loaded {
+            config,
+            providers,
+            runpack_signer,
+            runpack_verify,
+        } = self.loaded;
+        let mut gate = self.gate;
+        if let Some(key) = runpack_signer {
+            gate = gate.runpack_signer(key);
+        }
+        let gate = gate
             .config(config.engine.clone())
             .providers(providers)
             .audit_sink(audit.clone())
@@ -220,6 +221,7 @@ impl ServerBuilder {
             .build();
         let policy = ToolPolicy {
             feedback: config.server.feedback.clone(),
+            verify: runpack_verify,
         };
         let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
         let admission = Arc::new(Admission::new(

@@ -186,11 +186,27 @@ fn to_value(value: impl serde::Serialize) -> Result<Value, ToolError> {
         .map_err(|e| ToolError::internal(format!("the result could not be serialised: {e}")))
 }
 
-/// What a tool call may see and do beyond the service: feedback levels.
-#[derive(Clone, Debug, Default)]
+/// What a tool call may see and do beyond the service: feedback levels and how runpacks are
+/// verified.
+#[derive(Clone, Debug)]
 pub struct ToolPolicy {
     /// `scenario_next` feedback levels.
     pub feedback: FeedbackConfig,
+    /// What `runpack_verify` and a verified `runpack_export` check: every decision replayed,
+    /// signatures against the trusted keys (`[runpacks]`).
+    pub verify: VerifyOptions,
+}
+
+impl Default for ToolPolicy {
+    fn default() -> Self {
+        Self {
+            feedback: FeedbackConfig::default(),
+            verify: VerifyOptions {
+                replay: true,
+                trusted_keys: Vec::new(),
+            },
+        }
+    }
 }
 
 /// What `scenario_next` and `scenario_trigger` answer, before it becomes JSON (MCP) or
@@ -464,14 +480,13 @@ async fn call_any(
         Action::RunpackExport => {
             let a: ExportArgs = parse(args)?;
             let ctx = caller.context(a.tenant_id, a.namespace_id, None);
-            let verify = VerifyOptions::default();
             let export = gate
                 .export_runpack(
                     &ctx,
                     &a.scenario_id,
                     &a.run_id,
                     a.generated_at,
-                    a.include_verification.then_some(&verify),
+                    a.include_verification.then_some(&policy.verify),
                 )
                 .await?;
             let mut value = json!({
@@ -488,7 +503,7 @@ async fn call_any(
             let a: VerifyArgs = parse(args)?;
             let ctx = caller.context(a.tenant_id, a.namespace_id, None);
             let report = gate
-                .verify_runpack(&ctx, &a.run_id, &a.export_id, &VerifyOptions::default())
+                .verify_runpack(&ctx, &a.run_id, &a.export_id, &policy.verify)
                 .await?;
             let status = if report.passed() { "pass" } else { "fail" };
             Ok(json!({ "status": status, "report": to_value(report)? }))

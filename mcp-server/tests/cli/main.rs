@@ -224,6 +224,127 @@ fn runpack_export_writes_a_verifiable_runpack() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("run not found: nope"));
 }
 
+/// `[runpacks] signing_key_file` signs exports; verification trusts the configured keys (the
+/// signer's among them), replays by default, and refuses an unsigned runpack once a key is
+/// trusted. A key file others can read is refused by name.
+#[test]
+fn runpacks_are_signed_with_the_configured_key_and_verified_against_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let exported = quickstart(dir.path());
+    // The same content exports to the same id, and a stored export is never rewritten: move
+    // the quickstart's unsigned export aside so the signed export is written anew.
+    let unsigned = dir.path().join("unsigned");
+    std::fs::rename(&exported, &unsigned).unwrap();
+    let key_file = dir.path().join("runpack.key");
+    std::fs::write(
+        &key_file,
+        "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The public key of that seed (RFC 8032, test 1).
+    let public = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let config = dir.path().join("decision-gate.toml");
+    std::fs::write(
+        &config,
+        "[runpacks]\nsigning_key_file = \"runpack.key\"\ntrusted_keys = []\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let output = decision_gate(&[
+        "runpack",
+        "export",
+        "--json",
+        "--config",
+        config_arg,
+        "--data-dir",
+        data,
+        "--scenario",
+        "quickstart",
+        "--run",
+        "quickstart-1",
+        "--generated-at",
+        "1",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signed = PathBuf::from(json(&output)["dir"].as_str().unwrap());
+    assert!(
+        signed.join("manifest.sig").is_file(),
+        "the export is signed"
+    );
+    let verified = json(&decision_gate(&[
+        "runpack",
+        "verify",
+        "--json",
+        "--trusted-key",
+        public,
+        signed.to_str().unwrap(),
+    ]));
+    assert_eq!(verified["status"], "pass", "{verified}");
+    assert_eq!(
+        verified["replayed"], true,
+        "replay is the default: {verified}"
+    );
+    let skipped = json(&decision_gate(&[
+        "runpack",
+        "verify",
+        "--json",
+        "--no-replay",
+        signed.to_str().unwrap(),
+    ]));
+    assert_eq!(skipped["replayed"], false, "{skipped}");
+
+    // A configuration that trusts a key makes an unsigned runpack fail.
+    std::fs::write(
+        &config,
+        format!("[runpacks]\ntrusted_keys = [\"{public}\"]\n"),
+    )
+    .unwrap();
+    let refused = decision_gate(&[
+        "runpack",
+        "verify",
+        "--config",
+        config_arg,
+        unsigned.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stdout(&refused).contains("a signature is required"),
+        "{}",
+        stdout(&refused)
+    );
+    let passes = decision_gate(&[
+        "runpack",
+        "verify",
+        "--config",
+        config_arg,
+        signed.to_str().unwrap(),
+    ]);
+    assert!(passes.status.success(), "{}", stdout(&passes));
+
+    // A signing key others can read is refused, naming the key.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&config, "[runpacks]\nsigning_key_file = \"runpack.key\"\n").unwrap();
+    let loose = decision_gate(&["config", "check", "--config", config_arg]);
+    assert_eq!(loose.status.code(), Some(1), "{}", stdout(&loose));
+    let text = format!(
+        "{}{}",
+        stdout(&loose),
+        String::from_utf8_lossy(&loose.stderr)
+    );
+    assert!(
+        text.contains("runpacks.signing_key_file") && text.contains("chmod 600"),
+        "{text}"
+    );
+}
+
 #[test]
 fn scenario_validate_reports_every_broken_rule_with_its_path() {
     let valid = decision_gate(&[

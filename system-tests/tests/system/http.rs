@@ -247,3 +247,91 @@ fn health_readiness_and_metrics_answer() {
         "{metrics}"
     );
 }
+
+/// With `[runpacks]` configured, `runpack_export` signs the manifest, and `runpack_export` with
+/// verification and `runpack_verify` check the signature against the trusted keys and replay
+/// every decision.
+#[test]
+fn runpack_tools_sign_with_the_configured_key_and_verify_with_replay() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let config = "[runpacks]\nsigning_key_file = \"runpack.key\"\ntrusted_keys = [\"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"]\n";
+    let server = Server::start_with(Some(config), |dir| {
+        let key = dir.join("runpack.key");
+        std::fs::write(
+            &key,
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        )
+        .expect("key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    });
+    let http = reqwest::blocking::Client::new();
+    let call = |id: u64, tool: &str, arguments: serde_json::Value| -> serde_json::Value {
+        let (status, _, body) = post(
+            &http,
+            &server.mcp_url(),
+            call_body(id, tool, arguments),
+            &[],
+        );
+        assert_eq!(status, 200, "{body}");
+        let reply: serde_json::Value = serde_json::from_str(&body).expect("reply");
+        assert_eq!(reply["result"]["isError"], false, "{tool}: {body}");
+        reply["result"]["structuredContent"].clone()
+    };
+    let spec: serde_json::Value =
+        serde_json::from_str(crate::support::THREE_STAGE).expect("fixture");
+    call(1, "scenario_define", serde_json::json!({ "spec": spec }));
+    call(
+        2,
+        "scenario_start",
+        serde_json::json!({ "scenario_id": "release-train",
+            "started_at": { "kind": "unix_millis", "value": 0 },
+            "run_config": { "tenant_id": 1, "namespace_id": 1, "run_id": "run-1" } }),
+    );
+    let exported = call(
+        3,
+        "runpack_export",
+        serde_json::json!({ "tenant_id": 1, "namespace_id": 1, "scenario_id": "release-train",
+            "run_id": "run-1", "generated_at": { "kind": "unix_millis", "value": 9 },
+            "include_verification": true }),
+    );
+    assert_eq!(
+        exported["report"]["failures"],
+        serde_json::json!([]),
+        "{exported}"
+    );
+    assert_eq!(exported["report"]["replayed"], true, "{exported}");
+    let export_id = exported["export_id"].as_str().expect("export id");
+    let signature = server
+        .dir
+        .path()
+        .join("data/runpacks/t1/n1/run-1")
+        .join(export_id)
+        .join("manifest.sig");
+    assert!(signature.is_file(), "{}", signature.display());
+    let verified = call(
+        4,
+        "runpack_verify",
+        serde_json::json!({ "tenant_id": 1, "namespace_id": 1, "run_id": "run-1",
+                            "export_id": export_id }),
+    );
+    assert_eq!(verified["status"], "pass", "{verified}");
+    assert_eq!(verified["report"]["replayed"], true, "{verified}");
+
+    // Without its signature the stored runpack fails: a key is trusted.
+    std::fs::remove_file(&signature).expect("remove signature");
+    let (_, _, body) = post(
+        &http,
+        &server.mcp_url(),
+        call_body(
+            5,
+            "runpack_verify",
+            serde_json::json!({ "tenant_id": 1, "namespace_id": 1, "run_id": "run-1",
+                                "export_id": export_id }),
+        ),
+        &[],
+    );
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("reply");
+    let report = &reply["result"]["structuredContent"];
+    assert_eq!(report["status"], "fail", "{body}");
+    assert!(body.contains("a signature is required"), "{body}");
+}

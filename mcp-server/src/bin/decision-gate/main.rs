@@ -119,17 +119,30 @@ enum RunpackCommand {
         /// The export time in Unix milliseconds (defaults to now; it is recorded, never decided on).
         #[arg(long)]
         generated_at: Option<i64>,
+        /// A configuration file whose `[runpacks] signing_key_file` signs the export (defaults
+        /// to `$DECISION_GATE_CONFIG`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
-    /// Verify a runpack directory offline.
+    /// Verify a runpack directory offline: every file, hash and signature, and every recorded
+    /// decision replayed through the engine.
     Verify {
         /// The runpack directory (holding `manifest.json`).
         dir: PathBuf,
-        /// Also re-run every recorded trigger and compare every gate outcome and decision.
+        /// Skip the replay of every recorded trigger (the file, hash and signature checks
+        /// still run).
         #[arg(long)]
+        no_replay: bool,
+        /// Replay every recorded trigger (the default; kept for scripts that pass it).
+        #[arg(long, hide = true, conflicts_with = "no_replay")]
         replay: bool,
         /// Require a manifest signature by this ed25519 public key (hex); repeatable.
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
+        /// A configuration file whose `[runpacks]` keys are trusted too (defaults to
+        /// `$DECISION_GATE_CONFIG`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -184,22 +197,25 @@ fn main() -> ExitCode {
                 scenario,
                 run,
                 generated_at,
+                config,
             }) => {
                 runpack::export(
                     &out,
                     &data_dir,
                     (tenant, namespace),
-                    &scenario,
-                    &run,
+                    (&scenario, &run),
                     generated_at,
+                    config,
                 )
                 .await
             }
             Command::Runpack(RunpackCommand::Verify {
                 dir,
-                replay,
+                no_replay,
+                replay: _,
                 trusted_keys,
-            }) => runpack::verify(&out, &dir, replay, &trusted_keys),
+                config,
+            }) => runpack::verify(&out, &dir, !no_replay, &trusted_keys, config),
             Command::Config(ConfigCommand::Check { config }) => config::check(&out, config),
         }
     });

@@ -65,7 +65,7 @@ fn describe(result: &Value) -> String {
 /// The quickstart's server in this process, and a client connected to it over an in-memory
 /// pipe.
 async fn start(data_dir: &Path) -> anyhow::Result<Client> {
-    let server = setup::server(data_dir).await?;
+    let server = setup::server(data_dir, None).await?;
     let handler = McpHandler::new(server.shared().clone(), Transport::Stdio);
     let (client_end, server_end) = tokio::io::duplex(1 << 20);
     tokio::spawn(async move {

@@ -1,6 +1,6 @@
 //! `decision-gate runpack export | verify`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,18 +9,31 @@ use decision_gate_core::runpack::{self, DirReader, VerifyOptions, VerifyReport};
 use decision_gate_core::{NamespaceId, RequestContext, TenantId, Timestamp};
 use serde_json::json;
 
+use decision_gate_mcp::{Loaded, config};
+
 use crate::output::{Output, UsageError};
 use crate::setup;
+
+/// The `[runpacks]` settings of the configuration file, if one is named.
+fn runpacks_config(flag: Option<PathBuf>) -> anyhow::Result<Option<Loaded>> {
+    let Some(file) = crate::config::file(flag) else {
+        return Ok(None);
+    };
+    config::load(&file).map(Some).map_err(|problems| {
+        UsageError(format!("{}: {}", file.display(), config::joined(&problems))).into()
+    })
+}
 
 pub(crate) async fn export(
     out: &Output,
     data_dir: &Path,
     (tenant, namespace): (u64, u64),
-    scenario: &str,
-    run: &str,
+    (scenario, run): (&str, &str),
     generated_at: Option<i64>,
+    config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let server = setup::server(data_dir).await?;
+    let signer = runpacks_config(config)?.and_then(|loaded| loaded.runpack_signer);
+    let server = setup::server(data_dir, signer).await?;
     let gate = &server.shared().gate;
     let usage =
         |e: decision_gate_core::ids::IdError, flag: &str| UsageError(format!("{flag}: {e}"));
@@ -57,8 +70,9 @@ pub(crate) fn verify(
     dir: &Path,
     replay: bool,
     trusted_keys: &[String],
+    config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let trusted_keys = trusted_keys
+    let mut trusted_keys = trusted_keys
         .iter()
         .map(|hex_key| {
             let bytes: [u8; 32] = hex::decode(hex_key)
@@ -68,6 +82,9 @@ pub(crate) fn verify(
             ed25519_key(&bytes)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(loaded) = runpacks_config(config)? {
+        trusted_keys.extend(loaded.runpack_verify.trusted_keys);
+    }
     let progress = out.progress(1, "verifying");
     let report = runpack::verify(
         &DirReader::new(dir),

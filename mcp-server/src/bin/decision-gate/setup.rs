@@ -11,7 +11,7 @@ use decision_gate_core::providers::{
     EnvConfig, EnvProvider, HttpConfig, HttpProvider, JsonConfig, JsonProvider, TimeConfig,
     TimeProvider,
 };
-use decision_gate_core::runpack::FsRunpackStore;
+use decision_gate_core::runpack::{FsRunpackStore, SigningKey};
 use decision_gate_core::store::RunpackKey;
 use decision_gate_mcp::{DataDir, Server, config};
 
@@ -41,15 +41,16 @@ pub(crate) fn builtin_providers(json_root: &Path) -> anyhow::Result<ProviderRegi
     Ok(registry)
 }
 
-/// The server over a data directory (created if missing), not yet serving.
-pub(crate) async fn server(data_dir: &Path) -> anyhow::Result<Server> {
+/// The server over a data directory (created if missing), not yet serving; `signer` signs the
+/// runpacks it exports.
+pub(crate) async fn server(data_dir: &Path, signer: Option<SigningKey>) -> anyhow::Result<Server> {
     let evidence = evidence_dir(data_dir);
     std::fs::create_dir_all(&evidence)
         .with_context(|| format!("creating {}", evidence.display()))?;
     // The root is relative to the data directory, the base `parse` resolves it against: a
     // relative data directory joined here as well would be joined twice.
     let text = "[providers.env]\n[providers.json]\nroot = \"evidence\"\nroot_id = \"evidence\"\n";
-    let loaded = config::parse(text, data_dir).map_err(|problems| {
+    let mut loaded = config::parse(text, data_dir).map_err(|problems| {
         anyhow!(
             "data directory configuration: {}",
             problems
@@ -59,5 +60,6 @@ pub(crate) async fn server(data_dir: &Path) -> anyhow::Result<Server> {
                 .join("; ")
         )
     })?;
+    loaded.runpack_signer = signer;
     Ok(crate::compose::open(loaded, &DataDir::new(data_dir)).await?)
 }
