@@ -7,12 +7,13 @@
 #   core  RET vs Cedar and regorus; per-trigger cost at 10 vs 10,000 earlier triggers.
 #   mcp   scenario_next over Streamable HTTP (the release decision-gate binary, a load client in
 #         another process) against an rmcp echo tool served the same way; p99 at half load.
-#   grpc  Next over gRPC against scenario_next over MCP, from one server in one run; beside it
-#         the gRPC health check against the MCP echo tool, the bound on that ratio.
+#   grpc  Next over gRPC against scenario_next over MCP, from one server in one run, and
+#         against the gRPC health check through the same stack; beside them the health check
+#         against the MCP echo tool, the bound on the first ratio.
 #   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
-#         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against pgbench's
-#         single-row INSERT rate on the same server; per-trigger cost at 10 vs 10,000 triggers;
-#         beside them a trigger's own SQL sent by pgbench, the bound with this schema.
+#         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
+#         trigger's own statements replayed by pgbench as the application role; per-trigger
+#         cost at 10 vs 10,000 triggers.
 set -euo pipefail
 area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, postgres)}"
 cd "$(dirname "$0")/.."

@@ -516,6 +516,14 @@ mod tests {
     }
 
     #[test]
+    fn an_audit_file_is_refused_the_trail_is_in_postgres() {
+        let found = problems(&format!("{DB}[server.audit]\npath = \"audit.jsonl\"\n"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("server.audit.path: "), "{found:?}");
+        assert!(found[0].contains("Postgres"), "{found:?}");
+    }
+
+    #[test]
     fn unknown_keys_are_named_in_every_section_at_once() {
         let found = problems(&format!(
             "{DB}max_conections = 3\n[server.limits]\nmax_infligt = 5\n"

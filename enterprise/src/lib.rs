@@ -2,7 +2,9 @@
 //! (`decision-gate-store-enterprise`) into the same MCP and gRPC server the open-source binary
 //! runs (`decision-gate-mcp`), with its configuration (`[database]`, `[tenancy]` beside the
 //! open-source sections) and its administration: migrations, provisioning, the integrity scan.
-//! Identity, RBAC, quotas and the audit chain come with later issues. See ADR 0009.
+//! Every audit and usage event is written to Postgres (ADR 0011); tenant and namespace states
+//! are enforced by [`TenancyAuthorizer`]. Principals are the configured bearer tokens and mTLS
+//! clients, each bound to a tenant. See ADR 0009.
 
 pub mod config;
 mod gated;

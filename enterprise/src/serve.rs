@@ -78,7 +78,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
     }
 
     let data_dir = DataDir::new(loaded.config.data_dir());
-    // Runpacks stay on the filesystem until the S3 store lands (ADR 0009).
+    // Runpacks are files under the data directory, one store per replica (ADR 0009 §8).
     let runpacks = FsRunpackStore::open(data_dir.runpacks()).map_err(|e| ServeError::Storage {
         what: data_dir.runpacks().display().to_string(),
         message: e.to_string(),

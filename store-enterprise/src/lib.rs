@@ -1,7 +1,8 @@
 //! Enterprise storage for Decision Gate: the PostgreSQL backend of the core seams
 //! `ScenarioStore`, `RunStore` and `SchemaRegistry` ([`PgStore`]), with tenant isolation in the
 //! database itself, and its administration: migrations, the start-up schema check, tenancy
-//! provisioning and the integrity scan. (The S3 `RunpackStore` comes with a later issue.)
+//! provisioning and the integrity scan, and the Postgres audit sink and usage meter
+//! ([`PgAuditSink`], [`PgUsageMeter`]) that record every event not committed with a write.
 //!
 //! # Isolation
 //! Every tenant-owned table leads its primary key with `tenant_id`, refers to its parents with
@@ -21,7 +22,8 @@
 //!
 //! # Effects
 //! Writes commit their usage and audit events in the same transaction (`owns_effects()` is
-//! true; ADR 0003).
+//! true; ADR 0003), through the same SQL function (`dg_record_effects`) the sink and meter use
+//! for every other event (ADR 0011).
 
 #[cfg(feature = "postgres")]
 mod codec;

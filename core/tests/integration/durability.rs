@@ -218,3 +218,31 @@ async fn ten_thousandth_trigger_appends_one_entry_in_sqlite() {
     let (gate, _) = sqlite_gate(&dir.path().join("dg.db"), &facts).await;
     ten_thousandth_trigger(&gate).await;
 }
+
+/// A run head whose stored bytes were changed behind the store's back is refused as corrupt
+/// (fail closed), never served.
+#[tokio::test]
+async fn sqlite_refuses_a_tampered_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dg.db");
+    let facts = facts();
+    let (gate, store) = sqlite_gate(&path, &facts).await;
+    define(&gate, &scenario()).await;
+    start(&gate, "s", "r").await;
+    drop(gate);
+    drop(store);
+    {
+        use sqlx::Connection as _;
+        let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE runs SET head_json = replace(head_json, '\"active\"', '\"failed\"')")
+            .execute(&mut db)
+            .await
+            .unwrap();
+        db.close().await.unwrap();
+    }
+    let (gate, _) = sqlite_gate(&path, &facts).await;
+    let err = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap_err();
+    assert_eq!(err.kind(), "integrity_failure", "{err}");
+}

@@ -1,6 +1,4 @@
 //! The command line without a database: `config check` on the example and on a broken file.
-//! (Being an integration test of this package also makes cargo build the binary before the
-//! enterprise system tests, which start it, run.)
 
 use std::process::Command;
 
