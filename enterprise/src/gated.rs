@@ -1,7 +1,9 @@
-//! [`GatedStore`]: the Postgres store behind a gate that opens only once the start-up checks
-//! (a safe application role, the schema this binary expects) have passed. A server that starts
-//! while the database is down serves, reports itself unready and answers every call
-//! `unavailable` until the checks pass; it never touches a database it has not checked.
+//! [`GatedStore`]: a store (the Postgres store, on the enterprise server) behind a gate that
+//! opens only once the start-up checks (a safe application role, the schema this binary
+//! expects) have passed. A server that starts while the database is down serves, reports
+//! itself unready and answers every call `unavailable` until the checks pass; it never touches
+//! a database it has not checked. Open, it is the store it wraps: it passes the storage seams'
+//! conformance suites like any backend.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,19 +18,19 @@ use decision_gate_core::store::{
 };
 use decision_gate_store_enterprise::PgStore;
 
-/// The Postgres store, closed until [`GatedStore::open`].
+/// A store, closed until [`GatedStore::open`].
 #[derive(Debug)]
-pub struct GatedStore {
-    inner: PgStore,
+pub struct GatedStore<S = PgStore> {
+    inner: S,
     open: AtomicBool,
     /// Why the gate is closed, for `/readyz` and the `unavailable` message.
     reason: Mutex<String>,
 }
 
-impl GatedStore {
+impl<S> GatedStore<S> {
     /// A closed gate in front of `inner`.
     #[must_use]
-    pub fn closed(inner: PgStore, reason: impl Into<String>) -> Self {
+    pub fn closed(inner: S, reason: impl Into<String>) -> Self {
         Self {
             inner,
             open: AtomicBool::new(false),
@@ -38,7 +40,7 @@ impl GatedStore {
 
     /// The store behind the gate.
     #[must_use]
-    pub fn inner(&self) -> &PgStore {
+    pub fn inner(&self) -> &S {
         &self.inner
     }
 
@@ -60,7 +62,7 @@ impl GatedStore {
         self.open.load(Ordering::Acquire)
     }
 
-    fn check(&self) -> Result<&PgStore, StoreError> {
+    fn check(&self) -> Result<&S, StoreError> {
         if self.is_open() {
             return Ok(&self.inner);
         }
@@ -76,7 +78,7 @@ impl GatedStore {
 }
 
 #[async_trait]
-impl ScenarioStore for GatedStore {
+impl<S: ScenarioStore> ScenarioStore for GatedStore<S> {
     async fn put(
         &self,
         record: &ScenarioRecord,
@@ -109,7 +111,7 @@ impl ScenarioStore for GatedStore {
 }
 
 #[async_trait]
-impl RunStore for GatedStore {
+impl<S: RunStore> RunStore for GatedStore<S> {
     async fn create(
         &self,
         head: &RunHead,
@@ -178,7 +180,7 @@ impl RunStore for GatedStore {
 }
 
 #[async_trait]
-impl SchemaRegistry for GatedStore {
+impl<S: SchemaRegistry> SchemaRegistry for GatedStore<S> {
     async fn register(
         &self,
         record: &DataShapeRecord,
