@@ -185,12 +185,16 @@ pub enum AuthzError {
 /// Decides whether a principal may perform an action on a resource in a tenant and namespace.
 ///
 /// # Contract
-/// 1. A resource outside the principal's tenant or namespace scope is `OutOfScope`, so the
-///    caller cannot tell it from a missing one.
+/// 1. A resource outside the principal's tenant or namespace scope is `OutOfScope`, whatever the
+///    action, so the caller cannot tell it from a missing one.
 /// 2. A missing permission inside the scope is `Denied`.
-/// 3. When the decision cannot be made, the answer is an error, never an allow.
+/// 3. When the decision cannot be made, the answer is `Unavailable`: never an allow, nor a
+///    `Denied` or `OutOfScope` the caller would take for a final answer.
 /// 4. The decision depends only on the context, the action and the resource: asking twice
 ///    gives the same answer while the policy is unchanged.
+///
+/// `crate::conformance::authorizer` (feature `conformance`) checks each clause on requests the
+/// implementation's policy answers.
 ///
 /// # Errors
 /// [`AuthzError`] as above.
@@ -298,9 +302,13 @@ pub enum UsageError {
 ///
 /// # Contract
 /// 1. `check` refuses with `QuotaExceeded` when recording the events would exceed a quota, and
-///    has no effect.
-/// 2. `record` counts each idempotency key once, however often it is recorded.
-/// 3. When the meter cannot decide, `check` refuses (fail closed).
+///    has no effect, whether it refuses or not: no total moves, and a key it was shown still
+///    counts when recorded.
+/// 2. `record` counts each idempotency key once, however often it is recorded (in one call,
+///    in later calls, in concurrent calls).
+/// 3. When the meter cannot decide, `check` refuses with `Unavailable` (fail closed).
+///
+/// `crate::conformance::usage_meter` (feature `conformance`) checks each clause.
 ///
 /// # Errors
 /// [`UsageError`] as above.
@@ -498,8 +506,12 @@ pub struct AuditError(pub String);
 /// Appends security and state-change events.
 ///
 /// # Contract
-/// 1. `append` and `append_access` record every event, in order, or return an error.
+/// 1. `append` and `append_access` record every event, as given and in order (the order of
+///    the calls, and of the events within a call), or return an error. A sink may keep separate
+///    trails (each tenant's call events, the refused requests), each in that order.
 /// 2. Recorded events are never changed or removed through this seam.
+///
+/// `crate::conformance::audit_sink` (feature `conformance`) checks each clause.
 ///
 /// # Errors
 /// [`AuditError`] when the events could not be recorded durably.

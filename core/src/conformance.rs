@@ -1,14 +1,31 @@
-//! Conformance suites for the storage seams: one check per `# Contract` clause. Every backend
-//! stamps them onto its factory with [`scenario_store_conformance!`](crate::scenario_store_conformance),
-//! [`run_store_conformance!`](crate::run_store_conformance) and
-//! [`schema_registry_conformance!`](crate::schema_registry_conformance):
+//! Conformance suites for the seams: one check per `# Contract` clause, each panicking with a
+//! message that names the clause it found broken. A macro stamps a suite onto a factory, one
+//! `#[tokio::test]` per check.
+//!
+//! The storage seams take an async fn returning a fresh `Arc<impl Seam>`:
+//! [`scenario_store_conformance!`](crate::scenario_store_conformance),
+//! [`run_store_conformance!`](crate::run_store_conformance),
+//! [`schema_registry_conformance!`](crate::schema_registry_conformance),
+//! [`runpack_store_conformance!`](crate::runpack_store_conformance):
 //!
 //! ```text
 //! async fn fresh() -> std::sync::Arc<MyStore> { /* a new, empty store */ }
 //! decision_gate_core::run_store_conformance!(fresh);
 //! ```
 //!
-//! Each check panics with a message naming the clause it found broken.
+//! The access seams and the effects a store commits with its writes cannot be read or provoked
+//! through the seam alone, so their factories return a fixture: the implementation plus a probe
+//! that reads back what it recorded, or the requests its policy answers.
+//!
+//! | macro | factory returns | probe or fixture the backend supplies |
+//! |---|---|---|
+//! | [`authorizer_conformance!`](crate::authorizer_conformance) | [`AuthorizerFixture`] | requests its policy allows, hides and denies; optionally an undecidable twin |
+//! | [`usage_meter_conformance!`](crate::usage_meter_conformance) | [`UsageFixture`] | a [`UsageProbe`] reading totals; optionally a [`Quota`] and an undecidable twin |
+//! | [`audit_sink_conformance!`](crate::audit_sink_conformance) | [`AuditFixture`] | an [`AuditProbe`] reading back the records |
+//! | [`effects_conformance!`](crate::effects_conformance) | [`EffectsFixture`] | an [`EffectsProbe`] reading the committed ledger, for a store that owns its effects |
+//!
+//! The suites use fixed tenants (1 to 3) and namespaces (1 and 2): a backend with tenancy
+//! provisions them before handing out a store.
 
 use std::sync::Arc;
 
@@ -29,6 +46,16 @@ use crate::store::{
     SchemaRegistry, StoreError,
 };
 use crate::time::Timestamp;
+
+pub mod audit_sink;
+pub mod authorizer;
+pub mod effects;
+pub mod usage_meter;
+
+pub use audit_sink::{AuditFixture, AuditProbe};
+pub use authorizer::{AuthorizerFixture, AuthzRequest};
+pub use effects::{EffectsFixture, EffectsProbe};
+pub use usage_meter::{Quota, UsageFixture, UsageProbe};
 
 fn id<T: std::str::FromStr>(s: &str) -> T
 where
@@ -1011,6 +1038,23 @@ macro_rules! __conformance_tests {
                 async fn $case() {
                     let store: ::std::sync::Arc<dyn $crate::store::$seam> = $factory().await;
                     $crate::conformance::$suite::$case(store).await;
+                }
+            )+
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fixture_tests {
+    ($factory:path, $suite:ident, $($case:ident),+ $(,)?) => {
+        mod $suite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    $crate::conformance::$suite::$case($factory().await).await;
                 }
             )+
         }

@@ -68,6 +68,25 @@ pub enum StoreError {
 }
 
 /// The usage and audit events that belong to one write.
+///
+/// # Contract
+/// For each write (`ScenarioStore::put`, `RunStore::create` and `append`,
+/// `SchemaRegistry::register`), by what its seam's `owns_effects()` answers:
+/// 1. When it owns them, a successful write (a `put` that finds the scenario `Unchanged`
+///    included: the call happened) commits every usage and audit event with it, in one
+///    transaction: once the write is visible, so are they, audit events in their order.
+/// 2. When it owns them, a refused write (`AlreadyExists`, `RevisionConflict`, `DuplicateKey`)
+///    commits none of them.
+/// 3. When it owns them, a usage idempotency key already committed for the tenant counts once:
+///    a later event with that key adds nothing, also when concurrent writes carry it, and the
+///    write still succeeds with the rest of its effects.
+/// 4. When it does not own them, it commits none of them (the service hands them to the
+///    [`UsageMeter`](crate::access::UsageMeter) and [`AuditSink`](crate::access::AuditSink);
+///    committing them too would count them twice), and a write's outcome does not depend on
+///    them. A store with no ledger and audit trail of its own owns none (else the service would
+///    drop them).
+///
+/// `crate::conformance::effects` (feature `conformance`) checks each clause.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Effects {
     /// Usage to meter.
