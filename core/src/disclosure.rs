@@ -163,10 +163,19 @@ pub trait PolicyDecider: Send + Sync {
 /// Delivers one permitted packet to one target.
 ///
 /// # Contract
-/// - Called only after the policy permitted the packet for that target.
-/// - May be called again for the same (run, packet, target) when a concurrent trigger won the
-///   append and this one is retried; a dispatcher with external effects must deduplicate on
-///   `dispatch_id`.
+/// - Called only after the policy permitted every packet of the disclosure for every target.
+/// - Called inside the engine step, before its journal entry is appended, so a delivery is not
+///   a recorded disclosure (`ARCHITECTURE.md`, invariant 16). The journal is the record: a
+///   packet is disclosed when its [`PacketRecord`] is in the run's journal.
+/// - May deliver for a decision that is never recorded: the append lost the revision race to
+///   a concurrent trigger, the store failed, a concurrent start took the run id, a later
+///   delivery of the same disclosure failed (the run records `fail` with no packet), or the
+///   call was dropped.
+/// - May be called again with the same envelope for the same target: a trigger decided again
+///   after a lost race, or a caller's retry. A dispatcher with external effects must be
+///   idempotent per (target, envelope): derive `dispatch_id` from them and drop a repeat;
+///   where acting on an unrecorded packet matters, the receiver confirms it in the run's
+///   journal first.
 ///
 /// # Errors
 /// [`DisclosureError`] when delivery fails; the run fails with that reason.

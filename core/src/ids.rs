@@ -198,6 +198,15 @@ string_id!(
     /// A decision, `decision-{seq}`.
     DecisionId
 );
+
+impl DecisionId {
+    /// The id of a run's decision number `seq`, `decision-{seq}`: valid by construction (ASCII,
+    /// at most 29 bytes), so building it cannot fail.
+    #[must_use]
+    pub fn for_seq(seq: u64) -> Self {
+        Self(IdText::from(format!("decision-{seq}")))
+    }
+}
 string_id!(
     /// A caller-chosen id that ties together the records of one logical request.
     CorrelationId

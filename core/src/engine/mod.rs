@@ -1,9 +1,12 @@
 //! The deterministic engine: define-time validation, the compiled evaluation plan, stage
-//! evaluation and decisions. Nothing here does I/O or reads a clock; the service layer
-//! ([`crate::service`]) feeds it evidence and persists what it decides.
+//! evaluation, decisions and the one transition of a run. Nothing here does I/O or reads a
+//! clock (except [`issue_packets`], which calls the disclosure seams); the service layer
+//! ([`crate::service`]) feeds it evidence and persists what it decides, and runpack replay
+//! ([`crate::runpack`]) re-decides recorded runs through the same [`transition`].
 
 mod decide;
 mod plan;
+pub mod transition;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
-//! Replay: re-run every recorded trigger through the engine from the recorded evidence and
+//! Replay: re-run every recorded trigger through the engine's one transition
+//! ([`crate::engine::transition`], the code the live step runs) from the recorded evidence and
 //! confirm every gate outcome and decision. Disclosure policies cannot be re-asked offline, so a
 //! recorded disclosure refusal is accepted where the replay advances, provided it issued no
 //! packet.
@@ -6,11 +7,11 @@
 use std::collections::HashMap;
 
 use crate::disclosure::PacketRecord;
-use crate::engine::{EngineConfig, Plan, Verdict, decide, decide_timeout};
+use crate::engine::transition::{self, Begun};
+use crate::engine::{EngineConfig, Plan, Verdict};
 use crate::evidence::{EvidenceResult, TrustLane};
 use crate::ids::{DecisionId, TriggerId};
-use crate::run::{DecisionOutcome, DecisionRecord, GateEvalRecord, TriggerKind};
-use crate::time::Timestamp;
+use crate::run::{DecisionOutcome, DecisionRecord, GateEvalRecord, RunKey, RunStatus};
 
 use super::ARTIFACTS;
 use super::verify::{Checks, Logs};
@@ -67,6 +68,85 @@ fn check_packets(
     }
 }
 
+/// The stage's evidence as the trigger recorded it, one result per condition slot.
+fn recorded_results(
+    plan: &Plan,
+    stage: usize,
+    recorded_gates: &[&GateEvalRecord],
+    tid: &TriggerId,
+    checks: &mut Checks,
+) -> Vec<EvidenceResult> {
+    let mut results = Vec::new();
+    for (condition, _) in plan.stage_conditions(stage) {
+        let recorded = recorded_gates
+            .iter()
+            .flat_map(|g| &g.evidence)
+            .find(|e| &e.condition_id == condition);
+        match recorded {
+            Some(e) => {
+                let mut result = e.result.clone();
+                // The trust-lane error is added per gate on top of a clean answer.
+                if result
+                    .error
+                    .as_ref()
+                    .is_some_and(|err| err.code == "trust_lane")
+                {
+                    result.error = None;
+                }
+                results.push(result);
+            }
+            None => {
+                checks.fail(
+                    "replay",
+                    GATES,
+                    Some(format!("trigger {tid}")),
+                    format!("no evidence recorded for condition {condition}"),
+                );
+                results.push(EvidenceResult::empty(TrustLane::Verified));
+            }
+        }
+    }
+    results
+}
+
+/// Checks the replayed gate evaluations against the recorded ones.
+fn check_gates(
+    replayed: &[GateEvalRecord],
+    recorded_gates: &[&GateEvalRecord],
+    tid: &TriggerId,
+    checks: &mut Checks,
+) {
+    if replayed.len() != recorded_gates.len() {
+        checks.fail(
+            "replay",
+            GATES,
+            Some(format!("trigger {tid}")),
+            format!(
+                "{} gate evaluations recorded, the stage has {}",
+                recorded_gates.len(),
+                replayed.len()
+            ),
+        );
+    }
+    for (replayed, recorded) in replayed.iter().zip(recorded_gates) {
+        if replayed.evaluation != recorded.evaluation {
+            checks.fail(
+                "replay",
+                GATES,
+                Some(format!(
+                    "gate {} (trigger {tid})",
+                    recorded.evaluation.gate_id
+                )),
+                format!(
+                    "recorded {}, the replay gives {}",
+                    json(&recorded.evaluation),
+                    json(&replayed.evaluation)
+                ),
+            );
+        }
+    }
+}
+
 pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
     if logs.spec.stages.is_empty() {
         return checks.fail("replay", SPEC, None, "the spec has no stages");
@@ -93,8 +173,28 @@ pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
         packets.entry(&p.decision_id).or_default().push(p);
     }
 
-    let mut stage = 0;
-    let mut entered_at: Option<Timestamp> = None;
+    // The run's head, rebuilt as the live path built it: the start transition of the first
+    // trigger, then each recorded decision followed. Dispatch targets and packets only matter
+    // to disclosure, which replay takes from the record (the packets are checked against the
+    // spec), so the head gets none and copies no payload.
+    let Some(first) = logs.triggers.first() else {
+        return;
+    };
+    let key = RunKey {
+        tenant_id: first.event.tenant_id,
+        namespace_id: first.event.namespace_id,
+        run_id: first.event.run_id.clone(),
+    };
+    let started = transition::start(
+        &plan,
+        key,
+        logs.spec.scenario_id.clone(),
+        Vec::new(),
+        &first.event,
+        Vec::new(),
+    );
+    let start_outcome = started.decision.outcome;
+    let mut head = started.head;
     let mut active = true;
     for (i, trigger) in logs.triggers.iter().enumerate() {
         let tid = &trigger.event.trigger_id;
@@ -113,13 +213,9 @@ pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
             .cloned()
             .unwrap_or_default();
         let recorded_gates = gates.get(tid).cloned().unwrap_or_default();
-        let current = plan.spec().stages[stage].stage_id.clone();
+        let current = head.current_stage_id.clone();
         if i == 0 {
-            if decision.outcome
-                != (DecisionOutcome::Start {
-                    stage_id: current.clone(),
-                })
-            {
+            if decision.outcome != start_outcome {
                 checks.fail(
                     "replay",
                     DECISIONS,
@@ -131,7 +227,6 @@ pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
                 );
             }
             check_packets(&plan, 0, &issued, &entry, checks);
-            entered_at = Some(trigger.event.time);
             continue;
         }
         if !active {
@@ -154,115 +249,49 @@ pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
                 ),
             );
         }
-        let stage_spec = &plan.spec().stages[stage];
-        let deadline = stage_spec
-            .timeout
-            .as_ref()
-            .and_then(|t| entered_at?.checked_add_millis(t.timeout_ms));
-        let timed_out = trigger.event.kind == TriggerKind::Tick
-            && deadline
-                .and_then(|d| trigger.event.time.at_or_after(d))
-                .unwrap_or(false);
-        let verdict = if timed_out {
-            if !recorded_gates.is_empty() {
-                checks.fail(
-                    "replay",
-                    GATES,
-                    Some(format!("trigger {tid}")),
-                    "gates were evaluated although the stage had timed out",
-                );
-            }
-            decide_timeout(&plan, stage, stage_spec.on_timeout)
-        } else {
-            let mut results = Vec::new();
-            for (condition, _) in plan.stage_conditions(stage) {
-                let recorded = recorded_gates
-                    .iter()
-                    .flat_map(|g| &g.evidence)
-                    .find(|e| &e.condition_id == condition);
-                match recorded {
-                    Some(e) => {
-                        let mut result = e.result.clone();
-                        // The trust-lane error is added per gate on top of a clean answer.
-                        if result
-                            .error
-                            .as_ref()
-                            .is_some_and(|err| err.code == "trust_lane")
-                        {
-                            result.error = None;
-                        }
-                        results.push(result);
-                    }
-                    None => {
-                        checks.fail(
-                            "replay",
-                            GATES,
-                            Some(format!("trigger {tid}")),
-                            format!("no evidence recorded for condition {condition}"),
-                        );
-                        results.push(EvidenceResult::empty(TrustLane::Verified));
-                    }
-                }
-            }
-            let outcome = plan.evaluate_stage(stage, results, config, tid);
-            if outcome.gate_records.len() != recorded_gates.len() {
-                checks.fail(
-                    "replay",
-                    GATES,
-                    Some(format!("trigger {tid}")),
-                    format!(
-                        "{} gate evaluations recorded, the stage has {}",
-                        recorded_gates.len(),
-                        outcome.gate_records.len()
-                    ),
-                );
-            }
-            for (replayed, recorded) in outcome.gate_records.iter().zip(&recorded_gates) {
-                if replayed.evaluation != recorded.evaluation {
+        let decided = match transition::begin(&plan, &head, &trigger.event) {
+            Ok(Begun::TimedOut(decided)) => {
+                if !recorded_gates.is_empty() {
                     checks.fail(
                         "replay",
                         GATES,
-                        Some(format!(
-                            "gate {} (trigger {tid})",
-                            recorded.evaluation.gate_id
-                        )),
-                        format!(
-                            "recorded {}, the replay gives {}",
-                            json(&recorded.evaluation),
-                            json(&replayed.evaluation)
-                        ),
+                        Some(format!("trigger {tid}")),
+                        "gates were evaluated although the stage had timed out",
                     );
                 }
+                decided
             }
-            decide(&plan, stage, &outcome.statuses())
+            Ok(Begun::Evaluate(pending)) => {
+                let results =
+                    recorded_results(&plan, pending.stage(), &recorded_gates, tid, checks);
+                let decided = pending.decide(&plan, results, config, tid);
+                check_gates(decided.gate_evals(), &recorded_gates, tid, checks);
+                decided
+            }
+            Err(e) => {
+                // The live step refuses such a trigger, so no run records one.
+                checks.fail(
+                    "replay",
+                    TRIGGERS,
+                    Some(format!("trigger {tid}")),
+                    e.to_string(),
+                );
+                continue;
+            }
         };
-
-        let agrees = match (&verdict, &decision.outcome) {
-            (
-                Verdict::Advance { to, timeout },
-                DecisionOutcome::Advance {
-                    from_stage,
-                    to_stage,
-                    timeout: recorded,
-                },
-            ) => {
-                *from_stage == current
-                    && *to_stage == plan.spec().stages[*to].stage_id
-                    && timeout == recorded
+        let stage = decided.stage();
+        let verdict = decided.verdict().clone();
+        // A recorded failure of an advance that issued no packet stands for a refused
+        // disclosure (`timeout` is never a disclosure's reason).
+        let refusal = match (decided.discloses(), &decision.outcome) {
+            (Some(_), DecisionOutcome::Fail { reason })
+                if reason != "timeout" && issued.is_empty() =>
+            {
+                Some(reason.clone())
             }
-            (Verdict::Advance { .. }, DecisionOutcome::Fail { reason }) => {
-                reason != "timeout" && issued.is_empty()
-            }
-            (Verdict::Complete, DecisionOutcome::Complete { stage_id }) => *stage_id == current,
-            (Verdict::Hold(summary), DecisionOutcome::Hold { summary: recorded }) => {
-                summary == recorded
-            }
-            (Verdict::Fail(reason), DecisionOutcome::Fail { reason: recorded }) => {
-                reason == recorded
-            }
-            _ => false,
+            _ => None,
         };
-        if !agrees {
+        if decided.outcome(&plan, refusal) != decision.outcome {
             checks.fail(
                 "replay",
                 DECISIONS,
@@ -275,25 +304,20 @@ pub(crate) fn replay(logs: &Logs, config: &EngineConfig, checks: &mut Checks) {
             );
         }
         // Follow the recorded outcome, so one bad entry is reported once.
-        match &decision.outcome {
-            DecisionOutcome::Advance { to_stage, .. } => match plan.stage_index(to_stage) {
-                Some(next) => {
-                    check_packets(&plan, next, &issued, &entry, checks);
-                    stage = next;
-                    entered_at = Some(trigger.event.time);
-                }
-                None => {
-                    checks.fail(
-                        "replay",
-                        DECISIONS,
-                        entry.clone(),
-                        format!("advances to unknown stage {to_stage}"),
-                    );
-                    active = false;
-                }
-            },
-            DecisionOutcome::Complete { .. } | DecisionOutcome::Fail { .. } => active = false,
-            DecisionOutcome::Hold { .. } | DecisionOutcome::Start { .. } => {}
+        if let DecisionOutcome::Advance { to_stage, .. } = &decision.outcome {
+            let Some(next) = plan.stage_index(to_stage) else {
+                checks.fail(
+                    "replay",
+                    DECISIONS,
+                    entry.clone(),
+                    format!("advances to unknown stage {to_stage}"),
+                );
+                active = false;
+                continue;
+            };
+            check_packets(&plan, next, &issued, &entry, checks);
         }
+        transition::follow(&mut head, &trigger.event, (*decision).clone(), issued.len());
+        active = head.status == RunStatus::Active;
     }
 }

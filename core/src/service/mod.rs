@@ -23,19 +23,20 @@ use crate::access::{
 use crate::disclosure::{
     DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
 };
-use crate::engine::{self, DisclosureContext, EngineConfig, Plan, Verdict};
+use crate::engine::transition::{self, Begun, TransitionError};
+use crate::engine::{self, DisclosureContext, EngineConfig, Plan};
 use crate::error::Error;
 use crate::evidence::{EvidenceContext, EvidenceError, EvidenceResult, TrustLane};
 use crate::hashing::HashDigest;
 use crate::ids::{
-    ConditionId, DecisionId, NamespaceId, RunId, ScenarioId, SchemaId, SchemaVersion, StageId,
-    SubmissionId, TenantId, TriggerId,
+    ConditionId, NamespaceId, RunId, ScenarioId, SchemaId, SchemaVersion, StageId, SubmissionId,
+    TenantId, TriggerId,
 };
 use crate::provider::{EvidenceProvider, ProviderRegistry, RegistryError};
 use crate::run::{
     DecisionOutcome, DecisionRecord, EntryBody, GateEvalRecord, GateEvaluation, JournalEntry,
-    RunCounts, RunHead, RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord,
-    ToolCallRecord, TriggerEntry, TriggerEvent, TriggerKind, TriggerRecord, TriggerResult,
+    RunHead, RunKey, RunStatus, SafeSummary, SubmissionEntry, SubmissionRecord, ToolCallRecord,
+    TriggerEvent, TriggerKind, TriggerResult,
 };
 use crate::runpack::{self, MemoryRunpackStore, RunpackManifest, VerifyOptions, VerifyReport};
 use crate::spec::{PacketPayload, ScenarioSpec};

@@ -117,23 +117,11 @@ impl DecisionGate {
                     .collect();
                 let trigger_id =
                     TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
-                let outcome = plan.evaluate_stage(stage, results, &self.config, &trigger_id);
-                let stage_id = plan.spec().stages[stage].stage_id.clone();
-                let decision = match engine::decide(&plan, stage, &outcome.statuses()) {
-                    Verdict::Advance { to, timeout } => DecisionOutcome::Advance {
-                        from_stage: stage_id,
-                        to_stage: plan.spec().stages[to].stage_id.clone(),
-                        timeout,
-                    },
-                    Verdict::Complete => DecisionOutcome::Complete { stage_id },
-                    Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
-                    Verdict::Fail(reason) => DecisionOutcome::Fail { reason },
-                };
-                let gate_evaluations = outcome
-                    .gate_records
-                    .into_iter()
-                    .map(|r| r.evaluation)
-                    .collect();
+                let (verdict, gate_records) =
+                    transition::evaluate(&plan, stage, results, &self.config, &trigger_id);
+                // What a trigger would decide, before any disclosure.
+                let decision = transition::outcome(&plan, stage, verdict, None);
+                let gate_evaluations = gate_records.into_iter().map(|r| r.evaluation).collect();
                 Ok((
                     PrecheckResult {
                         decision,

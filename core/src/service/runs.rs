@@ -128,7 +128,6 @@ impl DecisionGate {
         let plan = self
             .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
             .await?;
-        let first = &plan.spec().stages[0];
         let key = Self::run_key(ctx, &req.run_id);
         // Nothing is disclosed for a run id that is taken (the dispatcher contract covers the
         // remaining race with a concurrent start).
@@ -139,7 +138,7 @@ impl DecisionGate {
             });
         }
         let trigger_id = TriggerId::new("init").map_err(|e| Error::Corrupt(e.to_string()))?;
-        let decision_id = decision_id(1)?;
+        let decision_id = transition::first_decision_id();
         let packets = engine::issue_packets(
             &plan,
             0,
@@ -162,18 +161,6 @@ impl DecisionGate {
                 Error::Unavailable(f.reason)
             }
         })?;
-        let decision = DecisionRecord {
-            decision_id,
-            seq: 1,
-            trigger_id: trigger_id.clone(),
-            stage_id: first.stage_id.clone(),
-            decided_at: req.started_at,
-            outcome: DecisionOutcome::Start {
-                stage_id: first.stage_id.clone(),
-            },
-            correlation_id: ctx.correlation_id.clone(),
-        };
-
         let event = TriggerEvent {
             trigger_id,
             tenant_id: ctx.tenant_id,
@@ -185,34 +172,16 @@ impl DecisionGate {
             payload: None,
             correlation_id: ctx.correlation_id.clone(),
         };
-        let head = RunHead {
+        let started = transition::start(
+            &plan,
             key,
-            scenario_id: req.scenario_id.clone(),
-            spec_hash: plan.spec_hash().clone(),
-            current_stage_id: first.stage_id.clone(),
-            stage_entered_at: req.started_at,
-            status: RunStatus::Active,
-            dispatch_targets: req.dispatch_targets,
-            revision: 1,
-            counts: RunCounts {
-                triggers: 1,
-                decisions: 1,
-                packets: packets.len() as u64,
-                submissions: 0,
-                tool_calls: 0,
-            },
-            last_decision: decision.clone(),
-        };
-        let entry = JournalEntry {
-            revision: 1,
-            body: EntryBody::Trigger(Box::new(TriggerEntry {
-                trigger: TriggerRecord { seq: 1, event },
-                gate_evals: Vec::new(),
-                decision: decision.clone(),
-                packets: packets.clone(),
-                tool_call: None,
-            })),
-        };
+            req.scenario_id,
+            req.dispatch_targets,
+            &event,
+            packets,
+        );
+        let (decision, packets) = (started.decision.clone(), started.packets.clone());
+        let (head, entry) = started.into_entry(event, None);
         self.runs.create(&head, &entry, effects).await?;
         self.appended.send_modify(|n| *n = n.wrapping_add(1));
         Ok((
@@ -464,6 +433,7 @@ impl DecisionGate {
     }
 
     /// One engine step: evidence, gates, decision, disclosure, and the entry that records them.
+    /// The rules are [`transition`]'s; this supplies the plan, the evidence and the disclosure.
     /// The run's head becomes its next head.
     async fn step(
         &self,
@@ -480,139 +450,55 @@ impl DecisionGate {
                 Some(&head.spec_hash),
             )
             .await?;
-        let stage = plan.stage_index(&head.current_stage_id).ok_or_else(|| {
-            Error::Corrupt(format!(
-                "run {} is in unknown stage {}",
-                head.key.run_id, head.current_stage_id
-            ))
+        let begun = transition::begin(&plan, &head, event).map_err(|e| match e {
+            TransitionError::UnknownStage(stage) => Error::Corrupt(format!(
+                "run {} is in unknown stage {stage}",
+                head.key.run_id
+            )),
+            TransitionError::DeadlineOverflow => Error::invalid("time", e.to_string()),
         })?;
-        let stage_spec = &plan.spec().stages[stage];
-        let timed_out = match (&stage_spec.timeout, event.kind) {
-            (Some(timeout), TriggerKind::Tick) => {
-                let deadline = head
-                    .stage_entered_at
-                    .checked_add_millis(timeout.timeout_ms)
-                    .ok_or_else(|| {
-                        Error::invalid("time", "stage deadline overflows the timestamp range")
-                    })?;
-                event.time.at_or_after(deadline).unwrap_or(false)
+        let decided = match begun {
+            Begun::TimedOut(decided) => decided,
+            Begun::Evaluate(pending) => {
+                let results = self
+                    .gather_evidence(&plan, pending.stage(), &head, event)
+                    .await;
+                pending.decide(&plan, results, &self.config, &event.trigger_id)
             }
-            _ => false,
         };
-        let (gate_evals, verdict) = if timed_out {
-            (
-                Vec::new(),
-                engine::decide_timeout(&plan, stage, stage_spec.on_timeout),
-            )
-        } else {
-            let results = self.gather_evidence(&plan, stage, &head, event).await;
-            let outcome = plan.evaluate_stage(stage, results, &self.config, &event.trigger_id);
-            let verdict = engine::decide(&plan, stage, &outcome.statuses());
-            (outcome.gate_records, verdict)
-        };
-
-        let decision_seq = head.counts.decisions + 1;
-        let decision_id = decision_id(decision_seq)?;
-        let mut packets = Vec::new();
-        // Where the run goes: the stage it enters (and when), or the status it ends with.
-        let mut entered = None;
-        let mut status = head.status;
-        let outcome = match verdict {
-            Verdict::Advance { to, timeout } => {
-                let to_stage = plan.spec().stages[to].stage_id.clone();
-                let disclosure = DisclosureContext {
+        let disclosure = match decided.discloses() {
+            Some(to) => {
+                let ctx = DisclosureContext {
                     run_id: &head.key.run_id,
-                    decision_id: &decision_id,
+                    decision_id: decided.decision_id(),
                     issued_at: event.time,
                     correlation_id: event.correlation_id.as_ref(),
                     targets: &head.dispatch_targets,
                 };
-                match engine::issue_packets(
+                engine::issue_packets(
                     &plan,
                     to,
-                    disclosure,
+                    ctx,
                     self.config.hash_algorithm,
                     self.policy.as_ref(),
                     self.dispatcher.as_ref(),
                 )
                 .await
-                {
-                    Ok(issued) => {
-                        packets = issued;
-                        entered = Some(to_stage.clone());
-                        DecisionOutcome::Advance {
-                            from_stage: head.current_stage_id.clone(),
-                            to_stage,
-                            timeout,
-                        }
-                    }
-                    Err(failure) => {
-                        status = RunStatus::Failed;
-                        DecisionOutcome::Fail {
-                            reason: failure.reason,
-                        }
-                    }
-                }
             }
-            Verdict::Complete => {
-                status = RunStatus::Completed;
-                DecisionOutcome::Complete {
-                    stage_id: head.current_stage_id.clone(),
-                }
-            }
-            Verdict::Hold(summary) => DecisionOutcome::Hold { summary },
-            Verdict::Fail(reason) => {
-                status = RunStatus::Failed;
-                DecisionOutcome::Fail { reason }
-            }
+            None => Ok(Vec::new()),
         };
-        let decision = DecisionRecord {
-            decision_id,
-            seq: decision_seq,
-            trigger_id: event.trigger_id.clone(),
-            stage_id: head.current_stage_id.clone(),
-            decided_at: event.time,
-            outcome,
-            correlation_id: event.correlation_id.clone(),
-        };
-        let result = TriggerResult {
-            decision: decision.clone(),
-            packets: packets.clone(),
-            status,
-        };
+        let next = transition::apply(&plan, head, decided, disclosure, event);
+        let result = next.result();
+        // Numbered from the next head, whose tool-call counter only `into_entry` moves.
         let tool_call = self.tool_call(
-            &head,
+            &next.head,
             method,
             request_hash.clone(),
             &result,
             event.time,
             event.correlation_id.clone(),
         )?;
-        let mut new_head = head;
-        if let Some(stage_id) = entered {
-            new_head.current_stage_id = stage_id;
-            new_head.stage_entered_at = event.time;
-        }
-        new_head.status = status;
-        new_head.revision += 1;
-        new_head.counts.triggers += 1;
-        new_head.counts.decisions += 1;
-        new_head.counts.packets += packets.len() as u64;
-        new_head.counts.tool_calls += 1;
-        new_head.last_decision = decision.clone();
-        let entry = JournalEntry {
-            revision: new_head.revision,
-            body: EntryBody::Trigger(Box::new(TriggerEntry {
-                trigger: TriggerRecord {
-                    seq: new_head.counts.triggers,
-                    event: event.clone(),
-                },
-                gate_evals,
-                decision,
-                packets,
-                tool_call: Some(tool_call),
-            })),
-        };
+        let (new_head, entry) = next.into_entry(event.clone(), Some(tool_call));
         Ok((new_head, entry, result))
     }
 
@@ -932,10 +818,6 @@ fn trigger_result(
             key.run_id
         ))),
     }
-}
-
-fn decision_id(seq: u64) -> Result<DecisionId, Error> {
-    DecisionId::new(format!("decision-{seq}")).map_err(|e| Error::Corrupt(e.to_string()))
 }
 
 /// Refuses an inline payload over the limit.

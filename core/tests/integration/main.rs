@@ -10,4 +10,5 @@ mod providers;
 mod ret;
 mod runpacks;
 mod support;
+mod transition;
 mod validation;

@@ -58,7 +58,8 @@ fn stage(index: usize, count: usize) -> impl Strategy<Value = Value> {
         })
 }
 
-fn valid_spec() -> impl Strategy<Value = Value> {
+/// A valid spec of one to three stages (`s0`.., packets `p-s0`..), scenario `p`.
+pub(crate) fn valid_spec() -> impl Strategy<Value = Value> {
     (1..4usize).prop_flat_map(|count| {
         let stages: Vec<_> = (0..count).map(|i| stage(i, count)).collect();
         let conditions = prop::collection::vec((pick(&["a", "b"][..]), pick(&["equals", "exists", "not_equals"][..])), 4);
