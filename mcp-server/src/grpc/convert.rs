@@ -12,6 +12,7 @@ use decision_gate_core::{RunStatus, Timestamp};
 use crate::config::FeedbackLevel;
 use crate::error::ToolError;
 use crate::tools::TriggerAnswer;
+use crate::tools::{NextArgs, NextRequestArgs};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tonic::Status;
@@ -36,6 +37,42 @@ pub(super) fn json_text(text: &str, field: &str) -> Result<Value, Invalid> {
 /// An optional `*_json` field.
 pub(super) fn optional_json(text: Option<&str>, field: &str) -> Result<Value, Invalid> {
     text.map_or(Ok(Value::Null), |t| json_text(t, field))
+}
+
+/// `Next`'s message as `scenario_next`'s typed arguments, with no JSON in between; each field
+/// is checked as the tool checks it and a refusal names it by its tool path.
+pub(super) fn next_args(r: &pb::NextRequest) -> Result<NextArgs, Invalid> {
+    fn id<T: std::str::FromStr<Err = decision_gate_core::ids::IdError>>(
+        value: &str,
+        field: &str,
+    ) -> Result<T, Invalid> {
+        value
+            .parse()
+            .map_err(|e| ToolError::invalid_arguments(field, e))
+    }
+    Ok(NextArgs {
+        scenario_id: id(&r.scenario_id, "scenario_id")?,
+        feedback: feedback_level(r.feedback)?,
+        request: NextRequestArgs {
+            run_id: id(&r.run_id, "request.run_id")?,
+            tenant_id: decision_gate_core::TenantId::new(r.tenant_id)
+                .map_err(|e| ToolError::invalid_arguments("request.tenant_id", e))?,
+            namespace_id: decision_gate_core::NamespaceId::new(r.namespace_id)
+                .map_err(|e| ToolError::invalid_arguments("request.namespace_id", e))?,
+            correlation_id: r
+                .correlation_id
+                .as_deref()
+                .map(|c| id(c, "request.correlation_id"))
+                .transpose()?,
+            trigger_id: id(&r.trigger_id, "request.trigger_id")?,
+            agent_id: r.agent_id.clone(),
+            time: match r.time.as_ref().and_then(|t| t.kind) {
+                Some(pb::timestamp::Kind::UnixMillis(ms)) => Timestamp::UnixMillis(ms),
+                Some(pb::timestamp::Kind::Logical(n)) => Timestamp::Logical(n),
+                None => return Err(missing("time")),
+            },
+        },
+    })
 }
 
 /// A required timestamp, as the tools take it.
@@ -107,13 +144,13 @@ pub(super) fn trigger_kind(kind: i32) -> Result<Value, Invalid> {
     Ok(json!(kind))
 }
 
-/// A feedback level, as `scenario_next` takes it (`null` for the server's default).
-pub(super) fn feedback_level(level: i32) -> Result<Value, Invalid> {
+/// A feedback level, as `scenario_next` takes it (`None` for the server's default).
+fn feedback_level(level: i32) -> Result<Option<FeedbackLevel>, Invalid> {
     match pb::FeedbackLevel::try_from(level) {
-        Ok(pb::FeedbackLevel::Unspecified) => Ok(Value::Null),
-        Ok(pb::FeedbackLevel::Summary) => Ok(json!("summary")),
-        Ok(pb::FeedbackLevel::Trace) => Ok(json!("trace")),
-        Ok(pb::FeedbackLevel::Evidence) => Ok(json!("evidence")),
+        Ok(pb::FeedbackLevel::Unspecified) => Ok(None),
+        Ok(pb::FeedbackLevel::Summary) => Ok(Some(FeedbackLevel::Summary)),
+        Ok(pb::FeedbackLevel::Trace) => Ok(Some(FeedbackLevel::Trace)),
+        Ok(pb::FeedbackLevel::Evidence) => Ok(Some(FeedbackLevel::Evidence)),
         Err(_) => Err(ToolError::invalid_arguments(
             "feedback",
             format!("unknown feedback level {level}"),

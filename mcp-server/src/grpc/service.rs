@@ -208,25 +208,12 @@ impl pb::decision_gate_server::DecisionGate for GrpcApi {
     }
 
     async fn next(&self, request: Request<pb::NextRequest>) -> Answer<pb::TriggerResponse> {
-        let r = request.get_ref();
-        let args = (|| -> Result<Value, ToolError> {
-            Ok(json!({
-                "scenario_id": r.scenario_id,
-                "feedback": convert::feedback_level(r.feedback)?,
-                "request": {
-                    "run_id": r.run_id,
-                    "tenant_id": r.tenant_id,
-                    "namespace_id": r.namespace_id,
-                    "trigger_id": r.trigger_id,
-                    "agent_id": r.agent_id,
-                    "time": convert::timestamp(r.time.as_ref(), "time")?,
-                    "correlation_id": r.correlation_id,
-                },
-            }))
-        })();
+        // The message becomes the tool's typed arguments directly: no JSON tree built and
+        // parsed back on the hottest call.
+        let args = convert::next_args(request.get_ref());
         let caller = caller(&request)?;
         self.answer_trigger(caller, Action::ScenarioNext, || async move {
-            tools::next(&self.shared.gate, &self.shared.policy, caller, args?).await
+            tools::next_typed(&self.shared.gate, &self.shared.policy, caller, args?).await
         })
         .await
     }

@@ -23,6 +23,7 @@ use crate::caller::Caller;
 use crate::config::{FeedbackConfig, FeedbackLevel};
 use crate::error::ToolError;
 use args::*;
+pub(crate) use args::{NextArgs, NextRequest as NextRequestArgs};
 
 /// Items per page when a list call names no limit.
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -262,7 +263,20 @@ pub async fn next(
     caller: &Caller,
     args: Value,
 ) -> Result<TriggerAnswer, ToolError> {
-    let a: NextArgs = parse(args)?;
+    next_typed(gate, policy, caller, parse(args)?).await
+}
+
+/// `scenario_next` on arguments a transport already typed (gRPC converts its message straight
+/// to them, with no JSON in between).
+///
+/// # Errors
+/// [`ToolError`] for every service error.
+pub(crate) async fn next_typed(
+    gate: &DecisionGate,
+    policy: &ToolPolicy,
+    caller: &Caller,
+    a: NextArgs,
+) -> Result<TriggerAnswer, ToolError> {
     let r = a.request;
     let ctx = caller.context(r.tenant_id, r.namespace_id, r.correlation_id.clone());
     let level = a
