@@ -18,6 +18,17 @@ decision_gate_core::scenario_store_conformance!(fresh);
 decision_gate_core::run_store_conformance!(fresh);
 decision_gate_core::schema_registry_conformance!(fresh);
 
+/// The gate passes on whether the store behind it owns its effects: here it does not.
+async fn effects_fixture()
+-> decision_gate_core::conformance::EffectsFixture<GatedStore<MemoryStore>> {
+    decision_gate_core::conformance::EffectsFixture {
+        store: fresh().await,
+        ledger: None,
+    }
+}
+
+decision_gate_core::effects_conformance!(effects_fixture);
+
 #[tokio::test]
 async fn a_closed_gate_refuses_every_call_with_its_reason_and_writes_nothing() {
     let gate = GatedStore::closed(MemoryStore::default(), "the database is unreachable");
