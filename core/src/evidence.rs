@@ -242,6 +242,24 @@ pub struct EvidenceContext {
     pub correlation_id: Option<CorrelationId>,
 }
 
+impl EvidenceContext {
+    /// The context of `event` deciding the run whose head is `head`: its stage, its trigger,
+    /// the trigger's time and correlation id.
+    #[must_use]
+    pub fn for_trigger(head: &crate::run::RunHead, event: &crate::run::TriggerEvent) -> Self {
+        Self {
+            tenant_id: head.key.tenant_id,
+            namespace_id: head.key.namespace_id,
+            run_id: head.key.run_id.clone(),
+            scenario_id: head.scenario_id.clone(),
+            stage_id: head.current_stage_id.clone(),
+            trigger_id: event.trigger_id.clone(),
+            trigger_time: event.time,
+            correlation_id: event.correlation_id.clone(),
+        }
+    }
+}
+
 /// A condition's evidence as recorded in a gate evaluation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

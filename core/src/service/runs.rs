@@ -534,16 +534,7 @@ impl DecisionGate {
         head: &RunHead,
         event: &TriggerEvent,
     ) -> Vec<EvidenceResult> {
-        let ctx = EvidenceContext {
-            tenant_id: head.key.tenant_id,
-            namespace_id: head.key.namespace_id,
-            run_id: head.key.run_id.clone(),
-            scenario_id: head.scenario_id.clone(),
-            stage_id: head.current_stage_id.clone(),
-            trigger_id: event.trigger_id.clone(),
-            trigger_time: event.time,
-            correlation_id: event.correlation_id.clone(),
-        };
+        let ctx = EvidenceContext::for_trigger(head, event);
         let queries: Vec<_> = plan.stage_conditions(stage).map(|(_, q)| q).collect();
         let order = plan.query_order(stage, self.config.condition_order);
         let ctx = &ctx;

@@ -132,16 +132,7 @@ impl Pure {
         let decided = match transition::begin(plan, &head, &event).expect("the step begins") {
             Begun::TimedOut(decided) => decided,
             Begun::Evaluate(pending) => {
-                let ctx = EvidenceContext {
-                    tenant_id: head.key.tenant_id,
-                    namespace_id: head.key.namespace_id,
-                    run_id: head.key.run_id.clone(),
-                    scenario_id: head.scenario_id.clone(),
-                    stage_id: head.current_stage_id.clone(),
-                    trigger_id: event.trigger_id.clone(),
-                    trigger_time: event.time,
-                    correlation_id: None,
-                };
+                let ctx = EvidenceContext::for_trigger(&head, &event);
                 let mut results = Vec::new();
                 for (_, query) in plan.stage_conditions(pending.stage()) {
                     results.push(facts.query(query, &ctx).await.expect("facts answer"));
