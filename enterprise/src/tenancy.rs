@@ -24,7 +24,8 @@ const REMEMBERED: usize = 4096;
 enum Standing {
     Serving,
     Missing,
-    Suspended(&'static str),
+    TenantSuspended,
+    NamespaceSuspended,
 }
 
 /// Refuses calls into tenants and namespaces that are suspended, deleted or missing, after the
@@ -75,10 +76,8 @@ impl TenancyAuthorizer {
             | Some((LifecycleState::Deleted, _) | (_, None | Some(LifecycleState::Deleted))) => {
                 Standing::Missing
             }
-            Some((LifecycleState::Suspended, _)) => Standing::Suspended("tenant_suspended"),
-            Some((_, Some(LifecycleState::Suspended))) => {
-                Standing::Suspended("namespace_suspended")
-            }
+            Some((LifecycleState::Suspended, _)) => Standing::TenantSuspended,
+            Some((_, Some(LifecycleState::Suspended))) => Standing::NamespaceSuspended,
             Some((LifecycleState::Active, Some(LifecycleState::Active))) => Standing::Serving,
         };
         if let Ok(mut states) = self.states.lock() {
@@ -106,13 +105,14 @@ impl Authorizer for TenancyAuthorizer {
         match self.standing(ctx.tenant_id, ctx.namespace_id).await? {
             Standing::Serving => verdict,
             Standing::Missing => Err(AuthzError::OutOfScope),
-            Standing::Suspended(reason) => Err(AuthzError::Denied(match reason {
-                "tenant_suspended" => format!("{reason}: tenant {} is suspended", ctx.tenant_id),
-                _ => format!(
-                    "{reason}: namespace {} of tenant {} is suspended",
-                    ctx.namespace_id, ctx.tenant_id
-                ),
-            })),
+            Standing::TenantSuspended => Err(AuthzError::Denied(format!(
+                "tenant_suspended: tenant {} is suspended",
+                ctx.tenant_id
+            ))),
+            Standing::NamespaceSuspended => Err(AuthzError::Denied(format!(
+                "namespace_suspended: namespace {} of tenant {} is suspended",
+                ctx.namespace_id, ctx.tenant_id
+            ))),
         }
     }
 }

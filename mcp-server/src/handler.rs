@@ -222,12 +222,14 @@ impl ServerHandler for McpHandler {
                 None,
             ));
         };
-        // An idempotency key in the request's `_meta` wins over the transport's header.
-        if let Some(raw) = request
-            .meta
-            .as_ref()
-            .and_then(|meta| meta.0.get(META_IDEMPOTENCY_KEY))
-        {
+        // An idempotency key in the request's `_meta` wins over the transport's header. rmcp
+        // moves a request's `_meta` into its context; the parameters' copy is read too.
+        if let Some(raw) = context.meta.0.get(META_IDEMPOTENCY_KEY).or_else(|| {
+            request
+                .meta
+                .as_ref()
+                .and_then(|meta| meta.0.get(META_IDEMPOTENCY_KEY))
+        }) {
             match raw.as_str().map(|k| check_idempotency_key(k.as_bytes())) {
                 Some(Ok(key)) => caller.idempotency_key = Some(key),
                 refused => {

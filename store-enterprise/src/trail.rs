@@ -37,7 +37,10 @@ pub(crate) struct EffectColumns {
 
 impl EffectColumns {
     /// The columns of `usage` and `audit` events.
-    pub(crate) fn of(usage: &[UsageEvent], audit: &[AuditEvent]) -> Result<Self, StoreError> {
+    pub(crate) fn of<'a>(
+        usage: impl IntoIterator<Item = &'a UsageEvent>,
+        audit: impl IntoIterator<Item = &'a AuditEvent>,
+    ) -> Result<Self, StoreError> {
         let mut c = Self::default();
         for e in usage {
             let metric = serde_json::to_value(e.metric)
@@ -125,8 +128,7 @@ impl AuditSink for PgAuditSink {
     async fn append(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
         // A call's events share its tenant: one statement each, in order.
         for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
-            let group: Vec<AuditEvent> = group.into_iter().cloned().collect();
-            EffectColumns::of(&[], &group)
+            EffectColumns::of([], group)
                 .map_err(|e| AuditError(e.to_string()))?
                 .record(&self.pool, tenant.as_i64())
                 .await
@@ -171,8 +173,7 @@ impl UsageMeter for PgUsageMeter {
 
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
-            let group: Vec<UsageEvent> = group.into_iter().cloned().collect();
-            EffectColumns::of(&group, &[])
+            EffectColumns::of(group, [])
                 .map_err(|e| UsageError::Unavailable(e.to_string()))?
                 .record(&self.pool, tenant.as_i64())
                 .await

@@ -327,10 +327,28 @@ fn a_next_only_token_gets_trace_feedback_in_one_call() {
         ("authorization", "Bearer agent-token-0123456789"),
         ("idempotency-key", "has space"),
     ];
-    let (status, _, body) = post(&http, &url, next, &bad_key);
+    let (status, _, body) = post(&http, &url, next.clone(), &bad_key);
     assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("idempotency-key contains whitespace"),
         "{body}"
+    );
+
+    // The same rule for a key in the request's `_meta`: refused before the tool runs, audited.
+    let mut with_meta: Value = serde_json::from_str(&next).expect("call body");
+    with_meta["params"]["_meta"] = json!({ "idempotency_key": "has space" });
+    let before = server.audit().len();
+    let (status, _, body) = post(&http, &url, with_meta.to_string(), &agent[..1]);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("_meta.idempotency_key contains whitespace"),
+        "{body}"
+    );
+    let audit = server.audit();
+    assert!(
+        audit[before..].iter().any(|e| e["event"] == "access"
+            && e["refusal"] == "invalid_request"
+            && e["principal"] == "agent"),
+        "the refusal is audited: {audit:?}"
     );
 }
