@@ -10,15 +10,18 @@
 #   grpc  Next over gRPC against scenario_next over MCP, from one server in one run, and
 #         against the gRPC health check through the same stack; beside them the health check
 #         against the MCP echo tool, the bound on the first ratio.
+#   sqlite  scenario_next over Streamable HTTP against the release decision-gate binary on SQLite
+#         (eight clients, then one), group commit on against off, fresh server per phase;
+#         beside it the raw write + fdatasync rate of the data directory's file system.
 #   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
 #         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
 #         trigger's own statements replayed by pgbench as the application role; per-trigger
 #         cost at 10 vs 10,000 triggers.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, postgres)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, postgres, sqlite)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
-if [ "$area" = mcp ] || [ "$area" = grpc ]; then
+if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
 fi

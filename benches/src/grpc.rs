@@ -30,7 +30,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
             .context("DG_BIN: the release decision-gate binary (scripts/bench.sh sets it)")?,
     );
     let dir = tempfile::tempdir().context("temp dir")?;
-    let server = mcp::decision_gate(&bin, &dir.path().join("memory"), "memory", true)?;
+    let server = mcp::decision_gate(&bin, &dir.path().join("memory"), mcp::Store::Memory, true)?;
     let echo = mcp::echo()?;
     let mcp_url = format!("http://{}/mcp", server.addr);
     let echo_url = format!("http://{}/mcp", echo.addr);
@@ -40,12 +40,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let mut ceilings = Vec::new();
     let mut vs_health = Vec::new();
     for round in 1..=ROUNDS {
-        let over_mcp = run_load(&[
-            "mcp-load".into(),
-            mcp_url.clone(),
-            "scenario_next".into(),
-            millis.clone(),
-        ])?;
+        let over_mcp = mcp::load(&mcp_url, "scenario_next", CONCURRENCY, None)?;
         phase_line(
             &format!("round {round}: scenario_next over MCP (Streamable HTTP)"),
             &over_mcp,
@@ -53,12 +48,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
         let over_grpc = run_load(&["grpc-load".into(), grpc_addr.clone(), millis.clone()])?;
         phase_line(&format!("round {round}: Next over gRPC"), &over_grpc);
         ratios.push(over_grpc.calls_per_sec / over_mcp.calls_per_sec);
-        let echo = run_load(&[
-            "mcp-load".into(),
-            echo_url.clone(),
-            "echo".into(),
-            millis.clone(),
-        ])?;
+        let echo = mcp::load(&echo_url, "echo", CONCURRENCY, None)?;
         phase_line(
             &format!("round {round}: MCP echo tool (transport ceiling)"),
             &echo,

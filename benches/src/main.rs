@@ -2,6 +2,7 @@
 //! printed as `BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>`.
 //!
 //! Area `mcp`: see [`mcp`]. Area `grpc`: see [`grpc`]. Area `postgres`: see [`postgres`].
+//! Area `sqlite`: see [`sqlite`].
 //!
 //! Area `core`:
 //! - `ret_vs_cedar`, `ret_vs_regorus`: one 100-condition gate, every condition true (so nothing
@@ -19,6 +20,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod grpc;
 mod mcp;
 mod postgres;
+mod sqlite;
 
 use anyhow::Context as _;
 use std::hint::black_box;
@@ -313,11 +315,12 @@ async fn main() -> anyhow::Result<()> {
         "mcp" => blocking(mcp::run).await?,
         "grpc" => blocking(grpc::run).await?,
         "postgres" => blocking(postgres::run).await?,
+        "sqlite" => blocking(sqlite::run).await?,
         "grpc-load" => return grpc::load_client(rest).await,
         "grpc-health-load" => return grpc::health_load_client(rest).await,
         "mcp-load" => return mcp::load_client(rest).await,
         "mcp-echo" => return mcp::echo_server().await,
-        _ => anyhow::bail!("unknown area {area:?}; known areas: core, mcp, grpc, postgres"),
+        _ => anyhow::bail!("unknown area {area:?}; known areas: core, mcp, grpc, postgres, sqlite"),
     };
     for (name, measured, unit, op, target) in lines {
         report(area, name, measured, unit, op, target);

@@ -61,7 +61,7 @@ pub(crate) struct Measured {
     errors: u64,
     seconds: f64,
     pub(crate) calls_per_sec: f64,
-    p50_ms: f64,
+    pub(crate) p50_ms: f64,
     p99_ms: f64,
 }
 
@@ -131,12 +131,20 @@ pub(crate) fn spawn_server(mut cmd: Command, grpc: bool) -> anyhow::Result<Proce
     })
 }
 
-fn load(url: &str, tool: &str, rate: Option<f64>) -> anyhow::Result<Measured> {
+/// One load phase of `clients` workers calling `tool` at `url`, open loop at `rate` calls/s
+/// when given.
+pub(crate) fn load(
+    url: &str,
+    tool: &str,
+    clients: usize,
+    rate: Option<f64>,
+) -> anyhow::Result<Measured> {
     let mut args = vec![
         "mcp-load".to_owned(),
         url.to_owned(),
         tool.to_owned(),
         PHASE.as_millis().to_string(),
+        clients.to_string(),
     ];
     if let Some(rate) = rate {
         args.push(format!("{rate:.1}"));
@@ -158,15 +166,36 @@ pub(crate) fn run_load(args: &[String]) -> anyhow::Result<Measured> {
     serde_json::from_slice(&out.stdout).context("load client JSON")
 }
 
+/// The store a measured server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Store {
+    Memory,
+    /// SQLite under the data directory, with group commit on (the default) or off.
+    Sqlite { group_commit: bool },
+}
+
+impl Store {
+    /// The configuration that picks it (a top-level key or a table, so it goes first).
+    fn toml(self) -> &'static str {
+        match self {
+            Self::Memory => "store = \"memory\"\n",
+            Self::Sqlite { group_commit: true } => "store = \"sqlite\"\n",
+            Self::Sqlite {
+                group_commit: false,
+            } => "[store.sqlite.group_commit]\nenabled = false\n",
+        }
+    }
+}
+
 pub(crate) fn decision_gate(
     bin: &Path,
     dir: &Path,
-    store: &str,
+    store: Store,
     grpc: bool,
 ) -> anyhow::Result<Process> {
     // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
     // file, so the figure is the server's, not the disk's.
-    let audit = if store == "memory" && Path::new("/dev/shm").is_dir() {
+    let audit = if store == Store::Memory && Path::new("/dev/shm").is_dir() {
         PathBuf::from(format!(
             "/dev/shm/decision-gate-bench-{}.jsonl",
             std::process::id()
@@ -177,7 +206,8 @@ pub(crate) fn decision_gate(
     std::fs::create_dir_all(dir).context("bench directory")?;
     let config = dir.join("decision-gate.toml");
     let text = format!(
-        "store = {store:?}\n[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n",
+        "{}[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n",
+        store.toml(),
         audit.display().to_string()
     );
     std::fs::write(&config, text).context("write config")?;
@@ -219,7 +249,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let echo = echo()?;
     let echo_url = format!("http://{}/mcp", echo.addr);
     let dir = tempfile::tempdir().context("temp dir")?;
-    let memory = decision_gate(&bin, &dir.path().join("memory"), "memory", false)?;
+    let memory = decision_gate(&bin, &dir.path().join("memory"), Store::Memory, false)?;
     let url = format!("http://{}/mcp", memory.addr);
 
     // Echo and Decision Gate phases alternate, each round in the other order than the last, so
@@ -229,7 +259,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let mut peaks = Vec::new();
     for round in 1..=PEAK_ROUNDS {
         let phase = |url: &str, tool: &str, what: &str| -> anyhow::Result<Measured> {
-            let measured = load(url, tool, None)?;
+            let measured = load(url, tool, CONCURRENCY, None)?;
             phase_line(&format!("round {round}: {what}"), &measured);
             Ok(measured)
         };
@@ -255,7 +285,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let peak = crate::median(peaks);
     let mut p99s = Vec::new();
     for round in 1..=ROUNDS {
-        let half = load(&url, "scenario_next", Some(peak / 2.0))?;
+        let half = load(&url, "scenario_next", CONCURRENCY, Some(peak / 2.0))?;
         phase_line(
             &format!("round {round}: scenario_next, in-memory store, half of peak"),
             &half,
@@ -264,11 +294,16 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     }
     drop(memory);
 
-    let sqlite = decision_gate(&bin, &dir.path().join("sqlite"), "sqlite", false)?;
+    let sqlite = decision_gate(
+        &bin,
+        &dir.path().join("sqlite"),
+        Store::Sqlite { group_commit: true },
+        false,
+    )?;
     let url = format!("http://{}/mcp", sqlite.addr);
-    let disk = load(&url, "scenario_next", None)?;
+    let disk = load(&url, "scenario_next", CONCURRENCY, None)?;
     phase_line(
-        "scenario_next, SQLite store (synchronous=FULL), peak",
+        "scenario_next, SQLite store (synchronous=FULL, group commit), peak",
         &disk,
     );
     drop(sqlite);
@@ -403,14 +438,16 @@ pub(crate) fn print_measured(
     writeln!(stdout).context("write result")
 }
 
-/// `mcp-load URL TOOL MILLIS [RATE]`: drives TOOL with CONCURRENCY workers for MILLIS, open
-/// loop at RATE calls/s in total when given, else as fast as answers come; prints JSON.
+/// `mcp-load URL TOOL MILLIS CLIENTS [RATE]`: drives TOOL with CLIENTS workers for MILLIS,
+/// open loop at RATE calls/s in total when given, else as fast as answers come; prints JSON.
 pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
-    let [url, tool, millis, rest @ ..] = args else {
-        anyhow::bail!("usage: mcp-load URL TOOL MILLIS [RATE]");
+    let [url, tool, millis, clients, rest @ ..] = args else {
+        anyhow::bail!("usage: mcp-load URL TOOL MILLIS CLIENTS [RATE]");
     };
     let (url, tool) = (url.clone(), tool.clone());
     let millis: u64 = millis.parse().context("MILLIS")?;
+    let clients: usize = clients.parse().context("CLIENTS")?;
+    anyhow::ensure!(clients > 0, "CLIENTS must be at least 1");
     let rate: Option<f64> = rest
         .first()
         .map(|r| r.parse().context("RATE"))
@@ -426,7 +463,7 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
         )
         .await
         .context("define")?;
-        for w in 0..CONCURRENCY {
+        for w in 0..clients {
             let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
                               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
             post(&client, &url, call_body(0, "scenario_start", args)?)
@@ -435,9 +472,9 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let deadline = Instant::now() + Duration::from_millis(millis);
-    let interval = rate.map(|r| Duration::from_secs_f64(CONCURRENCY as f64 / r));
+    let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
     let started = Instant::now();
-    let workers: Vec<_> = (0..CONCURRENCY)
+    let workers: Vec<_> = (0..clients)
         .map(|w| {
             let url = url.clone();
             let tool = tool.clone();
@@ -448,7 +485,7 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
                 let mut errors = 0u64;
                 let mut n = 0u64;
                 let mut next_send = Instant::now()
-                    + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / CONCURRENCY as f64));
+                    + interval.map_or(Duration::ZERO, |i| i.mul_f64(w as f64 / clients as f64));
                 while Instant::now() < deadline {
                     if interval.is_some() {
                         tokio::time::sleep_until(next_send.into()).await;

@@ -175,12 +175,7 @@ fn serve(bin: &Path, db: &Database) -> anyhow::Result<mcp::Process> {
 
 fn triggers_per_sec(server: &mcp::Process) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
-    let m = mcp::run_load(&[
-        "mcp-load".to_owned(),
-        url,
-        "scenario_next".to_owned(),
-        PHASE.as_millis().to_string(),
-    ])?;
+    let m = mcp::load(&url, "scenario_next", CONCURRENCY, None)?;
     Ok(m.calls_per_sec)
 }
 

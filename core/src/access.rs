@@ -568,6 +568,7 @@ impl JsonLinesAuditSink {
     /// [`AuditError`] when the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
         let path = path.as_ref().to_path_buf();
+        trim_torn_line(&path).map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
         let mut options = std::fs::OpenOptions::new();
         options.create(true).append(true);
         // Every write is durable when it returns: one system call per batch instead of a write
@@ -685,6 +686,50 @@ impl JsonLinesAuditSink {
         }
         queue.leading = false;
     }
+}
+
+/// Cuts a last line without its newline: the write a crash interrupted, never acknowledged
+/// (its call returns only after the whole batch is written). Lines appended later would
+/// otherwise continue it and make one line of two records.
+fn trim_torn_line(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut chunk = Vec::new();
+    // Scans back from the end for the last newline, a chunk at a time.
+    let keep = loop {
+        if end == 0 {
+            break 0;
+        }
+        let start = end.saturating_sub(CHUNK);
+        chunk.resize(usize::try_from(end - start).unwrap_or(0), 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
+    };
+    if keep < len {
+        tracing::warn!(
+            path = %path.display(),
+            bytes = len - keep,
+            "trimmed a torn last line from the audit file"
+        );
+        file.set_len(keep)?;
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A call queued behind a leader. Dropped before its answer (a cancelled call), it must not take
@@ -971,6 +1016,35 @@ mod tests {
             .expect("fdinfo names the open flags");
         assert_ne!(flags & libc::O_DSYNC, 0, "flags {flags:o}");
         assert_ne!(flags & libc::O_APPEND, 0, "flags {flags:o}");
+    }
+
+    /// A crash mid-write leaves a last line without its newline; opening the file again cuts
+    /// it, so the next record starts a line of its own. Whole files and lines longer than the
+    /// scan's chunk are kept as they are.
+    #[tokio::test]
+    async fn json_lines_sink_trims_a_line_torn_by_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let long = format!("{{\"pad\":\"{}\"}}\n", "x".repeat(200_000));
+        for (before, kept) in [
+            (format!("{long}{{\"torn"), long.clone()),
+            ("{\"torn".to_owned(), String::new()),
+            (long.clone(), long.clone()),
+            (String::new(), String::new()),
+        ] {
+            std::fs::write(&path, &before).unwrap();
+            let sink = JsonLinesAuditSink::open(&path).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+            sink.append(&[event("run/a", AuditOutcome::Success)])
+                .await
+                .unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let last = text
+                .strip_prefix(kept.as_str())
+                .expect("the kept lines first");
+            assert_eq!(last.lines().count(), 1, "{last}");
+            serde_json::from_str::<AuditRecord>(last.trim_end()).expect("a whole record");
+        }
     }
 
     #[tokio::test]

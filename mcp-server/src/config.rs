@@ -14,6 +14,7 @@ use decision_gate_core::providers::{
     TimeProvider,
 };
 use decision_gate_core::runpack::{SigningKey, VerifyOptions, VerifyingKey};
+use decision_gate_core::sqlite::GroupCommit;
 use decision_gate_core::{
     Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId, TrustLane,
 };
@@ -33,9 +34,10 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     /// Where the database, evidence and runpacks live.
     pub data_dir: Option<PathBuf>,
-    /// Where scenarios, runs, schemas and runpacks are kept: `sqlite` (durable, the default)
-    /// or `memory` (lost on exit; for development and benchmarks).
-    pub store: StoreKind,
+    /// Where scenarios, runs, schemas and runpacks are kept: `store = "sqlite"` (durable, the
+    /// default) or `store = "memory"` (lost on exit; for development and benchmarks), or a
+    /// `[store]` table with `kind` and the `[store.sqlite]` settings.
+    pub store: StoreConfig,
     /// Engine settings: logic mode, trust, anchors, limits.
     pub engine: EngineConfig,
     /// Built-in providers.
@@ -70,6 +72,74 @@ pub enum StoreKind {
     Sqlite,
     /// In memory, lost on exit.
     Memory,
+}
+
+/// `store`: the backend and its settings. Written as the backend's name alone
+/// (`store = "sqlite"`) or as a table (`[store]` with `kind`, and `[store.sqlite]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreConfig {
+    /// The backend.
+    pub kind: StoreKind,
+    /// `[store.sqlite]`, when given.
+    pub sqlite: Option<SqliteConfig>,
+}
+
+impl StoreConfig {
+    /// The SQLite settings, the defaults when `[store.sqlite]` is absent.
+    #[must_use]
+    pub fn sqlite(&self) -> SqliteConfig {
+        self.sqlite.unwrap_or_default()
+    }
+}
+
+/// `[store.sqlite]`: the embedded store's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    /// How concurrent writes share one commit (ADR 0012).
+    pub group_commit: GroupCommit,
+}
+
+/// The table form of `store`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreTable {
+    #[serde(default)]
+    kind: StoreKind,
+    #[serde(default)]
+    sqlite: Option<SqliteConfig>,
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Form;
+        impl<'de> serde::de::Visitor<'de> for Form {
+            type Value = StoreConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"sqlite\", \"memory\", or a table with `kind` and `sqlite`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<StoreConfig, E> {
+                let kind =
+                    StoreKind::deserialize(serde::de::value::StrDeserializer::<E>::new(name))?;
+                Ok(StoreConfig { kind, sqlite: None })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<StoreConfig, A::Error> {
+                let table =
+                    StoreTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(StoreConfig {
+                    kind: table.kind,
+                    sqlite: table.sqlite,
+                })
+            }
+        }
+        deserializer.deserialize_any(Form)
+    }
 }
 
 /// Built-in provider sections; a present section switches the provider on.
@@ -642,6 +712,18 @@ impl Config {
                 ));
             }
         }
+        if self.store.kind != StoreKind::Sqlite && self.store.sqlite.is_some() {
+            problems.push(Problem::new(
+                "store.sqlite",
+                "applies only to store.kind = \"sqlite\"",
+            ));
+        }
+        for (field, rule) in self.store.sqlite().group_commit.problems() {
+            problems.push(Problem::new(
+                format!("store.sqlite.group_commit.{field}"),
+                rule,
+            ));
+        }
         if self.server.request_timeout_ms == 0 {
             problems.push(Problem::new(
                 "server.request_timeout_ms",
@@ -920,6 +1002,64 @@ mod tests {
             .map(|c| c.provider_id.to_string())
             .collect();
         assert_eq!(ids, ["time"]);
+    }
+
+    /// `store` is a backend's name or a table with the SQLite settings; group commit is on by
+    /// default, its settings are checked by name, and SQLite settings beside another backend
+    /// are refused rather than ignored.
+    #[test]
+    fn the_store_is_a_name_or_a_table_with_group_commit_settings() {
+        let store = |text: &str| parse(text, Path::new(".")).unwrap().config.store;
+        assert_eq!(store("").kind, StoreKind::Sqlite);
+        assert!(store("").sqlite().group_commit.enabled);
+        assert_eq!(store("store = \"memory\"\n").kind, StoreKind::Memory);
+        let table = store(
+            "[store.sqlite.group_commit]\nmax_batch = 16\nmax_wait_us = 0\nenabled = false\n",
+        );
+        assert_eq!(table.kind, StoreKind::Sqlite);
+        let group = table.sqlite().group_commit;
+        assert_eq!(
+            (group.enabled, group.max_batch, group.max_wait_us),
+            (false, 16, 0)
+        );
+        assert_eq!(
+            group.max_batch_bytes,
+            GroupCommit::default().max_batch_bytes
+        );
+
+        let found = problems(
+            "[store.sqlite.group_commit]\nmax_batch = 0\nmax_batch_bytes = 0\nmax_wait_us = 100001\n",
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found[0].starts_with("store.sqlite.group_commit.max_batch: must be 1..="),
+            "{found:?}"
+        );
+        assert!(
+            found[1].starts_with("store.sqlite.group_commit.max_batch_bytes: "),
+            "{found:?}"
+        );
+        assert!(
+            found[2].contains("max_wait_us: must be at most 100000"),
+            "{found:?}"
+        );
+
+        let found =
+            problems("[store]\nkind = \"memory\"\n[store.sqlite.group_commit]\nmax_batch = 2\n");
+        assert_eq!(
+            found,
+            ["store.sqlite: applies only to store.kind = \"sqlite\""]
+        );
+        let found = problems("[store.sqlite.group_commit]\nmax_batches = 2\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("store.sqlite.group_commit"),
+            "{found:?}"
+        );
+        assert!(found[0].contains("max_batches"), "{found:?}");
+        let found = problems("store = \"postgres\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("store: "), "{found:?}");
     }
 
     #[test]

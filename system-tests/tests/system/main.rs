@@ -3,6 +3,7 @@
 
 mod auth;
 mod clients;
+mod durability;
 mod grpc;
 mod http;
 mod providers;

@@ -35,6 +35,66 @@ pub(crate) struct Server {
     pub(crate) grpc_addr: SocketAddr,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) scheme: &'static str,
+    /// The configuration file, when the server was given one.
+    config: Option<PathBuf>,
+}
+
+/// Starts `decision-gate serve` on free ports with its data under `dir/data`; answers the
+/// child, the MCP scheme and address, and the gRPC address once it prints them.
+fn spawn(dir: &Path, config: Option<&Path>) -> (Child, &'static str, SocketAddr, SocketAddr) {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve")
+        .arg("--http")
+        .arg("127.0.0.1:0")
+        .arg("--grpc")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env_remove("DECISION_GATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let mut child = cmd.spawn().expect("spawn decision-gate");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                // The test stopped listening; keep draining so the server never blocks.
+                continue;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut mcp = None;
+    let mut grpc = None;
+    loop {
+        if let (Some((scheme, addr)), Some(grpc)) = (mcp, grpc) {
+            return (child, scheme, addr, grpc);
+        }
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start; stderr: {seen:?}");
+        };
+        if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on ") {
+            let (scheme, rest) = rest.split_once("://").expect("scheme");
+            let addr: SocketAddr = rest
+                .split('/')
+                .next()
+                .expect("address")
+                .parse()
+                .expect("socket address");
+            mcp = Some((if scheme == "https" { "https" } else { "http" }, addr));
+        } else if let Some(rest) = line.strip_prefix("decision-gate: serving gRPC on ") {
+            let addr = rest.split(' ').next().expect("address");
+            grpc = Some(addr.parse().expect("socket address"));
+        }
+        seen.push(line);
+    }
 }
 
 impl Server {
@@ -48,66 +108,41 @@ impl Server {
     pub(crate) fn start_with(config: Option<&str>, prepare: impl FnOnce(&Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         prepare(dir.path());
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg("--http")
-            .arg("127.0.0.1:0")
-            .arg("--grpc")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env_remove("DECISION_GATE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(config) = config {
+        let config = config.map(|text| {
             let file = dir.path().join("decision-gate.toml");
-            std::fs::write(&file, config).expect("write config");
-            cmd.arg("--config").arg(file);
-        }
-        let mut child = cmd.spawn().expect("spawn decision-gate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    // The test stopped listening; keep draining so the server never blocks.
-                    continue;
-                }
-            }
+            std::fs::write(&file, text).expect("write config");
+            file
         });
-        let mut seen = Vec::new();
-        let mut mcp = None;
-        let mut grpc = None;
-        let ((scheme, addr), grpc_addr) = loop {
-            if let (Some(m), Some(g)) = (mcp, grpc) {
-                break (m, g);
-            }
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("the server did not start; stderr: {seen:?}"));
-            if let Some(rest) = line.strip_prefix("decision-gate: serving MCP on ") {
-                let (scheme, rest) = rest.split_once("://").expect("scheme");
-                let addr: SocketAddr = rest
-                    .split('/')
-                    .next()
-                    .expect("address")
-                    .parse()
-                    .expect("socket address");
-                mcp = Some((if scheme == "https" { "https" } else { "http" }, addr));
-            } else if let Some(rest) = line.strip_prefix("decision-gate: serving gRPC on ") {
-                let addr = rest.split(' ').next().expect("address");
-                grpc = Some(addr.parse().expect("socket address"));
-            }
-            seen.push(line);
-        };
+        let (child, scheme, addr, grpc_addr) = spawn(dir.path(), config.as_deref());
         Self {
             child,
             addr,
             grpc_addr,
             dir,
             scheme,
+            config,
         }
+    }
+
+    /// Kills the server with SIGKILL: no chance to flush, sync or clean up.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// Starts the server again on the same data directory and configuration (after
+    /// [`Server::kill`]); it listens on new ports.
+    pub(crate) fn restart(&mut self) {
+        let (child, scheme, addr, grpc_addr) = spawn(self.dir.path(), self.config.as_deref());
+        self.child = child;
+        self.scheme = scheme;
+        self.addr = addr;
+        self.grpc_addr = grpc_addr;
+    }
+
+    /// The data directory.
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -37,13 +37,13 @@ pub(crate) async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Server, S
         .map_err(|e| e.to_string())
         .map_err(storage(audit_path.display()))?;
     let authenticate = auth::from_config(&config.server.auth);
-    let store = config.store;
+    let store = config.store.clone();
     let builder = Server::builder(loaded)
         .audit_sink(Arc::new(audit))
         .authenticate(authenticate);
-    let builder = match store {
+    let builder = match store.kind {
         StoreKind::Sqlite => {
-            let store = SqliteStore::open(data_dir.database())
+            let store = SqliteStore::open_with(data_dir.database(), store.sqlite().group_commit)
                 .await
                 .map_err(|e| e.to_string())
                 .map_err(storage(data_dir.database().display()))?;

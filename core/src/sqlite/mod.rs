@@ -1,13 +1,21 @@
-//! The embedded SQLite backend of the storage seams (sqlx, WAL, `synchronous=FULL`, migrations
+//! The embedded SQLite backend of the storage seams (WAL, `synchronous=FULL`, migrations
 //! embedded and applied on open).
 //!
 //! A run is a row in `runs` (the head) plus rows in `run_entries` (the journal). A trigger is
-//! one transaction: a conditional `UPDATE` of the head on its expected revision and one
-//! `INSERT` of the entry, so a crash leaves the run wholly at the old revision or wholly at the
-//! new one, and a trigger costs the same at the 10,000th entry as at the first. Every stored
+//! a conditional `UPDATE` of the head on its expected revision and one `INSERT` of the entry in
+//! one transaction, so a crash leaves the run wholly at the old revision or wholly at the new
+//! one, and a trigger costs the same at the 10,000th entry as at the first. Every stored
 //! document carries a SHA-256 that is checked when it is read back.
+//!
+//! Reads go through a pool of sqlx connections; every write goes to the one writer thread
+//! (`writer.rs`), which commits concurrent writes together (group commit, ADR 0012).
+
+mod writer;
+
+pub use writer::{GroupCommit, MAX_BATCH_BYTES_LIMIT, MAX_BATCH_LIMIT, MAX_WAIT_US_LIMIT};
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,29 +35,45 @@ use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
     ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
+use writer::{EntryRow, HeadRow, RunRow, Write, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Scenarios, runs and schemas in one SQLite database file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// The readers.
     pool: SqlitePool,
+    /// The one writer.
+    writer: Arc<Writer>,
 }
 
 fn unavailable(e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    /// Opens (creating if needed) the database at `path`, applies pending migrations, and
+    /// groups concurrent writes with the default [`GroupCommit`] settings.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the file cannot be opened or migrated.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, GroupCommit::default()).await
+    }
+
+    /// Opens the database like [`SqliteStore::open`], grouping writes as `group_commit` says.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the file cannot be opened or migrated;
+    /// [`StoreError::Invalid`] when a `group_commit` setting is out of range.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        group_commit: GroupCommit,
+    ) -> Result<Self, StoreError> {
+        if let Some((field, message)) = group_commit.problems().into_iter().next() {
+            return Err(StoreError::Invalid { field, message });
+        }
         let options = SqliteConnectOptions::new()
             .filename(path.as_ref())
             .create_if_missing(true)
@@ -67,13 +91,50 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        let writer = Writer::start(path.as_ref(), group_commit)?;
+        Ok(Self {
+            pool,
+            writer: Arc::new(writer),
+        })
     }
 
-    /// Closes the pool, waiting for connections to finish.
+    /// Commits the writes handed over so far, stops the writer and closes the readers; later
+    /// calls are refused as unavailable.
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// A run's key as the tables hold it.
+fn run_row(key: &RunKey) -> RunRow {
+    RunRow {
+        tenant_id: key.tenant_id.as_i64(),
+        namespace_id: key.namespace_id.as_i64(),
+        run_id: key.run_id.to_string(),
+    }
+}
+
+/// A head, encoded with its checksum.
+fn head_row(head: &RunHead) -> Result<HeadRow, StoreError> {
+    let (json, sha) = encode(head)?;
+    Ok(HeadRow {
+        revision: revision_i64(head.revision)?,
+        json,
+        sha,
+    })
+}
+
+/// A journal entry, encoded with its checksum and its idempotency keys.
+fn entry_row(entry: &JournalEntry) -> Result<EntryRow, StoreError> {
+    let (json, sha) = encode(entry)?;
+    Ok(EntryRow {
+        revision: revision_i64(entry.revision)?,
+        trigger_id: entry.trigger_id().map(ToString::to_string),
+        submission_id: entry.submission_id().map(ToString::to_string),
+        json,
+        sha,
+    })
 }
 
 fn limit_plus_one(page: &PageRequest) -> i64 {
@@ -90,21 +151,19 @@ impl ScenarioStore for SqliteStore {
         let (spec_json, _) = encode(&record.spec)?;
         let (hash_json, _) = encode(&record.spec_hash)?;
         let sha = scenario_checksum(&hash_json, &spec_json);
-        let inserted = sqlx::query(
-            "INSERT INTO scenarios (tenant_id, namespace_id, scenario_id, spec_hash, spec_json, doc_sha256)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(record.tenant_id.as_i64())
-        .bind(record.spec.namespace_id.as_i64())
-        .bind(record.spec.scenario_id.as_str())
-        .bind(&hash_json)
-        .bind(&spec_json)
-        .bind(&sha)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if inserted == 1 {
+        let inserted = self
+            .writer
+            .submit(Write::PutScenario {
+                tenant_id: record.tenant_id.as_i64(),
+                namespace_id: record.spec.namespace_id.as_i64(),
+                scenario_id: record.spec.scenario_id.to_string(),
+                hash_json,
+                spec_json,
+                sha,
+            })
+            .await?
+            .inserted()?;
+        if inserted {
             return Ok(PutOutcome::Created);
         }
         let existing = ScenarioStore::get(
@@ -191,6 +250,11 @@ impl ScenarioStore for SqliteStore {
 #[async_trait]
 impl RunStore for SqliteStore {
     async fn ready(&self) -> Result<(), StoreError> {
+        if !self.writer.is_alive() {
+            return Err(StoreError::Unavailable(
+                "the SQLite writer has stopped".to_owned(),
+            ));
+        }
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
@@ -204,32 +268,14 @@ impl RunStore for SqliteStore {
         first: &JournalEntry,
         _effects: &Effects,
     ) -> Result<(), StoreError> {
-        let (head_json, head_sha) = encode(head)?;
-        let (entry_json, entry_sha) = encode(first)?;
-        let k = &head.key;
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let created = sqlx::query(
-            "INSERT INTO runs (tenant_id, namespace_id, run_id, revision, head_json, doc_sha256)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(k.tenant_id.as_i64())
-        .bind(k.namespace_id.as_i64())
-        .bind(k.run_id.as_str())
-        .bind(revision_i64(head.revision)?)
-        .bind(&head_json)
-        .bind(&head_sha)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if created == 0 {
-            return Err(StoreError::AlreadyExists {
-                what: "run",
-                id: k.run_id.to_string(),
-            });
-        }
-        insert_entry(&mut tx, k, first, &entry_json, &entry_sha).await?;
-        tx.commit().await.map_err(unavailable)
+        self.writer
+            .submit(Write::Create {
+                run: run_row(&head.key),
+                head: head_row(head)?,
+                entry: entry_row(first)?,
+            })
+            .await
+            .map(drop)
     }
 
     async fn head(&self, key: &RunKey) -> Result<Option<RunHead>, StoreError> {
@@ -253,55 +299,23 @@ impl RunStore for SqliteStore {
         _effects: &Effects,
     ) -> Result<(), StoreError> {
         let (head, entry) = (&head, &entry);
-        if entry.revision != expected_revision + 1 || head.revision != entry.revision {
+        if expected_revision.checked_add(1) != Some(entry.revision)
+            || head.revision != entry.revision
+        {
             return Err(StoreError::Invalid {
                 field: "revision",
                 message: "entry and head must be at expected_revision + 1".to_owned(),
             });
         }
-        let (head_json, head_sha) = encode(head)?;
-        let (entry_json, entry_sha) = encode(entry)?;
-        let k = &head.key;
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        // The write comes first so the transaction takes the write lock at once.
-        let updated = sqlx::query(
-            "UPDATE runs SET revision = ?, head_json = ?, doc_sha256 = ?
-             WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND revision = ?",
-        )
-        .bind(revision_i64(head.revision)?)
-        .bind(&head_json)
-        .bind(&head_sha)
-        .bind(k.tenant_id.as_i64())
-        .bind(k.namespace_id.as_i64())
-        .bind(k.run_id.as_str())
-        .bind(revision_i64(expected_revision)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if updated == 0 {
-            let actual: Option<(i64,)> = sqlx::query_as(
-                "SELECT revision FROM runs WHERE tenant_id = ? AND namespace_id = ? AND run_id = ?",
-            )
-            .bind(k.tenant_id.as_i64())
-            .bind(k.namespace_id.as_i64())
-            .bind(k.run_id.as_str())
-            .fetch_optional(&mut *tx)
+        self.writer
+            .submit(Write::Append {
+                run: run_row(&head.key),
+                expected: revision_i64(expected_revision)?,
+                head: head_row(head)?,
+                entry: entry_row(entry)?,
+            })
             .await
-            .map_err(unavailable)?;
-            return Err(match actual {
-                Some((actual,)) => StoreError::RevisionConflict {
-                    expected: expected_revision,
-                    actual: actual.unsigned_abs(),
-                },
-                None => StoreError::Invalid {
-                    field: "run",
-                    message: "no such run".to_owned(),
-                },
-            });
-        }
-        insert_entry(&mut tx, k, entry, &entry_json, &entry_sha).await?;
-        tx.commit().await.map_err(unavailable)
+            .map(drop)
     }
 
     async fn entry_for_trigger(
@@ -401,49 +415,6 @@ fn revision_i64(revision: u64) -> Result<i64, StoreError> {
     })
 }
 
-async fn insert_entry(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    key: &RunKey,
-    entry: &JournalEntry,
-    json: &str,
-    sha: &str,
-) -> Result<(), StoreError> {
-    let result = sqlx::query(
-        "INSERT INTO run_entries (tenant_id, namespace_id, run_id, revision, trigger_id, submission_id, entry_json, doc_sha256)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(key.tenant_id.as_i64())
-    .bind(key.namespace_id.as_i64())
-    .bind(key.run_id.as_str())
-    .bind(revision_i64(entry.revision)?)
-    .bind(entry.trigger_id().map(TriggerId::as_str))
-    .bind(entry.submission_id().map(SubmissionId::as_str))
-    .bind(json)
-    .bind(sha)
-    .execute(&mut **tx)
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if is_unique_violation(&e) => {
-            Err(match (entry.trigger_id(), entry.submission_id()) {
-                (Some(t), _) => StoreError::DuplicateKey {
-                    what: "trigger",
-                    id: t.to_string(),
-                },
-                (_, Some(s)) => StoreError::DuplicateKey {
-                    what: "submission",
-                    id: s.to_string(),
-                },
-                _ => StoreError::Corrupt(format!(
-                    "revision {} of run {} already exists",
-                    entry.revision, key.run_id
-                )),
-            })
-        }
-        Err(e) => Err(unavailable(e)),
-    }
-}
-
 #[async_trait]
 impl SchemaRegistry for SqliteStore {
     async fn register(
@@ -452,21 +423,19 @@ impl SchemaRegistry for SqliteStore {
         _effects: &Effects,
     ) -> Result<(), StoreError> {
         let (json, sha) = encode(record)?;
-        let inserted = sqlx::query(
-            "INSERT INTO data_shapes (tenant_id, namespace_id, schema_id, version, record_json, doc_sha256)
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(record.tenant_id.as_i64())
-        .bind(record.namespace_id.as_i64())
-        .bind(record.schema_id.as_str())
-        .bind(record.version.as_str())
-        .bind(&json)
-        .bind(&sha)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if inserted == 0 {
+        let inserted = self
+            .writer
+            .submit(Write::Register {
+                tenant_id: record.tenant_id.as_i64(),
+                namespace_id: record.namespace_id.as_i64(),
+                schema_id: record.schema_id.to_string(),
+                version: record.version.to_string(),
+                json,
+                sha,
+            })
+            .await?
+            .inserted()?;
+        if !inserted {
             return Err(StoreError::AlreadyExists {
                 what: "schema",
                 id: format!("{}@{}", record.schema_id, record.version),
