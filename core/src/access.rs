@@ -600,10 +600,8 @@ impl JsonLinesAuditSink {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn write<'a>(
-        &self,
-        records: impl IntoIterator<Item = RecordRef<'a>>,
-    ) -> Result<(), AuditError> {
+    /// The lines of `records`, one JSON object each.
+    fn lines<'a>(records: impl IntoIterator<Item = RecordRef<'a>>) -> Result<Vec<u8>, AuditError> {
         // Room for a typical call line (about 350 bytes), so the writer does not double its way
         // up from empty.
         let mut lines = Vec::with_capacity(512);
@@ -611,6 +609,40 @@ impl JsonLinesAuditSink {
             serde_json::to_writer(&mut lines, &record).map_err(|e| AuditError(e.to_string()))?;
             lines.push(b'\n');
         }
+        Ok(lines)
+    }
+
+    /// The lines `events` take in the file, for [`JsonLinesAuditSink::write_lines`].
+    ///
+    /// # Errors
+    /// [`AuditError`] when an event cannot be encoded.
+    pub fn encode(events: &[AuditEvent]) -> Result<Vec<u8>, AuditError> {
+        Self::lines(events.iter().map(RecordRef::Call))
+    }
+
+    /// Writes `lines` (made by [`JsonLinesAuditSink::encode`]) durably, on this thread, in one
+    /// write: for a store's writer thread that commits the audit events of its writes with
+    /// them, one write per batch (ADR 0012).
+    ///
+    /// # Errors
+    /// [`AuditError`] when the write fails.
+    pub fn write_lines(&self, lines: &[u8]) -> Result<(), AuditError> {
+        self.file
+            .lock()
+            .map_err(|_| AuditError("the audit file is poisoned".to_owned()))
+            .and_then(|mut file| {
+                file.write_all(lines)
+                    // Opened with `O_DSYNC` on Unix: there each write is durable when it returns.
+                    .and_then(|()| if cfg!(unix) { Ok(()) } else { file.sync_data() })
+                    .map_err(|e| AuditError(format!("{}: {e}", self.path.display())))
+            })
+    }
+
+    async fn write<'a>(
+        &self,
+        records: impl IntoIterator<Item = RecordRef<'a>>,
+    ) -> Result<(), AuditError> {
+        let lines = Self::lines(records)?;
         let turn = {
             let mut queue = self.queue();
             if queue.bytes.is_empty() {
@@ -658,16 +690,7 @@ impl JsonLinesAuditSink {
                 std::mem::take(&mut queue.waiting),
             )
         };
-        let result = self
-            .file
-            .lock()
-            .map_err(|_| AuditError("the audit file is poisoned".to_owned()))
-            .and_then(|mut file| {
-                file.write_all(&bytes)
-                    // Opened with `O_DSYNC` on Unix: there each write is durable when it returns.
-                    .and_then(|()| if cfg!(unix) { Ok(()) } else { file.sync_data() })
-                    .map_err(|e| AuditError(format!("{}: {e}", self.path.display())))
-            });
+        let result = self.write_lines(&bytes);
         for call in waiting {
             let _ = call.send(Turn::Done(result.clone()));
         }

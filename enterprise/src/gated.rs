@@ -174,6 +174,10 @@ impl<S: RunStore> RunStore for GatedStore<S> {
         RunStore::owns_effects(&self.inner)
     }
 
+    fn owns_audit(&self) -> bool {
+        self.inner.owns_audit()
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         self.check()?.ready().await
     }

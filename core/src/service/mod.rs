@@ -260,8 +260,37 @@ struct Call {
     effects: Effects,
 }
 
-/// Whether a call's effects were committed by the store together with its write.
-type Committed = bool;
+/// What of a call's effects the store committed together with its write; the service meters
+/// and audits the rest.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Committed {
+    usage: bool,
+    audit: bool,
+}
+
+impl Committed {
+    /// Nothing: a read, or a write whose store keeps no trail of its own.
+    pub(super) const NOTHING: Self = Self {
+        usage: false,
+        audit: false,
+    };
+
+    /// All of them when `owned`, else nothing (scenarios and data shapes).
+    pub(super) fn all_if(owned: bool) -> Self {
+        Self {
+            usage: owned,
+            audit: owned,
+        }
+    }
+
+    /// What a run store's write committed.
+    pub(super) fn by_runs(runs: &dyn crate::store::RunStore) -> Self {
+        Self {
+            usage: runs.owns_effects(),
+            audit: runs.owns_audit(),
+        }
+    }
+}
 
 impl DecisionGate {
     /// A builder with in-memory defaults.
@@ -395,14 +424,17 @@ impl DecisionGate {
         result: Result<(T, Committed), Error>,
     ) -> Result<T, Error> {
         match result {
-            Ok((value, true)) => Ok(value),
-            Ok((value, false)) => {
+            Ok((value, committed)) => {
                 // The operation happened; an error now would make the caller retry something done.
                 // A sink that cannot share the store's transaction can miss it (ADR 0003): say so.
-                if let Err(e) = self.usage.record(&call.effects.usage).await {
+                if !committed.usage
+                    && let Err(e) = self.usage.record(&call.effects.usage).await
+                {
                     tracing::error!(action = call.action.name(), resource = %call.resource, "usage not recorded: {e}");
                 }
-                if let Err(e) = self.audit.append(&call.effects.audit).await {
+                if !committed.audit
+                    && let Err(e) = self.audit.append(&call.effects.audit).await
+                {
                     tracing::error!(action = call.action.name(), resource = %call.resource, "audit event not recorded: {e}");
                 }
                 Ok(value)

@@ -127,7 +127,7 @@ impl DecisionGate {
                         decision,
                         gate_evaluations,
                     },
-                    false,
+                    Committed::NOTHING,
                 ))
             },
         )

@@ -90,7 +90,7 @@ impl DecisionGate {
                         }
                     })
                     .collect();
-                Ok((providers, false))
+                Ok((providers, Committed::NOTHING))
             },
         )
         .await
@@ -121,7 +121,7 @@ impl DecisionGate {
                         contract_hash: self.contract_hash(&contract)?,
                         contract,
                     },
-                    false,
+                    Committed::NOTHING,
                 ))
             },
         )
@@ -159,7 +159,7 @@ impl DecisionGate {
                         check: check.clone(),
                         contract_hash: self.contract_hash(contract)?,
                     },
-                    false,
+                    Committed::NOTHING,
                 ))
             },
         )
@@ -215,7 +215,7 @@ impl DecisionGate {
                 let mut answer =
                     engine::normalise_answer(&req.query.provider_id, answer, &self.config);
                 self.withhold_raw(&mut answer);
-                Ok((answer, false))
+                Ok((answer, Committed::NOTHING))
             },
         )
         .await

@@ -87,7 +87,7 @@ impl DecisionGate {
                             uri: None,
                             report,
                         },
-                        false,
+                        Committed::NOTHING,
                     ));
                 }
                 let last = [runpack::SIGNATURE_PATH, runpack::MANIFEST_PATH];
@@ -112,7 +112,7 @@ impl DecisionGate {
                         uri,
                         report,
                     },
-                    false,
+                    Committed::NOTHING,
                 ))
             },
         )
@@ -152,7 +152,7 @@ impl DecisionGate {
                 }
                 Ok((
                     runpack::verify(&runpack::files_reader(&files), options),
-                    false,
+                    Committed::NOTHING,
                 ))
             },
         )

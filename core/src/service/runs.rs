@@ -190,7 +190,7 @@ impl DecisionGate {
                 decision,
                 packets,
             },
-            self.runs.owns_effects(),
+            Committed::by_runs(self.runs.as_ref()),
         ))
     }
 
@@ -321,7 +321,7 @@ impl DecisionGate {
         {
             Ok(()) => {
                 self.appended.send_modify(|n| *n = n.wrapping_add(1));
-                Ok(Some(self.runs.owns_effects()))
+                Ok(Some(Committed::by_runs(self.runs.as_ref())))
             }
             Err(StoreError::RevisionConflict { .. } | StoreError::DuplicateKey { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -393,13 +393,13 @@ impl DecisionGate {
                 return Ok((
                     self.recorded_result(&key, &head.last_decision.trigger_id, head.status, gates)
                         .await?,
-                    false,
+                    Committed::NOTHING,
                 ));
             }
             if let Some(entry) = recorded {
                 return Ok((
                     trigger_result(&key, &event.trigger_id, Some(entry), head.status, gates)?,
-                    false,
+                    Committed::NOTHING,
                 ));
             }
             if event.time.kind() != head.stage_entered_at.kind() {
@@ -621,7 +621,7 @@ impl DecisionGate {
                 if existing.submission.payload == req.payload
                     && existing.submission.content_type == req.content_type
                 {
-                    return Ok((existing.submission, false));
+                    return Ok((existing.submission, Committed::NOTHING));
                 }
                 return Err(Error::Conflict(format!(
                     "submission_id {} already holds a different payload",
@@ -731,7 +731,10 @@ impl DecisionGate {
                 PageRequest::first(limit).check()?;
                 let key = Self::run_key(ctx, run_id);
                 self.load_head(&key, scenario_id).await?;
-                Ok((self.runs.entries(&key, after, limit).await?, false))
+                Ok((
+                    self.runs.entries(&key, after, limit).await?,
+                    Committed::NOTHING,
+                ))
             },
         )
         .await
@@ -755,7 +758,7 @@ impl DecisionGate {
             async move |_| {
                 let key = Self::run_key(ctx, run_id);
                 let head = self.load_head(&key, scenario_id).await?;
-                Ok((read(key, head).await?, false))
+                Ok((read(key, head).await?, Committed::NOTHING))
             },
         )
         .await

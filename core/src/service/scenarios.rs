@@ -113,7 +113,7 @@ impl DecisionGate {
             spec_hash: record.spec_hash,
             created: outcome == PutOutcome::Created,
         };
-        Ok((result, self.scenarios.owns_effects()))
+        Ok((result, Committed::all_if(self.scenarios.owns_effects())))
     }
 
     /// Lists the scenarios of the caller's namespace.
@@ -136,7 +136,7 @@ impl DecisionGate {
                 self.scenarios
                     .list(ctx.tenant_id, ctx.namespace_id, &page)
                     .await
-                    .map(|p| (p, false))
+                    .map(|p| (p, Committed::NOTHING))
                     .map_err(Error::from)
             },
         )

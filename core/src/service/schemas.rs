@@ -48,7 +48,7 @@ impl DecisionGate {
                     other => Error::invalid("record.schema", other.to_string()),
                 })?;
                 self.schemas.register(&record, effects).await?;
-                Ok((record, self.schemas.owns_effects()))
+                Ok((record, Committed::all_if(self.schemas.owns_effects())))
             },
         )
         .await
@@ -76,7 +76,10 @@ impl DecisionGate {
                     .schemas
                     .get(ctx.tenant_id, ctx.namespace_id, schema_id, version)
                     .await?;
-                Ok((record.ok_or(Error::NotFound { what: "schema", id })?, false))
+                Ok((
+                    record.ok_or(Error::NotFound { what: "schema", id })?,
+                    Committed::NOTHING,
+                ))
             },
         )
         .await
@@ -102,7 +105,7 @@ impl DecisionGate {
                 self.schemas
                     .list(ctx.tenant_id, ctx.namespace_id, &page)
                     .await
-                    .map(|p| (p, false))
+                    .map(|p| (p, Committed::NOTHING))
                     .map_err(Error::from)
             },
         )

@@ -7,9 +7,11 @@
 //! one, and a trigger costs the same at the 10,000th entry as at the first. Every stored
 //! document carries a SHA-256 that is checked when it is read back.
 //!
-//! Reads go through a pool of sqlx connections; every write goes to the one writer thread
-//! (`writer.rs`), which commits concurrent writes together (group commit, ADR 0012).
+//! Reads run on their caller's thread or the blocking pool (`readers.rs`); every write goes to
+//! the one writer thread (`writer.rs`), which commits concurrent writes together (group commit,
+//! ADR 0012).
 
+mod readers;
 mod writer;
 
 pub use writer::{GroupCommit, MAX_BATCH_BYTES_LIMIT, MAX_BATCH_LIMIT, MAX_WAIT_US_LIMIT};
@@ -19,10 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use rusqlite::{OptionalExtension as _, params};
+use sqlx::ConnectOptions as _;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
+use crate::access::JsonLinesAuditSink;
 use crate::ids::{
     NamespaceId, ScenarioId, SchemaId, SchemaVersion, SubmissionId, TenantId, TriggerId,
 };
@@ -35,6 +38,7 @@ use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
     ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
+use readers::{Readers, read_failed};
 use writer::{EntryRow, HeadRow, RunRow, Write, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -43,13 +47,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     /// The readers.
-    pool: SqlitePool,
+    readers: Arc<Readers>,
     /// The one writer.
     writer: Arc<Writer>,
-}
-
-fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    /// Whether the writer commits the audit events of run writes to an audit trail.
+    owns_audit: bool,
 }
 
 impl SqliteStore {
@@ -71,30 +73,60 @@ impl SqliteStore {
         path: impl AsRef<Path>,
         group_commit: GroupCommit,
     ) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), group_commit, None).await
+    }
+
+    /// Opens the database like [`SqliteStore::open_with`]; the audit events of every run
+    /// written (a run's start, a trigger, a submission) go to `trail` in the same batch as the
+    /// write: one durable write of the file per commit, after it and before the callers are
+    /// answered. The store then owns the audit of its run writes
+    /// ([`RunStore::owns_audit`]); the service audits everything else through its sink,
+    /// normally the same `trail`.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open_with`].
+    pub async fn open_with_trail(
+        path: impl AsRef<Path>,
+        group_commit: GroupCommit,
+        trail: Arc<JsonLinesAuditSink>,
+    ) -> Result<Self, StoreError> {
+        Self::open_inner(path.as_ref(), group_commit, Some(trail)).await
+    }
+
+    async fn open_inner(
+        path: &Path,
+        group_commit: GroupCommit,
+        trail: Option<Arc<JsonLinesAuditSink>>,
+    ) -> Result<Self, StoreError> {
         if let Some((field, message)) = group_commit.problems().into_iter().next() {
             return Err(StoreError::Invalid { field, message });
         }
         let options = SqliteConnectOptions::new()
-            .filename(path.as_ref())
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a commit is durable before the call is acknowledged.
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+        // Creation and migrations go through one sqlx connection, closed before the store
+        // opens its own.
+        let mut conn = options
+            .connect()
             .await
-            .map_err(unavailable)?;
-        MIGRATOR
-            .run(&pool)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let migrated = MIGRATOR
+            .run(&mut conn)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        let writer = Writer::start(path.as_ref(), group_commit)?;
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")));
+        drop(sqlx::Connection::close(conn).await);
+        migrated?;
+        let owns_audit = trail.is_some();
+        let writer = Writer::start(path, group_commit, trail)?;
         Ok(Self {
-            pool,
+            readers: Arc::new(Readers::new(path)),
             writer: Arc::new(writer),
+            owns_audit,
         })
     }
 
@@ -102,7 +134,7 @@ impl SqliteStore {
     /// calls are refused as unavailable.
     pub async fn close(&self) {
         self.writer.close().await;
-        self.pool.close().await;
+        self.readers.close();
     }
 }
 
@@ -153,14 +185,17 @@ impl ScenarioStore for SqliteStore {
         let sha = scenario_checksum(&hash_json, &spec_json);
         let inserted = self
             .writer
-            .submit(Write::PutScenario {
-                tenant_id: record.tenant_id.as_i64(),
-                namespace_id: record.spec.namespace_id.as_i64(),
-                scenario_id: record.spec.scenario_id.to_string(),
-                hash_json,
-                spec_json,
-                sha,
-            })
+            .submit(
+                Write::PutScenario {
+                    tenant_id: record.tenant_id.as_i64(),
+                    namespace_id: record.spec.namespace_id.as_i64(),
+                    scenario_id: record.spec.scenario_id.to_string(),
+                    hash_json,
+                    spec_json,
+                    sha,
+                },
+                Vec::new(),
+            )
             .await?
             .inserted()?;
         if inserted {
@@ -188,15 +223,24 @@ impl ScenarioStore for SqliteStore {
         namespace_id: NamespaceId,
         scenario_id: &ScenarioId,
     ) -> Result<Option<ScenarioRecord>, StoreError> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT spec_hash, spec_json, doc_sha256 FROM scenarios WHERE tenant_id = ? AND namespace_id = ? AND scenario_id = ?",
-        )
-        .bind(tenant_id.as_i64())
-        .bind(namespace_id.as_i64())
-        .bind(scenario_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let row: Option<(String, String, String)> = self.readers.read(|conn| {
+            conn.prepare_cached(
+                "SELECT spec_hash, spec_json, doc_sha256 FROM scenarios
+                 WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![
+                        tenant_id.as_i64(),
+                        namespace_id.as_i64(),
+                        scenario_id.as_str()
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+            })
+            .map_err(read_failed)
+        })?;
         let Some((hash_json, spec_json, sha)) = row else {
             return Ok(None);
         };
@@ -220,29 +264,38 @@ impl ScenarioStore for SqliteStore {
             .as_deref()
             .map(parse_scenario_cursor)
             .transpose()?;
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT scenario_id, spec_hash, spec_json, doc_sha256 FROM scenarios
-             WHERE tenant_id = ? AND namespace_id = ? AND scenario_id > ? ORDER BY scenario_id LIMIT ?",
-        )
-        .bind(tenant_id.as_i64())
-        .bind(namespace_id.as_i64())
-        .bind(after.as_ref().map_or("", ScenarioId::as_str))
-        .bind(limit_plus_one(page))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let items = rows
-            .into_iter()
-            .map(|(id, hash_json, spec_json, sha)| {
-                let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
-                Ok(ScenarioSummary {
-                    scenario_id: ScenarioId::new(id)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    namespace_id,
-                    spec_hash,
+        let after = after.map_or_else(String::new, |id| id.to_string());
+        let limit = limit_plus_one(page);
+        let items = self
+            .readers
+            .read_blocking(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT scenario_id, spec_hash, spec_json, doc_sha256 FROM scenarios
+                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id > ?3
+                         ORDER BY scenario_id LIMIT ?4",
+                    )
+                    .map_err(read_failed)?;
+                let rows = stmt
+                    .query_map(
+                        params![tenant_id.as_i64(), namespace_id.as_i64(), after, limit],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .map_err(read_failed)?;
+                rows.map(|row| {
+                    let (id, hash_json, spec_json, sha): (String, String, String, String) =
+                        row.map_err(read_failed)?;
+                    let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
+                    Ok(ScenarioSummary {
+                        scenario_id: ScenarioId::new(id)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        namespace_id,
+                        spec_hash,
+                    })
                 })
+                .collect::<Result<Vec<_>, StoreError>>()
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+            .await?;
         Ok(page_from(items, page.limit, |s| s.scenario_id.to_string()))
     }
 }
@@ -255,40 +308,50 @@ impl RunStore for SqliteStore {
                 "the SQLite writer has stopped".to_owned(),
             ));
         }
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        self.readers.read(|conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(read_failed)
+        })
     }
 
     async fn create(
         &self,
         head: &RunHead,
         first: &JournalEntry,
-        _effects: &Effects,
+        effects: &Effects,
     ) -> Result<(), StoreError> {
         self.writer
-            .submit(Write::Create {
-                run: run_row(&head.key),
-                head: head_row(head)?,
-                entry: entry_row(first)?,
-            })
+            .submit(
+                Write::Create {
+                    run: run_row(&head.key),
+                    head: head_row(head)?,
+                    entry: entry_row(first)?,
+                },
+                self.audit_lines(effects)?,
+            )
             .await
             .map(drop)
     }
 
+    fn owns_audit(&self) -> bool {
+        self.owns_audit
+    }
+
     async fn head(&self, key: &RunKey) -> Result<Option<RunHead>, StoreError> {
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT head_json, doc_sha256 FROM runs WHERE tenant_id = ? AND namespace_id = ? AND run_id = ?")
-                .bind(key.tenant_id.as_i64())
-                .bind(key.namespace_id.as_i64())
-                .bind(key.run_id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("run head", &json, &sha))
-            .transpose()
+        self.readers.read(|conn| {
+            let row: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT head_json, doc_sha256 FROM runs
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(run_params(key), |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(read_failed)?;
+            row.map(|(json, sha)| decode("run head", &json, &sha))
+                .transpose()
+        })
     }
 
     async fn append(
@@ -296,7 +359,7 @@ impl RunStore for SqliteStore {
         expected_revision: u64,
         head: RunHead,
         entry: JournalEntry,
-        _effects: &Effects,
+        effects: &Effects,
     ) -> Result<(), StoreError> {
         let (head, entry) = (&head, &entry);
         if expected_revision.checked_add(1) != Some(entry.revision)
@@ -308,12 +371,15 @@ impl RunStore for SqliteStore {
             });
         }
         self.writer
-            .submit(Write::Append {
-                run: run_row(&head.key),
-                expected: revision_i64(expected_revision)?,
-                head: head_row(head)?,
-                entry: entry_row(entry)?,
-            })
+            .submit(
+                Write::Append {
+                    run: run_row(&head.key),
+                    expected: revision_i64(expected_revision)?,
+                    head: head_row(head)?,
+                    entry: entry_row(entry)?,
+                },
+                self.audit_lines(effects)?,
+            )
             .await
             .map(drop)
     }
@@ -332,21 +398,25 @@ impl RunStore for SqliteStore {
         key: &RunKey,
         trigger_id: &TriggerId,
     ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
-        let row: Option<HeadWithEntryRow> = sqlx::query_as(
-            "SELECT r.head_json, r.doc_sha256, e.entry_json, e.doc_sha256 FROM runs r
-             LEFT JOIN run_entries e
-                    ON e.tenant_id = r.tenant_id AND e.namespace_id = r.namespace_id
-                   AND e.run_id = r.run_id AND e.trigger_id = ?
-             WHERE r.tenant_id = ? AND r.namespace_id = ? AND r.run_id = ?",
-        )
-        .bind(trigger_id.as_str())
-        .bind(key.tenant_id.as_i64())
-        .bind(key.namespace_id.as_i64())
-        .bind(key.run_id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        head_with_entry(row)
+        self.readers.read(|conn| {
+            let row: Option<HeadWithEntryRow> = conn
+                .prepare_cached(
+                    "SELECT r.head_json, r.doc_sha256, e.entry_json, e.doc_sha256 FROM runs r
+                     LEFT JOIN run_entries e
+                            ON e.tenant_id = r.tenant_id AND e.namespace_id = r.namespace_id
+                           AND e.run_id = r.run_id AND e.trigger_id = ?4
+                     WHERE r.tenant_id = ?1 AND r.namespace_id = ?2 AND r.run_id = ?3",
+                )
+                .and_then(|mut stmt| {
+                    let (tenant, namespace, run) = run_params(key);
+                    stmt.query_row(params![tenant, namespace, run, trigger_id.as_str()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .optional()
+                })
+                .map_err(read_failed)?;
+            head_with_entry(row)
+        })
     }
 
     async fn entry_for_submission(
@@ -364,30 +434,61 @@ impl RunStore for SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<JournalEntry>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT entry_json, doc_sha256 FROM run_entries
-             WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND revision > ? ORDER BY revision LIMIT ?",
-        )
-        .bind(key.tenant_id.as_i64())
-        .bind(key.namespace_id.as_i64())
-        .bind(key.run_id.as_str())
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        rows.iter()
-            .map(|(json, sha)| decode("journal entry", json, sha))
-            .collect()
+        let (tenant, namespace, run) = run_params(key);
+        let run = run.to_owned();
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.readers
+            .read_blocking(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT entry_json, doc_sha256 FROM run_entries
+                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND revision > ?4
+                         ORDER BY revision LIMIT ?5",
+                    )
+                    .map_err(read_failed)?;
+                let rows = stmt
+                    .query_map(
+                        params![tenant, namespace, run, after, i64::from(limit)],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(read_failed)?;
+                rows.map(|row| {
+                    let (json, sha): (String, String) = row.map_err(read_failed)?;
+                    decode("journal entry", &json, &sha)
+                })
+                .collect()
+            })
+            .await
     }
 }
 
 const ENTRY_BY_TRIGGER: &str = "SELECT entry_json, doc_sha256 FROM run_entries
-     WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND trigger_id = ?";
+     WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND trigger_id = ?4";
 const ENTRY_BY_SUBMISSION: &str = "SELECT entry_json, doc_sha256 FROM run_entries
-     WHERE tenant_id = ? AND namespace_id = ? AND run_id = ? AND submission_id = ?";
+     WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND submission_id = ?4";
+
+/// A run's key as the statements bind it (`?1`, `?2`, `?3`).
+fn run_params(key: &RunKey) -> (i64, i64, &str) {
+    (
+        key.tenant_id.as_i64(),
+        key.namespace_id.as_i64(),
+        key.run_id.as_str(),
+    )
+}
 
 impl SqliteStore {
+    /// The audit lines a run write commits with it: its effects' events when the store owns
+    /// their audit, else none.
+    fn audit_lines(&self, effects: &Effects) -> Result<Vec<u8>, StoreError> {
+        if !self.owns_audit || effects.audit.is_empty() {
+            return Ok(Vec::new());
+        }
+        JsonLinesAuditSink::encode(&effects.audit).map_err(|e| StoreError::Invalid {
+            field: "audit",
+            message: e.to_string(),
+        })
+    }
+
     /// The entry of `key` matched by `query` (one of the `ENTRY_BY_*` statements) and `id`.
     async fn entry_where(
         &self,
@@ -395,16 +496,20 @@ impl SqliteStore {
         key: &RunKey,
         id: &str,
     ) -> Result<Option<JournalEntry>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(query)
-            .bind(key.tenant_id.as_i64())
-            .bind(key.namespace_id.as_i64())
-            .bind(key.run_id.as_str())
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("journal entry", &json, &sha))
-            .transpose()
+        self.readers.read(|conn| {
+            let row: Option<(String, String)> = conn
+                .prepare_cached(query)
+                .and_then(|mut stmt| {
+                    let (tenant, namespace, run) = run_params(key);
+                    stmt.query_row(params![tenant, namespace, run, id], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(read_failed)?;
+            row.map(|(json, sha)| decode("journal entry", &json, &sha))
+                .transpose()
+        })
     }
 }
 
@@ -425,14 +530,17 @@ impl SchemaRegistry for SqliteStore {
         let (json, sha) = encode(record)?;
         let inserted = self
             .writer
-            .submit(Write::Register {
-                tenant_id: record.tenant_id.as_i64(),
-                namespace_id: record.namespace_id.as_i64(),
-                schema_id: record.schema_id.to_string(),
-                version: record.version.to_string(),
-                json,
-                sha,
-            })
+            .submit(
+                Write::Register {
+                    tenant_id: record.tenant_id.as_i64(),
+                    namespace_id: record.namespace_id.as_i64(),
+                    schema_id: record.schema_id.to_string(),
+                    version: record.version.to_string(),
+                    json,
+                    sha,
+                },
+                Vec::new(),
+            )
             .await?
             .inserted()?;
         if !inserted {
@@ -451,19 +559,28 @@ impl SchemaRegistry for SqliteStore {
         schema_id: &SchemaId,
         version: &SchemaVersion,
     ) -> Result<Option<DataShapeRecord>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT record_json, doc_sha256 FROM data_shapes
-             WHERE tenant_id = ? AND namespace_id = ? AND schema_id = ? AND version = ?",
-        )
-        .bind(tenant_id.as_i64())
-        .bind(namespace_id.as_i64())
-        .bind(schema_id.as_str())
-        .bind(version.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        row.map(|(json, sha)| decode("data shape", &json, &sha))
-            .transpose()
+        self.readers.read(|conn| {
+            let row: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT record_json, doc_sha256 FROM data_shapes
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(
+                        params![
+                            tenant_id.as_i64(),
+                            namespace_id.as_i64(),
+                            schema_id.as_str(),
+                            version.as_str()
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                })
+                .map_err(read_failed)?;
+            row.map(|(json, sha)| decode("data shape", &json, &sha))
+                .transpose()
+        })
     }
 
     async fn list(
@@ -479,23 +596,36 @@ impl SchemaRegistry for SqliteStore {
             .map(parse_schema_cursor)
             .transpose()?
             .unwrap_or_default();
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT record_json, doc_sha256 FROM data_shapes
-             WHERE tenant_id = ? AND namespace_id = ? AND (schema_id, version) > (?, ?)
-             ORDER BY schema_id, version LIMIT ?",
-        )
-        .bind(tenant_id.as_i64())
-        .bind(namespace_id.as_i64())
-        .bind(&after_id)
-        .bind(&after_version)
-        .bind(limit_plus_one(page))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        let items = rows
-            .iter()
-            .map(|(json, sha)| decode("data shape", json, sha))
-            .collect::<Result<Vec<_>, _>>()?;
+        let limit = limit_plus_one(page);
+        let items = self
+            .readers
+            .read_blocking(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT record_json, doc_sha256 FROM data_shapes
+                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND (schema_id, version) > (?3, ?4)
+                         ORDER BY schema_id, version LIMIT ?5",
+                    )
+                    .map_err(read_failed)?;
+                let rows = stmt
+                    .query_map(
+                        params![
+                            tenant_id.as_i64(),
+                            namespace_id.as_i64(),
+                            after_id,
+                            after_version,
+                            limit
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .map_err(read_failed)?;
+                rows.map(|row| {
+                    let (json, sha): (String, String) = row.map_err(read_failed)?;
+                    decode("data shape", &json, &sha)
+                })
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
         Ok(page_from(items, page.limit, schema_cursor))
     }
 }

@@ -20,6 +20,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::access::JsonLinesAuditSink;
 use crate::store::StoreError;
 
 /// How a SQLite store groups concurrent writes into one commit (`[store.sqlite.group_commit]`).
@@ -200,6 +201,13 @@ impl Written {
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;
 
+/// A write taken into a batch.
+struct Pending {
+    write: Write,
+    audit: Vec<u8>,
+    reply: Reply,
+}
+
 #[expect(
     clippy::large_enum_variant,
     reason = "a job moves once through the channel; boxing it would allocate for every write"
@@ -207,6 +215,8 @@ type Reply = oneshot::Sender<Result<Written, StoreError>>;
 enum Job {
     Write {
         write: Write,
+        /// The audit lines the write commits with it (empty when it commits none).
+        audit: Vec<u8>,
         reply: Reply,
     },
     /// Commit what came before, then stop.
@@ -250,7 +260,13 @@ impl Writer {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] when the connection cannot be opened or the thread started.
-    pub(super) fn start(path: &Path, settings: GroupCommit) -> Result<Self, StoreError> {
+    /// With a `trail`, the audit lines handed with the writes of a batch are written to it in
+    /// one durable write after the batch commits, before anyone is answered.
+    pub(super) fn start(
+        path: &Path,
+        settings: GroupCommit,
+        trail: Option<Arc<JsonLinesAuditSink>>,
+    ) -> Result<Self, StoreError> {
         let conn = connect(path).map_err(|e| unavailable(format!("{}: {e}", path.display())))?;
         let (jobs, queue) = mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
@@ -259,6 +275,7 @@ impl Writer {
             conn: Some(conn),
             queue,
             settings,
+            trail,
             alive: alive.clone(),
             commits: 0,
         };
@@ -269,12 +286,17 @@ impl Writer {
         Ok(Self { jobs, alive })
     }
 
-    /// Hands `write` to the writer and waits for its commit. Dropping the future does not
-    /// withdraw the write: it commits or fails with its batch, whole.
-    pub(super) async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+    /// Hands `write` to the writer and waits for its commit (and the durable write of `audit`
+    /// to the trail, when it succeeded). Dropping the future does not withdraw the write: it
+    /// commits or fails with its batch, whole.
+    pub(super) async fn submit(&self, write: Write, audit: Vec<u8>) -> Result<Written, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Write { write, reply })
+            .send(Job::Write {
+                write,
+                audit,
+                reply,
+            })
             .map_err(|_| unavailable("the SQLite writer has stopped"))?;
         answer
             .await
@@ -311,6 +333,8 @@ struct Thread {
     conn: Option<Connection>,
     queue: mpsc::Receiver<Job>,
     settings: GroupCommit,
+    /// Where the audit lines of committed writes go.
+    trail: Option<Arc<JsonLinesAuditSink>>,
     alive: Arc<AtomicBool>,
     /// Transactions committed.
     commits: u64,
@@ -337,9 +361,17 @@ impl Thread {
                         closing = Some(done);
                         break;
                     }
-                    Job::Write { write, reply } => {
+                    Job::Write {
+                        write,
+                        audit,
+                        reply,
+                    } => {
                         bytes += write.bytes();
-                        batch.push((write, reply));
+                        batch.push(Pending {
+                            write,
+                            audit,
+                            reply,
+                        });
                     }
                 }
                 if batch.len() >= limit || bytes >= max_bytes {
@@ -367,10 +399,14 @@ impl Thread {
         }
     }
 
-    /// Applies the batch in one transaction and answers every job after the commit.
-    fn commit(&mut self, batch: Vec<(Write, Reply)>) {
+    /// Applies the batch in one transaction, writes the audit lines of its committed writes,
+    /// and answers every job after both.
+    fn commit(&mut self, batch: Vec<Pending>) {
         let results = match self.apply_all(&batch) {
-            Ok(results) => results,
+            Ok(results) => {
+                self.write_trail(&batch, &results);
+                results
+            }
             Err(e) => {
                 // The whole batch failed (the disk, the file, a lock held past the timeout):
                 // nothing of it was committed. Start over from a fresh connection.
@@ -383,15 +419,38 @@ impl Thread {
                     .collect()
             }
         };
-        for ((_, reply), result) in batch.into_iter().zip(results) {
-            let _ = reply.send(result);
+        for (pending, result) in batch.into_iter().zip(results) {
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    /// Writes the audit lines of the batch's committed writes in one durable write. The writes
+    /// are committed: a failure here is logged, never answered (the caller would retry a
+    /// write that happened), as when the service's own audit append fails (ADR 0003).
+    fn write_trail(&self, batch: &[Pending], results: &[Result<Written, StoreError>]) {
+        let Some(trail) = &self.trail else { return };
+        let committed = || {
+            batch
+                .iter()
+                .zip(results)
+                .filter(|(_, result)| result.is_ok())
+                .map(|(pending, _)| pending.audit.as_slice())
+        };
+        let size = committed().map(<[u8]>::len).sum();
+        if size == 0 {
+            return;
+        }
+        let mut lines = Vec::with_capacity(size);
+        committed().for_each(|audit| lines.extend_from_slice(audit));
+        if let Err(e) = trail.write_lines(&lines) {
+            tracing::error!(error = %e, writes = batch.len(), "audit events of committed writes not recorded");
         }
     }
 
     /// Each write's own result, or the error that fails the whole batch.
     fn apply_all(
         &mut self,
-        batch: &[(Write, Reply)],
+        batch: &[Pending],
     ) -> rusqlite::Result<Vec<Result<Written, StoreError>>> {
         if self.conn.is_none() {
             self.conn = Some(connect(&self.path)?);
@@ -401,7 +460,7 @@ impl Thread {
         };
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(batch.len());
-        for (write, _) in batch {
+        for Pending { write, .. } in batch {
             tx.prepare_cached("SAVEPOINT write")?.execute([])?;
             let result = apply(&tx, write)?;
             if result.is_err() {
@@ -614,11 +673,27 @@ mod tests {
         settings: GroupCommit,
         writes: Vec<Write>,
     ) -> (Vec<Result<Written, StoreError>>, u64) {
+        let writes = writes.into_iter().map(|w| (w, Vec::new())).collect();
+        run_queued_with_trail(path, settings, writes, None)
+    }
+
+    /// [`run_queued`] with an audit line for each write and a trail for them.
+    fn run_queued_with_trail(
+        path: &Path,
+        settings: GroupCommit,
+        writes: Vec<(Write, Vec<u8>)>,
+        trail: Option<Arc<JsonLinesAuditSink>>,
+    ) -> (Vec<Result<Written, StoreError>>, u64) {
         let (jobs, queue) = mpsc::channel();
         let mut answers = Vec::new();
-        for write in writes {
+        for (write, audit) in writes {
             let (reply, answer) = oneshot::channel();
-            jobs.send(Job::Write { write, reply }).unwrap();
+            jobs.send(Job::Write {
+                write,
+                audit,
+                reply,
+            })
+            .unwrap();
             answers.push(answer);
         }
         let (done, mut finished) = oneshot::channel();
@@ -628,6 +703,7 @@ mod tests {
             conn: Some(connect(path).unwrap()),
             queue,
             settings,
+            trail,
             alive: Arc::new(AtomicBool::new(true)),
             commits: 0,
         };
@@ -649,7 +725,8 @@ mod tests {
 
     /// Writes refused on their own (a stale revision, a duplicate trigger after its head
     /// update, an existing run) roll back to their savepoints; the others in the same commit
-    /// stand. With grouping off the results are the same, one commit each.
+    /// stand, and only their audit lines reach the trail, in order. With grouping off the
+    /// results are the same, one commit each.
     #[tokio::test]
     async fn a_refused_write_leaves_the_rest_of_its_batch_whole() {
         for (settings, expected_commits) in [
@@ -673,8 +750,20 @@ mod tests {
                 create(&b),
                 append(&b, 1, "x"),
             ];
-            let (results, commits) = run_queued(&path, settings, writes);
+            let trail_path = path.with_extension("audit.jsonl");
+            let trail = Arc::new(JsonLinesAuditSink::open(&trail_path).unwrap());
+            let writes = writes
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| (w, format!("{{\"write\":{i}}}\n").into_bytes()))
+                .collect();
+            let (results, commits) = run_queued_with_trail(&path, settings, writes, Some(trail));
             assert_eq!(commits, expected_commits, "{settings:?}");
+            assert_eq!(
+                std::fs::read_to_string(&trail_path).unwrap(),
+                "{\"write\":0}\n{\"write\":1}\n{\"write\":5}\n{\"write\":6}\n",
+                "{settings:?}"
+            );
             assert_eq!(results[0], Ok(Written::Done));
             assert_eq!(results[1], Ok(Written::Done));
             assert_eq!(

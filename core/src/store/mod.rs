@@ -294,6 +294,17 @@ pub trait RunStore: Send + Sync {
     fn owns_effects(&self) -> bool {
         false
     }
+    /// Whether writes also commit the audit events of their effects, when they do not own
+    /// all of them (ADR 0012). Defaults to [`RunStore::owns_effects`].
+    ///
+    /// # Contract
+    /// A store that answers true while `owns_effects` is false writes the audit events of a
+    /// successful `create` or `append` (in their order) durably before the write returns, and
+    /// none of a refused one; the service then hands only the usage to the
+    /// [`UsageMeter`](crate::access::UsageMeter).
+    fn owns_audit(&self) -> bool {
+        self.owns_effects()
+    }
     /// Whether the store can serve requests now; a backend reached over a connection checks
     /// it. Defaults to ready.
     async fn ready(&self) -> Result<(), StoreError> {

@@ -246,3 +246,59 @@ async fn sqlite_refuses_a_tampered_document() {
     let err = gate.status(&ctx(), &id("s"), &id("r")).await.unwrap_err();
     assert_eq!(err.kind(), "integrity_failure", "{err}");
 }
+
+/// With a trail, the SQLite store writes the audit event of each run write (a start, a
+/// trigger) with its commit; the service audits the rest (a definition, a retried trigger
+/// answered from the journal) through its sink, the same file. Every call is audited exactly
+/// once, in call order, and metered as before.
+#[tokio::test]
+async fn a_sqlite_trail_audits_every_call_once() {
+    use decision_gate_core::access::{InMemoryUsageMeter, JsonLinesAuditSink, UsageMetric};
+    use decision_gate_core::sqlite::GroupCommit;
+
+    let dir = tempfile::tempdir().unwrap();
+    let trail_path = dir.path().join("audit.jsonl");
+    let trail = Arc::new(JsonLinesAuditSink::open(&trail_path).unwrap());
+    let store = Arc::new(
+        SqliteStore::open_with_trail(
+            dir.path().join("dg.db"),
+            GroupCommit::default(),
+            trail.clone(),
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(store.owns_audit() && !RunStore::owns_effects(store.as_ref()));
+    let meter = Arc::new(InMemoryUsageMeter::default());
+    let facts = facts();
+    let gate = builder(&facts)
+        .store(store.clone())
+        .audit_sink(trail.clone())
+        .usage_meter(meter.clone())
+        .build();
+    define(&gate, &scenario()).await;
+    start(&gate, "s", "r").await;
+    next(&gate, "s", "r", "t1", 1).await.expect("trigger");
+    next(&gate, "s", "r", "t1", 1)
+        .await
+        .expect("a retry of the trigger");
+    let actions: Vec<String> = std::fs::read_to_string(&trail_path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(record["outcome"]["result"], "success", "{record}");
+            record["action"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "scenario_define",
+            "scenario_start",
+            "scenario_next",
+            "scenario_next"
+        ]
+    );
+    assert_eq!(meter.total(ctx().tenant_id, UsageMetric::ToolCalls), 4);
+}

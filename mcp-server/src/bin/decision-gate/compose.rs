@@ -33,20 +33,28 @@ pub(crate) async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Server, S
         .path
         .clone()
         .unwrap_or_else(|| data_dir.audit());
-    let audit = JsonLinesAuditSink::open(&audit_path)
-        .map_err(|e| e.to_string())
-        .map_err(storage(audit_path.display()))?;
+    let audit = Arc::new(
+        JsonLinesAuditSink::open(&audit_path)
+            .map_err(|e| e.to_string())
+            .map_err(storage(audit_path.display()))?,
+    );
     let authenticate = auth::from_config(&config.server.auth);
     let store = config.store.clone();
     let builder = Server::builder(loaded)
-        .audit_sink(Arc::new(audit))
+        .audit_sink(audit.clone())
         .authenticate(authenticate);
     let builder = match store.kind {
         StoreKind::Sqlite => {
-            let store = SqliteStore::open_with(data_dir.database(), store.sqlite().group_commit)
-                .await
-                .map_err(|e| e.to_string())
-                .map_err(storage(data_dir.database().display()))?;
+            // The store writes the audit events of its run writes to the same file, in the
+            // same group commit (ADR 0012).
+            let store = SqliteStore::open_with_trail(
+                data_dir.database(),
+                store.sqlite().group_commit,
+                audit,
+            )
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(storage(data_dir.database().display()))?;
             let runpacks = FsRunpackStore::open(data_dir.runpacks())
                 .map_err(|e| e.to_string())
                 .map_err(storage(data_dir.runpacks().display()))?;

@@ -1,0 +1,127 @@
+//! The reading connections of a SQLite store (ADR 0012).
+//!
+//! A point read (a run's head, one entry, one scenario) runs on the calling task's thread: in
+//! WAL mode a reader never waits for the writer, and the read takes microseconds, less than
+//! the two thread hand-overs a connection thread or the blocking pool would cost. Reads whose
+//! size the caller chooses (a page of entries, scenarios or data shapes) run on the blocking
+//! pool, so they never hold a runtime worker.
+//!
+//! Connections are kept in an idle list rather than a pool with waiting: a read never awaits
+//! while it holds one, so at most one connection is in use per thread reading at that moment;
+//! a read that finds none idle opens one, and at most [`MAX_IDLE`] are kept for later.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::StoreError;
+
+/// The most idle reading connections kept open.
+const MAX_IDLE: usize = 8;
+
+/// How long a read waits on a lock (only a crash recovery or a checkpoint's truncation of the
+/// WAL holds readers out): short, as a point read holds its thread meanwhile.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The reading side of a store: its database file and the idle connections to it.
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    /// Set by `close`: later reads are refused.
+    closed: AtomicBool,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Readers {
+    /// Readers of the (migrated) database at `path`; connections open on first use.
+    pub(super) fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
+    /// Runs `read` on this thread, on an idle connection or a new one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the store is closed, the connection cannot be opened
+    /// or the read fails in SQLite; what `read` itself answers otherwise.
+    pub(super) fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(unavailable("the SQLite store is closed"));
+        }
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self
+                .connect()
+                .map_err(|e| unavailable(format!("{}: {e}", self.path.display())))?,
+        };
+        let result = read(&conn);
+        // A connection whose read failed in SQLite is dropped rather than reused: its state
+        // after, say, an I/O error is not worth trusting.
+        if !matches!(result, Err(StoreError::Unavailable(_)))
+            && !self.closed.load(Ordering::Acquire)
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < MAX_IDLE {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Runs `read` like [`Readers::read`], on the blocking pool: for reads whose size the
+    /// caller chooses.
+    ///
+    /// # Errors
+    /// As [`Readers::read`]; [`StoreError::Unavailable`] when the blocking task fails.
+    pub(super) async fn read_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || readers.read(read))
+            .await
+            .map_err(|e| unavailable(format!("the SQLite read task: {e}")))?
+    }
+
+    /// Refuses later reads and closes the idle connections (one in use closes when its read
+    /// returns).
+    pub(super) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// A SQLite failure during a read.
+pub(super) fn read_failed(e: rusqlite::Error) -> StoreError {
+    unavailable(e)
+}
