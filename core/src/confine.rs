@@ -13,6 +13,11 @@ pub(crate) enum PathRefusal {
     /// The path is empty or has `..`, `.` or a prefix component.
     #[error("path {0:?} must be relative, without '..' or '.'")]
     NotPlain(String),
+    /// The path names its file in another form than `a/b` (`a//b`, `a/./b`, `a/`).
+    #[error(
+        "path {0:?} must be in normal form: one slash between segments, no '.' segment, no trailing slash"
+    )]
+    NotNormal(String),
     /// The path crosses a symlink under the root.
     #[error("path {0:?} crosses a symlink")]
     Symlink(String),
@@ -30,6 +35,20 @@ pub(crate) fn check_relative(path: &str) -> Result<(), PathRefusal> {
             .all(|c| matches!(c, Component::Normal(_)))
     {
         return Err(PathRefusal::NotPlain(path.to_owned()));
+    }
+    Ok(())
+}
+
+/// Checks that `path` is relative and written in its one normal form: segments separated by
+/// single slashes, none empty, `.` or `..`. `a//b`, `a/./b` and `a/` name the same file as
+/// `a/b` and `a`, so a list of paths that must name distinct files refuses them.
+pub(crate) fn check_normal(path: &str) -> Result<(), PathRefusal> {
+    check_relative(path)?;
+    if path
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(PathRefusal::NotNormal(path.to_owned()));
     }
     Ok(())
 }

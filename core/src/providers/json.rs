@@ -119,7 +119,7 @@ impl JsonProvider {
             Err(refusal @ PathRefusal::Absolute(_)) => {
                 return refuse("absolute_path_forbidden", refusal.to_string());
             }
-            Err(refusal @ PathRefusal::NotPlain(_)) => {
+            Err(refusal @ (PathRefusal::NotPlain(_) | PathRefusal::NotNormal(_))) => {
                 return refuse("path_invalid", refusal.to_string());
             }
             Err(refusal @ PathRefusal::Symlink(_)) => {

@@ -36,6 +36,11 @@ pub const MANIFEST_PATH: &str = "manifest.json";
 pub const SIGNATURE_PATH: &str = "manifest.sig";
 /// The largest artifact the verifier reads.
 pub const MAX_ARTIFACT_BYTES: usize = 16 * 1024 * 1024;
+/// The most files a manifest may list (a runpack has seven artifacts; room for what later
+/// versions add).
+pub const MAX_MANIFEST_FILES: usize = 64;
+/// The most bytes the verifier reads from one runpack, all its files together.
+pub const MAX_RUNPACK_BYTES: usize = 8 * MAX_ARTIFACT_BYTES;
 
 /// The artifacts, in manifest order.
 pub(crate) const ARTIFACTS: [(&str, ArtifactKind); 7] = [

@@ -7,7 +7,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::confine::confined;
+use crate::confine::{check_normal, confined};
 use crate::disclosure::PacketRecord;
 use crate::evidence::EvidenceValue;
 use crate::hashing::{HashAlgorithm, HashDigest, canonical_json};
@@ -15,8 +15,8 @@ use crate::run::{DecisionRecord, GateEvalRecord, SubmissionRecord, ToolCallRecor
 use crate::spec::ScenarioSpec;
 
 use super::{
-    ARTIFACTS, MANIFEST_PATH, MAX_ARTIFACT_BYTES, ManifestSignature, RunpackManifest,
-    SIGNATURE_PATH,
+    ARTIFACTS, MANIFEST_PATH, MAX_ARTIFACT_BYTES, MAX_MANIFEST_FILES, MAX_RUNPACK_BYTES,
+    ManifestSignature, RunpackManifest, SIGNATURE_PATH,
 };
 
 /// Reads a runpack's files: `Ok(None)` when absent, `Err` when unreadable or refused.
@@ -34,7 +34,8 @@ impl<F: Fn(&str) -> Result<Option<Vec<u8>>, String>> Reader for F {
     }
 }
 
-/// Reads a runpack from a directory, refusing absolute paths, `..`, symlinks and files over
+/// Reads a runpack from a directory, refusing absolute paths, `..`, symlinks, anything but a
+/// regular file (a FIFO would block the reader forever, a device never end) and files over
 /// [`MAX_ARTIFACT_BYTES`].
 #[derive(Clone, Debug)]
 pub struct DirReader {
@@ -51,19 +52,43 @@ impl DirReader {
 
 impl Reader for DirReader {
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        use std::io::Read as _;
         let full = confined(&self.root, path).map_err(|e| e.to_string())?;
-        let meta = match std::fs::metadata(&full) {
-            Ok(meta) => meta,
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        // Opened without blocking (a FIFO would wait for a writer) and without following a
+        // symlink swapped in after `confined` looked; what it is, is asked of the open file.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            libc::O_NONBLOCK | libc::O_NOFOLLOW,
+        );
+        let file = match options.open(&full) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.to_string()),
         };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("not a regular file".to_owned());
+        }
         if meta.len() > MAX_ARTIFACT_BYTES as u64 {
             return Err(format!(
                 "artifact too large: {} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes",
                 meta.len()
             ));
         }
-        std::fs::read(&full).map(Some).map_err(|e| e.to_string())
+        // Bounded even if the file grows after the size was read.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(MAX_ARTIFACT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        if bytes.len() > MAX_ARTIFACT_BYTES {
+            return Err(format!(
+                "artifact too large: over {MAX_ARTIFACT_BYTES} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes"
+            ));
+        }
+        Ok(Some(bytes))
     }
 }
 
@@ -325,13 +350,52 @@ pub fn verify_manifest(
         };
     }
     let alg = manifest.hash_algorithm;
+    let listed_files = manifest.integrity.file_hashes.len();
+    if listed_files > MAX_MANIFEST_FILES {
+        checks.fail(
+            "manifest",
+            MANIFEST_PATH,
+            None,
+            format!(
+                "integrity.file_hashes lists {listed_files} files; the limit is {MAX_MANIFEST_FILES}"
+            ),
+        );
+        return VerifyReport {
+            checked_files,
+            failures: checks.failures,
+            replayed: false,
+        };
+    }
 
-    // Integrity: every listed file, then the root.
+    // Integrity: every listed file, then the root. Each file is read once: a path in another
+    // form than its normal one, or listed twice, is refused unread.
     let mut contents = std::collections::BTreeMap::new();
+    let mut read_bytes = 0usize;
+    let mut seen = std::collections::BTreeSet::new();
     for entry in &manifest.integrity.file_hashes {
+        if let Err(refusal) = check_normal(&entry.path) {
+            checks.fail("manifest", &entry.path, None, refusal.to_string());
+            continue;
+        }
+        if !seen.insert(entry.path.as_str()) {
+            checks.fail("manifest", &entry.path, None, "listed more than once");
+            continue;
+        }
         match reader.read(&entry.path) {
             Ok(Some(bytes)) => {
                 checked_files += 1;
+                read_bytes = read_bytes.saturating_add(bytes.len());
+                if read_bytes > MAX_RUNPACK_BYTES {
+                    checks.fail(
+                        "file_hash",
+                        &entry.path,
+                        None,
+                        format!(
+                            "the runpack's files exceed {MAX_RUNPACK_BYTES} bytes together; nothing further is read"
+                        ),
+                    );
+                    break;
+                }
                 if entry.hash.algorithm != alg {
                     checks.fail(
                         "hash_algorithm",
@@ -366,14 +430,14 @@ pub fn verify_manifest(
         Ok(bytes) if alg.digest(&bytes) == manifest.integrity.root_hash => {}
         _ => checks.fail("root_hash", MANIFEST_PATH, None, "root hash mismatch"),
     }
-    let listed: Vec<(&str, &HashDigest)> = manifest
+    let listed: std::collections::BTreeMap<&str, &HashDigest> = manifest
         .integrity
         .file_hashes
         .iter()
         .map(|f| (f.path.as_str(), &f.hash))
         .collect();
     for a in &manifest.artifacts {
-        if !listed.contains(&(a.path.as_str(), &a.hash)) {
+        if listed.get(a.path.as_str()) != Some(&&a.hash) {
             checks.fail(
                 "manifest",
                 &a.path,
@@ -383,7 +447,7 @@ pub fn verify_manifest(
         }
     }
     for (path, _) in ARTIFACTS {
-        if !listed.iter().any(|(p, _)| *p == path) {
+        if !listed.contains_key(path) {
             checks.fail("manifest", path, None, "required artifact is not listed");
         }
     }

@@ -125,3 +125,82 @@ impl Readers {
 pub(super) fn read_failed(e: rusqlite::Error) -> StoreError {
     unavailable(e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idle(readers: &Readers) -> usize {
+        readers.idle.lock().unwrap().len()
+    }
+
+    /// Reads in progress at once each get a connection of their own; at most `MAX_IDLE` are
+    /// kept once they return.
+    #[test]
+    fn concurrent_reads_open_connections_and_keep_at_most_max_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
+            .unwrap();
+        let readers = Readers::new(&path);
+        fn nest(readers: &Readers, depth: usize) -> Result<usize, StoreError> {
+            readers.read(|conn| {
+                let one: i64 = conn
+                    .query_row("SELECT 1", [], |r| r.get(0))
+                    .map_err(read_failed)?;
+                let below = if depth > 1 {
+                    nest(readers, depth - 1)?
+                } else {
+                    0
+                };
+                Ok(below + usize::try_from(one).unwrap())
+            })
+        }
+        assert_eq!(nest(&readers, 3).unwrap(), 3);
+        assert_eq!(
+            idle(&readers),
+            3,
+            "three reads at once, three connections kept"
+        );
+        assert_eq!(nest(&readers, MAX_IDLE + 4).unwrap(), MAX_IDLE + 4);
+        assert_eq!(idle(&readers), MAX_IDLE);
+    }
+
+    /// After `close` a read is refused as unavailable and no connection is kept.
+    #[test]
+    fn a_closed_reader_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        Connection::open(&path).unwrap();
+        let readers = Readers::new(&path);
+        readers.read(|_| Ok(())).unwrap();
+        assert_eq!(idle(&readers), 1);
+        readers.close();
+        assert_eq!(idle(&readers), 0);
+        let refused = readers.read(|_| Ok(()));
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("closed")),
+            "{refused:?}"
+        );
+    }
+
+    /// A read that fails in SQLite answers unavailable and its connection is not reused.
+    #[test]
+    fn a_failed_read_drops_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        Connection::open(&path).unwrap();
+        let readers = Readers::new(&path);
+        let failed = readers.read(|conn| {
+            conn.query_row("SELECT x FROM missing", [], |_| Ok(()))
+                .map_err(read_failed)
+        });
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable(_))),
+            "{failed:?}"
+        );
+        assert_eq!(idle(&readers), 0);
+    }
+}

@@ -584,3 +584,168 @@ async fn a_crafted_runpack_without_stages_is_reported_not_a_crash() {
         report.failures
     );
 }
+
+/// Anything but a regular file is refused at once: a FIFO (which would block a reader waiting
+/// for a writer) and a directory.
+#[test]
+fn a_fifo_or_a_directory_is_not_read_as_an_artifact() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe.json"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    std::fs::create_dir(dir.path().join("sub.json")).unwrap();
+    let reader = DirReader::new(dir.path());
+    for path in ["pipe.json", "sub.json"] {
+        let err = reader.read(path).unwrap_err();
+        assert!(err.contains("not a regular file"), "{path}: {err}");
+    }
+}
+
+/// Verifies `files` with a reader that records every path read.
+fn check_counting_reads(files: &BTreeMap<String, Vec<u8>>) -> (VerifyReport, Vec<String>) {
+    let reads = std::cell::RefCell::new(Vec::new());
+    let reader = |path: &str| -> Result<Option<Vec<u8>>, String> {
+        reads.borrow_mut().push(path.to_owned());
+        Ok(files.get(path).cloned())
+    };
+    let report = runpack::verify(&reader, &VerifyOptions::default());
+    (report, reads.into_inner())
+}
+
+/// A manifest that names a file under another form of its path (`a//b`, `a/./b`), or twice,
+/// gets each such entry refused unread, so no file is read more than once; a manifest listing
+/// more files than a runpack can hold is refused before any of them is read.
+#[tokio::test]
+async fn aliased_duplicated_and_overlong_file_lists_are_refused_unread() {
+    let facts = facts();
+    let store = Arc::new(decision_gate_core::runpack::MemoryRunpackStore::default());
+    let gate = builder(&facts).runpack_store(store.clone()).build();
+    let export = exported_with(&gate, &facts).await;
+    let mut files = files_of(store.as_ref(), &export.key).await;
+    let mut manifest: Value = serde_json::from_slice(&files[MANIFEST_PATH]).unwrap();
+    let listed = manifest["integrity"]["file_hashes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let triggers = listed
+        .iter()
+        .find(|f| f["path"] == "artifacts/triggers.json")
+        .unwrap()
+        .clone();
+    let mut aliased = listed.clone();
+    for alias in [
+        "artifacts//triggers.json",
+        "artifacts/./triggers.json",
+        "artifacts/triggers.json",
+    ] {
+        let mut entry = triggers.clone();
+        entry["path"] = json!(alias);
+        aliased.push(entry);
+    }
+    manifest["integrity"]["file_hashes"] = json!(aliased);
+    files.insert(MANIFEST_PATH.into(), canonical_json(&manifest).unwrap());
+    let (report, reads) = check_counting_reads(&files);
+    assert_fails(&report, "manifest", "artifacts//triggers.json", None);
+    assert_fails(&report, "manifest", "artifacts/./triggers.json", None);
+    assert!(
+        report.failures.iter().any(
+            |f| f.artifact == "artifacts/triggers.json" && f.message == "listed more than once"
+        ),
+        "{:#?}",
+        report.failures
+    );
+    let mut distinct = reads.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        reads.len(),
+        "each file read once: {reads:?}"
+    );
+    assert!(!reads.iter().any(|p| p.contains("//") || p.contains("/./")));
+
+    let too_many: Vec<Value> = (0..=runpack::MAX_MANIFEST_FILES)
+        .map(|i| {
+            let mut entry = triggers.clone();
+            entry["path"] = json!(format!("artifacts/copy-{i}.json"));
+            entry
+        })
+        .collect();
+    manifest["integrity"]["file_hashes"] = json!(too_many);
+    files.insert(MANIFEST_PATH.into(), canonical_json(&manifest).unwrap());
+    let (report, reads) = check_counting_reads(&files);
+    assert!(
+        !reads.iter().any(|p| p.starts_with("artifacts/")),
+        "no listed file is read: {reads:?}"
+    );
+    let refusal = report
+        .failures
+        .iter()
+        .find(|f| f.check == "manifest" && f.artifact == MANIFEST_PATH)
+        .expect("the list is refused");
+    assert!(
+        refusal.message.contains(&format!(
+            "lists {} files; the limit is {}",
+            runpack::MAX_MANIFEST_FILES + 1,
+            runpack::MAX_MANIFEST_FILES
+        )),
+        "{refusal}"
+    );
+}
+
+/// The files of one runpack are read up to `MAX_RUNPACK_BYTES` together: the file that crosses
+/// it is reported and nothing after it is read.
+#[tokio::test]
+async fn a_runpack_larger_than_the_total_cap_stops_being_read() {
+    let facts = facts();
+    let store = Arc::new(decision_gate_core::runpack::MemoryRunpackStore::default());
+    let gate = builder(&facts).runpack_store(store.clone()).build();
+    let export = exported_with(&gate, &facts).await;
+    let files = files_of(store.as_ref(), &export.key).await;
+    let mut manifest: Value = serde_json::from_slice(&files[MANIFEST_PATH]).unwrap();
+    let entry = manifest["integrity"]["file_hashes"][0].clone();
+    let per_file = runpack::MAX_ARTIFACT_BYTES;
+    let fit = runpack::MAX_RUNPACK_BYTES / per_file;
+    let big: Vec<Value> = (0..fit + 2)
+        .map(|i| {
+            let mut e = entry.clone();
+            e["path"] = json!(format!("big/{i}.json"));
+            e
+        })
+        .collect();
+    manifest["integrity"]["file_hashes"] = json!(big);
+    let manifest = canonical_json(&manifest).unwrap();
+    let reads = std::cell::RefCell::new(Vec::new());
+    let reader = |path: &str| -> Result<Option<Vec<u8>>, String> {
+        if path == MANIFEST_PATH {
+            return Ok(Some(manifest.clone()));
+        }
+        reads.borrow_mut().push(path.to_owned());
+        Ok(path.starts_with("big/").then(|| vec![b' '; per_file]))
+    };
+    let report = runpack::verify(&reader, &VerifyOptions::default());
+    let crossing = format!("big/{fit}.json");
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.artifact == crossing && f.message.contains("together"))
+        .unwrap_or_else(|| panic!("{crossing} is refused: {:#?}", report.failures));
+    assert!(
+        failure
+            .message
+            .contains(&runpack::MAX_RUNPACK_BYTES.to_string()),
+        "{failure}"
+    );
+    let big_reads = reads
+        .borrow()
+        .iter()
+        .filter(|p| p.starts_with("big/"))
+        .count();
+    assert_eq!(
+        big_reads,
+        fit + 1,
+        "nothing read after the file that crossed the cap"
+    );
+}
