@@ -569,7 +569,7 @@ impl JsonLinesAuditSink {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, AuditError> {
         let path = path.as_ref().to_path_buf();
         trim_torn_line(&path).map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
-        let mut options = std::fs::OpenOptions::new();
+        let mut options = crate::at_rest::private_file_options();
         options.create(true).append(true);
         // Every write is durable when it returns: one system call per batch instead of a write
         // and an `fdatasync`.
@@ -577,6 +577,7 @@ impl JsonLinesAuditSink {
         std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_DSYNC);
         let file = options
             .open(&path)
+            .and_then(|file| crate::at_rest::narrow_file(&path).map(|()| file))
             .map_err(|e| AuditError(format!("{}: {e}", path.display())))?;
         Ok(Self {
             path,
@@ -1039,6 +1040,21 @@ mod tests {
             .expect("fdinfo names the open flags");
         assert_ne!(flags & libc::O_DSYNC, 0, "flags {flags:o}");
         assert_ne!(flags & libc::O_APPEND, 0, "flags {flags:o}");
+    }
+
+    /// The audit file is the owner's alone: created 0600, narrowed to it when found wider.
+    #[cfg(unix)]
+    #[test]
+    fn json_lines_sink_file_is_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(JsonLinesAuditSink::open(&path).unwrap());
+        assert_eq!(mode(), 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(JsonLinesAuditSink::open(&path).unwrap());
+        assert_eq!(mode(), 0o600);
     }
 
     /// A crash mid-write leaves a last line without its newline; opening the file again cuts

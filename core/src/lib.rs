@@ -8,6 +8,7 @@
 //! backends ([`memory`], `sqlite`), and the [`service`] layer that fixes the call order.
 
 pub mod access;
+pub mod at_rest;
 pub mod comparator;
 mod confine;
 #[cfg(feature = "conformance")]

@@ -56,7 +56,8 @@ fn invalid(refusal: crate::confine::PathRefusal) -> StoreError {
 
 /// Runpacks as files under one root directory: `t{tenant}/n{namespace}/{run}/{export}/{path}`.
 /// Paths are relative, without `..`, and never cross a symlink; each file is written to a
-/// temporary name, synced and renamed, so a reader never sees it half-written.
+/// temporary name, synced and renamed, and its directory synced, so a reader never sees it
+/// half-written and a published file survives a crash. Directories are `0700`, files `0600`.
 #[derive(Debug)]
 pub struct FsRunpackStore {
     root: PathBuf,
@@ -70,7 +71,7 @@ impl FsRunpackStore {
     /// [`StoreError::Unavailable`] when the root cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
         let root = root.into();
-        std::fs::create_dir_all(&root)
+        crate::at_rest::create_private_dir_all(&root)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", root.display())))?;
         Ok(Self {
             root,
@@ -89,17 +90,22 @@ impl FsRunpackStore {
         let dir = target
             .parent()
             .ok_or_else(|| std::io::Error::other("no parent directory"))?;
-        std::fs::create_dir_all(dir)?;
+        crate::at_rest::create_private_dir_all(dir)?;
         let temp = dir.join(format!(
             ".tmp-{}-{}",
             std::process::id(),
             self.temp_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut file = std::fs::File::create(&temp)?;
+            let mut file = crate::at_rest::private_file_options()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
-            std::fs::rename(&temp, target)
+            std::fs::rename(&temp, target)?;
+            // The rename is durable only once the directory holding it is.
+            crate::at_rest::sync_dir(dir)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&temp);

@@ -109,6 +109,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // Created empty (a valid new database) with the owner's mode; SQLite gives the WAL and
+        // its index the database file's mode.
+        crate::at_rest::private_file_options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|_| crate::at_rest::narrow_file(path))
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
         // Creation and migrations go through one sqlx connection, closed before the store
         // opens its own.
         let mut conn = options

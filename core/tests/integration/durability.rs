@@ -302,3 +302,26 @@ async fn a_sqlite_trail_audits_every_call_once() {
     );
     assert_eq!(meter.total(ctx().tenant_id, UsageMetric::ToolCalls), 4);
 }
+
+/// The database, its WAL and the WAL's index are the owner's alone (0600), also when the
+/// database file was left wider by something else.
+#[cfg(unix)]
+#[tokio::test]
+async fn sqlite_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dg.db");
+    let facts = facts();
+    let (gate, store) = sqlite_gate(&db, &facts).await;
+    define(&gate, &scenario()).await;
+    start(&gate, "s", "r").await;
+    for file in ["dg.db", "dg.db-wal", "dg.db-shm"] {
+        assert_eq!(mode(&dir.path().join(file)), 0o600, "{file}");
+    }
+    store.close().await;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let reopened = SqliteStore::open(&db).await.unwrap();
+    assert_eq!(mode(&db), 0o600, "narrowed when opened");
+    reopened.close().await;
+}

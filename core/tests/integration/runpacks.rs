@@ -749,3 +749,42 @@ async fn a_runpack_larger_than_the_total_cap_stops_being_read() {
         "nothing read after the file that crossed the cap"
     );
 }
+
+/// Every directory the filesystem store creates is 0700 and every file 0600.
+#[cfg(unix)]
+#[tokio::test]
+async fn runpack_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("runpacks");
+    let store = Arc::new(FsRunpackStore::open(&root).unwrap());
+    let facts = facts();
+    let gate = builder(&facts).runpack_store(store.clone()).build();
+    let export = exported_with(&gate, &facts).await;
+    assert_eq!(mode(&root), 0o700);
+    let mut checked = 0;
+    let mut pending = vec![store.runpack_dir(&export.key)];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                pending.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 9,
+        "the manifest and the artifacts were checked: {checked}"
+    );
+    let mut ancestor = store.runpack_dir(&export.key);
+    while ancestor != root {
+        assert_eq!(mode(&ancestor), 0o700, "{}", ancestor.display());
+        ancestor = ancestor.parent().unwrap().to_path_buf();
+    }
+}

@@ -85,6 +85,25 @@ fn quickstart_holds_advances_completes_and_verifies() {
     assert_eq!(doc["verification"]["checked_files"], 8);
 }
 
+/// What the server keeps at rest is its owner's alone: the data directory and the runpacks
+/// under it 0700; the database and the audit file 0600 (its WAL in the core's tests).
+#[cfg(unix)]
+#[test]
+fn the_data_directory_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let runpack = quickstart(&data);
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    for private_dir in [data.clone(), data.join("runpacks"), runpack.clone()] {
+        assert_eq!(mode(&private_dir), 0o700, "{}", private_dir.display());
+    }
+    for file in ["decision-gate.db", "audit.jsonl"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode(&runpack.join("manifest.json")), 0o600);
+}
+
 /// The README's first command: no arguments, from a fresh directory, so the data directory is
 /// the relative default (`dg-data`); and a relative `--data-dir`.
 #[test]

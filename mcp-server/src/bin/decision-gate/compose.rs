@@ -23,7 +23,7 @@ fn storage(what: impl std::fmt::Display) -> impl FnOnce(String) -> ServeError {
 /// [`ServeError::Storage`] when the directory, database, runpack store or audit file cannot be
 /// opened.
 pub(crate) async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Server, ServeError> {
-    std::fs::create_dir_all(data_dir.path())
+    decision_gate_core::at_rest::create_private_dir_all(data_dir.path())
         .map_err(|e| e.to_string())
         .map_err(storage(data_dir.path().display()))?;
     let config = &loaded.config;
