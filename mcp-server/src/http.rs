@@ -175,14 +175,20 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
+/// Ready when the run store answers. A refusal names a stable reason code (the error's kind),
+/// never the driver's text, which can name hosts, users and files: that goes to the log.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     match shared.gate.ready().await {
         Ok(()) => axum::Json(json!({ "status": "ready" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "not_ready", "reason": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => {
+            let reason = e.kind().as_str();
+            tracing::warn!(reason, error = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({ "status": "not_ready", "reason": reason })),
+            )
+                .into_response()
+        }
     }
 }
 

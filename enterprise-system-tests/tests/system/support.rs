@@ -402,13 +402,18 @@ impl Enterprise {
 
     /// The HTTP status of `/readyz`.
     pub(crate) fn readyz(&self) -> u16 {
-        reqwest::blocking::Client::new()
+        self.readyz_answer().0
+    }
+
+    /// The HTTP status and body of `/readyz`.
+    pub(crate) fn readyz_answer(&self) -> (u16, serde_json::Value) {
+        let answer = reqwest::blocking::Client::new()
             .get(self.url("/readyz"))
             .timeout(Duration::from_secs(30))
             .send()
-            .expect("readyz")
-            .status()
-            .as_u16()
+            .expect("readyz");
+        let status = answer.status().as_u16();
+        (status, answer.json().expect("a JSON body"))
     }
 
     /// Calls `tool` with `arguments`, as the bearer of `token` when given; the tool result.
