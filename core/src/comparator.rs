@@ -336,9 +336,7 @@ impl Comparison {
             },
             C::Contains => match (value, expected) {
                 (Value::String(v), Value::String(e)) => TriState::from(v.contains(e.as_str())),
-                (Value::Array(v), Value::Array(e)) => {
-                    TriState::from(e.iter().all(|item| v.contains(item)))
-                }
+                (Value::Array(v), Value::Array(e)) => TriState::from(contains_all(v, e)),
                 _ => TriState::Unknown,
             },
             C::InSet => match (value, expected) {
@@ -369,6 +367,87 @@ impl Comparison {
     }
 }
 
+/// Up to this many expected items, `contains` scans the observed array once per item; past
+/// it, sorting the observed items once is cheaper.
+const LINEAR_CONTAINS_ITEMS: usize = 4;
+
+/// Whether every item of `expected` is in `observed`, in O((n + m) log n) rather than the
+/// O(n · m) of a scan per item: the observed items are sorted once in [`json_order`], which
+/// agrees with `==`, and each expected item is found by binary search.
+fn contains_all(observed: &[Value], expected: &[Value]) -> bool {
+    if expected.len() <= LINEAR_CONTAINS_ITEMS {
+        return expected.iter().all(|item| observed.contains(item));
+    }
+    let mut sorted: Vec<&Value> = observed.iter().collect();
+    sorted.sort_unstable_by(|a, b| json_order(a, b));
+    expected.iter().all(|item| {
+        sorted
+            .binary_search_by(|probe| json_order(probe, item))
+            .is_ok()
+    })
+}
+
+/// A total order on JSON values that is `Equal` exactly when `==` holds: by kind (null,
+/// boolean, number, string, array, object), numbers first by their representation (unsigned,
+/// negative integer, float: serde_json never finds an integer equal to a float) then by value
+/// (`0.0` and `-0.0` are equal, as for `==`), strings by bytes, arrays element by element,
+/// objects as their entries sorted by key (equal maps are equal in any insertion order).
+pub(crate) fn json_order(a: &Value, b: &Value) -> Ordering {
+    fn kind(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Number(_) => 2,
+            Value::String(_) => 3,
+            Value::Array(_) => 4,
+            Value::Object(_) => 5,
+        }
+    }
+    fn number_order(a: &serde_json::Number, b: &serde_json::Number) -> Ordering {
+        match (a.as_u64(), b.as_u64()) {
+            (Some(a), Some(b)) => return a.cmp(&b),
+            (Some(_), None) => return Ordering::Less,
+            (None, Some(_)) => return Ordering::Greater,
+            (None, None) => {}
+        }
+        match (a.as_i64(), b.as_i64()) {
+            (Some(a), Some(b)) => return a.cmp(&b),
+            (Some(_), None) => return Ordering::Less,
+            (None, Some(_)) => return Ordering::Greater,
+            (None, None) => {}
+        }
+        // Both floats, never NaN in JSON.
+        let (a, b) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+        a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+    }
+    fn sorted_entries(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+        let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+        entries.sort_unstable_by(|x, y| x.0.cmp(y.0));
+        entries
+    }
+    match (a, b) {
+        (Value::Null, Value::Null) => Ordering::Equal,
+        (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+        (Value::Number(a), Value::Number(b)) => number_order(a, b),
+        (Value::String(a), Value::String(b)) => a.as_bytes().cmp(b.as_bytes()),
+        (Value::Array(a), Value::Array(b)) => a
+            .iter()
+            .zip(b)
+            .map(|(a, b)| json_order(a, b))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| a.len().cmp(&b.len())),
+        (Value::Object(a), Value::Object(b)) => {
+            let (a, b) = (sorted_entries(a), sorted_entries(b));
+            a.iter()
+                .zip(&b)
+                .map(|((ka, va), (kb, vb))| ka.cmp(kb).then_with(|| json_order(va, vb)))
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| a.len().cmp(&b.len()))
+        }
+        _ => kind(a).cmp(&kind(b)),
+    }
+}
+
 /// One-off comparison: `comparator(evidence = value, expected)`.
 #[must_use]
 pub fn compare(
@@ -377,4 +456,61 @@ pub fn compare(
     value: Option<&EvidenceValue>,
 ) -> TriState {
     Comparison::new(comparator, expected).evaluate(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Small JSON values that collide often: integers and floats of the same magnitude, both
+    /// zeros, short strings, and arrays and objects of them.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0u64..3).prop_map(|n| json!(n)),
+            (-2i64..0).prop_map(|n| json!(n)),
+            prop_oneof![Just(0.0), Just(-0.0), Just(1.0), Just(1.5)].prop_map(|f: f64| json!(f)),
+            "[ab]{0,2}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[xy]", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn json_order_is_equal_exactly_when_values_are(a in value(), b in value()) {
+            prop_assert_eq!(json_order(&a, &b) == Ordering::Equal, a == b);
+            prop_assert_eq!(json_order(&a, &b), json_order(&b, &a).reverse());
+        }
+
+        #[test]
+        fn contains_agrees_with_a_scan_per_item(
+            observed in prop::collection::vec(value(), 0..12),
+            expected in prop::collection::vec(value(), 0..12),
+        ) {
+            let scanned = expected.iter().all(|item| observed.contains(item));
+            prop_assert_eq!(contains_all(&observed, &expected), scanned);
+        }
+    }
+
+    #[test]
+    fn ten_thousand_items_against_ten_thousand() {
+        let observed: Vec<Value> = (0..10_000).map(|i| json!(format!("item-{i}"))).collect();
+        let mut expected: Vec<Value> = observed.iter().rev().cloned().collect();
+        assert!(contains_all(&observed, &expected));
+        expected.push(json!("item-10000"));
+        assert!(!contains_all(&observed, &expected));
+        let integer_vs_float = [json!(1), json!(2), json!(3), json!(4), json!(5)];
+        let floats: Vec<Value> = (1..=5).map(|i| json!(f64::from(i))).collect();
+        assert!(!contains_all(&integer_vs_float, &floats));
+    }
 }
