@@ -13,12 +13,14 @@
 #   sqlite  scenario_next over Streamable HTTP against the release decision-gate binary on SQLite
 #         (eight clients, then one), group commit on against off, fresh server per phase;
 #         beside it the raw write + fdatasync rate of the data directory's file system.
+#   limits  what hostile input costs: contains over 10,000 x 10,000 items (against the scan per
+#         item it replaced, measured in the same run).
 #   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
 #         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
 #         trigger's own statements replayed by pgbench as the application role; per-trigger
 #         cost at 10 vs 10,000 triggers.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, postgres, sqlite)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, limits, postgres, sqlite)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
 if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ]; then

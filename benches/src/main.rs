@@ -18,6 +18,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod grpc;
+mod limits;
 mod mcp;
 mod postgres;
 mod sqlite;
@@ -314,13 +315,16 @@ async fn main() -> anyhow::Result<()> {
         "core" => core().await?,
         "mcp" => blocking(mcp::run).await?,
         "grpc" => blocking(grpc::run).await?,
+        "limits" => blocking(limits::run).await?,
         "postgres" => blocking(postgres::run).await?,
         "sqlite" => blocking(sqlite::run).await?,
         "grpc-load" => return grpc::load_client(rest).await,
         "grpc-health-load" => return grpc::health_load_client(rest).await,
         "mcp-load" => return mcp::load_client(rest).await,
         "mcp-echo" => return mcp::echo_server().await,
-        _ => anyhow::bail!("unknown area {area:?}; known areas: core, mcp, grpc, postgres, sqlite"),
+        _ => anyhow::bail!(
+            "unknown area {area:?}; known areas: core, mcp, grpc, limits, postgres, sqlite"
+        ),
     };
     for (name, measured, unit, op, target) in lines {
         report(area, name, measured, unit, op, target);

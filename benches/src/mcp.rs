@@ -171,7 +171,9 @@ pub(crate) fn run_load(args: &[String]) -> anyhow::Result<Measured> {
 pub(crate) enum Store {
     Memory,
     /// SQLite under the data directory, with group commit on (the default) or off.
-    Sqlite { group_commit: bool },
+    Sqlite {
+        group_commit: bool,
+    },
 }
 
 impl Store {
