@@ -38,7 +38,13 @@ pub struct Limits {
     pub max_spec_bytes: usize,
     /// Largest data-shape schema.
     pub max_schema_bytes: usize,
+    /// Most evidence queries of one trigger in flight at once (a stage's conditions are
+    /// queried concurrently up to this many).
+    pub max_concurrent_queries: usize,
 }
+
+/// The largest `max_concurrent_queries` a configuration may ask for.
+pub const MAX_CONCURRENT_QUERIES_LIMIT: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -47,6 +53,7 @@ impl Default for Limits {
             max_payload_bytes: 2 * 1024 * 1024,
             max_spec_bytes: 16 * 1024 * 1024,
             max_schema_bytes: crate::schema::DEFAULT_MAX_SCHEMA_BYTES,
+            max_concurrent_queries: 16,
         }
     }
 }

@@ -538,23 +538,35 @@ impl DecisionGate {
         let queries: Vec<_> = plan.stage_conditions(stage).map(|(_, q)| q).collect();
         let order = plan.query_order(stage, self.config.condition_order);
         let ctx = &ctx;
-        let futures = order.iter().map(|&slot| {
-            let query = queries[slot];
-            async move {
-                let answer = match self.providers.get(&query.provider_id) {
-                    None => EvidenceResult::failed(EvidenceError::new(
-                        "provider_missing",
-                        format!("provider {} is not registered", query.provider_id),
-                    )),
-                    Some(provider) => provider.query(query, ctx).await.unwrap_or_else(|e| {
-                        EvidenceResult::failed(EvidenceError::new("provider_error", e.to_string()))
-                    }),
-                };
-                (slot, answer)
-            }
-        });
+        // Collected first: a stream over the mapping closure itself trips rustc's
+        // higher-ranked `Send` check (rust-lang/rust#102211) where callers spawn the call.
+        let futures: Vec<_> = order
+            .iter()
+            .map(|&slot| {
+                let query = queries[slot];
+                async move {
+                    let answer = match self.providers.get(&query.provider_id) {
+                        None => EvidenceResult::failed(EvidenceError::new(
+                            "provider_missing",
+                            format!("provider {} is not registered", query.provider_id),
+                        )),
+                        Some(provider) => provider.query(query, ctx).await.unwrap_or_else(|e| {
+                            EvidenceResult::failed(EvidenceError::new(
+                                "provider_error",
+                                e.to_string(),
+                            ))
+                        }),
+                    };
+                    (slot, answer)
+                }
+            })
+            .collect();
         let mut by_slot: Vec<Option<EvidenceResult>> = vec![None; queries.len()];
-        for (slot, answer) in futures::future::join_all(futures).await {
+        use futures::StreamExt as _;
+        // At most `max_concurrent_queries` in flight; they start in query order.
+        let mut answers = futures::stream::iter(futures)
+            .buffer_unordered(self.config.limits.max_concurrent_queries.max(1));
+        while let Some((slot, answer)) = answers.next().await {
             by_slot[slot] = Some(answer);
         }
         by_slot

@@ -1415,3 +1415,90 @@ async fn a_client_idempotency_key_meters_a_retried_call_once() {
         .unwrap();
     assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 5);
 }
+
+/// A provider whose queries take a while and that counts how many are in flight at once.
+struct Slow {
+    contract: ProviderContract,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl EvidenceProvider for Slow {
+    fn contract(&self) -> &ProviderContract {
+        &self.contract
+    }
+
+    async fn query(
+        &self,
+        _query: &EvidenceQuery,
+        _ctx: &EvidenceContext,
+    ) -> Result<EvidenceResult, ProviderError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        Ok(EvidenceResult::json(json!(true)))
+    }
+}
+
+/// A stage's conditions are queried concurrently, never more at once than
+/// `max_concurrent_queries`, and every one is answered.
+#[tokio::test]
+async fn evidence_queries_of_a_trigger_run_concurrently_up_to_the_limit() {
+    for (limit, expected_most) in [(3, 3), (16, 8)] {
+        let slow = Arc::new(Slow {
+            contract: ProviderContract {
+                provider_id: id("slow"),
+                description: "slow".into(),
+                checks: vec![CheckContract {
+                    check_id: id("c"),
+                    description: "c".into(),
+                    params_schema: json!(true),
+                    result_schema: json!(true),
+                    allowed_comparators: Comparator::ALL.to_vec(),
+                }],
+            },
+            in_flight: 0.into(),
+            most: 0.into(),
+        });
+        let gate = DecisionGate::builder()
+            .provider(slow.clone())
+            .unwrap()
+            .config(EngineConfig {
+                limits: decision_gate_core::Limits {
+                    max_concurrent_queries: limit,
+                    ..Default::default()
+                },
+                ..EngineConfig::default()
+            })
+            .build();
+        let names: Vec<String> = (0..8).map(|i| format!("c{i}")).collect();
+        let conditions: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"condition_id": n, "query": {"provider_id": "slow", "check_id": "c"}, "comparator": "equals", "expected": true}))
+            .collect();
+        let all: Vec<Value> = names.iter().map(|n| json!({"Condition": n})).collect();
+        define(
+            &gate,
+            &json!({
+                "scenario_id": "s", "namespace_id": 1, "spec_version": "1",
+                "stages": [{"stage_id": "only", "gates": [{"gate_id": "g", "requirement": {"And": all}}], "advance_to": {"kind": "terminal"}}],
+                "conditions": conditions
+            }),
+        )
+        .await;
+        start(&gate, "s", "r").await;
+        let decided = next(&gate, "s", "r", "t", 1).await.unwrap();
+        assert!(
+            matches!(decided.decision.outcome, DecisionOutcome::Complete { .. }),
+            "every condition answered true"
+        );
+        assert_eq!(
+            slow.most.load(std::sync::atomic::Ordering::SeqCst),
+            expected_most,
+            "limit {limit}"
+        );
+    }
+}

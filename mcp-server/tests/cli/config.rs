@@ -44,6 +44,14 @@ fn problems_are_named_by_key_path() {
             "engine.limits.max_payload_bytes: must be at least 1",
         ),
         (
+            "[engine.limits]\nmax_concurrent_queries = 0\n",
+            "engine.limits.max_concurrent_queries: must be at least 1",
+        ),
+        (
+            "[engine.limits]\nmax_concurrent_queries = 1025\n",
+            "engine.limits.max_concurrent_queries: must be at most 1024, not 1025",
+        ),
+        (
             "[providers.json]\nroot = \"missing\"\nroot_id = \"r\"\n",
             "providers.json: json provider: root:",
         ),
