@@ -25,7 +25,7 @@ use sqlx::{Postgres, Transaction};
 
 use decision_gate_core::store::codec::{
     HeadWithEntryRow, decode, decode_scenario, encode, head_with_entry, page_from,
-    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, schema_cursor,
+    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, scenario_summary, schema_cursor,
 };
 
 use crate::codec::{constraint, is_unique_violation, store_error, to_i64, unavailable};
@@ -264,15 +264,7 @@ impl ScenarioStore for PgStore {
         tx.commit().await.map_err(|e| store_error(e, scope))?;
         let items = rows
             .into_iter()
-            .map(|(id, hash_json, spec_json, sha)| {
-                let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
-                Ok(ScenarioSummary {
-                    scenario_id: ScenarioId::new(id)
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    namespace_id,
-                    spec_hash,
-                })
-            })
+            .map(|row| scenario_summary(namespace_id, row))
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(page_from(items, page.limit, |s| s.scenario_id.to_string()))
     }

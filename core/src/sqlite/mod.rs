@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension as _, params};
+use rusqlite::params;
 use sqlx::ConnectOptions as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
@@ -32,13 +32,13 @@ use crate::ids::{
 use crate::run::{JournalEntry, RunHead, RunKey};
 use crate::store::codec::{
     HeadWithEntryRow, decode, decode_scenario, encode, head_with_entry, page_from,
-    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, schema_cursor,
+    parse_scenario_cursor, parse_schema_cursor, scenario_checksum, scenario_summary, schema_cursor,
 };
 use crate::store::{
     DataShapeRecord, Effects, Page, PageRequest, PutOutcome, RunStore, ScenarioRecord,
     ScenarioStore, ScenarioSummary, SchemaRegistry, StoreError,
 };
-use readers::{Readers, read_failed};
+use readers::Readers;
 use writer::{EntryRow, HeadRow, RunRow, Write, Writer};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -232,22 +232,17 @@ impl ScenarioStore for SqliteStore {
         scenario_id: &ScenarioId,
     ) -> Result<Option<ScenarioRecord>, StoreError> {
         let row: Option<(String, String, String)> = self.readers.read(|conn| {
-            conn.prepare_cached(
+            readers::one(
+                conn,
                 "SELECT spec_hash, spec_json, doc_sha256 FROM scenarios
                  WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id = ?3",
+                params![
+                    tenant_id.as_i64(),
+                    namespace_id.as_i64(),
+                    scenario_id.as_str()
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![
-                        tenant_id.as_i64(),
-                        namespace_id.as_i64(),
-                        scenario_id.as_str()
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-            })
-            .map_err(read_failed)
         })?;
         let Some((hash_json, spec_json, sha)) = row else {
             return Ok(None);
@@ -277,31 +272,15 @@ impl ScenarioStore for SqliteStore {
         let items = self
             .readers
             .read_blocking(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT scenario_id, spec_hash, spec_json, doc_sha256 FROM scenarios
-                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id > ?3
-                         ORDER BY scenario_id LIMIT ?4",
-                    )
-                    .map_err(read_failed)?;
-                let rows = stmt
-                    .query_map(
-                        params![tenant_id.as_i64(), namespace_id.as_i64(), after, limit],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                    )
-                    .map_err(read_failed)?;
-                rows.map(|row| {
-                    let (id, hash_json, spec_json, sha): (String, String, String, String) =
-                        row.map_err(read_failed)?;
-                    let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
-                    Ok(ScenarioSummary {
-                        scenario_id: ScenarioId::new(id)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        namespace_id,
-                        spec_hash,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
+                readers::all(
+                    conn,
+                    "SELECT scenario_id, spec_hash, spec_json, doc_sha256 FROM scenarios
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND scenario_id > ?3
+                     ORDER BY scenario_id LIMIT ?4",
+                    params![tenant_id.as_i64(), namespace_id.as_i64(), after, limit],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |row| scenario_summary(namespace_id, row),
+                )
             })
             .await?;
         Ok(page_from(items, page.limit, |s| s.scenario_id.to_string()))
@@ -316,10 +295,9 @@ impl RunStore for SqliteStore {
                 "the SQLite writer has stopped".to_owned(),
             ));
         }
-        self.readers.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(()))
-                .map_err(read_failed)
-        })
+        self.readers
+            .read(|conn| readers::one(conn, "SELECT 1", [], |_| Ok(())))
+            .map(drop)
     }
 
     async fn create(
@@ -347,18 +325,15 @@ impl RunStore for SqliteStore {
 
     async fn head(&self, key: &RunKey) -> Result<Option<RunHead>, StoreError> {
         self.readers.read(|conn| {
-            let row: Option<(String, String)> = conn
-                .prepare_cached(
-                    "SELECT head_json, doc_sha256 FROM runs
-                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(run_params(key), |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                })
-                .map_err(read_failed)?;
-            row.map(|(json, sha)| decode("run head", &json, &sha))
-                .transpose()
+            readers::one(
+                conn,
+                "SELECT head_json, doc_sha256 FROM runs
+                 WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3",
+                run_params(key),
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .map(|(json, sha)| decode("run head", &json, &sha))
+            .transpose()
         })
     }
 
@@ -407,22 +382,17 @@ impl RunStore for SqliteStore {
         trigger_id: &TriggerId,
     ) -> Result<(Option<RunHead>, Option<JournalEntry>), StoreError> {
         self.readers.read(|conn| {
-            let row: Option<HeadWithEntryRow> = conn
-                .prepare_cached(
-                    "SELECT r.head_json, r.doc_sha256, e.entry_json, e.doc_sha256 FROM runs r
-                     LEFT JOIN run_entries e
-                            ON e.tenant_id = r.tenant_id AND e.namespace_id = r.namespace_id
-                           AND e.run_id = r.run_id AND e.trigger_id = ?4
-                     WHERE r.tenant_id = ?1 AND r.namespace_id = ?2 AND r.run_id = ?3",
-                )
-                .and_then(|mut stmt| {
-                    let (tenant, namespace, run) = run_params(key);
-                    stmt.query_row(params![tenant, namespace, run, trigger_id.as_str()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                    .optional()
-                })
-                .map_err(read_failed)?;
+            let (tenant, namespace, run) = run_params(key);
+            let row: Option<HeadWithEntryRow> = readers::one(
+                conn,
+                "SELECT r.head_json, r.doc_sha256, e.entry_json, e.doc_sha256 FROM runs r
+                 LEFT JOIN run_entries e
+                        ON e.tenant_id = r.tenant_id AND e.namespace_id = r.namespace_id
+                       AND e.run_id = r.run_id AND e.trigger_id = ?4
+                 WHERE r.tenant_id = ?1 AND r.namespace_id = ?2 AND r.run_id = ?3",
+                params![tenant, namespace, run, trigger_id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
             head_with_entry(row)
         })
     }
@@ -447,24 +417,15 @@ impl RunStore for SqliteStore {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.readers
             .read_blocking(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT entry_json, doc_sha256 FROM run_entries
-                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND revision > ?4
-                         ORDER BY revision LIMIT ?5",
-                    )
-                    .map_err(read_failed)?;
-                let rows = stmt
-                    .query_map(
-                        params![tenant, namespace, run, after, i64::from(limit)],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map_err(read_failed)?;
-                rows.map(|row| {
-                    let (json, sha): (String, String) = row.map_err(read_failed)?;
-                    decode("journal entry", &json, &sha)
-                })
-                .collect()
+                readers::all(
+                    conn,
+                    "SELECT entry_json, doc_sha256 FROM run_entries
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND run_id = ?3 AND revision > ?4
+                     ORDER BY revision LIMIT ?5",
+                    params![tenant, namespace, run, after, i64::from(limit)],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                    |(json, sha)| decode("journal entry", &json, &sha),
+                )
             })
             .await
     }
@@ -505,18 +466,12 @@ impl SqliteStore {
         id: &str,
     ) -> Result<Option<JournalEntry>, StoreError> {
         self.readers.read(|conn| {
-            let row: Option<(String, String)> = conn
-                .prepare_cached(query)
-                .and_then(|mut stmt| {
-                    let (tenant, namespace, run) = run_params(key);
-                    stmt.query_row(params![tenant, namespace, run, id], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                })
-                .map_err(read_failed)?;
-            row.map(|(json, sha)| decode("journal entry", &json, &sha))
-                .transpose()
+            let (tenant, namespace, run) = run_params(key);
+            readers::one(conn, query, params![tenant, namespace, run, id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?
+            .map(|(json, sha)| decode("journal entry", &json, &sha))
+            .transpose()
         })
     }
 }
@@ -568,26 +523,20 @@ impl SchemaRegistry for SqliteStore {
         version: &SchemaVersion,
     ) -> Result<Option<DataShapeRecord>, StoreError> {
         self.readers.read(|conn| {
-            let row: Option<(String, String)> = conn
-                .prepare_cached(
-                    "SELECT record_json, doc_sha256 FROM data_shapes
-                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            tenant_id.as_i64(),
-                            namespace_id.as_i64(),
-                            schema_id.as_str(),
-                            version.as_str()
-                        ],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()
-                })
-                .map_err(read_failed)?;
-            row.map(|(json, sha)| decode("data shape", &json, &sha))
-                .transpose()
+            readers::one(
+                conn,
+                "SELECT record_json, doc_sha256 FROM data_shapes
+                 WHERE tenant_id = ?1 AND namespace_id = ?2 AND schema_id = ?3 AND version = ?4",
+                params![
+                    tenant_id.as_i64(),
+                    namespace_id.as_i64(),
+                    schema_id.as_str(),
+                    version.as_str()
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )?
+            .map(|(json, sha)| decode("data shape", &json, &sha))
+            .transpose()
         })
     }
 
@@ -608,30 +557,21 @@ impl SchemaRegistry for SqliteStore {
         let items = self
             .readers
             .read_blocking(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT record_json, doc_sha256 FROM data_shapes
-                         WHERE tenant_id = ?1 AND namespace_id = ?2 AND (schema_id, version) > (?3, ?4)
-                         ORDER BY schema_id, version LIMIT ?5",
-                    )
-                    .map_err(read_failed)?;
-                let rows = stmt
-                    .query_map(
-                        params![
-                            tenant_id.as_i64(),
-                            namespace_id.as_i64(),
-                            after_id,
-                            after_version,
-                            limit
-                        ],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map_err(read_failed)?;
-                rows.map(|row| {
-                    let (json, sha): (String, String) = row.map_err(read_failed)?;
-                    decode("data shape", &json, &sha)
-                })
-                .collect::<Result<Vec<_>, _>>()
+                readers::all(
+                    conn,
+                    "SELECT record_json, doc_sha256 FROM data_shapes
+                     WHERE tenant_id = ?1 AND namespace_id = ?2 AND (schema_id, version) > (?3, ?4)
+                     ORDER BY schema_id, version LIMIT ?5",
+                    params![
+                        tenant_id.as_i64(),
+                        namespace_id.as_i64(),
+                        after_id,
+                        after_version,
+                        limit
+                    ],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                    |(json, sha)| decode("data shape", &json, &sha),
+                )
             })
             .await?;
         Ok(page_from(items, page.limit, schema_cursor))

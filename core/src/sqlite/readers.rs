@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _};
 
 use crate::store::StoreError;
 
@@ -122,8 +122,40 @@ impl Readers {
 }
 
 /// A SQLite failure during a read.
-pub(super) fn read_failed(e: rusqlite::Error) -> StoreError {
+fn read_failed(e: rusqlite::Error) -> StoreError {
     unavailable(e)
+}
+
+/// The row `sql` finds for `params` (at most one, by a key), mapped by `row`.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when SQLite fails.
+pub(super) fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>, StoreError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_row(params, row).optional())
+        .map_err(read_failed)
+}
+
+/// Every row `sql` finds for `params` (a page: the statement has a `LIMIT`), each mapped by
+/// `row` and then checked and parsed by `decode`.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when SQLite fails; what `decode` answers.
+pub(super) fn all<R, T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+    mut decode: impl FnMut(R) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(read_failed)?;
+    let rows = stmt.query_map(params, row).map_err(read_failed)?;
+    rows.map(|r| decode(r.map_err(read_failed)?)).collect()
 }
 
 #[cfg(test)]
@@ -134,10 +166,8 @@ mod tests {
         readers.idle.lock().unwrap().len()
     }
 
-    /// Reads in progress at once each get a connection of their own; at most `MAX_IDLE` are
-    /// kept once they return.
-    #[test]
-    fn concurrent_reads_open_connections_and_keep_at_most_max_idle() {
+    /// Readers of a new, empty database in a temporary directory.
+    fn readers_of_a_new_database() -> (tempfile::TempDir, Readers) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.db");
         Connection::open(&path)
@@ -145,6 +175,14 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = wal; CREATE TABLE t (x INTEGER);")
             .unwrap();
         let readers = Readers::new(&path);
+        (dir, readers)
+    }
+
+    /// Reads in progress at once each get a connection of their own; at most `MAX_IDLE` are
+    /// kept once they return.
+    #[test]
+    fn concurrent_reads_open_connections_and_keep_at_most_max_idle() {
+        let (_dir, readers) = readers_of_a_new_database();
         fn nest(readers: &Readers, depth: usize) -> Result<usize, StoreError> {
             readers.read(|conn| {
                 let one: i64 = conn
@@ -171,10 +209,7 @@ mod tests {
     /// After `close` a read is refused as unavailable and no connection is kept.
     #[test]
     fn a_closed_reader_refuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        Connection::open(&path).unwrap();
-        let readers = Readers::new(&path);
+        let (_dir, readers) = readers_of_a_new_database();
         readers.read(|_| Ok(())).unwrap();
         assert_eq!(idle(&readers), 1);
         readers.close();
@@ -189,10 +224,7 @@ mod tests {
     /// A read that fails in SQLite answers unavailable and its connection is not reused.
     #[test]
     fn a_failed_read_drops_its_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        Connection::open(&path).unwrap();
-        let readers = Readers::new(&path);
+        let (_dir, readers) = readers_of_a_new_database();
         let failed = readers.read(|conn| {
             conn.query_row("SELECT x FROM missing", [], |_| Ok(()))
                 .map_err(read_failed)

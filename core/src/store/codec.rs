@@ -66,6 +66,23 @@ pub fn decode_scenario(
     Ok((spec, hash))
 }
 
+/// A scenario list row, `(scenario_id, spec_hash json, spec json, checksum)`, checked and read
+/// as the summary a list returns.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] as [`decode_scenario`], or when the stored id is not an id.
+pub fn scenario_summary(
+    namespace_id: crate::ids::NamespaceId,
+    (id, hash_json, spec_json, sha): (String, String, String, String),
+) -> Result<super::ScenarioSummary, StoreError> {
+    let (_, spec_hash) = decode_scenario(&hash_json, &spec_json, &sha)?;
+    Ok(super::ScenarioSummary {
+        scenario_id: ScenarioId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        namespace_id,
+        spec_hash,
+    })
+}
+
 /// A run's head row joined with the entry row recording a trigger (absent when the join found
 /// none): `(head_json, head_sha, entry_json, entry_sha)`.
 pub type HeadWithEntryRow = (String, String, Option<String>, Option<String>);
