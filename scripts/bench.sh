@@ -14,7 +14,8 @@
 #         (eight clients, then one), group commit on against off, fresh server per phase;
 #         beside it the raw write + fdatasync rate of the data directory's file system.
 #   limits  what hostile input costs: contains over 10,000 x 10,000 items (against the scan per
-#         item it replaced, measured in the same run).
+#         item it replaced, measured in the same run); scenario_next over Streamable HTTP with
+#         the limits at their defaults against every limit at its ceiling, same release binary.
 #   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
 #         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
 #         trigger's own statements replayed by pgbench as the application role; per-trigger
@@ -23,7 +24,7 @@ set -euo pipefail
 area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, limits, postgres, sqlite)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
-if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ]; then
+if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ] || [ "$area" = limits ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
 fi

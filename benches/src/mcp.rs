@@ -195,6 +195,17 @@ pub(crate) fn decision_gate(
     store: Store,
     grpc: bool,
 ) -> anyhow::Result<Process> {
+    decision_gate_with(bin, dir, store, grpc, "")
+}
+
+/// As [`decision_gate`], with `extra` tables appended to the configuration.
+pub(crate) fn decision_gate_with(
+    bin: &Path,
+    dir: &Path,
+    store: Store,
+    grpc: bool,
+    extra: &str,
+) -> anyhow::Result<Process> {
     // The audit trail is synced on every call; on the in-memory run it goes to a memory-backed
     // file, so the figure is the server's, not the disk's.
     let audit = if store == Store::Memory && Path::new("/dev/shm").is_dir() {
@@ -208,7 +219,7 @@ pub(crate) fn decision_gate(
     std::fs::create_dir_all(dir).context("bench directory")?;
     let config = dir.join("decision-gate.toml");
     let text = format!(
-        "{}[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n",
+        "{}[server.limits]\nmax_inflight = 4096\n[server.audit]\npath = {:?}\n{extra}",
         store.toml(),
         audit.display().to_string()
     );

@@ -37,6 +37,24 @@ pub enum Requirement {
 }
 
 impl Requirement {
+    /// How many nodes the tree has (operators and leaves), counted without recursion.
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        let mut pending = vec![self];
+        let mut count = 0;
+        while let Some(node) = pending.pop() {
+            count += 1;
+            match node {
+                Self::And(reqs) | Self::Or(reqs) | Self::RequireGroup { reqs, .. } => {
+                    pending.extend(reqs);
+                }
+                Self::Not(inner) => pending.push(inner),
+                Self::Condition(_) => {}
+            }
+        }
+        count
+    }
+
     /// The depth of the deepest node (a lone leaf has depth 0).
     #[must_use]
     pub fn depth(&self) -> usize {

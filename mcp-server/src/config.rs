@@ -676,19 +676,10 @@ impl Config {
     /// Every rule the values break (types and unknown keys were checked while parsing).
     fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let limits = &self.engine.limits;
+        for (name, rule) in self.engine.limits.problems() {
+            problems.push(Problem::new(format!("engine.limits.{name}"), rule));
+        }
         for (key, value) in [
-            (
-                "engine.limits.max_evidence_bytes",
-                limits.max_evidence_bytes,
-            ),
-            ("engine.limits.max_payload_bytes", limits.max_payload_bytes),
-            ("engine.limits.max_spec_bytes", limits.max_spec_bytes),
-            ("engine.limits.max_schema_bytes", limits.max_schema_bytes),
-            (
-                "engine.limits.max_concurrent_queries",
-                limits.max_concurrent_queries,
-            ),
             (
                 "server.limits.max_body_bytes",
                 self.server.limits.max_body_bytes,
@@ -701,16 +692,6 @@ impl Config {
             if value == 0 {
                 problems.push(Problem::new(key, "must be at least 1"));
             }
-        }
-        let queries_limit = decision_gate_core::engine::MAX_CONCURRENT_QUERIES_LIMIT;
-        if limits.max_concurrent_queries > queries_limit {
-            problems.push(Problem::new(
-                "engine.limits.max_concurrent_queries",
-                format!(
-                    "must be at most {queries_limit}, not {}",
-                    limits.max_concurrent_queries
-                ),
-            ));
         }
         if let Some(rate) = &self.server.limits.rate_limit {
             if rate.requests_per_second == 0 {

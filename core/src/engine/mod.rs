@@ -5,6 +5,7 @@
 //! ([`crate::runpack`]) re-decides recorded runs through the same [`transition`].
 
 mod decide;
+mod limits;
 mod plan;
 pub mod transition;
 mod validate;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use decide::{
     DisclosureContext, DisclosureFailure, Verdict, decide, decide_timeout, issue_packets,
 };
+pub use limits::{Limits, MAX_CONCURRENT_QUERIES_LIMIT};
 pub(crate) use plan::normalise_answer;
 pub use plan::{OutcomeBuffers, Plan, StageOutcome};
 pub use validate::{SpecError, from_json_value, parse_json, validate_spec};
@@ -24,39 +26,6 @@ use crate::evidence::{EvidenceAnchor, TrustLane, TrustRequirement};
 use crate::hashing::HashAlgorithm;
 use crate::ids::ProviderId;
 use crate::ret::LogicMode;
-
-/// Size limits. Evidence over its limit makes the condition unknown; a payload or document over
-/// its limit is refused with an error naming the field and the limit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Largest evidence value (canonical JSON or raw bytes).
-    pub max_evidence_bytes: usize,
-    /// Largest packet, trigger or submission payload.
-    pub max_payload_bytes: usize,
-    /// Largest scenario spec document.
-    pub max_spec_bytes: usize,
-    /// Largest data-shape schema.
-    pub max_schema_bytes: usize,
-    /// Most evidence queries of one trigger in flight at once (a stage's conditions are
-    /// queried concurrently up to this many).
-    pub max_concurrent_queries: usize,
-}
-
-/// The largest `max_concurrent_queries` a configuration may ask for.
-pub const MAX_CONCURRENT_QUERIES_LIMIT: usize = 1024;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_evidence_bytes: 1024 * 1024,
-            max_payload_bytes: 2 * 1024 * 1024,
-            max_spec_bytes: 16 * 1024 * 1024,
-            max_schema_bytes: crate::schema::DEFAULT_MAX_SCHEMA_BYTES,
-            max_concurrent_queries: 16,
-        }
-    }
-}
 
 /// In which order a stage's conditions are queried. The recorded evidence is sorted by condition
 /// id either way, so the order never changes a decision or a hash.

@@ -209,6 +209,17 @@ impl Plan {
             .map(|s| s.packet_hashes.as_slice())
     }
 
+    /// The most entry packets of any one stage: with a run's dispatch targets, the most
+    /// disclosures one stage entry makes.
+    #[must_use]
+    pub fn most_entry_packets(&self) -> usize {
+        self.stages
+            .iter()
+            .map(|s| s.packet_hashes.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The position of a stage.
     #[must_use]
     pub fn stage_index(&self, stage_id: &StageId) -> Option<usize> {

@@ -84,7 +84,12 @@ pub fn validate_spec(
     providers: Option<&ProviderRegistry>,
     limits: &Limits,
 ) -> Vec<SpecError> {
-    let mut errors = Vec::new();
+    // Counts first: a spec over a count limit is refused on those alone, so the rules below
+    // (and the errors they collect) never run over an unbounded list.
+    let mut errors = count_errors(spec, limits);
+    if !errors.is_empty() {
+        return errors;
+    }
     let mut err = |path: String, rule: String| errors.push(SpecError::new(path, rule));
 
     if let (Some(bound), Some(tenant)) = (spec.default_tenant_id, tenant_id)
@@ -289,6 +294,72 @@ fn check_requirement(
             }
         }
     }
+}
+
+/// Every list of the spec over its count limit, and every `expected` value holding an array
+/// over `max_array_items`.
+fn count_errors(spec: &ScenarioSpec, limits: &Limits) -> Vec<SpecError> {
+    let mut errors = Vec::new();
+    let mut count = |path: String, what: &str, n: usize, limit: usize| {
+        if let Some(rule) = Limits::count_rule(what, n, limit) {
+            errors.push(SpecError::new(path, rule));
+        }
+    };
+    let lists = limits.max_list_items;
+    count(
+        "stages".into(),
+        "stages",
+        spec.stages.len(),
+        limits.max_stages,
+    );
+    count(
+        "conditions".into(),
+        "conditions",
+        spec.conditions.len(),
+        limits.max_conditions,
+    );
+    count("policies".into(), "policies", spec.policies.len(), lists);
+    count("schemas".into(), "schemas", spec.schemas.len(), lists);
+    for (i, c) in spec.conditions.iter().enumerate() {
+        let tags = c.policy_tags.len();
+        count(format!("conditions[{i}].policy_tags"), "tags", tags, lists);
+    }
+    for (si, stage) in spec.stages.iter().enumerate() {
+        let sp = format!("stages[{si}]");
+        let gates = stage.gates.len();
+        count(
+            format!("{sp}.gates"),
+            "gates",
+            gates,
+            limits.max_gates_per_stage,
+        );
+        let packets = stage.entry_packets.len();
+        let limit = limits.max_packets_per_stage;
+        count(format!("{sp}.entry_packets"), "packets", packets, limit);
+        if let AdvanceTo::Branch { branches, .. } = &stage.advance_to {
+            let path = format!("{sp}.advance_to.branches");
+            count(path, "branch rules", branches.len(), lists);
+        }
+        for (pi, packet) in stage.entry_packets.iter().enumerate() {
+            let path = format!("{sp}.entry_packets[{pi}].visibility_labels");
+            count(path, "labels", packet.visibility_labels.len(), lists);
+        }
+        for (gi, gate) in stage.gates.iter().enumerate() {
+            let path = format!("{sp}.gates[{gi}].requirement");
+            let nodes = gate.requirement.node_count();
+            count(path, "requirement nodes", nodes, limits.max_tree_nodes);
+        }
+    }
+    for (i, c) in spec.conditions.iter().enumerate() {
+        if let Some((path, rule)) = c
+            .expected
+            .as_ref()
+            .and_then(|v| limits.array_rule(v, &format!("conditions[{i}].expected")))
+        {
+            errors.push(SpecError::new(path, rule));
+        }
+    }
+    errors
 }
 
 /// The size rule for an inline payload, if it is broken.

@@ -24,7 +24,7 @@ use crate::disclosure::{
     DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
 };
 use crate::engine::transition::{self, Begun, TransitionError};
-use crate::engine::{self, DisclosureContext, EngineConfig, Plan};
+use crate::engine::{self, DisclosureContext, EngineConfig, Limits, Plan};
 use crate::error::Error;
 use crate::evidence::{EvidenceContext, EvidenceError, EvidenceResult, TrustLane};
 use crate::hashing::HashDigest;
@@ -339,6 +339,19 @@ impl DecisionGate {
             .await?;
         let result = op(&call.effects).await;
         self.finish(ctx, call, result).await
+    }
+
+    /// Refuses a page size outside `1..=max_page_size` (before the store, whose own bound is
+    /// the ceiling).
+    pub(super) fn check_page(&self, limit: u32) -> Result<(), Error> {
+        let max = self.config.limits.max_page_size;
+        if limit == 0 || usize::try_from(limit).map_or(true, |l| l > max) {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {max}, got {limit}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The digest of a request, for the audit trail.

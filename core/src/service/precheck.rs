@@ -1,5 +1,7 @@
 //! Precheck: a stage evaluated against caller-supplied evidence, touching nothing.
 
+use std::collections::BTreeSet;
+
 use serde_json::Value;
 
 use super::*;
@@ -77,6 +79,7 @@ impl DecisionGate {
                 };
                 let needed: Vec<&ConditionId> =
                     plan.stage_conditions(stage).map(|(id, _)| id).collect();
+                self.check_asserted_arrays(&req.evidence, req.payload.as_ref())?;
                 let (evidence, field) = match (req.data_shape, req.payload) {
                     (None, None) => (req.evidence, "evidence"),
                     (Some(shape), Some(payload)) if req.evidence.is_empty() => {
@@ -99,7 +102,8 @@ impl DecisionGate {
                         ));
                     }
                 };
-                if let Some(extra) = evidence.keys().find(|id| !needed.contains(id)) {
+                let wanted: BTreeSet<&ConditionId> = needed.iter().copied().collect();
+                if let Some(extra) = evidence.keys().find(|id| !wanted.contains(id)) {
                     return Err(Error::invalid(
                         format!("{field}.{extra}"),
                         "not a condition of this stage's gates",
@@ -136,6 +140,31 @@ impl DecisionGate {
 }
 
 impl DecisionGate {
+    /// Refuses caller-asserted evidence holding an array over `max_array_items`, before any
+    /// comparator or schema sees it.
+    fn check_asserted_arrays(
+        &self,
+        evidence: &BTreeMap<ConditionId, EvidenceResult>,
+        payload: Option<&Value>,
+    ) -> Result<(), Error> {
+        let limits = &self.config.limits;
+        let asserted = evidence
+            .iter()
+            .filter_map(|(id, result)| match &result.value {
+                Some(crate::evidence::EvidenceValue::Json(value)) => {
+                    Some((value, format!("evidence.{id}.value")))
+                }
+                _ => None,
+            })
+            .chain(payload.map(|p| (p, "payload".to_owned())));
+        for (value, path) in asserted {
+            if let Some((path, rule)) = limits.array_rule(value, &path) {
+                return Err(Error::invalid(path, rule));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a precheck payload against its registered data shape.
     async fn check_payload_shape(
         &self,

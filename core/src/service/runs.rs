@@ -128,6 +128,7 @@ impl DecisionGate {
         let plan = self
             .plan(ctx.tenant_id, ctx.namespace_id, &req.scenario_id, None)
             .await?;
+        self.check_targets(&plan, req.dispatch_targets.len())?;
         let key = Self::run_key(ctx, &req.run_id);
         // Nothing is disclosed for a run id that is taken (the dispatcher contract covers the
         // remaining race with a concurrent start).
@@ -192,6 +193,24 @@ impl DecisionGate {
             },
             Committed::by_runs(self.runs.as_ref()),
         ))
+    }
+
+    /// Refuses more dispatch targets than the limit, or more disclosures on entering one stage
+    /// (its entry packets times the targets) than the limit: each pair is hashed and journaled.
+    fn check_targets(&self, plan: &Plan, targets: usize) -> Result<(), Error> {
+        let limits = &self.config.limits;
+        if let Some(rule) = Limits::count_rule("targets", targets, limits.max_dispatch_targets) {
+            return Err(Error::invalid("dispatch_targets", rule));
+        }
+        let packets = plan.most_entry_packets();
+        let disclosures = packets.saturating_mul(targets);
+        match Limits::count_rule("disclosures", disclosures, limits.max_disclosures) {
+            Some(rule) => Err(Error::invalid(
+                "dispatch_targets",
+                format!("{targets} targets x {packets} entry packets of one stage = {rule}"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// An agent's request for the next decision (a trigger of kind `agent_request_next`).
@@ -724,7 +743,7 @@ impl DecisionGate {
     /// A page of a run's journal: entries after revision `after`, ascending.
     ///
     /// # Errors
-    /// [`Error::NotFound`], [`Error::InvalidInput`] for a limit outside 1..=1000.
+    /// [`Error::NotFound`], [`Error::InvalidInput`] for a limit outside 1..=`max_page_size`.
     pub async fn journal(
         &self,
         ctx: &RequestContext,
@@ -740,7 +759,7 @@ impl DecisionGate {
             None,
             Vec::new(),
             async move |_| {
-                PageRequest::first(limit).check()?;
+                self.check_page(limit)?;
                 let key = Self::run_key(ctx, run_id);
                 self.load_head(&key, scenario_id).await?;
                 Ok((

@@ -133,6 +133,7 @@ impl DecisionGate {
             request_hash,
             Vec::new(),
             async move |_| {
+                self.check_page(page.limit)?;
                 self.scenarios
                     .list(ctx.tenant_id, ctx.namespace_id, &page)
                     .await

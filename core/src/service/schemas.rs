@@ -102,6 +102,7 @@ impl DecisionGate {
             request_hash,
             Vec::new(),
             async move |_| {
+                self.check_page(page.limit)?;
                 self.schemas
                     .list(ctx.tenant_id, ctx.namespace_id, &page)
                     .await

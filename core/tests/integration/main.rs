@@ -5,6 +5,7 @@ mod conformance;
 mod determinism;
 mod durability;
 mod lifecycle;
+mod limits;
 mod properties;
 mod providers;
 mod ret;

@@ -41,15 +41,23 @@ fn problems_are_named_by_key_path() {
         ),
         (
             "[engine.limits]\nmax_payload_bytes = 0\n",
-            "engine.limits.max_payload_bytes: must be at least 1",
+            "engine.limits.max_payload_bytes: must be 1..=67108864, not 0",
         ),
         (
             "[engine.limits]\nmax_concurrent_queries = 0\n",
-            "engine.limits.max_concurrent_queries: must be at least 1",
+            "engine.limits.max_concurrent_queries: must be 1..=1024, not 0",
         ),
         (
             "[engine.limits]\nmax_concurrent_queries = 1025\n",
-            "engine.limits.max_concurrent_queries: must be at most 1024, not 1025",
+            "engine.limits.max_concurrent_queries: must be 1..=1024, not 1025",
+        ),
+        (
+            "[engine.limits]\nmax_dispatch_targets = 10001\n",
+            "engine.limits.max_dispatch_targets: must be 1..=10000, not 10001",
+        ),
+        (
+            "[engine.limits]\nmax_array_items = 0\n",
+            "engine.limits.max_array_items: must be 1..=1000000, not 0",
         ),
         (
             "[providers.json]\nroot = \"missing\"\nroot_id = \"r\"\n",
