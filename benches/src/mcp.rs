@@ -617,10 +617,16 @@ pub async fn echo_server() -> anyhow::Result<()> {
     let audit = Arc::new(decision_gate_core::access::InMemoryAuditSink::default());
     let gate = Arc::new(decision_gate_core::DecisionGate::builder().build());
     let shared = Shared::new(gate, ToolPolicy::default(), audit, Metrics::new());
+    let limits = decision_gate_mcp::config::LimitsConfig {
+        max_inflight: 4096,
+        ..Default::default()
+    };
+    let digests = decision_gate_mcp::noise::DigestKey::random().map_err(anyhow::Error::msg)?;
     let options = HttpOptions {
-        admission: Arc::new(Admission::new(Arc::new(LocalOnly), 4096, None)),
+        admission: Arc::new(Admission::new(Arc::new(LocalOnly), &limits, digests)),
         max_body_bytes: 1024 * 1024,
         request_timeout: Duration::from_secs(30),
+        header_timeout: Duration::from_millis(limits.header_timeout_ms),
         allowed_hosts: Vec::new(),
         tls: None,
         routes: Default::default(),
@@ -634,14 +640,7 @@ pub async fn echo_server() -> anyhow::Result<()> {
         "echo: serving MCP on http://{}/mcp",
         listener.local_addr().context("address")?
     );
-    http::serve(
-        listener,
-        app,
-        None,
-        shared,
-        decision_gate_mcp::caller::Transport::Http,
-        shutdown,
-    )
-    .await
-    .context("serve")
+    http::serve(listener, app, &options, shared, shutdown)
+        .await
+        .context("serve")
 }

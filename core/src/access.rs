@@ -445,6 +445,8 @@ pub enum AccessRefusal {
     InvalidRequest,
     /// Authentication could not be decided (an identity provider is unreachable).
     Unavailable,
+    /// The authenticated request's body did not arrive within the body timeout.
+    BodyTimeout,
 }
 
 impl AccessRefusal {
@@ -459,6 +461,7 @@ impl AccessRefusal {
             Self::InvalidCorrelationId => ErrorKind::InvalidCorrelationId,
             Self::InvalidRequest => ErrorKind::InvalidInput,
             Self::Unavailable => ErrorKind::Unavailable,
+            Self::BodyTimeout => ErrorKind::InvalidInput,
         }
     }
 }
@@ -482,10 +485,29 @@ pub struct AccessEvent {
     pub request_id: Option<String>,
     /// The caller's correlation id, when it was valid.
     pub correlation_id: Option<CorrelationId>,
-    /// Digest of the presented credential or rejected value, never the value itself.
-    pub presented_hash: Option<HashDigest>,
+    /// Keyed digest of the presented credential or rejected value, never the value itself.
+    pub presented_hash: Option<KeyedDigest>,
     /// What was wrong, in words (never the rejected value).
     pub detail: String,
+}
+
+/// A keyed digest of a presented credential or rejected value: comparable with other digests
+/// under the same server key (to correlate attempts), useless for testing guesses without it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedDigest {
+    /// How `value` was computed.
+    pub algorithm: KeyedAlgorithm,
+    /// Lowercase hex of the MAC.
+    pub value: String,
+}
+
+/// The algorithms of a [`KeyedDigest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyedAlgorithm {
+    /// HMAC-SHA-256 (RFC 2104) under the server's digest key.
+    HmacSha256,
 }
 
 /// One line of an audit trail.

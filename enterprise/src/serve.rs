@@ -94,6 +94,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
         .authorizer(Arc::new(authorizer))
         .authenticate(authenticate)
+        .digest_key_file(&data_dir)?
         .build()?;
 
     let note = format!(

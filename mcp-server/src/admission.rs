@@ -1,25 +1,31 @@
 //! Admission of network requests, the same on every network transport (MCP over HTTP, gRPC):
-//! correlation id, then the in-flight limit, then authentication, then the per-principal rate
-//! limit. One [`Admission`] is shared by all listeners of a server, so a principal's rate and
-//! the server's capacity are one budget whatever the transport. Each transport renders a
-//! [`Refusal`] in its own terms (HTTP status and JSON-RPC code, gRPC status) and audits it with
-//! [`Refusal::event`].
+//! correlation id, then the source's authentication-failure budget, then authentication, the
+//! per-principal rate limit and the per-principal concurrency cap ([`Admission::authenticate`]),
+//! then the body, read under its size limit and its read timeout ([`Admission::read_body`]),
+//! and only then a slot of the server's shared in-flight budget ([`Admission::admit`]): a caller
+//! that is not authenticated, or that stalls its body, never holds what other callers need.
+//! One [`Admission`] is shared by all listeners of a server, so a principal's rate and the
+//! server's capacity are one budget whatever the transport. Each transport renders a
+//! [`Refusal`] in its own terms (HTTP status and JSON-RPC code, gRPC status) and audits it
+//! through [`crate::handler::Shared::refused`].
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
-use decision_gate_core::access::{AccessEvent, AccessRefusal};
-use decision_gate_core::hashing::HashDigest;
+use decision_gate_core::Principal;
+use decision_gate_core::access::{AccessEvent, AccessRefusal, KeyedDigest};
 use decision_gate_core::identity::{Authenticate, AuthnError, Credentials};
 use decision_gate_core::ids::CorrelationId;
-use decision_gate_core::{HashAlgorithm, Principal};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::caller::Transport;
-use crate::config::RateLimitConfig;
+use crate::config::LimitsConfig;
+use crate::noise::FailureGate;
+use crate::slots::{Slot, SlotRefusal, Slots};
 
 /// Longest client correlation id.
 const MAX_CORRELATION_ID: usize = 128;
@@ -29,6 +35,11 @@ pub struct Admission {
     auth: Arc<dyn Authenticate>,
     inflight: Arc<Semaphore>,
     limiter: Option<DefaultKeyedRateLimiter<String>>,
+    /// Each principal's requests between authentication and answer.
+    per_principal: Arc<Slots>,
+    body_timeout: Duration,
+    failures: FailureGate,
+    digests: crate::noise::DigestKey,
 }
 
 impl std::fmt::Debug for Admission {
@@ -53,7 +64,10 @@ pub struct Refusal {
     /// The authenticated subject, when the refusal came after authentication.
     pub principal: Option<String>,
     /// The digest of a presented credential or malformed value.
-    pub presented: Option<HashDigest>,
+    pub presented: Option<KeyedDigest>,
+    /// Whether this refusal gets its own audit event; `false` for the refusals of a source
+    /// over its authentication-failure budget, which are counted into one event per window.
+    pub audited: bool,
 }
 
 impl Refusal {
@@ -66,6 +80,7 @@ impl Refusal {
             retry_after_ms: None,
             principal: None,
             presented: None,
+            audited: true,
         }
     }
 
@@ -125,33 +140,67 @@ impl Seen {
     }
 }
 
-/// An admitted request: who, and the in-flight permit to hold until the answer is out.
+/// An authenticated request whose body has not been read: who, holding one of the principal's
+/// concurrency slots.
+#[derive(Debug)]
+pub struct Authenticated {
+    /// The authenticated principal.
+    pub principal: Principal,
+    slot: Slot,
+}
+
+/// An admitted request: who, and the slots to hold until the answer is out.
 #[derive(Debug)]
 pub struct Admitted {
     /// The authenticated principal.
     pub principal: Principal,
-    /// Released when dropped.
-    pub permit: OwnedSemaphorePermit,
+    /// The server's in-flight budget and the principal's slot; released when dropped.
+    pub permit: Permit,
+}
+
+/// What an admitted request holds until its answer is out.
+#[derive(Debug)]
+pub struct Permit {
+    _inflight: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Admission {
-    /// The checks a (validated) configuration describes.
+    /// The checks a (validated) configuration describes; `digests` keys the digests of
+    /// presented credentials in audit events.
     #[must_use]
     pub fn new(
         auth: Arc<dyn Authenticate>,
-        max_inflight: usize,
-        rate: Option<&RateLimitConfig>,
+        limits: &LimitsConfig,
+        digests: crate::noise::DigestKey,
     ) -> Self {
-        let limiter = rate.map(|r| {
+        let limiter = limits.rate_limit.as_ref().map(|r| {
             let per_second = NonZeroU32::new(r.requests_per_second).unwrap_or(NonZeroU32::MIN);
             let burst = NonZeroU32::new(r.burst).unwrap_or(NonZeroU32::MIN);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
         Self {
             auth,
-            inflight: Arc::new(Semaphore::new(max_inflight)),
+            inflight: Arc::new(Semaphore::new(limits.max_inflight)),
             limiter,
+            per_principal: Slots::new(limits.max_inflight_per_principal, usize::MAX),
+            body_timeout: Duration::from_millis(limits.body_timeout_ms),
+            failures: FailureGate::new(&limits.auth_failures),
+            digests,
         }
+    }
+
+    /// The gate that budgets authentication failures per source address, and counts the
+    /// refusals it keeps out of the trail.
+    #[must_use]
+    pub fn failures(&self) -> &FailureGate {
+        &self.failures
+    }
+
+    /// The keyed digest of a presented credential or rejected value, for an audit event.
+    #[must_use]
+    pub fn digest(&self, raw: &[u8]) -> KeyedDigest {
+        self.digests.digest(raw)
     }
 
     /// The `WWW-Authenticate` challenge for refused requests, if the authentication has one.
@@ -166,6 +215,7 @@ impl Admission {
     /// # Errors
     /// [`AccessRefusal::InvalidCorrelationId`] naming what is wrong with it.
     pub fn correlation_id(
+        &self,
         raw: Option<&[u8]>,
         name: &str,
     ) -> Result<Option<CorrelationId>, Refusal> {
@@ -175,7 +225,7 @@ impl Admission {
         check_correlation_id(raw)
             .map(Some)
             .map_err(|reason| Refusal {
-                presented: Some(HashAlgorithm::Sha256.digest(raw)),
+                presented: Some(self.digest(raw)),
                 ..Refusal::new(
                     AccessRefusal::InvalidCorrelationId,
                     format!("{name} {reason}"),
@@ -188,14 +238,14 @@ impl Admission {
     ///
     /// # Errors
     /// [`AccessRefusal::InvalidRequest`] naming what is wrong with it.
-    pub fn idempotency_key(raw: Option<&[u8]>) -> Result<Option<String>, Refusal> {
+    pub fn idempotency_key(&self, raw: Option<&[u8]>) -> Result<Option<String>, Refusal> {
         let Some(raw) = raw else {
             return Ok(None);
         };
         check_idempotency_key(raw)
             .map(Some)
             .map_err(|reason| Refusal {
-                presented: Some(HashAlgorithm::Sha256.digest(raw)),
+                presented: Some(self.digest(raw)),
                 ..Refusal::new(
                     AccessRefusal::InvalidRequest,
                     format!("{IDEMPOTENCY_KEY} {reason}"),
@@ -203,29 +253,37 @@ impl Admission {
             })
     }
 
-    /// The in-flight limit, authentication and the rate limit, in that order.
+    /// The source's failure budget, authentication, the rate limit and the principal's
+    /// concurrency cap, in that order.
     ///
     /// # Errors
     /// The first check that refuses the request.
-    pub async fn admit(&self, credentials: &Credentials<'_>) -> Result<Admitted, Refusal> {
-        let permit =
-            self.inflight.clone().try_acquire_owned().map_err(|_| {
-                Refusal::new(AccessRefusal::Overloaded, "too many requests in flight")
-            })?;
-        let principal =
-            self.auth
-                .authenticate(credentials)
-                .await
-                .map_err(|failure| match failure {
-                    AuthnError::Refused { detail, presented } => Refusal {
-                        presented,
-                        ..Refusal::new(AccessRefusal::Unauthenticated, detail)
-                    },
-                    AuthnError::Unavailable(reason) => Refusal::new(
-                        AccessRefusal::Unavailable,
-                        format!("authentication is unavailable: {reason}"),
-                    ),
-                })?;
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials<'_>,
+    ) -> Result<Authenticated, Refusal> {
+        if let Some(refusal) = self.failures.held_back(credentials.peer) {
+            return Err(refusal);
+        }
+        let principal = match self.auth.authenticate(credentials).await {
+            Ok(principal) => principal,
+            Err(AuthnError::Refused { detail, presented }) => {
+                return Err(Refusal {
+                    // The authenticator's digest is plain; the trail gets it keyed.
+                    presented: presented.map(|d| self.digest(d.value.as_bytes())),
+                    audited: self
+                        .failures
+                        .failed(credentials.peer, credentials.transport),
+                    ..Refusal::new(AccessRefusal::Unauthenticated, detail)
+                });
+            }
+            Err(AuthnError::Unavailable(reason)) => {
+                return Err(Refusal::new(
+                    AccessRefusal::Unavailable,
+                    format!("authentication is unavailable: {reason}"),
+                ));
+            }
+        };
         if let Some(limiter) = &self.limiter
             && let Err(not_until) = limiter.check_key(&principal.subject)
         {
@@ -237,7 +295,70 @@ impl Admission {
                 ..Refusal::new(AccessRefusal::RateLimited, "rate limit exceeded")
             });
         }
-        Ok(Admitted { principal, permit })
+        match self.per_principal.take(&principal.subject) {
+            Ok(slot) => Ok(Authenticated { principal, slot }),
+            Err(SlotRefusal::Key(limit) | SlotRefusal::Total(limit)) => Err(Refusal {
+                retry_after_ms: Some(1000),
+                principal: Some(principal.subject),
+                ..Refusal::new(
+                    AccessRefusal::RateLimited,
+                    format!(
+                        "this principal already has {limit} requests in flight \
+                         (server.limits.max_inflight_per_principal)"
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Reads an authenticated request's body: at most `max_bytes`, within the body timeout.
+    ///
+    /// # Errors
+    /// [`AccessRefusal::TooLarge`] with `too_large` as its message, or
+    /// [`AccessRefusal::BodyTimeout`] when the body did not arrive in time.
+    pub async fn read_body(
+        &self,
+        who: &Authenticated,
+        body: axum::body::Body,
+        max_bytes: usize,
+        too_large: impl FnOnce() -> String,
+    ) -> Result<axum::body::Bytes, Refusal> {
+        let refusal = |kind, message| Refusal {
+            principal: Some(who.principal.subject.clone()),
+            ..Refusal::new(kind, message)
+        };
+        match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, max_bytes)).await {
+            Ok(Ok(bytes)) => Ok(bytes),
+            Ok(Err(_)) => Err(refusal(AccessRefusal::TooLarge, too_large())),
+            Err(_) => Err(refusal(
+                AccessRefusal::BodyTimeout,
+                format!(
+                    "the request body did not arrive within {} ms (server.limits.body_timeout_ms)",
+                    self.body_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Takes a slot of the server's in-flight budget for a request that is authenticated and
+    /// whose body has arrived.
+    ///
+    /// # Errors
+    /// [`AccessRefusal::Overloaded`] when the budget is spent.
+    pub fn admit(&self, who: Authenticated) -> Result<Admitted, Refusal> {
+        match self.inflight.clone().try_acquire_owned() {
+            Ok(inflight) => Ok(Admitted {
+                principal: who.principal,
+                permit: Permit {
+                    _inflight: inflight,
+                    _slot: who.slot,
+                },
+            }),
+            Err(_) => Err(Refusal {
+                principal: Some(who.principal.subject),
+                ..Refusal::new(AccessRefusal::Overloaded, "too many requests in flight")
+            }),
+        }
     }
 }
 

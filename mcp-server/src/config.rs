@@ -277,6 +277,18 @@ pub struct LimitsConfig {
     pub max_inflight: usize,
     /// Per-principal rate limit; none when absent.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Requests one principal may have between authentication and answer; more are refused
+    /// as rate limited, so one caller cannot take the whole in-flight budget.
+    pub max_inflight_per_principal: usize,
+    /// How long an HTTP/1 client may take to send a request's headers, in milliseconds.
+    pub header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once authenticated, in
+    /// milliseconds (HTTP and gRPC).
+    pub body_timeout_ms: u64,
+    /// The authentication-failure budget per source address.
+    pub auth_failures: AuthFailuresConfig,
+    /// `WatchRun` streams.
+    pub watch: WatchLimits,
 }
 
 impl Default for LimitsConfig {
@@ -285,6 +297,59 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_inflight: 256,
             rate_limit: None,
+            max_inflight_per_principal: 64,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            auth_failures: AuthFailuresConfig::default(),
+            watch: WatchLimits::default(),
+        }
+    }
+}
+
+/// The authentication-failure budget per source address (`server.limits.auth_failures`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailuresConfig {
+    /// Failures per minute a source may make, sustained.
+    pub per_minute: u32,
+    /// Failures a source may make at once above the sustained rate.
+    pub burst: u32,
+    /// The window over which a source's suppressed refusals are counted into one audit event.
+    pub audit_window_ms: u64,
+}
+
+impl Default for AuthFailuresConfig {
+    fn default() -> Self {
+        Self {
+            per_minute: 60,
+            burst: 20,
+            audit_window_ms: 10_000,
+        }
+    }
+}
+
+/// Bounds on `WatchRun` streams.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchLimits {
+    /// Streams open at once on this server.
+    pub max_streams: usize,
+    /// Streams one principal may hold open.
+    pub max_per_principal: usize,
+    /// A stream with no decision to send for this long ends (the client reopens it after the
+    /// last decision it saw), in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// A stream ends after this long whatever it sends, in milliseconds.
+    pub max_lifetime_ms: u64,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self {
+            max_streams: 256,
+            max_per_principal: 8,
+            idle_timeout_ms: 300_000,
+            max_lifetime_ms: 3_600_000,
         }
     }
 }
@@ -382,6 +447,9 @@ pub struct TlsConfig {
 pub struct AuditConfig {
     /// The JSON-lines file (default `<data_dir>/audit.jsonl`).
     pub path: Option<PathBuf>,
+    /// The key of the digests of presented credentials in audit events (default
+    /// `<data_dir>/audit-digest.key`, created on first start).
+    pub digest_key_path: Option<PathBuf>,
 }
 
 /// `scenario_next` feedback levels: how much of the gate evaluation a caller sees.
@@ -664,6 +732,9 @@ impl Config {
         if let Some(path) = self.server.audit.path.as_mut() {
             resolve(path);
         }
+        if let Some(path) = self.server.audit.digest_key_path.as_mut() {
+            resolve(path);
+        }
         if let Some(tls) = self.server.tls.as_mut() {
             resolve(&mut tls.cert_path);
             resolve(&mut tls.key_path);
@@ -687,6 +758,18 @@ impl Config {
             (
                 "server.limits.max_inflight",
                 self.server.limits.max_inflight,
+            ),
+            (
+                "server.limits.max_inflight_per_principal",
+                self.server.limits.max_inflight_per_principal,
+            ),
+            (
+                "server.limits.watch.max_streams",
+                self.server.limits.watch.max_streams,
+            ),
+            (
+                "server.limits.watch.max_per_principal",
+                self.server.limits.watch.max_per_principal,
             ),
         ] {
             if value == 0 {
@@ -719,11 +802,35 @@ impl Config {
                 rule,
             ));
         }
-        if self.server.request_timeout_ms == 0 {
-            problems.push(Problem::new(
-                "server.request_timeout_ms",
-                "must be at least 1",
-            ));
+        let limits = &self.server.limits;
+        for (key, value) in [
+            ("server.request_timeout_ms", self.server.request_timeout_ms),
+            ("server.limits.header_timeout_ms", limits.header_timeout_ms),
+            ("server.limits.body_timeout_ms", limits.body_timeout_ms),
+            (
+                "server.limits.auth_failures.per_minute",
+                u64::from(limits.auth_failures.per_minute),
+            ),
+            (
+                "server.limits.auth_failures.burst",
+                u64::from(limits.auth_failures.burst),
+            ),
+            (
+                "server.limits.auth_failures.audit_window_ms",
+                limits.auth_failures.audit_window_ms,
+            ),
+            (
+                "server.limits.watch.idle_timeout_ms",
+                limits.watch.idle_timeout_ms,
+            ),
+            (
+                "server.limits.watch.max_lifetime_ms",
+                limits.watch.max_lifetime_ms,
+            ),
+        ] {
+            if value == 0 {
+                problems.push(Problem::new(key, "must be at least 1"));
+            }
         }
         let feedback = &self.server.feedback;
         if feedback.default > feedback.max {

@@ -53,6 +53,26 @@ impl ToolError {
         }
     }
 
+    /// A bound on what one caller may hold open is reached (retry once one closes).
+    pub(crate) fn rate_limited(message: String) -> Self {
+        Self {
+            kind: ErrorKind::RateLimited,
+            retryable: true,
+            retry_after_ms: Some(1000),
+            ..Self::internal(message)
+        }
+    }
+
+    /// A bound on what the whole server holds open is reached (retry once one closes).
+    pub(crate) fn overloaded(message: String) -> Self {
+        Self {
+            kind: ErrorKind::Overloaded,
+            retryable: true,
+            retry_after_ms: Some(1000),
+            ..Self::internal(message)
+        }
+    }
+
     /// An argument the tool refuses though it matches the schema.
     pub(crate) fn unsupported(field: &str, message: &str) -> Self {
         Self::invalid_arguments(field, message)

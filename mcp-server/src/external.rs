@@ -64,11 +64,20 @@ pub struct ExternalSettings {
 
 type Client = RunningService<RoleClient, ()>;
 
-/// An external MCP evidence provider. One connection, opened on first use and reopened after a
-/// failure or timeout; queries to one provider are serialised on it.
+/// An open connection: the MCP client and, for a stdio provider, its child process, killed
+/// (and reaped by tokio) when the connection is dropped.
+struct Connection {
+    client: Client,
+    _child: Option<tokio::process::Child>,
+}
+
+/// An external MCP evidence provider. One connection, opened on first use and replaced after a
+/// failure or timeout of a query on it; queries to one provider are serialised on it. A query
+/// that times out waiting for its turn leaves the connection alone: only the one that timed out
+/// on the connection replaces it.
 pub struct ExternalProvider {
     settings: ExternalSettings,
-    client: Mutex<Option<Client>>,
+    client: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for ExternalProvider {
@@ -90,7 +99,7 @@ impl ExternalProvider {
         }
     }
 
-    async fn connect(&self) -> Result<Client, ProviderError> {
+    async fn connect(&self) -> Result<Connection, ProviderError> {
         let failed = |e: &dyn std::fmt::Display| ProviderError(format!("cannot connect: {e}"));
         match &self.settings.endpoint {
             Endpoint::Stdio { program, args } => {
@@ -105,14 +114,14 @@ impl ExternalProvider {
                 let (Some(stdout), Some(stdin)) = (child.stdout.take(), child.stdin.take()) else {
                     return Err(ProviderError("the child's pipes are missing".into()));
                 };
-                // The child lives as long as the transport's tasks; dropping the client closes
-                // its stdin, and kill_on_drop ends it if it lingers.
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                });
                 let transport = AsyncRwTransport::new_client(stdout, stdin)
                     .with_max_line_length(self.settings.max_response_bytes);
-                ().serve(transport).await.map_err(|e| failed(&e))
+                // On a failed handshake `child` is dropped here: killed and reaped.
+                let client = ().serve(transport).await.map_err(|e| failed(&e))?;
+                Ok(Connection {
+                    client,
+                    _child: Some(child),
+                })
             }
             Endpoint::Http { url, bearer_token } => {
                 use rmcp::transport::StreamableHttpClientTransport;
@@ -122,31 +131,50 @@ impl ExternalProvider {
                     config = config.auth_header(token.clone());
                 }
                 let transport = StreamableHttpClientTransport::from_config(config);
-                ().serve(transport).await.map_err(|e| failed(&e))
+                let client = ().serve(transport).await.map_err(|e| failed(&e))?;
+                Ok(Connection {
+                    client,
+                    _child: None,
+                })
             }
         }
     }
 
-    async fn call(&self, arguments: Value) -> Result<CallToolResult, ProviderError> {
+    /// One query within the provider's timeout. Waiting for the connection counts against
+    /// it but, when it runs out there, breaks nothing; a query that fails or times out on the
+    /// connection, or gets an answer that is not one, drops the connection (and its child).
+    async fn call(&self, arguments: Value) -> Result<EvidenceResult, ProviderError> {
         let Value::Object(arguments) = arguments else {
             return Err(ProviderError("arguments are not an object".into()));
         };
-        let mut slot = self.client.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.connect().await?);
-        }
-        let Some(client) = slot.as_ref() else {
-            return Err(ProviderError("no connection".into()));
-        };
-        let params = CallToolRequestParams::new(EVIDENCE_TOOL).with_arguments(arguments);
-        match client.call_tool(params).await {
-            Ok(result) => Ok(result),
-            Err(e) => {
-                // The connection may be broken; the next query opens a new one.
-                *slot = None;
-                Err(ProviderError(format!("{EVIDENCE_TOOL} failed: {e}")))
+        let timeout = self.settings.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late = || ProviderError(format!("no answer within {} ms", timeout.as_millis()));
+        let mut slot = tokio::time::timeout_at(deadline, self.client.lock())
+            .await
+            .map_err(|_| late())?;
+        let outcome = tokio::time::timeout_at(deadline, async {
+            if slot.is_none() {
+                *slot = Some(self.connect().await?);
             }
+            let Some(connection) = slot.as_ref() else {
+                return Err(ProviderError("no connection".into()));
+            };
+            let params = CallToolRequestParams::new(EVIDENCE_TOOL).with_arguments(arguments);
+            let result = connection
+                .client
+                .call_tool(params)
+                .await
+                .map_err(|e| ProviderError(format!("{EVIDENCE_TOOL} failed: {e}")))?;
+            self.answer(result)
+        })
+        .await
+        .unwrap_or_else(|_| Err(late()));
+        if outcome.is_err() {
+            // The connection's state is unknown: the next query starts a fresh one.
+            *slot = None;
         }
+        outcome
     }
 
     /// Turns a tool result into an answer: size-checked, lane-capped and signature-checked.
@@ -246,20 +274,7 @@ impl EvidenceProvider for ExternalProvider {
         query: &EvidenceQuery,
         ctx: &EvidenceContext,
     ) -> Result<EvidenceResult, ProviderError> {
-        let arguments = json!({ "query": query, "context": ctx });
-        let answer = match tokio::time::timeout(self.settings.timeout, self.call(arguments)).await {
-            Ok(result) => result.and_then(|r| self.answer(r)),
-            Err(_) => Err(ProviderError(format!(
-                "no answer within {} ms",
-                self.settings.timeout.as_millis()
-            ))),
-        };
-        if answer.is_err() {
-            // After a timeout or a garbled answer the connection's state is unknown: the next
-            // query starts a fresh one (and a fresh child process).
-            self.client.lock().await.take();
-        }
-        answer
+        self.call(json!({ "query": query, "context": ctx })).await
     }
 }
 

@@ -127,6 +127,21 @@ impl Shared {
         }
     }
 
+    /// Counts a refusal and audits it, unless it is one of the refusals counted into one
+    /// audit event per window ([`crate::noise::FailureGate`]).
+    pub async fn refused(
+        &self,
+        transport: Transport,
+        refusal: &crate::admission::Refusal,
+        seen: &crate::admission::Seen,
+    ) {
+        if refusal.audited {
+            self.refuse(transport, refusal.event(transport, seen)).await;
+        } else {
+            self.metrics.refusal(transport.name(), refusal.refusal);
+        }
+    }
+
     /// Records a request refused before it reached the service; a sink failure is logged, as
     /// the request is refused either way.
     pub async fn refuse(&self, transport: Transport, event: AccessEvent) {

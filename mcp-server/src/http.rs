@@ -12,8 +12,8 @@
 //! | body too large | 413 | -32070 |
 //! | authentication unavailable | 503 | -32074 |
 //! | invalid idempotency key | 400 | -32602 |
+//! | body not sent within `body_timeout_ms` | 408 | -32075 |
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,6 +55,9 @@ pub struct HttpOptions {
     pub max_body_bytes: usize,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// How long a client may take to open a connection (its first byte or TLS handshake) and
+    /// to send an HTTP/1 request's headers.
+    pub header_timeout: Duration,
     /// Accepted `Host` names besides loopback.
     pub allowed_hosts: Vec<String>,
     /// TLS, when this server terminates it.
@@ -213,6 +216,7 @@ fn status_and_code(refusal: AccessRefusal) -> (StatusCode, i64) {
         AccessRefusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, -32070),
         AccessRefusal::InvalidRequest => (StatusCode::BAD_REQUEST, -32602),
         AccessRefusal::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, -32074),
+        AccessRefusal::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, -32075),
     }
 }
 
@@ -252,13 +256,13 @@ async fn admit(
     seen: &mut Seen,
     req: Request,
 ) -> Result<(Request, Admitted), Refusal> {
-    seen.correlation_id = Admission::correlation_id(
+    seen.correlation_id = guard.admission.correlation_id(
         req.headers()
             .get(X_CORRELATION_ID)
             .map(HeaderValue::as_bytes),
         "x-correlation-id",
     )?;
-    let idempotency_key = Admission::idempotency_key(
+    let idempotency_key = guard.admission.idempotency_key(
         req.headers()
             .get(admission::IDEMPOTENCY_KEY)
             .map(HeaderValue::as_bytes),
@@ -269,28 +273,28 @@ async fn admit(
         headers: req.headers(),
         certificate: req.extensions().get::<PeerCertificate>(),
     };
-    let admission::Admitted { principal, permit } = guard.admission.admit(&credentials).await?;
-    let too_large = || Refusal {
-        principal: Some(principal.subject.clone()),
-        ..Refusal::new(
-            AccessRefusal::TooLarge,
-            format!("the request body exceeds {} bytes", guard.max_body_bytes),
-        )
-    };
+    let who = guard.admission.authenticate(&credentials).await?;
+    let max = guard.max_body_bytes;
+    let too_large = || format!("the request body exceeds {max} bytes");
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > guard.max_body_bytes as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(Refusal {
+            principal: Some(who.principal.subject.clone()),
+            ..Refusal::new(AccessRefusal::TooLarge, too_large())
+        });
     }
     let (mut parts, body) = req.into_parts();
-    // The body is read here, under the limit, whatever the framing (chunked bodies declare no
-    // length).
-    let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
-        .await
-        .map_err(|_| too_large())?;
+    // The body is read here, under the limit and the body timeout, whatever the framing
+    // (chunked bodies declare no length), before the request takes an in-flight slot.
+    let bytes = guard
+        .admission
+        .read_body(&who, Body::new(body), max, too_large)
+        .await?;
+    let admission::Admitted { principal, permit } = guard.admission.admit(who)?;
     let admitted = Admitted {
         json_post: parts.method == axum::http::Method::POST && is_json(&parts.headers),
         body: bytes.clone(),
@@ -314,7 +318,7 @@ struct Admitted {
     json_post: bool,
     body: axum::body::Bytes,
     principal: String,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: admission::Permit,
 }
 
 impl Admitted {
@@ -343,10 +347,7 @@ impl Admitted {
 /// Audits a refusal and answers it: its HTTP status, and a JSON-RPC error with the refusal's
 /// code (or `code`, for a malformed message) and kind.
 async fn refuse(guard: &Guard, seen: &Seen, refusal: Refusal, code: Option<i64>) -> Response {
-    guard
-        .shared
-        .refuse(Transport::Http, refusal.event(Transport::Http, seen))
-        .await;
+    guard.shared.refused(Transport::Http, &refusal, seen).await;
     let (status, refusal_code) = status_and_code(refusal.refusal);
     let mut data =
         json!({ "kind": refusal.refusal.kind().as_str(), "retryable": refusal.retryable() });
@@ -405,28 +406,24 @@ fn check_json_rpc(body: &[u8]) -> Result<(), (i64, String)> {
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets requests in progress
-/// finish. With TLS settings, each connection is a TLS session and a verified client
-/// certificate's subject travels with its requests.
+/// finish ([`crate::listener`]).
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<tls::TlsSettings>,
+    options: &HttpOptions,
     shared: Arc<Shared>,
-    transport: Transport,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    match tls {
-        None => {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-        }
-        Some(settings) => tls::serve(listener, app, settings, shared, transport, shutdown).await,
-    }
+    let connections = crate::listener::Connections {
+        app,
+        tls: options.tls.clone(),
+        header_timeout: options.header_timeout,
+        admission: options.admission.clone(),
+        shared,
+        transport: Transport::Http,
+    };
+    crate::listener::serve(listener, connections, shutdown).await
 }

@@ -6,8 +6,10 @@
 //!
 //! Code map: [`config`] (the TOML file), [`server`] (the composition root), [`handler`] (the
 //! `rmcp` handler), [`tools`] (catalogue and dispatch), [`error`] (the one error mapping),
-//! [`http`] and [`tls`] (the HTTP transport and its guard), [`auth`], [`metrics`], [`caller`],
-//! [`external`] (evidence providers that are MCP servers).
+//! [`http`] and [`tls`] (the HTTP transport and its guard), [`admission`] (the checks every
+//! network request passes), [`slots`] (counted slots per principal), [`noise`] (the
+//! authentication-failure budget per source and keyed credential digests), [`auth`],
+//! [`metrics`], [`caller`], [`external`] (evidence providers that are MCP servers).
 
 pub mod admission;
 pub mod auth;
@@ -18,8 +20,11 @@ pub mod external;
 pub mod grpc;
 pub mod handler;
 pub mod http;
+pub mod listener;
 pub mod metrics;
+pub mod noise;
 pub mod server;
+pub mod slots;
 pub mod tls;
 pub mod tools;
 

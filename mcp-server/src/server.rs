@@ -23,6 +23,7 @@ use crate::grpc::{self, GrpcOptions};
 use crate::handler::{McpHandler, Shared};
 use crate::http::{self, HttpOptions};
 use crate::metrics::Metrics;
+use crate::noise::DigestKey;
 use crate::tls::TlsSettings;
 use crate::tools::ToolPolicy;
 
@@ -82,6 +83,12 @@ impl DataDir {
     pub fn audit(&self) -> PathBuf {
         self.0.join("audit.jsonl")
     }
+
+    /// The default key of credential digests in audit events.
+    #[must_use]
+    pub fn digest_key(&self) -> PathBuf {
+        self.0.join("audit-digest.key")
+    }
 }
 
 /// A configured server, its stores open, not yet serving.
@@ -113,6 +120,7 @@ pub struct ServerBuilder {
     has_runpacks: bool,
     audit: Option<Arc<dyn AuditSink>>,
     authenticate: Option<Arc<dyn Authenticate>>,
+    digest_key: Option<DigestKey>,
     routes: axum::Router,
 }
 
@@ -175,6 +183,36 @@ impl ServerBuilder {
         self
     }
 
+    /// The key of the digests of presented credentials in audit events
+    /// ([`DigestKey::load_or_create`] keeps one across restarts); a random key for the life of
+    /// the process when none is given.
+    #[must_use]
+    pub fn digest_key(mut self, key: DigestKey) -> Self {
+        self.digest_key = Some(key);
+        self
+    }
+
+    /// The digest key of `server.audit.digest_key_path`, else of the data directory's
+    /// `audit-digest.key`, created on first start.
+    ///
+    /// # Errors
+    /// [`ServeError::Storage`] when the key cannot be read or created.
+    pub fn digest_key_file(self, data_dir: &DataDir) -> Result<Self, ServeError> {
+        let path = self
+            .loaded
+            .config
+            .server
+            .audit
+            .digest_key_path
+            .clone()
+            .unwrap_or_else(|| data_dir.digest_key());
+        let key = DigestKey::load_or_create(&path).map_err(|message| ServeError::Storage {
+            what: "the audit digest key".into(),
+            message,
+        })?;
+        Ok(self.digest_key(key))
+    }
+
     /// Routes served beside `/mcp` on the HTTP listener (an admin API, a console). They pass
     /// the server's request-id and timeout layers but not the `/mcp` guard: they authenticate
     /// their own callers. Their paths must not overlap `/mcp`, `/healthz`, `/readyz` or
@@ -224,11 +262,14 @@ impl ServerBuilder {
             verify: runpack_verify,
         };
         let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
-        let admission = Arc::new(Admission::new(
-            authenticate,
-            config.server.limits.max_inflight,
-            config.server.limits.rate_limit.as_ref(),
-        ));
+        let digests = match self.digest_key {
+            Some(key) => key,
+            None => DigestKey::random().map_err(|message| ServeError::Storage {
+                what: "the audit digest key".into(),
+                message,
+            })?,
+        };
+        let admission = Arc::new(Admission::new(authenticate, &config.server.limits, digests));
         Ok(Server {
             shared,
             admission,
@@ -249,6 +290,7 @@ impl Server {
             has_runpacks: false,
             audit: None,
             authenticate: None,
+            digest_key: None,
             routes: axum::Router::new(),
         }
     }
@@ -308,6 +350,7 @@ impl Server {
             admission: self.admission.clone(),
             max_body_bytes: config.server.limits.max_body_bytes,
             request_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            header_timeout: Duration::from_millis(config.server.limits.header_timeout_ms),
             allowed_hosts,
             tls,
             routes: self.routes.clone(),
@@ -337,6 +380,8 @@ impl Server {
             options: GrpcOptions {
                 admission: self.admission.clone(),
                 max_message_bytes: self.config.server.limits.max_body_bytes,
+                header_timeout: Duration::from_millis(self.config.server.limits.header_timeout_ms),
+                watch: self.config.server.limits.watch.clone(),
                 tls,
             },
             shared: self.shared.clone(),
@@ -433,16 +478,9 @@ impl HttpServer {
     /// [`ServeError::Transport`] when the listener fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServeError> {
         let app = http::router(self.shared.clone(), &self.options, &shutdown);
-        http::serve(
-            self.listener,
-            app,
-            self.options.tls.clone(),
-            self.shared,
-            Transport::Http,
-            shutdown,
-        )
-        .await
-        .map_err(|e| ServeError::Transport(e.to_string()))
+        http::serve(self.listener, app, &self.options, self.shared, shutdown)
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string()))
     }
 }
 

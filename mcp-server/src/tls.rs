@@ -4,37 +4,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use axum::extract::ConnectInfo;
 use decision_gate_core::access::{AccessEvent, AccessRefusal};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
 use crate::caller::Transport;
 use crate::config::TlsConfig;
-use crate::handler::Shared;
-use decision_gate_core::identity::PeerCertificate;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long requests in progress may run after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A loaded TLS configuration.
 #[derive(Clone)]
 pub struct TlsSettings {
-    acceptor: TlsAcceptor,
+    pub(crate) acceptor: TlsAcceptor,
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -95,7 +79,7 @@ impl TlsSettings {
 }
 
 /// The common name of a DER certificate's subject.
-fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+pub(crate) fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let name = parsed
         .subject()
@@ -107,89 +91,12 @@ fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
     Some(name)
 }
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    app: Router,
-    settings: TlsSettings,
-    shared: Arc<Shared>,
+/// The audit event of a refused TLS handshake.
+pub(crate) fn handshake_refused(
     transport: Transport,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors and similar: pause rather than spin.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = settings.acceptor.clone();
-        let app = app.clone();
-        let shared = shared.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    shared
-                        .refuse(
-                            transport,
-                            handshake_refused(transport, peer, &e.to_string()),
-                        )
-                        .await;
-                    return;
-                }
-                Err(_) => {
-                    shared
-                        .refuse(
-                            transport,
-                            handshake_refused(transport, peer, "the TLS handshake timed out"),
-                        )
-                        .await;
-                    return;
-                }
-            };
-            let certificate = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(common_name)
-                .map(|common_name| PeerCertificate { common_name });
-            let service =
-                tower::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(c) = &certificate {
-                        req.extensions_mut().insert(c.clone());
-                    }
-                    app.clone().oneshot(req.map(axum::body::Body::new))
-                });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(
-                TokioIo::new(tls),
-                TowerToHyperService::new(service),
-            );
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
-    }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still running after {DRAIN_TIMEOUT:?}; closing them");
-    }
-    Ok(())
-}
-
-fn handshake_refused(transport: Transport, peer: SocketAddr, reason: &str) -> AccessEvent {
+    peer: SocketAddr,
+    reason: &str,
+) -> AccessEvent {
     AccessEvent {
         refusal: AccessRefusal::Unauthenticated,
         transport: transport.name().to_owned(),

@@ -89,7 +89,10 @@ pub fn access_event(n: u64) -> AccessEvent {
         tool: Some("scenario_next".into()),
         request_id: Some(format!("refused-{n}")),
         correlation_id: None,
-        presented_hash: Some(HashAlgorithm::Sha256.digest(&n.to_be_bytes())),
+        presented_hash: Some(crate::access::KeyedDigest {
+            algorithm: crate::access::KeyedAlgorithm::HmacSha256,
+            value: format!("{n:064x}"),
+        }),
         detail: format!("unknown token {n}"),
     }
 }

@@ -23,7 +23,6 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use decision_gate_core::access::AccessRefusal;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +61,10 @@ pub struct GrpcOptions {
     pub admission: Arc<Admission>,
     /// Largest request message.
     pub max_message_bytes: usize,
+    /// How long a client may take to open a connection (its first byte or TLS handshake).
+    pub header_timeout: std::time::Duration,
+    /// Bounds on `WatchRun` streams.
+    pub watch: crate::config::WatchLimits,
     /// TLS, when this server terminates it.
     pub tls: Option<tls::TlsSettings>,
 }
@@ -86,6 +89,7 @@ pub fn router(
     let api = pb::decision_gate_server::DecisionGateServer::new(GrpcApi::new(
         shared.clone(),
         shutdown.child_token(),
+        &options.watch,
     ))
     .max_decoding_message_size(options.max_message_bytes);
     let reflection = reflection_builder().build_v1()?;
@@ -177,10 +181,7 @@ async fn guard_grpc(State(guard): State<Arc<Guard>>, req: Request, next: Next) -
             response
         }
         Err(refusal) => {
-            guard
-                .shared
-                .refuse(Transport::Grpc, refusal.event(Transport::Grpc, &seen))
-                .await;
+            guard.shared.refused(Transport::Grpc, &refusal, &seen).await;
             status::refusal(&refusal, guard.admission.challenge()).into_http()
         }
     }
@@ -193,13 +194,13 @@ async fn admit(
     seen: &mut Seen,
     req: Request,
 ) -> Result<(Request, crate::admission::Admitted, Option<String>), Refusal> {
-    seen.correlation_id = Admission::correlation_id(
+    seen.correlation_id = guard.admission.correlation_id(
         req.headers()
             .get("x-correlation-id")
             .map(HeaderValue::as_bytes),
         "x-correlation-id",
     )?;
-    let idempotency_key = Admission::idempotency_key(
+    let idempotency_key = guard.admission.idempotency_key(
         req.headers()
             .get(crate::admission::IDEMPOTENCY_KEY)
             .map(HeaderValue::as_bytes),
@@ -210,20 +211,18 @@ async fn admit(
         headers: req.headers(),
         certificate: req.extensions().get::<PeerCertificate>(),
     };
-    let admitted = guard.admission.admit(&credentials).await?;
+    let who = guard.admission.authenticate(&credentials).await?;
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, guard.max_body_bytes)
-        .await
-        .map_err(|_| Refusal {
-            principal: Some(admitted.principal.subject.clone()),
-            ..Refusal::new(
-                AccessRefusal::TooLarge,
-                format!(
-                    "the request message exceeds {} bytes (server.limits.max_body_bytes)",
-                    guard.max_body_bytes - GRPC_FRAME_HEADER
-                ),
-            )
-        })?;
+    let limit = guard.max_body_bytes - GRPC_FRAME_HEADER;
+    // The one message arrives under the size limit and the body timeout before the call takes
+    // an in-flight slot: a stalled stream holds only its principal's own slots.
+    let bytes = guard
+        .admission
+        .read_body(&who, body, guard.max_body_bytes, || {
+            format!("the request message exceeds {limit} bytes (server.limits.max_body_bytes)")
+        })
+        .await?;
+    let admitted = guard.admission.admit(who)?;
     Ok((
         Request::from_parts(parts, axum::body::Body::from(bytes)),
         admitted,
@@ -243,13 +242,13 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = router(shared.clone(), &options, &shutdown).map_err(std::io::Error::other)?;
-    crate::http::serve(
-        listener,
+    let connections = crate::listener::Connections {
         app,
-        options.tls,
+        tls: options.tls,
+        header_timeout: options.header_timeout,
+        admission: options.admission,
         shared,
-        Transport::Grpc,
-        shutdown,
-    )
-    .await
+        transport: Transport::Grpc,
+    };
+    crate::listener::serve(listener, connections, shutdown).await
 }

@@ -23,13 +23,22 @@ use crate::tools;
 pub struct GrpcApi {
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    watches: super::watch::Watches,
 }
 
 impl GrpcApi {
-    /// The service; `shutdown` ends its streams.
+    /// The service; `shutdown` ends its streams, `watch` bounds them.
     #[must_use]
-    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken) -> Self {
-        Self { shared, shutdown }
+    pub fn new(
+        shared: Arc<Shared>,
+        shutdown: CancellationToken,
+        watch: &crate::config::WatchLimits,
+    ) -> Self {
+        Self {
+            shared,
+            shutdown,
+            watches: super::watch::Watches::new(watch),
+        }
     }
 
     /// One page of a list tool.
@@ -51,6 +60,11 @@ impl GrpcApi {
     /// What every transport shares.
     pub(super) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// The open `WatchRun` streams and their bounds.
+    pub(super) fn watches(&self) -> &super::watch::Watches {
+        &self.watches
     }
 
     /// Cancelled when the server shuts down.

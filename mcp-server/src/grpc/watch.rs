@@ -1,10 +1,14 @@
 //! `WatchRun`: a server stream of a run's decisions. Opening the watch is a status read
 //! (authorized and audited by the service, counted and its refused arguments audited like any
 //! call); each batch the run appends is then sent as it comes, and the stream ends when the run
-//! has finished, the client leaves or the server shuts down.
+//! has finished, the client leaves or the server shuts down. Streams are bounded
+//! (`server.limits.watch`): in number on the server and per principal, and in time — a stream
+//! with nothing to send for the idle timeout, or open for the lifetime limit, ends with
+//! `DEADLINE_EXCEEDED`, and the client reopens it after the last decision it saw.
 
 use std::pin::Pin;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use decision_gate_core::{Action, NamespaceId, RunId, ScenarioId, TenantId};
 use futures::Stream;
@@ -12,7 +16,43 @@ use tonic::{Request, Response, Status};
 
 use super::{GrpcApi, convert, pb, status};
 use crate::caller::{Caller, Transport};
+use crate::config::WatchLimits;
 use crate::error::ToolError;
+use crate::slots::{Slot, SlotRefusal, Slots};
+
+/// The open streams and their bounds.
+#[derive(Clone, Debug)]
+pub(super) struct Watches {
+    slots: Arc<Slots>,
+    idle: Duration,
+    lifetime: Duration,
+}
+
+impl Watches {
+    pub(super) fn new(limits: &WatchLimits) -> Self {
+        Self {
+            slots: Slots::new(limits.max_per_principal, limits.max_streams),
+            idle: Duration::from_millis(limits.idle_timeout_ms),
+            lifetime: Duration::from_millis(limits.max_lifetime_ms),
+        }
+    }
+
+    /// A stream slot for `caller`, or the refusal naming the bound reached.
+    fn open(&self, caller: &Caller) -> Result<Slot, ToolError> {
+        self.slots
+            .take(&caller.principal.subject)
+            .map_err(|refusal| match refusal {
+                SlotRefusal::Key(limit) => ToolError::rate_limited(format!(
+                    "this principal already has {limit} WatchRun streams open \
+                     (server.limits.watch.max_per_principal)"
+                )),
+                SlotRefusal::Total(limit) => ToolError::overloaded(format!(
+                    "{limit} WatchRun streams are open on this server \
+                     (server.limits.watch.max_streams)"
+                )),
+            })
+    }
+}
 
 /// The stream of decisions.
 pub type DecisionStream = Pin<Box<dyn Stream<Item = Result<pb::Decision, Status>> + Send>>;
@@ -34,6 +74,7 @@ pub(super) async fn watch(
     let r = request.into_inner();
     let gate = api.gate();
     let opened = async {
+        let slot = api.watches().open(&caller)?;
         let scenario_id = field(ScenarioId::new(r.scenario_id), "scenario_id")?;
         let run_id = field(RunId::new(r.run_id), "run_id")?;
         let ctx = caller.context(
@@ -43,6 +84,7 @@ pub(super) async fn watch(
         );
         gate.watch_run(&ctx, &scenario_id, &run_id, r.after_seq)
             .await
+            .map(|watch| (watch, slot))
             .map_err(ToolError::from)
     }
     .await;
@@ -56,19 +98,43 @@ pub(super) async fn watch(
             started,
         )
         .await;
-    let mut watch = opened.map_err(status::tool_error)?;
+    let (mut watch, slot) = opened.map_err(status::tool_error)?;
     let shutdown = api.shutdown();
+    let (idle, lifetime) = (api.watches().idle, api.watches().lifetime);
     let stream = async_stream_of(move |tx| async move {
+        // Held until the stream ends, whichever way.
+        let _slot = slot;
+        let ends = tokio::time::Instant::now() + lifetime;
         loop {
-            // A client that went away, or a server shutting down, ends the watch even while
-            // the run is idle.
+            // A client that went away, a server shutting down, an idle or an old stream ends
+            // the watch even while the run is idle.
             let next = tokio::select! {
                 () = tx.closed() => return,
                 () = shutdown.cancelled() => {
                     let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
                     return;
                 }
-                next = gate.next_decisions(&mut watch) => next,
+                () = tokio::time::sleep_until(ends) => {
+                    let message = format!(
+                        "the stream reached its lifetime of {} ms \
+                         (server.limits.watch.max_lifetime_ms); reopen it after the last decision seen",
+                        lifetime.as_millis()
+                    );
+                    let _ = tx.send(Err(Status::deadline_exceeded(message))).await;
+                    return;
+                }
+                next = tokio::time::timeout(idle, gate.next_decisions(&mut watch)) => match next {
+                    Ok(next) => next,
+                    Err(_) => {
+                        let message = format!(
+                            "no decision for {} ms (server.limits.watch.idle_timeout_ms); \
+                             reopen the stream after the last decision seen",
+                            idle.as_millis()
+                        );
+                        let _ = tx.send(Err(Status::deadline_exceeded(message))).await;
+                        return;
+                    }
+                },
             };
             match next {
                 Ok(Some(decisions)) => {

@@ -3,6 +3,7 @@
 
 use std::process::Command;
 
+use hmac::{Hmac, Mac};
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -36,6 +37,10 @@ tools = ["providers_list", "scenarios_list"]
         sha256_hex(CI_TOKEN),
         sha256_hex("reader-token-0123456789"),
     )
+}
+
+fn text_of(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir().join("audit.jsonl")).unwrap()
 }
 
 fn result(body: &str) -> Value {
@@ -85,7 +90,15 @@ fn a_bearer_server_refuses_missing_and_wrong_tokens_and_audits_them() {
         .filter(|e| e["event"] == "access" && e["refusal"] == "unauthenticated")
         .collect();
     assert_eq!(refusals.len(), 2, "{audit:?}");
-    assert_eq!(refusals[1]["presented_hash"]["value"], sha256_hex(wrong));
+    // The digest is keyed by the server's secret: HMAC-SHA-256 of the token's SHA-256, never
+    // the plain hash a leaked trail could test guesses against.
+    let key = std::fs::read_to_string(server.data_dir().join("audit-digest.key")).unwrap();
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&hex::decode(key.trim()).unwrap()).unwrap();
+    mac.update(sha256_hex(wrong).as_bytes());
+    let keyed = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(refusals[1]["presented_hash"]["algorithm"], "hmac_sha256");
+    assert_eq!(refusals[1]["presented_hash"]["value"], keyed);
+    assert!(!text_of(&server).contains(&sha256_hex(wrong)));
     assert_eq!(refusals[1]["detail"], "the bearer token is not recognised");
     let text = std::fs::read_to_string(server.dir.path().join("data/audit.jsonl")).unwrap();
     assert!(

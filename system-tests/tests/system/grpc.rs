@@ -583,6 +583,54 @@ async fn start_and_watch(c: &mut Client, after_seq: u64) -> tonic::Streaming<pb:
     .into_inner()
 }
 
+/// `WatchRun` streams are bounded per principal and in time (class 3 of the threat model): a
+/// third stream of one principal is refused, an idle one ends with `DEADLINE_EXCEEDED`, and its
+/// slot comes back.
+#[test]
+fn watch_run_streams_are_capped_per_principal_and_end_when_idle() {
+    let server = Server::start_with(
+        Some("[server.limits.watch]\nmax_per_principal = 2\nidle_timeout_ms = 700\n"),
+        |_| {},
+    );
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        let mut first = start_and_watch(&mut c, 0).await;
+        let watch = |after_seq| pb::WatchRunRequest {
+            scenario_id: "release-train".into(),
+            tenant_id: 1,
+            namespace_id: 1,
+            run_id: "run-1".into(),
+            after_seq,
+        };
+        let _second = c.watch_run(watch(0)).await.expect("second stream");
+        let third = c.watch_run(watch(0)).await.expect_err("over the cap");
+        assert_eq!(third.code(), tonic::Code::ResourceExhausted, "{third:?}");
+        assert!(third.message().contains("max_per_principal"), "{third:?}");
+        assert_eq!(
+            first.message().await.expect("stream").map(|d| d.seq),
+            Some(1)
+        );
+        let started = std::time::Instant::now();
+        let idle = first.message().await.expect_err("idle");
+        assert_eq!(idle.code(), tonic::Code::DeadlineExceeded, "{idle:?}");
+        assert!(idle.message().contains("idle_timeout_ms"), "{idle:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(first);
+        // The ended stream's slot is free again (it is released as its task ends).
+        let mut reopened = None;
+        for _ in 0..50 {
+            match c.watch_run(watch(1)).await {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        assert!(reopened.is_some(), "the slot came back");
+    });
+}
+
 #[test]
 fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
     let server = Server::start();

@@ -129,6 +129,17 @@ fn an_external_mcp_provider_answers_gates_within_its_contract_and_timeout() {
     let queried = &ok(&r[7])["result"];
     assert!(queried["evidence_hash"].is_object(), "{queried}");
     assert_eq!(queried["value"], Value::Null);
+
+    // The process that timed out (still sleeping in its tool) was killed and reaped: the
+    // server's only child is the fresh connection's, none lingering, none a zombie.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut children = server.children();
+    while children.len() != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        children = server.children();
+    }
+    assert_eq!(children.len(), 1, "one provider process: {children:?}");
+    assert_ne!(children[0].1, 'Z', "{children:?}");
 }
 
 #[test]

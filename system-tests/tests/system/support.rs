@@ -175,6 +175,47 @@ impl Server {
         None
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's child processes, with their state letter (`Z` for one exited but not
+    /// reaped), read from `/proc`.
+    pub(crate) fn children(&self) -> Vec<(u32, char)> {
+        let parent = self.pid();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // After the command name's closing parenthesis: state, then the parent's pid.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+            if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+                found.push((pid, state));
+            }
+        }
+        found
+    }
+
+    /// The server's resident memory in KiB, from `/proc/<pid>/status`.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Every audit record written so far.
     pub(crate) fn audit(&self) -> Vec<Value> {
         let text =

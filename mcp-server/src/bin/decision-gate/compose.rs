@@ -42,7 +42,8 @@ pub(crate) async fn open(loaded: Loaded, data_dir: &DataDir) -> Result<Server, S
     let store = config.store.clone();
     let builder = Server::builder(loaded)
         .audit_sink(audit.clone())
-        .authenticate(authenticate);
+        .authenticate(authenticate)
+        .digest_key_file(data_dir)?;
     let builder = match store.kind {
         StoreKind::Sqlite => {
             // The store writes the audit events of its run writes to the same file, in the

@@ -1,0 +1,515 @@
+//! The abuse suite: one test per class of hostile input (Docs/security/threat-model.md). Each
+//! drives the real binary the way a hostile caller would and checks that the abusive call is
+//! answered within a bounded time with the named error, that the server's resident memory stays
+//! bounded (read from `/proc`), and that a well-behaved client beside it is served throughout.
+
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::support::{Server, call_body, post, unix};
+
+/// The token of the abusive principal.
+const MALLORY: &str = "mallory-token-0123456789";
+/// The token of the well-behaved principal.
+const ALICE: &str = "alice-token-0123456789";
+/// How much the server's resident memory may grow during an abusive call.
+const RSS_BUDGET_KIB: u64 = 64 * 1024;
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Bearer authentication with the two principals, then `extra`.
+fn config(extra: &str) -> String {
+    format!(
+        r#"
+[server.auth]
+mode = "bearer"
+
+[[server.auth.tokens]]
+subject = "mallory"
+token_sha256 = "{}"
+
+[[server.auth.tokens]]
+subject = "alice"
+token_sha256 = "{}"
+
+{extra}
+"#,
+        sha256_hex(MALLORY),
+        sha256_hex(ALICE),
+    )
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A tool call as `token`: (HTTP status, JSON body).
+fn call(http: &Client, server: &Server, token: &str, tool: &str, arguments: Value) -> (u16, Value) {
+    let (status, _, body) = post(
+        http,
+        &server.mcp_url(),
+        call_body(1, tool, arguments),
+        &[("authorization", &bearer(token))],
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The `structuredContent` of an `isError` result.
+fn tool_error(body: &Value) -> &Value {
+    assert_eq!(body["result"]["isError"], true, "{body}");
+    &body["result"]["structuredContent"]["error"]
+}
+
+/// A well-behaved client calling `providers_list` as alice from 127.0.0.1 in a loop until
+/// stopped; it fails the test if any call is refused or slow.
+struct Bystander {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(usize, Duration)>>,
+}
+
+impl Bystander {
+    fn start(server: &Server) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = server.mcp_url();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let http = Client::builder()
+                .local_address(IpAddr::from([127, 0, 0, 1]))
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let (mut served, mut slowest) = (0, Duration::ZERO);
+            while !flag.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let (status, _, body) = post(
+                    &http,
+                    &url,
+                    call_body(1, "providers_list", json!({})),
+                    &[("authorization", &bearer(ALICE))],
+                );
+                assert_eq!(status, 200, "the bystander was refused: {body}");
+                assert!(body.contains("\"isError\":false"), "{body}");
+                slowest = slowest.max(started.elapsed());
+                served += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (served, slowest)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the loop; checks it was served, each call within a second.
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (served, slowest) = self.thread.take().unwrap().join().expect("bystander");
+        assert!(served > 0, "the bystander was never served");
+        assert!(
+            slowest < Duration::from_secs(1),
+            "the bystander waited {slowest:?}"
+        );
+    }
+}
+
+/// Resident memory grew by less than the budget since `before`.
+fn assert_memory_bounded(server: &Server, before: u64) {
+    let after = server.rss_kib();
+    assert!(
+        after.saturating_sub(before) < RSS_BUDGET_KIB,
+        "resident memory grew from {before} KiB to {after} KiB"
+    );
+}
+
+fn packets(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                json!({"packet_id": format!("p{i}"), "schema_id": "x", "content_type": "text/plain",
+                       "payload": {"kind": "json", "value": "hi"}})
+            })
+            .collect(),
+    )
+}
+
+fn spec(entry_packets: Value) -> Value {
+    json!({
+        "scenario_id": "wide", "namespace_id": 1, "spec_version": "1",
+        "stages": [{"stage_id": "one", "entry_packets": entry_packets,
+                    "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
+                    "advance_to": {"kind": "terminal"}}],
+        "conditions": [{"condition_id": "c",
+                        "query": {"provider_id": "time", "check_id": "after", "params": {"timestamp": 0}},
+                        "comparator": "equals", "expected": true}]
+    })
+}
+
+/// Class 1, counts: 200 packets x 5,000 targets once grew the server by ~640 MB.
+#[test]
+fn counts_oversized_specs_and_starts_are_refused_at_once() {
+    let server = Server::start_with(Some(&config("")), |_| {});
+    let http = Client::new();
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+
+    let started = Instant::now();
+    let (_, body) = call(
+        &http,
+        &server,
+        MALLORY,
+        "scenario_define",
+        json!({"spec": spec(packets(200))}),
+    );
+    let error = tool_error(&body);
+    assert_eq!(error["kind"], "invalid_input");
+    assert!(
+        error["details"]
+            .to_string()
+            .contains("200 packets; the limit is 64"),
+        "{error}"
+    );
+    let (_, body) = call(
+        &http,
+        &server,
+        MALLORY,
+        "scenario_define",
+        json!({"spec": spec(packets(64))}),
+    );
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    let targets: Vec<Value> = (0..5000)
+        .map(|i| json!({"kind": "agent", "agent_id": format!("a{i}")}))
+        .collect();
+    let (_, body) = call(
+        &http,
+        &server,
+        MALLORY,
+        "scenario_start",
+        json!({"scenario_id": "wide", "started_at": unix(0),
+               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": "r",
+                              "dispatch_targets": targets}}),
+    );
+    let error = tool_error(&body);
+    assert_eq!(error["kind"], "invalid_input");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("5000 targets; the limit is 64"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+}
+
+/// Class 2, CPU: a precheck asserting 10,000 items against 10,000 expected ones is answered
+/// at once; more items than the limit are refused before any comparator runs.
+#[test]
+fn cpu_large_set_comparisons_are_answered_at_once_and_larger_ones_refused() {
+    let server = Server::start_with(
+        Some(&config("[providers.env]\nallowlist = [\"HOME\"]\n")),
+        |_| {},
+    );
+    let http = Client::new();
+    let items = |n: usize| -> Value { (0..n).map(|i| json!(format!("item-{i:06}"))).collect() };
+    let set_spec = json!({
+        "scenario_id": "sets", "namespace_id": 1, "spec_version": "1",
+        "stages": [{"stage_id": "one", "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
+                    "advance_to": {"kind": "terminal"}}],
+        "conditions": [{"condition_id": "c",
+                        "query": {"provider_id": "env", "check_id": "get", "params": {"key": "HOME"}},
+                        "comparator": "contains", "expected": items(10_000)}]
+    });
+    let (_, body) = call(
+        &http,
+        &server,
+        ALICE,
+        "scenario_define",
+        json!({"spec": set_spec}),
+    );
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+
+    let precheck = |asserted: Value| {
+        json!({"scenario_id": "sets", "tenant_id": 1, "namespace_id": 1,
+               "evidence": {"c": {"value": {"kind": "json", "value": asserted}}}})
+    };
+    let mut reversed = items(10_000);
+    reversed.as_array_mut().unwrap().reverse();
+    let started = Instant::now();
+    let (_, body) = call(&http, &server, MALLORY, "precheck", precheck(reversed));
+    assert_eq!(body["result"]["isError"], false, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (_, body) = call(&http, &server, MALLORY, "precheck", precheck(items(10_001)));
+    let error = tool_error(&body);
+    assert_eq!(error["kind"], "invalid_input");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("10001 array items; the limit is 10000"),
+        "{error}"
+    );
+
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+}
+
+/// A raw HTTP/1 request from mallory whose body never comes: the headers declare 100 bytes,
+/// 10 are sent.
+fn stalled_body(server: &Server) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    let body = call_body(1, "providers_list", json!({}));
+    write!(
+        tcp,
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nauthorization: Bearer {MALLORY}\r\n\
+         content-length: {}\r\n\r\n{}",
+        server.addr,
+        body.len() + 100,
+        &body[..10]
+    )
+    .unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp
+}
+
+fn status_line(tcp: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Class 3, admission: stalled bodies take neither the shared in-flight budget nor more than
+/// the principal's own share, and end at the body timeout; a silent connection or one that
+/// never finishes its headers is closed at the header timeout.
+#[test]
+fn admission_stalled_requests_hold_only_their_own_share_and_time_out() {
+    let server = Server::start_with(
+        Some(&config(
+            "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\n\
+             body_timeout_ms = 1500\nheader_timeout_ms = 1000\n",
+        )),
+        |_| {},
+    );
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+
+    let started = Instant::now();
+    let mut stalled: Vec<TcpStream> = (0..3).map(|_| stalled_body(&server)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A fourth of mallory's is over the principal's share, refused at once.
+    let http = Client::new();
+    let (status, body) = call(&http, &server, MALLORY, "providers_list", json!({}));
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["data"]["kind"], "rate_limited");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_inflight_per_principal"),
+        "{body}"
+    );
+    // The stalled ones end at the body timeout with 408.
+    for tcp in &mut stalled {
+        let line = status_line(tcp);
+        assert!(line.contains("408"), "{line}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    // Silent, and slow headers: closed at the header timeout.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let opened = Instant::now();
+    assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0, "closed");
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(slow, "POST /mcp HTTP/1.1\r\nhost: x\r\n").unwrap();
+    let line = status_line(&mut slow);
+    assert!(line.is_empty() || line.contains("408"), "{line}");
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        opened.elapsed()
+    );
+
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+    let audit = server.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["refusal"] == "body_timeout" && e["principal"] == "mallory"),
+        "{audit:?}"
+    );
+}
+
+/// Class 4, unauthenticated noise: a flood of bad tokens from one address costs a handful of
+/// audit lines, not one per request; the address is then held back before its credentials are
+/// tried, and its refusals are written as one event per window with their count.
+#[test]
+fn unauthenticated_noise_is_budgeted_per_source_and_aggregated() {
+    let server = Server::start_with(
+        Some(&config(
+            "[server.limits.auth_failures]\nper_minute = 1\nburst = 5\naudit_window_ms = 500\n",
+        )),
+        |_| {},
+    );
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+    let attacker = Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..300 {
+        let (status, _) = call(
+            &attacker,
+            &server,
+            &format!("guess-{i:04}-0123456789"),
+            "providers_list",
+            json!({}),
+        );
+        statuses.push(status);
+    }
+    assert!(statuses[..5].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[6..].iter().all(|s| *s == 429), "{statuses:?}");
+    // The windows close and the count is written.
+    std::thread::sleep(Duration::from_millis(1500));
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+
+    let audit = server.audit();
+    let from_attacker: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["event"] == "access" && e["peer"] == "127.0.0.2")
+        .collect();
+    assert!(
+        from_attacker.len() <= 8,
+        "{} lines: {from_attacker:?}",
+        from_attacker.len()
+    );
+    let counted: u64 = from_attacker
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .filter_map(|d| d.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let individually = from_attacker
+        .iter()
+        .filter(|e| e["detail"] == "the bearer token is not recognised")
+        .count() as u64;
+    assert_eq!(individually, 5, "{from_attacker:?}");
+    assert_eq!(
+        counted + individually,
+        300,
+        "every refusal is accounted for"
+    );
+}
+
+/// Class 3 over gRPC: streams whose one message never arrives hold only their principal's
+/// share, end at the body timeout with `INVALID_ARGUMENT`, and another principal is served.
+#[test]
+fn admission_stalled_grpc_streams_hold_only_their_own_share() {
+    use decision_gate_mcp::grpc::pb;
+    let server = Server::start_with(
+        Some(&config(
+            "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\nbody_timeout_ms = 1500\n",
+        )),
+        |_| {},
+    );
+    let before = server.rss_kib();
+    crate::grpc::runtime().block_on(async {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{}", server.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let stalls: Vec<_> = (0..3)
+            .map(|_| {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                tokio::spawn(async move {
+                    grpc.ready().await.expect("ready");
+                    let mut request =
+                        tonic::Request::new(futures::stream::pending::<pb::ListProvidersRequest>());
+                    request
+                        .metadata_mut()
+                        .insert("authorization", bearer(MALLORY).parse().unwrap());
+                    grpc.client_streaming::<_, pb::ListProvidersRequest, pb::ListProvidersResponse, _>(
+                        request,
+                        http::uri::PathAndQuery::from_static(
+                            "/decision_gate.v1.DecisionGate/ListProviders",
+                        ),
+                        tonic_prost::ProstCodec::default(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let as_principal = |token: &'static str| {
+            pb::decision_gate_client::DecisionGateClient::with_interceptor(
+                channel.clone(),
+                move |mut r: tonic::Request<()>| {
+                    r.metadata_mut()
+                        .insert("authorization", bearer(token).parse().expect("header"));
+                    Ok(r)
+                },
+            )
+        };
+        // Alice is served while mallory's three streams stall; a fourth of mallory's is over
+        // the principal's share.
+        as_principal(ALICE)
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect("alice is served");
+        let refused = as_principal(MALLORY)
+            .list_providers(pb::ListProvidersRequest {})
+            .await
+            .expect_err("over mallory's share");
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused:?}");
+        for stall in stalls {
+            let status = stall.await.unwrap().expect_err("the body never came");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains("body_timeout_ms"), "{status:?}");
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1400) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+    });
+    assert_memory_bounded(&server, before);
+}
