@@ -13,6 +13,7 @@ ALLOWED = {
     "decision-gate-store-enterprise": {"decision-gate-core"},
     "decision-gate-enterprise": {"decision-gate-core", "decision-gate-mcp", "decision-gate-store-enterprise"},
     "decision-gate-system-tests": {"decision-gate-core", "decision-gate-mcp"},
+    "decision-gate-fuzz-harness": {"decision-gate-core", "decision-gate-mcp"},
     "decision-gate-enterprise-system-tests": {"decision-gate-system-tests", "decision-gate-enterprise"},
 }
 

@@ -630,6 +630,7 @@ pub async fn echo_server() -> anyhow::Result<()> {
         allowed_hosts: Vec::new(),
         tls: None,
         routes: Default::default(),
+        metrics_auth: false,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let app = http::router_with(shared.clone(), &options, &shutdown, || Echo);

@@ -255,6 +255,17 @@ pub struct Comparison {
 }
 
 impl Comparison {
+    /// The work one evaluation takes beyond the observed value, in items: 1, plus the items of
+    /// an array `expected` (what a set comparison searches for).
+    #[must_use]
+    pub fn weight(&self) -> usize {
+        1 + self
+            .expected
+            .as_ref()
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    }
+
     /// Prepares `comparator` against `expected`. Never fails: a combination that can never apply
     /// evaluates to unknown (define-time validation rejects those through
     /// [`Comparator::expected_type_error`]).

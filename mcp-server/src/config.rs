@@ -238,6 +238,16 @@ pub struct ServerConfig {
     pub audit: AuditConfig,
     /// `scenario_next` feedback levels.
     pub feedback: FeedbackConfig,
+    /// `GET /metrics`.
+    pub metrics: MetricsConfig,
+}
+
+/// Who may read `GET /metrics`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Callers must authenticate like `/mcp` callers (the `Host` allowlist applies either way).
+    pub require_auth: bool,
 }
 
 impl Default for ServerConfig {
@@ -252,6 +262,7 @@ impl Default for ServerConfig {
             tls: None,
             audit: AuditConfig::default(),
             feedback: FeedbackConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -21,6 +21,11 @@ pub struct ToolError {
     /// Whether the service already audited the failure (false for calls refused before they
     /// reached it).
     pub audited: bool,
+    /// The service's own text of an `unavailable`, `integrity_failure` or `internal` error,
+    /// which can carry a storage driver's message (hosts, users, files): logged with the
+    /// request's ids ([`crate::handler::Shared::record`]), never sent to the caller, who gets a
+    /// stable message.
+    pub withheld: Option<String>,
 }
 
 impl ToolError {
@@ -38,6 +43,7 @@ impl ToolError {
             retry_after_ms: None,
             details: None,
             audited: false,
+            withheld: None,
         }
     }
 
@@ -50,6 +56,7 @@ impl ToolError {
             retry_after_ms: None,
             details: None,
             audited: false,
+            withheld: None,
         }
     }
 
@@ -114,13 +121,30 @@ impl From<Error> for ToolError {
             ),
             _ => None,
         };
+        let kind = error.kind();
+        let (message, withheld) = match kind {
+            ErrorKind::Unavailable => (
+                "a storage or backend service is unavailable; retry later".to_owned(),
+                Some(error.to_string()),
+            ),
+            ErrorKind::IntegrityFailure => (
+                "stored data failed an integrity check; the server log has the details".to_owned(),
+                Some(error.to_string()),
+            ),
+            ErrorKind::Internal => (
+                "internal error; the server log has the details".to_owned(),
+                Some(error.to_string()),
+            ),
+            _ => (error.to_string(), None),
+        };
         Self {
-            kind: error.kind(),
-            message: error.to_string(),
+            kind,
+            message,
             retryable: error.is_retryable(),
             retry_after_ms,
             details,
             audited: true,
+            withheld,
         }
     }
 }
@@ -142,6 +166,29 @@ mod tests {
         assert_eq!(structured["error"]["kind"], "quota_exceeded");
         assert_eq!(structured["error"]["retry_after_ms"], 1500);
         assert_eq!(structured["error"]["retryable"], true);
+    }
+
+    #[test]
+    fn backend_text_is_withheld_from_the_caller() {
+        let driver = "connection to host db.internal:5432 as user dg_app refused";
+        for error in [
+            Error::Unavailable(driver.into()),
+            Error::Corrupt(driver.into()),
+        ] {
+            let mapped = ToolError::from(error);
+            assert!(!mapped.message.contains("db.internal"), "{mapped:?}");
+            assert_eq!(
+                mapped.withheld.as_deref().map(|w| w.contains(driver)),
+                Some(true)
+            );
+            let result = serde_json::to_string(&mapped.clone().into_result()).unwrap();
+            assert!(!result.contains("db.internal"), "{result}");
+        }
+        let not_found = ToolError::from(Error::NotFound {
+            what: "run",
+            id: "r-1".into(),
+        });
+        assert_eq!(not_found.withheld, None);
     }
 
     #[test]

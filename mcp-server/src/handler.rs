@@ -116,6 +116,15 @@ impl Shared {
             Some(error) => {
                 self.metrics
                     .call(Some(action), error.kind.as_str(), started.elapsed());
+                if let Some(withheld) = &error.withheld {
+                    tracing::error!(
+                        kind = error.kind.as_str(),
+                        action = action.name(),
+                        request_id = caller.request_id.as_deref(),
+                        correlation_id = caller.correlation_id.as_ref().map(|c| c.as_str()),
+                        "call failed: {withheld}"
+                    );
+                }
                 if !error.audited {
                     self.refuse(
                         transport,

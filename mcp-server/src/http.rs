@@ -64,12 +64,17 @@ pub struct HttpOptions {
     pub tls: Option<tls::TlsSettings>,
     /// Routes served beside `/mcp`, outside its guard ([`crate::ServerBuilder::routes`]).
     pub routes: Router,
+    /// Whether `GET /metrics` requires authentication.
+    pub metrics_auth: bool,
 }
 
 struct Guard {
     shared: Arc<Shared>,
     admission: Arc<Admission>,
     max_body_bytes: usize,
+    /// `Host` names accepted: loopback, the bind address and `server.allowed_hosts`.
+    hosts: Vec<String>,
+    metrics_auth: bool,
 }
 
 /// Server-issued request ids: `dg-<16 hex boot id>-<16 hex counter>`, never taken from the
@@ -132,7 +137,7 @@ where
         .map(str::to_owned)
         .collect();
     hosts.extend(options.allowed_hosts.iter().cloned());
-    let mut mcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    let mut mcp_config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts.clone());
     // Stateless: every POST carries its own request and gets its answer as JSON, so any
     // replica can serve any request.
     mcp_config.legacy_session_mode = false;
@@ -149,15 +154,21 @@ where
         shared: shared.clone(),
         admission: options.admission.clone(),
         max_body_bytes: options.max_body_bytes,
+        hosts,
+        metrics_auth: options.metrics_auth,
     });
     let ids = RequestIds::new();
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared.clone())
+        .layer(middleware::from_fn_with_state(guard.clone(), guard_metrics));
     Router::new()
         .nest_service("/mcp", mcp)
         .layer(middleware::from_fn_with_state(guard, guard_mcp))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .with_state(shared)
+        .merge(metrics)
         .merge(options.routes.clone())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -204,6 +215,50 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         shared.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /metrics`: only under an allowed `Host` (DNS-rebinding protection, as `/mcp`), and,
+/// with `server.metrics.require_auth`, only for an authenticated caller; refusals are audited.
+async fn guard_metrics(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(axum::http::uri::Authority::as_str)
+        });
+    if !host.is_some_and(|h| host_allowed(h, &guard.hosts)) {
+        return (StatusCode::FORBIDDEN, "the Host header is not allowed").into_response();
+    }
+    if guard.metrics_auth {
+        let seen = Seen::of(&req);
+        let credentials = Credentials {
+            transport: Transport::Http.name(),
+            peer: seen.peer,
+            headers: req.headers(),
+            certificate: req.extensions().get::<PeerCertificate>(),
+        };
+        if let Err(refusal) = guard.admission.authenticate(&credentials).await {
+            return refuse(&guard, &seen, refusal, None).await;
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether a `Host` value (with or without a port) names an allowed host.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8080` -> `[::1]`
+        Some(rest) => rest
+            .split_once(']')
+            .map_or(host, |(ip, _)| &host[..ip.len() + 2]),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
 }
 
 /// The HTTP status and JSON-RPC code of a refusal.
@@ -426,4 +481,35 @@ pub async fn serve(
         transport: Transport::Http,
     };
     crate::listener::serve(listener, connections, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn hosts_match_with_or_without_a_port_and_nothing_else() {
+        let allowed: Vec<String> = ["localhost", "127.0.0.1", "[::1]", "gate.example"]
+            .map(str::to_owned)
+            .to_vec();
+        for host in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "[::1]:8080",
+            "[::1]",
+            "GATE.example:443",
+        ] {
+            assert!(host_allowed(host, &allowed), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:80",
+            "localhost.evil.example",
+            "[::2]:80",
+            "",
+        ] {
+            assert!(!host_allowed(host, &allowed), "{host}");
+        }
+    }
 }

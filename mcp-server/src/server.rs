@@ -354,6 +354,7 @@ impl Server {
             allowed_hosts,
             tls,
             routes: self.routes.clone(),
+            metrics_auth: config.server.metrics.require_auth,
         };
         Ok(HttpServer {
             listener,

@@ -3,6 +3,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use serde_json::Value;
 
 use crate::comparator::Comparison;
 use crate::evidence::{
@@ -41,6 +44,9 @@ struct StagePlan {
     /// Each entry packet's content digest: the payloads are part of the spec, so they are
     /// hashed once here rather than on every disclosure.
     packet_hashes: Vec<HashDigest>,
+    /// The work of evaluating the stage apart from its evidence: its comparisons' weights and
+    /// its gates' requirement nodes ([`Plan::work`]).
+    weight: usize,
 }
 
 /// A compiled scenario.
@@ -166,10 +172,16 @@ impl Plan {
                         })
                 })
                 .collect::<Result<_, _>>()?;
+            let weight = conditions
+                .iter()
+                .map(|c| c.comparison.weight())
+                .chain(stage.gates.iter().map(|g| g.requirement.node_count()))
+                .fold(0usize, usize::saturating_add);
             stages.push(StagePlan {
                 conditions,
                 gates,
                 packet_hashes,
+                weight,
             });
         }
         let stage_index = spec
@@ -207,6 +219,25 @@ impl Plan {
             .get(stage)
             .filter(|_| algorithm == self.algorithm)
             .map(|s| s.packet_hashes.as_slice())
+    }
+
+    /// The work of evaluating `stage` from `results`, in items: the stage's own weight plus the
+    /// items of the evidence (array items, or bytes / 64 for raw bytes). The service runs an
+    /// evaluation over a budget off its async workers.
+    #[must_use]
+    pub fn work(&self, stage: usize, results: &[EvidenceResult]) -> usize {
+        let evidence = results
+            .iter()
+            .map(|r| match &r.value {
+                Some(EvidenceValue::Json(Value::Array(items))) => 1 + items.len(),
+                Some(EvidenceValue::Bytes(bytes)) => 1 + bytes.len() / 64,
+                _ => 1,
+            })
+            .fold(0usize, usize::saturating_add);
+        self.stages
+            .get(stage)
+            .map_or(0, |s| s.weight)
+            .saturating_add(evidence)
     }
 
     /// The most entry packets of any one stage: with a run's dispatch targets, the most
@@ -302,23 +333,46 @@ impl Plan {
         config: &EngineConfig,
         trigger_id: &TriggerId,
     ) -> StageOutcome {
+        let never = AtomicBool::new(false);
+        self.evaluate_stage_until(stage, results, config, trigger_id, &never)
+            .unwrap_or_else(|| unreachable!("an evaluation nobody stops runs to the end"))
+    }
+
+    /// As [`Self::evaluate_stage`], checking `stop` before each condition and each gate:
+    /// `None` once it is set (the caller went away; nothing was decided).
+    #[must_use]
+    pub fn evaluate_stage_until(
+        &self,
+        stage: usize,
+        results: Vec<EvidenceResult>,
+        config: &EngineConfig,
+        trigger_id: &TriggerId,
+        stop: &AtomicBool,
+    ) -> Option<StageOutcome> {
+        let stopped = || stop.load(AtomicOrdering::Relaxed);
         let Some(plan) = self.stages.get(stage) else {
-            return StageOutcome {
+            return Some(StageOutcome {
                 gate_records: Vec::new(),
-            };
+            });
         };
         let mut results = results.into_iter();
-        let normalised: Vec<(EvidenceResult, TriState)> = plan
-            .conditions
-            .iter()
-            .map(|c| normalise(c, results.next(), config))
-            .collect();
+        let mut normalised: Vec<(EvidenceResult, TriState)> =
+            Vec::with_capacity(plan.conditions.len());
+        for c in &plan.conditions {
+            if stopped() {
+                return None;
+            }
+            normalised.push(normalise(c, results.next(), config));
+        }
         let base: Vec<TriState> = normalised.iter().map(|(_, s)| *s).collect();
         let stage_id = &self.spec.stages[stage].stage_id;
 
         let mut gate_records = Vec::with_capacity(plan.gates.len());
         let mut trace = Vec::new();
         for gate in &plan.gates {
+            if stopped() {
+                return None;
+            }
             let gate_trust = config.trust.stricter(gate.trust.unwrap_or(config.trust));
             let lane_ok = |slot: u32| {
                 let c = &plan.conditions[slot as usize];
@@ -382,7 +436,7 @@ impl Plan {
                 evidence,
             });
         }
-        StageOutcome { gate_records }
+        Some(StageOutcome { gate_records })
     }
 }
 

@@ -17,6 +17,8 @@
 //!
 //! A run's first entry is [`start`].
 
+use std::sync::atomic::AtomicBool;
+
 use crate::disclosure::{DispatchTarget, PacketRecord};
 use crate::evidence::EvidenceResult;
 use crate::ids::{DecisionId, ScenarioId, StageId, TriggerId};
@@ -190,8 +192,24 @@ impl Pending {
         config: &EngineConfig,
         trigger_id: &TriggerId,
     ) -> Decided {
-        let (verdict, gate_evals) = evaluate(plan, self.stage, results, config, trigger_id);
-        self.finish(verdict, gate_evals)
+        let never = AtomicBool::new(false);
+        self.decide_until(plan, results, config, trigger_id, &never)
+            .unwrap_or_else(|| unreachable!("an evaluation nobody stops runs to the end"))
+    }
+
+    /// As [`Self::decide`], `None` once `stop` is set (see [`evaluate_until`]).
+    #[must_use]
+    pub fn decide_until(
+        self,
+        plan: &Plan,
+        results: Vec<EvidenceResult>,
+        config: &EngineConfig,
+        trigger_id: &TriggerId,
+        stop: &AtomicBool,
+    ) -> Option<Decided> {
+        let (verdict, gate_evals) =
+            evaluate_until(plan, self.stage, results, config, trigger_id, stop)?;
+        Some(self.finish(verdict, gate_evals))
     }
 
     fn finish(self, verdict: Verdict, gate_evals: Vec<GateEvalRecord>) -> Decided {
@@ -215,9 +233,24 @@ pub fn evaluate(
     config: &EngineConfig,
     trigger_id: &TriggerId,
 ) -> (Verdict, Vec<GateEvalRecord>) {
-    let outcome = plan.evaluate_stage(stage, results, config, trigger_id);
+    let never = AtomicBool::new(false);
+    evaluate_until(plan, stage, results, config, trigger_id, &never)
+        .unwrap_or_else(|| unreachable!("an evaluation nobody stops runs to the end"))
+}
+
+/// As [`evaluate`], checking `stop` before each condition and gate: `None` once it is set.
+#[must_use]
+pub fn evaluate_until(
+    plan: &Plan,
+    stage: usize,
+    results: Vec<EvidenceResult>,
+    config: &EngineConfig,
+    trigger_id: &TriggerId,
+    stop: &AtomicBool,
+) -> Option<(Verdict, Vec<GateEvalRecord>)> {
+    let outcome = plan.evaluate_stage_until(stage, results, config, trigger_id, stop)?;
     let verdict = decide(plan, stage, &outcome.statuses());
-    (verdict, outcome.gate_records)
+    Some((verdict, outcome.gate_records))
 }
 
 impl Decided {

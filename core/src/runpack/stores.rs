@@ -86,6 +86,17 @@ impl FsRunpackStore {
         self.root.join(key_dir(key))
     }
 
+    /// Where a stored file is, as callers see it: relative to the directory holding the store
+    /// (`runpacks/t1/n1/run/rev4-…/manifest.json` under a data directory), never the host's
+    /// absolute path.
+    fn location(&self, key: &RunpackKey, path: &str) -> String {
+        let base = self
+            .root
+            .file_name()
+            .map_or_else(String::new, |name| format!("{}/", name.to_string_lossy()));
+        format!("{base}{}/{path}", key_dir(key))
+    }
+
     fn write_atomically(&self, target: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let dir = target
             .parent()
@@ -126,7 +137,7 @@ impl RunpackStore for FsRunpackStore {
         let full = confined(&self.root, &format!("{}/{path}", key_dir(key))).map_err(invalid)?;
         self.write_atomically(&full, bytes)
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", full.display())))?;
-        Ok(format!("file://{}", full.display()))
+        Ok(self.location(key, path))
     }
 
     async fn get_file(&self, key: &RunpackKey, path: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hasher as _;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::SigningKey;
@@ -62,6 +62,9 @@ pub use runs::{
 };
 pub use scenarios::DefineResult;
 pub use watch::RunWatch;
+
+/// Evaluations of more work than this, in items ([`Plan::work`]), run on the blocking pool.
+const INLINE_WORK: usize = 8192;
 
 /// How often a trigger or submission is recomputed when a concurrent call appended first.
 const MAX_APPEND_ATTEMPTS: usize = 8;
@@ -212,6 +215,9 @@ impl DecisionGateBuilder {
             )),
             call_seq: AtomicU64::new(0),
             appended: tokio::sync::watch::Sender::new(0),
+            heavy: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            )),
             // A random instance id without a dependency: std seeds RandomState randomly.
             instance: std::hash::BuildHasher::build_hasher(
                 &std::collections::hash_map::RandomState::new(),
@@ -241,6 +247,8 @@ pub struct DecisionGate {
     instance: u64,
     /// Bumped after every journal append of this instance, so watchers wake without polling.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Large evaluations running at once on the blocking pool: one per core.
+    heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for DecisionGate {
@@ -249,6 +257,15 @@ impl std::fmt::Debug for DecisionGate {
             .field("config", &self.config)
             .field("providers", &self.providers)
             .finish_non_exhaustive()
+    }
+}
+
+/// Sets its flag when dropped: a job on the blocking pool stops when its caller goes away.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -339,6 +356,28 @@ impl DecisionGate {
             .await?;
         let result = op(&call.effects).await;
         self.finish(ctx, call, result).await
+    }
+
+    /// Runs `job`, a large evaluation, off the async workers: on the blocking pool, at most one
+    /// per core at once, so a large gate never holds a worker other calls need. Dropping the
+    /// returned future (the request timeout, a caller gone) stops the job before its next
+    /// condition or gate; nothing was decided, so nothing is written.
+    pub(super) async fn off_thread<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&AtomicBool) -> Option<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let _permit = self
+            .heavy
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the evaluation pool is closed".into()))?;
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = stop.0.clone();
+        match tokio::task::spawn_blocking(move || job(&flag)).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(Error::Unavailable("the evaluation was stopped".into())),
+            Err(e) => Err(Error::Unavailable(format!("the evaluation failed: {e}"))),
+        }
     }
 
     /// Refuses a page size outside `1..=max_page_size` (before the store, whose own bound is
@@ -511,5 +550,46 @@ impl DecisionGate {
             namespace_id: ctx.namespace_id,
             run_id: run_id.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// The request timeout really ends the work: a job on the blocking pool sees its stop flag
+    /// once the caller's future is dropped.
+    #[tokio::test]
+    async fn dropping_an_off_thread_call_stops_its_job() {
+        let gate = DecisionGate::builder().build();
+        let observed = Arc::new(AtomicBool::new(false));
+        let seen = observed.clone();
+        let call = gate.off_thread(move |stop| {
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                if stop.load(Ordering::Relaxed) {
+                    seen.store(true, Ordering::Relaxed);
+                    return None::<()>;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Some(())
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), call)
+                .await
+                .is_err(),
+            "the caller gave up first"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !observed.load(Ordering::Relaxed) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(observed.load(Ordering::Relaxed), "the job saw the stop");
+        // The permit came back: another job runs.
+        assert_eq!(gate.off_thread(|_| Some(7)).await.unwrap(), 7);
     }
 }

@@ -109,7 +109,7 @@ impl DecisionGate {
                         "not a condition of this stage's gates",
                     ));
                 }
-                let results = plan
+                let results: Vec<EvidenceResult> = plan
                     .stage_conditions(stage)
                     .map(|(id, _)| {
                         evidence
@@ -121,8 +121,22 @@ impl DecisionGate {
                     .collect();
                 let trigger_id =
                     TriggerId::new("precheck").map_err(|e| Error::Corrupt(e.to_string()))?;
-                let (verdict, gate_records) =
-                    transition::evaluate(&plan, stage, results, &self.config, &trigger_id);
+                let (verdict, gate_records) = if plan.work(stage, &results) <= INLINE_WORK {
+                    transition::evaluate(&plan, stage, results, &self.config, &trigger_id)
+                } else {
+                    let (plan, config) = (plan.clone(), self.config.clone());
+                    self.off_thread(move |stop| {
+                        transition::evaluate_until(
+                            &plan,
+                            stage,
+                            results,
+                            &config,
+                            &trigger_id,
+                            stop,
+                        )
+                    })
+                    .await?
+                };
                 // What a trigger would decide, before any disclosure.
                 let decision = transition::outcome(&plan, stage, verdict, None);
                 let gate_evaluations = gate_records.into_iter().map(|r| r.evaluation).collect();

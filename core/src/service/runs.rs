@@ -482,7 +482,16 @@ impl DecisionGate {
                 let results = self
                     .gather_evidence(&plan, pending.stage(), &head, event)
                     .await;
-                pending.decide(&plan, results, &self.config, &event.trigger_id)
+                if plan.work(pending.stage(), &results) <= INLINE_WORK {
+                    pending.decide(&plan, results, &self.config, &event.trigger_id)
+                } else {
+                    let (plan, config) = (plan.clone(), self.config.clone());
+                    let trigger_id = event.trigger_id.clone();
+                    self.off_thread(move |stop| {
+                        pending.decide_until(&plan, results, &config, &trigger_id, stop)
+                    })
+                    .await?
+                }
             }
         };
         let disclosure = match decided.discloses() {

@@ -80,6 +80,33 @@ mod runpack_fs {
     }
 
     decision_gate_core::runpack_store_conformance!(fresh);
+
+    /// A stored file's location names it below the store's directory, never by the host's
+    /// absolute path (callers see it in `runpack_export`).
+    #[tokio::test]
+    async fn locations_are_relative_to_the_data_directory() {
+        use decision_gate_core::store::{RunpackKey, RunpackStore as _};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = FsRunpackStore::open(dir.path().join("runpacks")).expect("open");
+        let key = RunpackKey {
+            run: decision_gate_core::run::RunKey {
+                tenant_id: decision_gate_core::TenantId::new(1).expect("tenant"),
+                namespace_id: decision_gate_core::NamespaceId::new(2).expect("namespace"),
+                run_id: "r".parse().expect("run id"),
+            },
+            export_id: "e".into(),
+        };
+        let location = store
+            .put_file(&key, "manifest.json", b"{}")
+            .await
+            .expect("put");
+        assert!(location.starts_with("runpacks/"), "{location}");
+        assert!(location.ends_with("/manifest.json"), "{location}");
+        assert!(
+            !location.contains(&*dir.path().to_string_lossy()),
+            "{location}"
+        );
+    }
 }
 
 mod scope_authorizer {

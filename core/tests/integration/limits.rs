@@ -3,6 +3,7 @@
 
 use decision_gate_core::disclosure::DispatchTarget;
 use decision_gate_core::engine::SpecError;
+use decision_gate_core::ret::TriState;
 use decision_gate_core::service::PrecheckRequest;
 use decision_gate_core::store::PageRequest;
 use decision_gate_core::{DecisionGate, EngineConfig, Error, EvidenceResult, Limits};
@@ -297,4 +298,79 @@ async fn page_sizes_are_bounded_by_the_configured_limit() {
             .len(),
         1
     );
+}
+
+#[tokio::test]
+async fn a_large_evaluation_runs_off_the_async_workers_with_the_same_answer() {
+    // 10,000 expected items: over the inline budget, so the precheck evaluates on the blocking
+    // pool; a small set evaluates inline. Both answer as a scan would.
+    // Precheck evidence is asserted: the trust floor must admit it.
+    let gate = service_with(
+        &facts(),
+        EngineConfig {
+            trust: decision_gate_core::evidence::TrustRequirement {
+                min_lane: decision_gate_core::TrustLane::Asserted,
+            },
+            ..EngineConfig::default()
+        },
+    );
+    let items = |n: usize| -> Vec<Value> { (0..n).map(|i| json!(format!("i{i:05}"))).collect() };
+    for (id, n) in [("big", 10_000), ("small", 10)] {
+        let spec = json!({
+            "scenario_id": id, "namespace_id": 1, "spec_version": "1",
+            "stages": [{"stage_id": "one", "gates": [{"gate_id": "g", "requirement": {"Condition": "c"}}],
+                        "advance_to": {"kind": "terminal"}}],
+            "conditions": [{"condition_id": "c", "query": {"provider_id": "facts", "check_id": "a"},
+                            "comparator": "contains", "expected": items(n)}]
+        });
+        define(&gate, &spec).await;
+        let precheck = |observed: Vec<Value>| PrecheckRequest {
+            scenario_id: id.parse().unwrap(),
+            stage_id: None,
+            evidence: [(id_of("c"), EvidenceResult::json(Value::Array(observed)))].into(),
+            data_shape: None,
+            payload: None,
+        };
+        let mut all = items(n);
+        all.reverse();
+        let passed = gate.precheck(&ctx(), precheck(all)).await.unwrap();
+        assert_eq!(passed.gate_evaluations[0].status, TriState::True, "{id}");
+        let missing_one = items(n - 1);
+        let failed = gate.precheck(&ctx(), precheck(missing_one)).await.unwrap();
+        assert_eq!(failed.gate_evaluations[0].status, TriState::False, "{id}");
+    }
+}
+
+fn id_of(s: &str) -> decision_gate_core::ConditionId {
+    s.parse().unwrap()
+}
+
+#[test]
+fn evaluation_work_counts_expected_and_observed_items_and_a_stop_ends_it() {
+    use decision_gate_core::engine::Plan;
+    use std::sync::atomic::AtomicBool;
+    let mut spec = fits();
+    spec["conditions"][0]["expected"] = json!([1, 2, 3]);
+    spec["conditions"][0]["comparator"] = json!("contains");
+    let spec: decision_gate_core::spec::ScenarioSpec = serde_json::from_value(spec).unwrap();
+    let plan = Plan::compile(spec, decision_gate_core::HashAlgorithm::Sha256).unwrap();
+    // Two comparisons (1 + 3 expected items, 1) and a gate of three nodes; no evidence.
+    assert_eq!(plan.work(0, &[]), 4 + 1 + 3);
+    let results = vec![
+        EvidenceResult::json(json!([1, 2, 3, 4, 5])),
+        EvidenceResult::json(json!(true)),
+    ];
+    assert_eq!(plan.work(0, &results), 8 + 6 + 1);
+    let trigger = "t".parse().unwrap();
+    let config = EngineConfig::default();
+    let stopped = AtomicBool::new(true);
+    assert!(
+        plan.evaluate_stage_until(0, results.clone(), &config, &trigger, &stopped)
+            .is_none()
+    );
+    let running = AtomicBool::new(false);
+    let outcome = plan
+        .evaluate_stage_until(0, results, &config, &trigger, &running)
+        .expect("not stopped");
+    assert_eq!(outcome.gate_records.len(), 1);
 }

@@ -472,7 +472,7 @@ async fn the_filesystem_store_verifies_offline_and_stays_in_its_root() {
         export
             .uri
             .as_deref()
-            .is_some_and(|u| u.starts_with("file://"))
+            .is_some_and(|u| u.starts_with("runpacks/t1/n1/") && !u.contains("/tmp"))
     );
     let report = runpack::verify(
         &DirReader::new(&on_disk),

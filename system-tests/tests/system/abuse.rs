@@ -513,3 +513,49 @@ fn admission_stalled_grpc_streams_hold_only_their_own_share() {
     });
     assert_memory_bounded(&server, before);
 }
+
+/// Class 8, what leaks: `/metrics` honours the `Host` allowlist and, when configured, needs
+/// credentials; a refused read is audited.
+#[test]
+fn metrics_need_an_allowed_host_and_credentials_when_configured() {
+    let server = Server::start_with(
+        Some(&config("[server.metrics]\nrequire_auth = true\n")),
+        |_| {},
+    );
+    let http = Client::new();
+    let get = |host: Option<&str>, token: Option<&str>| {
+        let mut request = http.get(server.url("/metrics"));
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(token) = token {
+            request = request.header("authorization", bearer(token));
+        }
+        let response = request.send().expect("metrics");
+        (
+            response.status().as_u16(),
+            response.text().unwrap_or_default(),
+        )
+    };
+    let (status, body) = get(Some("rebinding.example"), Some(ALICE));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = get(None, None);
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(None, Some("wrong-token-0123456789"));
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = get(None, Some(ALICE));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("decision_gate_requests_refused_total"),
+        "{body}"
+    );
+    let audit = server.audit();
+    assert!(
+        audit
+            .iter()
+            .filter(|e| e["event"] == "access" && e["refusal"] == "unauthenticated")
+            .count()
+            >= 2,
+        "{audit:?}"
+    );
+}
