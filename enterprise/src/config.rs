@@ -3,10 +3,12 @@
 //! code) plus `[database]` and `[tenancy]`. Unknown keys are refused with their path and every
 //! problem is listed before anything is served.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use decision_gate_core::ProviderRegistry;
 use decision_gate_core::engine::from_json_value;
 use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_mcp::config::{self as oss, AuthConfig, Loaded, Problem};
@@ -176,6 +178,10 @@ pub struct TenancyConfig {
     pub organisations: Vec<OrganisationConfig>,
     /// Tenants, each in a listed organisation.
     pub tenants: Vec<TenantConfig>,
+    /// Each tenant's evidence providers, by tenant id (`[tenancy.providers.<tenant_id>.json]`
+    /// and so on, the sections of the open-source `[providers]`); a tenant without an entry
+    /// reaches only `time`.
+    pub providers: BTreeMap<String, oss::Providers>,
 }
 
 /// One organisation.
@@ -294,6 +300,47 @@ pub struct EnterpriseConfig {
     pub database: DatabaseConfig,
     /// `[tenancy]`.
     pub tenancy: TenancyConfig,
+    /// Each configured tenant's providers, built from `tenancy.providers`.
+    pub tenant_providers: BTreeMap<TenantId, ProviderRegistry>,
+}
+
+/// Providers are per tenant on a shared server: process-wide `[providers]` sections beyond
+/// `time` would let every tenant read what they reach. Each tenant's sections are checked and
+/// built like the open-source ones, named under their tenant.
+fn tenant_providers(
+    server: &Loaded,
+    tenancy: &mut TenancyConfig,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<TenantId, ProviderRegistry> {
+    for name in server.config.providers.switched_on() {
+        problems.push(problem(
+            format!("providers.{name}"),
+            format!(
+                "providers are per tenant on the enterprise server: configure it under [tenancy.providers.<tenant_id>.{name}]"
+            ),
+        ));
+    }
+    let listed: Vec<TenantId> = tenancy.tenants.iter().map(|t| t.tenant_id).collect();
+    let mut registries = BTreeMap::new();
+    for (key, providers) in &mut tenancy.providers {
+        let path = format!("tenancy.providers.{key}");
+        let Some(tenant) = key.parse::<u64>().ok().and_then(|n| TenantId::new(n).ok()) else {
+            problems.push(problem(path, "the key must be a tenant id"));
+            continue;
+        };
+        if !listed.contains(&tenant) {
+            problems.push(problem(
+                path,
+                format!("tenant {tenant} is not listed in tenancy.tenants"),
+            ));
+            continue;
+        }
+        providers.resolve_paths(base);
+        let registry = providers.build(&path, server.config.engine.hash_algorithm, problems);
+        registries.insert(tenant, registry);
+    }
+    registries
 }
 
 impl EnterpriseConfig {
@@ -336,7 +383,7 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         }
         Some(value) => section::<DatabaseConfig>("database", value, &mut problems),
     };
-    let tenancy = match table.remove("tenancy") {
+    let mut tenancy = match table.remove("tenancy") {
         None => Some(TenancyConfig::default()),
         Some(value) => section::<TenancyConfig>("tenancy", value, &mut problems),
     };
@@ -356,12 +403,17 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
             ));
         }
     }
+    let tenant_providers = match (&server, tenancy.as_mut()) {
+        (Ok(server), Some(tenancy)) => tenant_providers(server, tenancy, base, &mut problems),
+        _ => BTreeMap::new(),
+    };
     match (server, database, tenancy) {
         (Ok(server), Some(database), Some(tenancy)) if problems.is_empty() => {
             Ok(EnterpriseConfig {
                 server,
                 database,
                 tenancy,
+                tenant_providers,
             })
         }
         _ => Err(problems),
@@ -446,6 +498,57 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(p) => p.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    const TENANTS: &str = "[[tenancy.organisations]]\norganisation_id = 1\nname = \"o\"\n\
+        [[tenancy.tenants]]\ntenant_id = 1\norganisation_id = 1\nname = \"a\"\n\
+        [[tenancy.tenants]]\ntenant_id = 2\norganisation_id = 1\nname = \"b\"\n";
+
+    #[test]
+    fn providers_are_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{DB}{TENANTS}[tenancy.providers.1.env]\nallowlist = [\"HOME\"]\n");
+        let config = parse(&text, dir.path()).expect("valid");
+        let tenant = |n| TenantId::new(n).unwrap();
+        assert_eq!(config.tenant_providers.len(), 1);
+        let own = &config.tenant_providers[&tenant(1)];
+        assert!(own.get(&"env".parse().unwrap()).is_some());
+        assert!(own.get(&"time".parse().unwrap()).is_some());
+        assert!(!config.tenant_providers.contains_key(&tenant(2)));
+
+        let found = problems(&format!(
+            "{DB}{TENANTS}[providers.env]\nallowlist = [\"HOME\"]\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("providers.env: providers are per tenant")),
+            "{found:?}"
+        );
+        let found = problems(&format!(
+            "{DB}{TENANTS}[tenancy.providers.3.env]\n[tenancy.providers.x.env]\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p == "tenancy.providers.3: tenant 3 is not listed in tenancy.tenants"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p == "tenancy.providers.x: the key must be a tenant id"),
+            "{found:?}"
+        );
+        let found = problems(&format!(
+            "{DB}{TENANTS}[tenancy.providers.1.json]\nroot = \"missing\"\nroot_id = \"r\"\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("tenancy.providers.1.json: ")),
+            "{found:?}"
+        );
     }
 
     #[test]

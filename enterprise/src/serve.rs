@@ -47,6 +47,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         server: loaded,
         database,
         tenancy,
+        tenant_providers,
     } = config;
     let http = options.http.or(loaded.config.server.bind);
     if http.is_none() && options.grpc.is_none() {
@@ -94,6 +95,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
         .authorizer(Arc::new(authorizer))
         .authenticate(authenticate)
+        .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
         .build()?;
 

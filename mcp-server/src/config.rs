@@ -16,7 +16,8 @@ use decision_gate_core::providers::{
 use decision_gate_core::runpack::{SigningKey, VerifyOptions, VerifyingKey};
 use decision_gate_core::sqlite::GroupCommit;
 use decision_gate_core::{
-    Action, EngineConfig, EvidenceProvider, NamespaceId, ProviderRegistry, TenantId, TrustLane,
+    Action, EngineConfig, EvidenceProvider, HashAlgorithm, NamespaceId, ProviderRegistry, TenantId,
+    TrustLane,
 };
 
 use crate::external::{self, Endpoint, ExternalSettings};
@@ -156,6 +157,160 @@ pub struct Providers {
     pub http: Option<HttpConfig>,
     /// External MCP providers.
     pub mcp: Vec<McpProviderConfig>,
+}
+
+impl Providers {
+    /// The registry these sections describe (`time` always), problems named under `prefix`
+    /// (`providers`, or a tenant's section on the enterprise server).
+    pub fn build(
+        &self,
+        prefix: &str,
+        hash_algorithm: HashAlgorithm,
+        problems: &mut Vec<Problem>,
+    ) -> ProviderRegistry {
+        let mut registry = ProviderRegistry::new();
+        let mut add =
+            |path: &str, provider: Result<Arc<dyn EvidenceProvider>, String>| match provider
+                .and_then(|p| registry.register(p).map_err(|e| e.to_string()))
+            {
+                Ok(()) => {}
+                Err(message) => problems.push(Problem::new(format!("{prefix}.{path}"), message)),
+            };
+        add("time", Ok(Arc::new(TimeProvider::new(self.time.clone()))));
+        if let Some(env) = &self.env {
+            add("env", Ok(Arc::new(EnvProvider::new(env.clone()))));
+        }
+        if let Some(json) = &self.json {
+            add(
+                "json",
+                JsonProvider::new(json.clone())
+                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        if let Some(http) = &self.http {
+            add(
+                "http",
+                HttpProvider::new(http.clone())
+                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        for (i, provider) in self.mcp.iter().enumerate() {
+            add(
+                &format!("mcp[{i}]"),
+                external_settings(provider, hash_algorithm).map(external::provider),
+            );
+        }
+        registry
+    }
+
+    /// The sections beyond `time` that are switched on.
+    #[must_use]
+    pub fn switched_on(&self) -> Vec<&'static str> {
+        [
+            (self.env.is_some(), "env"),
+            (self.json.is_some(), "json"),
+            (self.http.is_some(), "http"),
+            (!self.mcp.is_empty(), "mcp"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+
+    /// Resolves the relative paths of these sections against `base` (the configuration
+    /// file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(json) = self.json.as_mut()
+            && json.root.is_relative()
+        {
+            json.root = base.join(&json.root);
+        }
+        for provider in &mut self.mcp {
+            if provider.contract.is_relative() {
+                provider.contract = base.join(&provider.contract);
+            }
+        }
+    }
+}
+
+/// The settings of one external provider: its endpoint, contract and keys checked.
+fn external_settings(
+    p: &McpProviderConfig,
+    hash_algorithm: HashAlgorithm,
+) -> Result<ExternalSettings, String> {
+    let endpoint = match (&p.command, &p.url) {
+        (Some(command), None) => {
+            let (program, args) = command
+                .split_first()
+                .ok_or("command: must name a program")?;
+            Endpoint::Stdio {
+                program: program.clone(),
+                args: args.to_vec(),
+            }
+        }
+        (None, Some(url)) => {
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|prefix| url.starts_with(prefix));
+            if !url.starts_with("https://")
+                && !(url.starts_with("http://") && (loopback || p.allow_insecure_http))
+            {
+                return Err(format!(
+                    "url: {url:?} must be https:// (http:// only to loopback, or with allow_insecure_http)"
+                ));
+            }
+            let bearer_token = match &p.bearer_token_env {
+                None => None,
+                Some(var) => Some(std::env::var(var).map_err(|_| {
+                    format!("bearer_token_env: the environment variable {var} is not set")
+                })?),
+            };
+            Endpoint::Http {
+                url: url.clone(),
+                bearer_token,
+            }
+        }
+        _ => return Err("set exactly one of command (stdio) or url (HTTP)".to_owned()),
+    };
+    if p.timeout_ms == 0 {
+        return Err("timeout_ms: must be at least 1".to_owned());
+    }
+    if p.max_response_bytes == 0 {
+        return Err("max_response_bytes: must be at least 1".to_owned());
+    }
+    let contract = read_contract(&p.contract)?;
+    if contract.provider_id.as_str() != p.provider_id {
+        return Err(format!(
+            "contract: declares provider {:?}, not {:?}",
+            contract.provider_id.as_str(),
+            p.provider_id
+        ));
+    }
+    let signing_keys = p
+        .signing_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(key, &mut bytes)
+                .ok()
+                .and_then(|()| VerifyingKey::from_bytes(&bytes).ok())
+                .ok_or_else(|| {
+                    format!("signing_keys[{i}]: not a hex ed25519 public key (64 hex digits)")
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ExternalSettings {
+        endpoint,
+        contract,
+        timeout: std::time::Duration::from_millis(p.timeout_ms),
+        max_response_bytes: p.max_response_bytes,
+        lane: p.lane,
+        signing_keys,
+        hash_algorithm,
+    })
 }
 
 /// An external evidence provider: an MCP server offering an `evidence_query` tool.
@@ -691,7 +846,10 @@ pub fn parse_table(table: toml::Table, base: &Path) -> Result<Loaded, Vec<Proble
         from_json_value(value).map_err(|e| vec![Problem::new(e.path, e.rule)])?;
     config.resolve_paths(base);
     let mut problems = config.problems();
-    let providers = config.build_providers(&mut problems);
+    let providers =
+        config
+            .providers
+            .build("providers", config.engine.hash_algorithm, &mut problems);
     let (runpack_signer, runpack_verify) = config.runpacks.build(&mut problems);
     if problems.is_empty() {
         Ok(Loaded {
@@ -711,7 +869,10 @@ impl Config {
     pub fn defaults() -> Loaded {
         let config = Self::default();
         let mut problems = Vec::new();
-        let providers = config.build_providers(&mut problems);
+        let providers =
+            config
+                .providers
+                .build("providers", config.engine.hash_algorithm, &mut problems);
         let (runpack_signer, runpack_verify) = config.runpacks.build(&mut problems);
         debug_assert!(problems.is_empty(), "{problems:?}");
         Loaded {
@@ -731,15 +892,10 @@ impl Config {
         if let Some(dir) = self.data_dir.as_mut() {
             resolve(dir);
         }
-        if let Some(json) = self.providers.json.as_mut() {
-            resolve(&mut json.root);
-        }
         if let Some(key) = self.runpacks.signing_key_file.as_mut() {
             resolve(key);
         }
-        for provider in &mut self.providers.mcp {
-            resolve(&mut provider.contract);
-        }
+        self.providers.resolve_paths(base);
         if let Some(path) = self.server.audit.path.as_mut() {
             resolve(path);
         }
@@ -950,122 +1106,6 @@ impl Config {
                 ),
             ));
         }
-    }
-
-    fn build_providers(&self, problems: &mut Vec<Problem>) -> ProviderRegistry {
-        let mut registry = ProviderRegistry::new();
-        let mut add =
-            |path: &str, provider: Result<Arc<dyn EvidenceProvider>, String>| match provider
-                .and_then(|p| registry.register(p).map_err(|e| e.to_string()))
-            {
-                Ok(()) => {}
-                Err(message) => problems.push(Problem::new(path, message)),
-            };
-        add(
-            "providers.time",
-            Ok(Arc::new(TimeProvider::new(self.providers.time.clone()))),
-        );
-        if let Some(env) = &self.providers.env {
-            add("providers.env", Ok(Arc::new(EnvProvider::new(env.clone()))));
-        }
-        if let Some(json) = &self.providers.json {
-            add(
-                "providers.json",
-                JsonProvider::new(json.clone())
-                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
-                    .map_err(|e| e.to_string()),
-            );
-        }
-        if let Some(http) = &self.providers.http {
-            add(
-                "providers.http",
-                HttpProvider::new(http.clone())
-                    .map(|p| Arc::new(p) as Arc<dyn EvidenceProvider>)
-                    .map_err(|e| e.to_string()),
-            );
-        }
-        for (i, provider) in self.providers.mcp.iter().enumerate() {
-            add(
-                &format!("providers.mcp[{i}]"),
-                self.external_settings(provider).map(external::provider),
-            );
-        }
-        registry
-    }
-
-    /// The settings of one external provider: its endpoint, contract and keys checked.
-    fn external_settings(&self, p: &McpProviderConfig) -> Result<ExternalSettings, String> {
-        let endpoint = match (&p.command, &p.url) {
-            (Some(command), None) => {
-                let (program, args) = command
-                    .split_first()
-                    .ok_or("command: must name a program")?;
-                Endpoint::Stdio {
-                    program: program.clone(),
-                    args: args.to_vec(),
-                }
-            }
-            (None, Some(url)) => {
-                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-                    .iter()
-                    .any(|prefix| url.starts_with(prefix));
-                if !url.starts_with("https://")
-                    && !(url.starts_with("http://") && (loopback || p.allow_insecure_http))
-                {
-                    return Err(format!(
-                        "url: {url:?} must be https:// (http:// only to loopback, or with allow_insecure_http)"
-                    ));
-                }
-                let bearer_token = match &p.bearer_token_env {
-                    None => None,
-                    Some(var) => Some(std::env::var(var).map_err(|_| {
-                        format!("bearer_token_env: the environment variable {var} is not set")
-                    })?),
-                };
-                Endpoint::Http {
-                    url: url.clone(),
-                    bearer_token,
-                }
-            }
-            _ => return Err("set exactly one of command (stdio) or url (HTTP)".to_owned()),
-        };
-        if p.timeout_ms == 0 {
-            return Err("timeout_ms: must be at least 1".to_owned());
-        }
-        if p.max_response_bytes == 0 {
-            return Err("max_response_bytes: must be at least 1".to_owned());
-        }
-        let contract = read_contract(&p.contract)?;
-        if contract.provider_id.as_str() != p.provider_id {
-            return Err(format!(
-                "contract: declares provider {:?}, not {:?}",
-                contract.provider_id.as_str(),
-                p.provider_id
-            ));
-        }
-        let signing_keys = p
-            .signing_keys
-            .iter()
-            .enumerate()
-            .map(|(i, key)| {
-                let mut bytes = [0u8; 32];
-                hex::decode_to_slice(key, &mut bytes)
-                    .ok()
-                    .and_then(|()| VerifyingKey::from_bytes(&bytes).ok())
-                    .ok_or_else(|| {
-                        format!("signing_keys[{i}]: not a hex ed25519 public key (64 hex digits)")
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(ExternalSettings {
-            endpoint,
-            contract,
-            timeout: std::time::Duration::from_millis(p.timeout_ms),
-            max_response_bytes: p.max_response_bytes,
-            lane: p.lane,
-            signing_keys,
-            hash_algorithm: self.engine.hash_algorithm,
-        })
     }
 
     /// The data directory: the configured one, else `dg-data` in the working directory.

@@ -176,6 +176,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Gives each tenant its own evidence providers (the enterprise server): a tenant reaches
+    /// only its registry; one without reaches only the configured `[providers]`, which then
+    /// hold nothing beyond `time`.
+    #[must_use]
+    pub fn tenant_providers(
+        mut self,
+        registries: std::collections::BTreeMap<
+            decision_gate_core::TenantId,
+            decision_gate_core::ProviderRegistry,
+        >,
+    ) -> Self {
+        self.gate = self.gate.tenant_providers(registries);
+        self
+    }
+
     /// The authorizer (the core's default is the principal's scope and allowed tools).
     #[must_use]
     pub fn authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {

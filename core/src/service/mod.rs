@@ -76,6 +76,7 @@ const PLAN_CACHE_SIZE: usize = 512;
 pub struct DecisionGateBuilder {
     config: EngineConfig,
     providers: ProviderRegistry,
+    tenant_providers: Option<BTreeMap<TenantId, ProviderRegistry>>,
     scenarios: Option<Arc<dyn ScenarioStore>>,
     runs: Option<Arc<dyn RunStore>>,
     schemas: Option<Arc<dyn SchemaRegistry>>,
@@ -135,6 +136,15 @@ impl DecisionGateBuilder {
         self
     }
 
+    /// Gives each tenant its own providers: a tenant reaches only its registry here, and a
+    /// tenant without one reaches only the registry of [`Self::providers`] (on a shared server,
+    /// the `time` provider alone). Without this, every tenant reaches that one registry.
+    #[must_use]
+    pub fn tenant_providers(mut self, registries: BTreeMap<TenantId, ProviderRegistry>) -> Self {
+        self.tenant_providers = Some(registries);
+        self
+    }
+
     /// Uses one backend for scenarios, runs and schemas.
     #[must_use]
     pub fn store<S: ScenarioStore + RunStore + SchemaRegistry + 'static>(
@@ -189,6 +199,7 @@ impl DecisionGateBuilder {
         DecisionGate {
             config: self.config,
             providers: self.providers,
+            tenant_providers: self.tenant_providers,
             scenarios: self.scenarios.unwrap_or_else(|| memory.clone()),
             runs: self.runs.unwrap_or_else(|| memory.clone()),
             schemas: self.schemas.unwrap_or(memory),
@@ -230,7 +241,10 @@ impl DecisionGateBuilder {
 /// The Decision Gate service.
 pub struct DecisionGate {
     config: EngineConfig,
+    /// Every tenant's providers, or those of a tenant without its own.
     providers: ProviderRegistry,
+    /// Each tenant's own providers, when providers are per tenant.
+    tenant_providers: Option<BTreeMap<TenantId, ProviderRegistry>>,
     scenarios: Arc<dyn ScenarioStore>,
     runs: Arc<dyn RunStore>,
     schemas: Arc<dyn SchemaRegistry>,
@@ -330,10 +344,14 @@ impl DecisionGate {
         self.runs.ready().await.map_err(Error::from)
     }
 
-    /// The registered providers.
+    /// The providers `tenant` reaches: its own when providers are per tenant (else the shared
+    /// registry, which then holds only what every tenant may reach).
     #[must_use]
-    pub fn providers(&self) -> &ProviderRegistry {
-        &self.providers
+    pub fn providers(&self, tenant: TenantId) -> &ProviderRegistry {
+        self.tenant_providers
+            .as_ref()
+            .and_then(|registries| registries.get(&tenant))
+            .unwrap_or(&self.providers)
     }
 
     // ---- call bracket ---------------------------------------------------------------------------

@@ -78,7 +78,7 @@ impl DecisionGate {
             Vec::new(),
             async move |_| {
                 let providers = self
-                    .providers
+                    .providers(ctx.tenant_id)
                     .providers()
                     .map(|p| {
                         let contract = p.contract();
@@ -112,7 +112,7 @@ impl DecisionGate {
             None,
             Vec::new(),
             async move |_| {
-                let provider = self.registered(provider_id)?;
+                let provider = self.registered(ctx.tenant_id, provider_id)?;
                 let contract = provider.contract().clone();
                 Ok((
                     ProviderContractView {
@@ -145,14 +145,14 @@ impl DecisionGate {
             None,
             Vec::new(),
             async move |_| {
-                let contract = self.registered(provider_id)?.contract();
-                let check =
-                    self.providers
-                        .check(provider_id, check_id)
-                        .ok_or_else(|| Error::NotFound {
-                            what: "check",
-                            id: format!("{provider_id}.{check_id}"),
-                        })?;
+                let contract = self.registered(ctx.tenant_id, provider_id)?.contract();
+                let check = self
+                    .providers(ctx.tenant_id)
+                    .check(provider_id, check_id)
+                    .ok_or_else(|| Error::NotFound {
+                        what: "check",
+                        id: format!("{provider_id}.{check_id}"),
+                    })?;
                 Ok((
                     CheckSchemaView {
                         provider_id: provider_id.clone(),
@@ -192,10 +192,10 @@ impl DecisionGate {
             request_hash,
             usage,
             async move |_| {
-                self.providers
+                self.providers(ctx.tenant_id)
                     .check_query(&req.query)
                     .map_err(|(field, message)| Error::invalid(field, message))?;
-                let provider = self.registered(&req.query.provider_id)?;
+                let provider = self.registered(ctx.tenant_id, &req.query.provider_id)?;
                 let evidence_ctx = EvidenceContext {
                     tenant_id: ctx.tenant_id,
                     namespace_id: ctx.namespace_id,
@@ -230,8 +230,13 @@ impl DecisionGate {
         }
     }
 
-    fn registered(&self, provider_id: &ProviderId) -> Result<&Arc<dyn EvidenceProvider>, Error> {
-        self.providers
+    /// `tenant`'s provider `provider_id`; another tenant's is not found, like a missing one.
+    fn registered(
+        &self,
+        tenant: TenantId,
+        provider_id: &ProviderId,
+    ) -> Result<&Arc<dyn EvidenceProvider>, Error> {
+        self.providers(tenant)
             .get(provider_id)
             .ok_or_else(|| Error::NotFound {
                 what: "provider",

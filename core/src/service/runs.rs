@@ -563,6 +563,7 @@ impl DecisionGate {
         event: &TriggerEvent,
     ) -> Vec<EvidenceResult> {
         let ctx = EvidenceContext::for_trigger(head, event);
+        let providers = self.providers(head.key.tenant_id);
         let queries: Vec<_> = plan.stage_conditions(stage).map(|(_, q)| q).collect();
         let order = plan.query_order(stage, self.config.condition_order);
         let ctx = &ctx;
@@ -573,7 +574,7 @@ impl DecisionGate {
             .map(|&slot| {
                 let query = queries[slot];
                 async move {
-                    let answer = match self.providers.get(&query.provider_id) {
+                    let answer = match providers.get(&query.provider_id) {
                         None => EvidenceResult::failed(EvidenceError::new(
                             "provider_missing",
                             format!("provider {} is not registered", query.provider_id),

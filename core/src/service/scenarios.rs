@@ -90,7 +90,7 @@ impl DecisionGate {
         let errors = engine::validate_spec(
             &spec,
             Some(ctx.tenant_id),
-            Some(&self.providers),
+            Some(self.providers(ctx.tenant_id)),
             &self.config.limits,
         );
         if !errors.is_empty() {

@@ -175,3 +175,95 @@ fn tenant_a_reaches_nothing_of_tenant_b_through_any_tool() {
     let entries = db.strings("SELECT count(*)::text FROM run_entries");
     assert_eq!(entries, ["2"], "start and one decision, nothing from A");
 }
+
+/// Providers are per tenant (issue 21, item 10): tenant A's `json` root holds a secret; tenant B
+/// reaches only `time`, so it can neither define a condition over the file, nor query it, nor
+/// see A's provider — it cannot learn a byte of the file, not even through a comparator or a
+/// digest.
+#[test]
+fn tenant_b_cannot_learn_a_byte_of_a_file_in_tenant_a_root() {
+    let pg = PgServer::shared();
+    let db = ScratchDb::create(&pg);
+    let rest = format!(
+        "{}\n[tenancy.providers.1.json]\nroot = \"tenant-a-files\"\nroot_id = \"a-files\"\n",
+        auth()
+    );
+    let dir = ConfigDir::new(&config(&db, "", &rest));
+    let root = dir.dir.path().join("tenant-a-files");
+    std::fs::create_dir_all(&root).expect("root");
+    std::fs::write(root.join("secret.json"), r#"{"password": "hunter2"}"#).expect("secret");
+    migrate_and_provision(&dir);
+    let server = Enterprise::start(&dir);
+    let (a, b) = (Some(TOKEN_A), Some(TOKEN_B));
+
+    let ids = |token| -> Vec<String> {
+        ok(&server.call(token, "providers_list", json!({})))["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .map(|p| p["provider_id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(a), ["json", "time"]);
+    assert_eq!(ids(b), ["time"], "tenant B reaches only time");
+
+    let query = json!({ "provider_id": "json", "check_id": "path",
+                        "params": { "file": "secret.json", "jsonpath": "$.password" } });
+    let mut spec = cycle();
+    spec["scenario_id"] = json!("probe");
+    spec["conditions"] = json!([{ "condition_id": "guess", "query": query,
+                                  "comparator": "equals", "expected": "hunter2" }]);
+    for stage in spec["stages"].as_array_mut().expect("stages") {
+        for gate in stage["gates"].as_array_mut().expect("gates") {
+            gate["requirement"] = json!({ "Condition": "guess" });
+        }
+    }
+    let refused = server.call(b, "scenario_define", json!({ "spec": spec }));
+    assert_eq!(
+        error_kind(&refused).as_deref(),
+        Some("invalid_input"),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("json"), "{refused}");
+    ok(&server.call(a, "scenario_define", json!({ "spec": spec })));
+
+    let context = |tenant: u64| {
+        json!({ "tenant_id": tenant, "namespace_id": 1, "run_id": "r", "scenario_id": "probe",
+                "stage_id": "plan", "trigger_id": "q", "trigger_time": logical(1) })
+    };
+    // To tenant B, A's provider is indistinguishable from one that exists nowhere.
+    let mut nowhere = query.clone();
+    nowhere["provider_id"] = json!("nowhere");
+    let queried = server.call(
+        b,
+        "evidence_query",
+        json!({ "query": query, "context": context(2) }),
+    );
+    let missing = server.call(
+        b,
+        "evidence_query",
+        json!({ "query": nowhere, "context": context(2) }),
+    );
+    assert_eq!(error_kind(&queried), error_kind(&missing), "{queried}");
+    assert_eq!(
+        queried.to_string().replace("json", "nowhere"),
+        missing.to_string(),
+        "the same answer as for a provider that does not exist"
+    );
+    let contract = server.call(b, "provider_contract_get", json!({ "provider_id": "json" }));
+    assert_eq!(
+        error_kind(&contract).as_deref(),
+        Some("not_found"),
+        "{contract}"
+    );
+    for answer in [&refused, &queried, &contract] {
+        assert!(!answer.to_string().contains("hunter2"), "{answer}");
+    }
+    // Tenant A reads its own file.
+    let own = server.call(
+        a,
+        "evidence_query",
+        json!({ "query": query, "context": context(1) }),
+    );
+    assert!(ok(&own)["result"]["evidence_hash"].is_object(), "{own}");
+}
