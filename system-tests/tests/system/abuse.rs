@@ -49,6 +49,11 @@ token_sha256 = "{}"
     )
 }
 
+/// A server with the two principals and `extra` configuration.
+fn serve(extra: &str) -> Server {
+    Server::start_with(Some(&config(extra)), |_| {})
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -123,6 +128,20 @@ impl Bystander {
     }
 }
 
+/// The call was refused as `invalid_input` with a message naming `what`.
+fn assert_invalid(body: &Value, what: &str) {
+    let error = tool_error(body);
+    assert_eq!(error["kind"], "invalid_input", "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains(what), "{error}");
+}
+
+/// `started` was less than `limit` ago: the abusive call was answered in bounded time.
+fn assert_within(started: Instant, limit: Duration) {
+    let waited = started.elapsed();
+    assert!(waited < limit, "answered after {waited:?}");
+}
+
 /// Resident memory grew by less than the budget since `before`.
 fn assert_memory_bounded(server: &Server, before: u64) {
     let after = server.rss_kib();
@@ -158,7 +177,7 @@ fn spec(entry_packets: Value) -> Value {
 /// Class 1, counts: 200 packets x 5,000 targets once grew the server by ~640 MB.
 #[test]
 fn counts_oversized_specs_and_starts_are_refused_at_once() {
-    let server = Server::start_with(Some(&config("")), |_| {});
+    let server = serve("");
     let http = Client::new();
     let before = server.rss_kib();
     let bystander = Bystander::start(&server);
@@ -199,20 +218,8 @@ fn counts_oversized_specs_and_starts_are_refused_at_once() {
                "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": "r",
                               "dispatch_targets": targets}}),
     );
-    let error = tool_error(&body);
-    assert_eq!(error["kind"], "invalid_input");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("5000 targets; the limit is 64"),
-        "{error}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_invalid(&body, "5000 targets; the limit is 64");
+    assert_within(started, Duration::from_secs(5));
 
     bystander.finish();
     assert_memory_bounded(&server, before);
@@ -222,10 +229,7 @@ fn counts_oversized_specs_and_starts_are_refused_at_once() {
 /// at once; more items than the limit are refused before any comparator runs.
 #[test]
 fn cpu_large_set_comparisons_are_answered_at_once_and_larger_ones_refused() {
-    let server = Server::start_with(
-        Some(&config("[providers.env]\nallowlist = [\"HOME\"]\n")),
-        |_| {},
-    );
+    let server = serve("[providers.env]\nallowlist = [\"HOME\"]\n");
     let http = Client::new();
     let items = |n: usize| -> Value { (0..n).map(|i| json!(format!("item-{i:06}"))).collect() };
     let set_spec = json!({
@@ -256,22 +260,10 @@ fn cpu_large_set_comparisons_are_answered_at_once_and_larger_ones_refused() {
     let started = Instant::now();
     let (_, body) = call(&http, &server, MALLORY, "precheck", precheck(reversed));
     assert_eq!(body["result"]["isError"], false, "{body}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    assert_within(started, Duration::from_secs(5));
 
     let (_, body) = call(&http, &server, MALLORY, "precheck", precheck(items(10_001)));
-    let error = tool_error(&body);
-    assert_eq!(error["kind"], "invalid_input");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("10001 array items; the limit is 10000"),
-        "{error}"
-    );
+    assert_invalid(&body, "10001 array items; the limit is 10000");
 
     bystander.finish();
     assert_memory_bounded(&server, before);
@@ -311,12 +303,9 @@ fn status_line(tcp: &mut TcpStream) -> String {
 /// never finishes its headers is closed at the header timeout.
 #[test]
 fn admission_stalled_requests_hold_only_their_own_share_and_time_out() {
-    let server = Server::start_with(
-        Some(&config(
-            "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\n\
+    let server = serve(
+        "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\n\
              body_timeout_ms = 1500\nheader_timeout_ms = 1000\n",
-        )),
-        |_| {},
     );
     let before = server.rss_kib();
     let bystander = Bystander::start(&server);
@@ -359,11 +348,7 @@ fn admission_stalled_requests_hold_only_their_own_share_and_time_out() {
     write!(slow, "POST /mcp HTTP/1.1\r\nhost: x\r\n").unwrap();
     let line = status_line(&mut slow);
     assert!(line.is_empty() || line.contains("408"), "{line}");
-    assert!(
-        opened.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        opened.elapsed()
-    );
+    assert_within(opened, Duration::from_secs(4));
 
     bystander.finish();
     assert_memory_bounded(&server, before);
@@ -381,12 +366,8 @@ fn admission_stalled_requests_hold_only_their_own_share_and_time_out() {
 /// tried, and its refusals are written as one event per window with their count.
 #[test]
 fn unauthenticated_noise_is_budgeted_per_source_and_aggregated() {
-    let server = Server::start_with(
-        Some(&config(
-            "[server.limits.auth_failures]\nper_minute = 1\nburst = 5\naudit_window_ms = 500\n",
-        )),
-        |_| {},
-    );
+    let server =
+        serve("[server.limits.auth_failures]\nper_minute = 1\nburst = 5\naudit_window_ms = 500\n");
     let before = server.rss_kib();
     let bystander = Bystander::start(&server);
     let attacker = Client::builder()
@@ -443,11 +424,8 @@ fn unauthenticated_noise_is_budgeted_per_source_and_aggregated() {
 #[test]
 fn admission_stalled_grpc_streams_hold_only_their_own_share() {
     use decision_gate_mcp::grpc::pb;
-    let server = Server::start_with(
-        Some(&config(
-            "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\nbody_timeout_ms = 1500\n",
-        )),
-        |_| {},
+    let server = serve(
+        "[server.limits]\nmax_inflight = 2\nmax_inflight_per_principal = 3\nbody_timeout_ms = 1500\n",
     );
     let before = server.rss_kib();
     crate::grpc::runtime().block_on(async {
@@ -518,10 +496,7 @@ fn admission_stalled_grpc_streams_hold_only_their_own_share() {
 /// credentials; a refused read is audited.
 #[test]
 fn metrics_need_an_allowed_host_and_credentials_when_configured() {
-    let server = Server::start_with(
-        Some(&config("[server.metrics]\nrequire_auth = true\n")),
-        |_| {},
-    );
+    let server = serve("[server.metrics]\nrequire_auth = true\n");
     let http = Client::new();
     let get = |host: Option<&str>, token: Option<&str>| {
         let mut request = http.get(server.url("/metrics"));
