@@ -21,6 +21,10 @@ use rmcp::{RoleClient, ServiceExt as _};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+/// Room for the JSON-RPC envelope around an answer, on top of `max_response_bytes`, when an
+/// HTTP answer is capped as it arrives.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
 /// The tool an external provider must offer.
 pub const EVIDENCE_TOOL: &str = "evidence_query";
 
@@ -126,7 +130,16 @@ impl ExternalProvider {
             Endpoint::Http { url, bearer_token } => {
                 use rmcp::transport::StreamableHttpClientTransport;
                 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                // Answers are capped while they arrive, before any parsing: the JSON-RPC
+                // envelope may add a little to the evidence document `answer` checks exactly.
+                let cap = self
+                    .settings
+                    .max_response_bytes
+                    .saturating_add(ENVELOPE_BYTES);
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .max_json_response_size(cap)
+                    .max_sse_event_size(cap)
+                    .max_error_response_size(ENVELOPE_BYTES);
                 if let Some(token) = bearer_token {
                     config = config.auth_header(token.clone());
                 }

@@ -2,7 +2,8 @@
 
 It offers the `evidence_query` tool Decision Gate calls with {query, context}:
   - check `ready` answers whether params.environment is "staging";
-  - check `slow` never answers in time.
+  - check `slow` never answers in time;
+  - check `huge` answers a 2 MiB string (under the transport's default cap, far over a configured one).
 Run over stdio by the server under test, or with `--http PORT` as a Streamable HTTP server on
 127.0.0.1.
 """
@@ -28,6 +29,8 @@ def evidence_query(query: dict[str, Any], context: dict[str, Any]) -> dict[str, 
     if check == "slow":
         time.sleep(30)
         return {"value": {"kind": "json", "value": True}}
+    if check == "huge":
+        return {"value": {"kind": "json", "value": "x" * (2 * 1024 * 1024)}}
     raise ValueError(f"unknown check {check}")
 
 

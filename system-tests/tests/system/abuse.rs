@@ -534,3 +534,46 @@ fn metrics_need_an_allowed_host_and_credentials_when_configured() {
         "{audit:?}"
     );
 }
+
+/// Class 5, providers: an external provider's answer over HTTP is capped as it arrives: of the
+/// 2 MiB it sends, the server reads little more than its limit and refuses the answer before
+/// parsing it (the condition is unknown with `provider_error`); its memory does not move.
+#[test]
+fn providers_an_oversized_http_answer_is_cut_off_as_it_arrives() {
+    let provider = crate::providers::http_provider();
+    let contract = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/deploys-contract.json"
+    );
+    let server = serve(&format!(
+        "[[providers.mcp]]\nprovider_id = \"deploys\"\nurl = \"http://127.0.0.1:{}/mcp\"\n\
+         contract = {contract:?}\nmax_response_bytes = 65536\ntimeout_ms = 30000\n",
+        provider.port
+    ));
+    let http = Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+    let started = Instant::now();
+    let (status, body) = call(
+        &http,
+        &server,
+        MALLORY,
+        "evidence_query",
+        json!({
+            "query": { "provider_id": "deploys", "check_id": "huge" },
+            "context": { "tenant_id": 1, "namespace_id": 1, "run_id": "r", "scenario_id": "s",
+                         "stage_id": "wait", "trigger_id": "q", "trigger_time": unix(1) } }),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = &body["result"]["structuredContent"]["result"];
+    assert_eq!(answer["error"]["code"], "provider_error", "{body}");
+    // Refused by the transport's cap, not by the size check on a parsed answer.
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.contains("the answer is"), "{message}");
+    assert_within(started, Duration::from_secs(40));
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+}

@@ -84,7 +84,7 @@ fn an_external_mcp_provider_answers_gates_within_its_contract_and_timeout() {
         .find(|p| p["provider_id"] == "deploys")
         .expect("the external provider is listed");
     assert_eq!(deploys["transport"], "mcp");
-    assert_eq!(deploys["checks"], json!(["ready", "slow"]));
+    assert_eq!(deploys["checks"], json!(["ready", "slow", "huge"]));
     assert_eq!(ok(&r[1])["result_schema"], json!({ "type": "boolean" }));
 
     // The contract's params schema is enforced when the scenario is defined.
@@ -216,9 +216,9 @@ fn requests_beyond_the_in_flight_limit_are_refused_as_overloaded_on_both_transpo
 }
 
 /// The provider as a Streamable HTTP server on a free loopback port, killed on drop.
-struct HttpProvider {
+pub(crate) struct HttpProvider {
     child: std::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for HttpProvider {
@@ -228,7 +228,7 @@ impl Drop for HttpProvider {
     }
 }
 
-fn http_provider() -> HttpProvider {
+pub(crate) fn http_provider() -> HttpProvider {
     let python = std::env::var("DG_PYTHON").expect("DG_PYTHON is not set: run scripts/test.sh");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
