@@ -59,21 +59,69 @@ pub enum HashError {
     },
 }
 
+/// Lowercase hex of a SHA-256 output, into a fixed buffer: `hex::encode` builds the string a
+/// char at a time, and every trigger hashes several values. 32 bytes always fill the 64 digits,
+/// so the length check cannot fail, and hex digits are always UTF-8.
+fn sha256_hex(output: &[u8]) -> String {
+    let mut text = [0u8; 64];
+    let _ = hex::encode_to_slice(output, &mut text);
+    std::str::from_utf8(&text)
+        .map(str::to_owned)
+        .unwrap_or_default()
+}
+
+/// A digest computed piece by piece, for bytes that arrive in chunks (a file hashed as it is
+/// read): the same value as [`HashAlgorithm::digest`] of all the pieces at once.
+#[derive(Clone, Debug)]
+pub enum StreamDigest {
+    /// SHA-256 in progress.
+    Sha256(sha2::Sha256),
+    /// BLAKE3 in progress.
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl StreamDigest {
+    /// Adds the next piece.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Sha256(h) => h.update(bytes),
+            Self::Blake3(h) => {
+                h.update(bytes);
+            }
+        }
+    }
+
+    /// The digest of every piece added.
+    #[must_use]
+    pub fn finish(self) -> HashDigest {
+        match self {
+            Self::Sha256(h) => HashDigest {
+                algorithm: HashAlgorithm::Sha256,
+                value: sha256_hex(&h.finalize()),
+            },
+            Self::Blake3(h) => HashDigest {
+                algorithm: HashAlgorithm::Blake3,
+                value: h.finalize().to_hex().to_string(),
+            },
+        }
+    }
+}
+
 impl HashAlgorithm {
+    /// A digest to feed piece by piece.
+    #[must_use]
+    pub fn stream(self) -> StreamDigest {
+        match self {
+            Self::Sha256 => StreamDigest::Sha256(sha2::Sha256::new()),
+            Self::Blake3 => StreamDigest::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+
     /// Digests raw bytes.
     #[must_use]
     pub fn digest(self, bytes: &[u8]) -> HashDigest {
         let value = match self {
-            Self::Sha256 => {
-                // Into a fixed buffer: `hex::encode` builds the string a char at a time, and
-                // every trigger hashes several values. 32 bytes always fill the 64 digits, so
-                // the length check cannot fail, and hex digits are always UTF-8.
-                let mut text = [0u8; 64];
-                let _ = hex::encode_to_slice(sha2::Sha256::digest(bytes), &mut text);
-                std::str::from_utf8(&text)
-                    .map(str::to_owned)
-                    .unwrap_or_default()
-            }
+            Self::Sha256 => sha256_hex(&sha2::Sha256::digest(bytes)),
             Self::Blake3 => blake3::hash(bytes).to_hex().to_string(),
         };
         HashDigest {
@@ -386,6 +434,21 @@ mod tests {
     }
 
     proptest! {
+        /// Hashing in pieces gives the digest of the whole, with either algorithm.
+        #[test]
+        fn a_streamed_digest_equals_the_digest_of_the_whole(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            cut in 0usize..4096,
+        ) {
+            for algorithm in [HashAlgorithm::Sha256, HashAlgorithm::Blake3] {
+                let (head, tail) = bytes.split_at(cut.min(bytes.len()));
+                let mut stream = algorithm.stream();
+                stream.update(head);
+                stream.update(tail);
+                prop_assert_eq!(stream.finish(), algorithm.digest(&bytes));
+            }
+        }
+
         #[test]
         fn streaming_form_matches_the_value_tree_form(value in any_json()) {
             prop_assert_eq!(canonical_json(&value).unwrap(), oracle(&value));

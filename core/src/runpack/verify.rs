@@ -26,6 +26,22 @@ pub trait Reader {
     /// # Errors
     /// Why the file cannot be read.
     fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String>;
+
+    /// The digest of the file at `path` and its size: `Ok(None)` when absent. The verifier
+    /// asks for this for every file it does not parse; a reader of large files hashes as it
+    /// reads, so memory does not grow with the file.
+    ///
+    /// # Errors
+    /// Why the file cannot be read.
+    fn digest(
+        &self,
+        path: &str,
+        algorithm: HashAlgorithm,
+    ) -> Result<Option<(HashDigest, usize)>, String> {
+        Ok(self
+            .read(path)?
+            .map(|bytes| (algorithm.digest(&bytes), bytes.len())))
+    }
 }
 
 impl<F: Fn(&str) -> Result<Option<Vec<u8>>, String>> Reader for F {
@@ -50,9 +66,9 @@ impl DirReader {
     }
 }
 
-impl Reader for DirReader {
-    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
-        use std::io::Read as _;
+impl DirReader {
+    /// Opens a regular file of the runpack, with its size: `None` when absent.
+    fn open(&self, path: &str) -> Result<Option<(std::fs::File, u64)>, String> {
         let full = confined(&self.root, path).map_err(|e| e.to_string())?;
         let mut options = std::fs::OpenOptions::new();
         options.read(true);
@@ -73,22 +89,59 @@ impl Reader for DirReader {
             return Err("not a regular file".to_owned());
         }
         if meta.len() > MAX_ARTIFACT_BYTES as u64 {
-            return Err(format!(
-                "artifact too large: {} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes",
-                meta.len()
-            ));
+            return Err(too_large(&meta.len().to_string()));
         }
+        Ok(Some((file, meta.len())))
+    }
+}
+
+fn too_large(size: &str) -> String {
+    format!("artifact too large: {size} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes")
+}
+
+impl Reader for DirReader {
+    fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+        use std::io::Read as _;
+        let Some((file, len)) = self.open(path)? else {
+            return Ok(None);
+        };
         // Bounded even if the file grows after the size was read.
-        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
         file.take(MAX_ARTIFACT_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| e.to_string())?;
         if bytes.len() > MAX_ARTIFACT_BYTES {
-            return Err(format!(
-                "artifact too large: over {MAX_ARTIFACT_BYTES} bytes; the limit is {MAX_ARTIFACT_BYTES} bytes"
-            ));
+            return Err(too_large(&format!("over {MAX_ARTIFACT_BYTES}")));
         }
         Ok(Some(bytes))
+    }
+
+    /// Hashed as it is read, 64 KiB at a time: memory does not grow with the file.
+    fn digest(
+        &self,
+        path: &str,
+        algorithm: HashAlgorithm,
+    ) -> Result<Option<(HashDigest, usize)>, String> {
+        use std::io::Read as _;
+        let Some((file, _)) = self.open(path)? else {
+            return Ok(None);
+        };
+        let mut file = file.take(MAX_ARTIFACT_BYTES as u64 + 1);
+        let mut digest = algorithm.stream();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            let n = file.read(&mut buffer).map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            total += n;
+            if total > MAX_ARTIFACT_BYTES {
+                return Err(too_large(&format!("over {MAX_ARTIFACT_BYTES}")));
+            }
+            digest.update(&buffer[..n]);
+        }
+        Ok(Some((digest.finish(), total)))
     }
 }
 
@@ -381,10 +434,22 @@ pub fn verify_manifest(
             checks.fail("manifest", &entry.path, None, "listed more than once");
             continue;
         }
-        match reader.read(&entry.path) {
-            Ok(Some(bytes)) => {
+        // The logs are parsed below, so they are read whole (within the caps); any other file
+        // is only hashed, as it is read.
+        let parsed = ARTIFACTS.iter().any(|(path, _)| *path == entry.path);
+        let found = if parsed {
+            reader
+                .read(&entry.path)
+                .map(|bytes| bytes.map(|b| (alg.digest(&b), b.len(), Some(b))))
+        } else {
+            reader
+                .digest(&entry.path, alg)
+                .map(|d| d.map(|(digest, len)| (digest, len, None)))
+        };
+        match found {
+            Ok(Some((digest, len, bytes))) => {
                 checked_files += 1;
-                read_bytes = read_bytes.saturating_add(bytes.len());
+                read_bytes = read_bytes.saturating_add(len);
                 if read_bytes > MAX_RUNPACK_BYTES {
                     checks.fail(
                         "file_hash",
@@ -407,10 +472,12 @@ pub fn verify_manifest(
                         ),
                     );
                 }
-                if alg.digest(&bytes) != entry.hash {
+                if digest != entry.hash {
                     checks.fail("file_hash", &entry.path, None, "hash mismatch");
                 }
-                contents.insert(entry.path.clone(), bytes);
+                if let Some(bytes) = bytes {
+                    contents.insert(entry.path.clone(), bytes);
+                }
             }
             Ok(None) => checks.fail(
                 "file_hash",

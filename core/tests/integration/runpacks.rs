@@ -788,3 +788,68 @@ async fn runpack_files_are_the_owners_alone() {
         ancestor = ancestor.parent().unwrap().to_path_buf();
     }
 }
+
+/// A file the verifier does not parse is hashed as it is read, never held whole: through a
+/// directory its digest is computed 64 KiB at a time, and a reader that answers digests is
+/// never asked for the file's bytes.
+#[tokio::test]
+async fn files_the_verifier_does_not_parse_are_hashed_as_they_are_read() {
+    let facts = facts();
+    let store = Arc::new(decision_gate_core::runpack::MemoryRunpackStore::default());
+    let gate = builder(&facts).runpack_store(store.clone()).build();
+    let export = exported_with(&gate, &facts).await;
+    let mut files = files_of(store.as_ref(), &export.key).await;
+    // An extra file of 3 MiB and a bit, listed with its true hash, the root resealed.
+    let blob: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+    let mut manifest: Value = serde_json::from_slice(&files[MANIFEST_PATH]).unwrap();
+    let hashes = manifest["integrity"]["file_hashes"].as_array_mut().unwrap();
+    hashes.push(json!({"path": "extra/blob.bin", "hash": HashAlgorithm::Sha256.digest(&blob)}));
+    let root = HashAlgorithm::Sha256.digest(&canonical_json(&hashes).unwrap());
+    manifest["integrity"]["root_hash"] = serde_json::to_value(root).unwrap();
+    files.insert(MANIFEST_PATH.into(), canonical_json(&manifest).unwrap());
+    files.insert("extra/blob.bin".into(), blob.clone());
+
+    struct DigestsOnly<'a> {
+        files: &'a BTreeMap<String, Vec<u8>>,
+        read: std::cell::RefCell<Vec<String>>,
+    }
+    impl runpack::Reader for DigestsOnly<'_> {
+        fn read(&self, path: &str) -> Result<Option<Vec<u8>>, String> {
+            self.read.borrow_mut().push(path.to_owned());
+            Ok(self.files.get(path).cloned())
+        }
+        fn digest(
+            &self,
+            path: &str,
+            algorithm: HashAlgorithm,
+        ) -> Result<Option<(decision_gate_core::hashing::HashDigest, usize)>, String> {
+            Ok(self.files.get(path).map(|b| (algorithm.digest(b), b.len())))
+        }
+    }
+    let reader = DigestsOnly {
+        files: &files,
+        read: std::cell::RefCell::new(Vec::new()),
+    };
+    let report = runpack::verify(&reader, &VerifyOptions::default());
+    assert!(report.passed(), "{:#?}", report.failures);
+    assert!(
+        !reader.read.borrow().iter().any(|p| p == "extra/blob.bin"),
+        "the extra file's bytes were never asked for: {:?}",
+        reader.read.borrow()
+    );
+
+    // The same runpack on disk: the streamed digest agrees, and a changed byte is caught.
+    let dir = tempfile::tempdir().unwrap();
+    for (path, bytes) in &files {
+        let full = dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, bytes).unwrap();
+    }
+    let on_disk = runpack::verify(&DirReader::new(dir.path()), &VerifyOptions::default());
+    assert!(on_disk.passed(), "{:#?}", on_disk.failures);
+    let mut changed = blob;
+    changed[2 * 1024 * 1024] ^= 1;
+    std::fs::write(dir.path().join("extra/blob.bin"), changed).unwrap();
+    let tampered = runpack::verify(&DirReader::new(dir.path()), &VerifyOptions::default());
+    assert_fails(&tampered, "file_hash", "extra/blob.bin", None);
+}
