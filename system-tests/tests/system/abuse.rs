@@ -577,3 +577,79 @@ fn providers_an_oversized_http_answer_is_cut_off_as_it_arrives() {
     bystander.finish();
     assert_memory_bounded(&server, before);
 }
+
+/// Class 6, runpack verify on a hostile directory: an artifact replaced by a FIFO (which would
+/// block a reader forever) is refused as not a regular file, and `runpack verify` answers at
+/// once with a failure.
+#[test]
+fn runpack_verify_refuses_a_fifo_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["quickstart", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("quickstart");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest = walk(&data.join("runpacks"))
+        .into_iter()
+        .find(|p| p.ends_with("manifest.json"))
+        .expect("an exported runpack");
+    let runpack = manifest.parent().unwrap().to_path_buf();
+    let artifact = runpack.join("artifacts/triggers.json");
+    std::fs::remove_file(&artifact).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&artifact)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let started = Instant::now();
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["runpack", "verify"])
+        .arg(&runpack)
+        .output()
+        .expect("verify");
+    assert_within(started, Duration::from_secs(10));
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("not a regular file"), "{text}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Class 7, files at rest: a serving server's data directory is its owner's alone, the audit
+/// digest key included.
+#[test]
+fn files_at_rest_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = serve("");
+    let http = Client::new();
+    let (status, _) = call(&http, &server, ALICE, "providers_list", json!({}));
+    assert_eq!(status, 200);
+    let data = server.data_dir();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for file in ["decision-gate.db", "audit.jsonl", "audit-digest.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+}
