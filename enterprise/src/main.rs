@@ -382,15 +382,27 @@ async fn run_scan(out: &Output, url: OwnerUrl) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The provider ids of a registry, for `config check`.
+fn ids_of(registry: &decision_gate_core::ProviderRegistry) -> Vec<String> {
+    registry
+        .contracts()
+        .map(|c| c.provider_id.to_string())
+        .collect()
+}
+
 fn check(out: &Output, flag: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let file = required_config_file(flag)?;
     match config::load(&file) {
         Ok(config) => {
-            let providers: Vec<String> = config
-                .server
-                .providers
-                .contracts()
-                .map(|c| c.provider_id.to_string())
+            let providers = ids_of(&config.server.providers);
+            let tenant_providers: std::collections::BTreeMap<String, Vec<String>> = config
+                .tenant_providers
+                .iter()
+                .map(|(tenant, registry)| (tenant.to_string(), ids_of(registry)))
+                .collect();
+            let per_tenant: String = tenant_providers
+                .iter()
+                .map(|(tenant, ids)| format!("; tenant {tenant}: {}", ids.join(", ")))
                 .collect();
             let database = &config.database;
             out.print(
@@ -398,6 +410,7 @@ fn check(out: &Output, flag: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                     "file": file.display().to_string(),
                     "status": "ok",
                     "providers": providers,
+                    "tenant_providers": tenant_providers,
                     "database": {
                         "url": redact(&database.url),
                         "owner_url": database.owner_url.as_deref().map(redact),
@@ -407,7 +420,7 @@ fn check(out: &Output, flag: Option<PathBuf>) -> anyhow::Result<ExitCode> {
                     "tenants": config.tenancy.tenants.len(),
                 }),
                 &format!(
-                    "{}: ok (database {}; providers: {}; {} tenant(s) to provision)",
+                    "{}: ok (database {}; providers: {}{per_tenant}; {} tenant(s) to provision)",
                     file.display(),
                     redact(&database.url),
                     providers.join(", "),

@@ -26,6 +26,10 @@ fn config_check_accepts_the_example_and_names_every_problem_of_a_broken_file() {
         text.contains("dg_app:***@"),
         "the password is redacted: {text}"
     );
+    assert!(
+        text.contains("providers: time; tenant 2: env, time;"),
+        "each tenant's providers are named: {text}"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("broken.toml");
