@@ -40,6 +40,8 @@ pub struct Admission {
     body_timeout: Duration,
     failures: FailureGate,
     digests: crate::noise::DigestKey,
+    /// Open connections, per source address and in all, every listener together.
+    connections: Arc<Slots>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -187,7 +189,18 @@ impl Admission {
             body_timeout: Duration::from_millis(limits.body_timeout_ms),
             failures: FailureGate::new(&limits.auth_failures),
             digests,
+            connections: Slots::new(limits.max_connections_per_source, limits.max_connections),
         }
+    }
+
+    /// A slot for a new connection from `peer`, held while it is open; `None` when the source
+    /// (IPv6 by /64) or the server has as many open as allowed: the connection is closed
+    /// unread, without an audit event (a flood of connections must not become a flood of
+    /// trail lines).
+    #[must_use]
+    pub fn connection(&self, peer: SocketAddr) -> Option<Slot> {
+        let key = crate::noise::source(Some(peer)).map_or_else(String::new, |ip| ip.to_string());
+        self.connections.take(&key).ok()
     }
 
     /// The gate that budgets authentication failures per source address, and counts the

@@ -451,6 +451,11 @@ pub struct LimitsConfig {
     /// How long a client may take to send a request's body once authenticated, in
     /// milliseconds (HTTP and gRPC).
     pub body_timeout_ms: u64,
+    /// Connections open at once on this server, all listeners together; more are closed as
+    /// they are accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one source address (IPv6 by /64).
+    pub max_connections_per_source: usize,
     /// The authentication-failure budget per source address.
     pub auth_failures: AuthFailuresConfig,
     /// `WatchRun` streams.
@@ -466,6 +471,8 @@ impl Default for LimitsConfig {
             max_inflight_per_principal: 64,
             header_timeout_ms: 10_000,
             body_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_connections_per_source: 256,
             auth_failures: AuthFailuresConfig::default(),
             watch: WatchLimits::default(),
         }
@@ -929,6 +936,14 @@ impl Config {
             (
                 "server.limits.max_inflight_per_principal",
                 self.server.limits.max_inflight_per_principal,
+            ),
+            (
+                "server.limits.max_connections",
+                self.server.limits.max_connections,
+            ),
+            (
+                "server.limits.max_connections_per_source",
+                self.server.limits.max_connections_per_source,
             ),
             (
                 "server.limits.watch.max_streams",

@@ -1,5 +1,7 @@
 //! Accepting connections, the same for MCP over HTTP and for gRPC, with or without TLS: every
-//! wait on a client is timed. A connection must send its first byte (or finish its TLS
+//! wait on a client is timed, and open connections are capped per source address and in all
+//! (`server.limits.max_connections_per_source`, `max_connections`; a connection over the cap
+//! is closed as it is accepted). A connection must send its first byte (or finish its TLS
 //! handshake) within the header timeout, and an HTTP/1 request its headers; HTTP/2 connections
 //! are pinged and closed when the peer stops answering. A refused TLS handshake is audited
 //! within the source's authentication-failure budget ([`crate::noise::FailureGate`]), whose
@@ -20,6 +22,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+
+use decision_gate_core::access::AccessRefusal;
 
 use crate::admission::Admission;
 use crate::caller::Transport;
@@ -77,9 +81,19 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = connections.admission.connection(peer) else {
+            connections
+                .shared
+                .metrics
+                .refusal(connections.transport.name(), AccessRefusal::Overloaded);
+            tracing::debug!(%peer, "connection refused: too many open");
+            continue;
+        };
         let connections = connections.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Given back when the connection ends, whichever way.
+            let _slot = slot;
             // Answers are written whole; waiting for more to coalesce only adds latency.
             let _ = tcp.set_nodelay(true);
             match &connections.tls {

@@ -47,7 +47,7 @@ pub struct FailureGate {
 
 /// The key a peer's failures count under: its address, an IPv6 address by its /64 (one
 /// host's share of a network), the overflow key `None` when the table is full.
-fn source(peer: Option<SocketAddr>) -> Option<IpAddr> {
+pub(crate) fn source(peer: Option<SocketAddr>) -> Option<IpAddr> {
     peer.map(|p| match p.ip() {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);

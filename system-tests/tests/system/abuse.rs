@@ -653,3 +653,47 @@ fn files_at_rest_are_the_owners_alone() {
         assert_eq!(mode(&data.join(file)), 0o600, "{file}");
     }
 }
+
+/// Class 3, connections: one source may hold only its share of open connections; the next is
+/// closed as it is accepted, while another source is served throughout.
+#[test]
+fn connections_are_capped_per_source() {
+    use tokio::io::AsyncReadExt as _;
+    let server =
+        serve("[server.limits]\nmax_connections_per_source = 3\nheader_timeout_ms = 5000\n");
+    let before = server.rss_kib();
+    let bystander = Bystander::start(&server);
+    crate::grpc::runtime().block_on(async {
+        let connect = || async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.bind("127.0.0.2:0".parse().unwrap()).expect("bind");
+            socket.connect(server.addr).await.expect("connect")
+        };
+        // Three silent connections hold the source's share (until the header timeout).
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(connect().await);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let mut fourth = connect().await;
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(3), fourth.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "the fourth connection is closed at once: {read:?}"
+        );
+        assert_within(started, Duration::from_secs(2));
+        // The share comes back when a connection ends.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut fifth = connect().await;
+        let waited = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut byte)).await;
+        assert!(
+            waited.is_err(),
+            "the fifth connection is held open, not closed: {waited:?}"
+        );
+    });
+    bystander.finish();
+    assert_memory_bounded(&server, before);
+}
