@@ -24,7 +24,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::caller::Transport;
 use crate::config::LimitsConfig;
-use crate::noise::FailureGate;
+use crate::noise::SourceGate;
 use crate::slots::{Slot, SlotRefusal, Slots};
 
 /// Longest client correlation id.
@@ -38,7 +38,7 @@ pub struct Admission {
     /// Each principal's requests between authentication and answer.
     per_principal: Arc<Slots>,
     body_timeout: Duration,
-    failures: FailureGate,
+    sources: SourceGate,
     digests: crate::noise::DigestKey,
     /// Open connections, per source address and in all, every listener together.
     connections: Arc<Slots>,
@@ -187,7 +187,7 @@ impl Admission {
             limiter,
             per_principal: Slots::new(limits.max_inflight_per_principal, usize::MAX),
             body_timeout: Duration::from_millis(limits.body_timeout_ms),
-            failures: FailureGate::new(&limits.auth_failures),
+            sources: SourceGate::new(&limits.auth_failures),
             digests,
             connections: Slots::new(limits.max_connections_per_source, limits.max_connections),
         }
@@ -195,8 +195,8 @@ impl Admission {
 
     /// A slot for a new connection from `peer`, held while it is open; `None` when the source
     /// (IPv6 by /64) or the server has as many open as allowed: the connection is closed
-    /// unread, without an audit event (a flood of connections must not become a flood of
-    /// trail lines).
+    /// unread and counted into its source's event of the window ([`SourceGate`]), so a flood
+    /// of connections never becomes a flood of trail lines.
     #[must_use]
     pub fn connection(&self, peer: SocketAddr) -> Option<Slot> {
         let key = crate::noise::source(Some(peer)).map_or_else(String::new, |ip| ip.to_string());
@@ -204,10 +204,10 @@ impl Admission {
     }
 
     /// The gate that budgets authentication failures per source address, and counts the
-    /// refusals it keeps out of the trail.
+    /// refusals kept out of the trail.
     #[must_use]
-    pub fn failures(&self) -> &FailureGate {
-        &self.failures
+    pub fn sources(&self) -> &SourceGate {
+        &self.sources
     }
 
     /// The keyed digest of a presented credential or rejected value, for an audit event.
@@ -275,7 +275,7 @@ impl Admission {
         &self,
         credentials: &Credentials<'_>,
     ) -> Result<Authenticated, Refusal> {
-        if let Some(refusal) = self.failures.held_back(credentials.peer) {
+        if let Some(refusal) = self.sources.held_back(credentials.peer) {
             return Err(refusal);
         }
         let principal = match self.auth.authenticate(credentials).await {
@@ -284,9 +284,7 @@ impl Admission {
                 return Err(Refusal {
                     // The authenticator's digest is plain; the trail gets it keyed.
                     presented: presented.map(|d| self.digest(d.value.as_bytes())),
-                    audited: self
-                        .failures
-                        .failed(credentials.peer, credentials.transport),
+                    audited: self.sources.failed(credentials.peer, credentials.transport),
                     ..Refusal::new(AccessRefusal::Unauthenticated, detail)
                 });
             }

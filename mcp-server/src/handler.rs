@@ -137,7 +137,7 @@ impl Shared {
     }
 
     /// Counts a refusal and audits it, unless it is one of the refusals counted into one
-    /// audit event per window ([`crate::noise::FailureGate`]).
+    /// audit event per window ([`crate::noise::SourceGate`]).
     pub async fn refused(
         &self,
         transport: Transport,

@@ -4,7 +4,7 @@
 //! is closed as it is accepted). A connection must send its first byte (or finish its TLS
 //! handshake) within the header timeout, and an HTTP/1 request its headers; HTTP/2 connections
 //! are pinged and closed when the peer stops answering. A refused TLS handshake is audited
-//! within the source's authentication-failure budget ([`crate::noise::FailureGate`]), whose
+//! within the source's authentication-failure budget ([`crate::noise::SourceGate`]), whose
 //! suppressed refusals a sweeper task writes as one event per source and window. On shutdown,
 //! requests in progress get [`DRAIN_TIMEOUT`] to finish.
 
@@ -82,11 +82,15 @@ pub async fn serve(
             },
         };
         let Some(slot) = connections.admission.connection(peer) else {
+            let transport = connections.transport.name();
             connections
                 .shared
                 .metrics
-                .refusal(connections.transport.name(), AccessRefusal::Overloaded);
-            tracing::debug!(%peer, "connection refused: too many open");
+                .refusal(transport, AccessRefusal::Overloaded);
+            connections
+                .admission
+                .sources()
+                .refused_connection(peer, transport);
             continue;
         };
         let connections = connections.clone();
@@ -161,7 +165,7 @@ impl Connections {
         let event = tls::handshake_refused(self.transport, peer, &reason);
         if self
             .admission
-            .failures()
+            .sources()
             .failed(Some(peer), self.transport.name())
         {
             self.shared.refuse(self.transport, event).await;
@@ -217,7 +221,7 @@ impl Connections {
 /// Writes the refusals the failure gate counted as one audit event per source and closed
 /// window, every window, until the listener stops.
 async fn sweep(connections: Connections) {
-    let gate = connections.admission.failures();
+    let gate = connections.admission.sources();
     let mut tick = tokio::time::interval(gate.window());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

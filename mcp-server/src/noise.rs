@@ -33,35 +33,50 @@ const MAX_SOURCES: usize = 10_000;
 #[derive(Debug)]
 struct Suppressed {
     transport: &'static str,
-    count: u64,
+    /// Failed or held-back authentications past the budget.
+    failures: u64,
+    /// Connections closed as they were accepted (over the connection caps).
+    connections: u64,
+    /// Whether the source spent its failure budget: its requests are held back.
+    penalised: bool,
     since: Instant,
 }
 
-/// Budgets authentication failures per source address.
+impl Suppressed {
+    fn new(transport: &'static str) -> Self {
+        Self {
+            transport,
+            failures: 0,
+            connections: 0,
+            penalised: false,
+            since: Instant::now(),
+        }
+    }
+}
+
+/// What one source address can make the server write: its authentication failures are
+/// budgeted, and the refusals kept out of the trail (failures past the budget, connections over
+/// the caps) are counted into one event per kind and window.
 #[derive(Debug)]
-pub struct FailureGate {
+pub struct SourceGate {
     limiter: DefaultKeyedRateLimiter<Option<IpAddr>>,
     suppressed: Mutex<HashMap<Option<IpAddr>, Suppressed>>,
     window: Duration,
 }
 
-/// The key a peer's failures count under: its address, an IPv6 address by its /64 (one
+/// The key a peer's refusals count under: its address, an IPv6 address by its /64 (one
 /// host's share of a network), the overflow key `None` when the table is full.
 pub(crate) fn source(peer: Option<SocketAddr>) -> Option<IpAddr> {
     peer.map(|p| match p.ip() {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        IpAddr::V6(v6) => IpAddr::V4(
-            v6.to_ipv4_mapped()
-                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        ),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
         v4 => v4,
     })
 }
 
-impl FailureGate {
+impl SourceGate {
     /// The gate a (checked) configuration describes.
     #[must_use]
     pub fn new(config: &AuthFailuresConfig) -> Self {
@@ -80,10 +95,10 @@ impl FailureGate {
     pub fn held_back(&self, peer: Option<SocketAddr>) -> Option<Refusal> {
         let key = source(peer);
         let mut suppressed = self.table();
-        let entry = suppressed.get_mut(&key)?;
+        let entry = suppressed.get_mut(&key).filter(|e| e.penalised)?;
         // One attempt goes through each time the budget has a failure to spare.
         let not_until = self.limiter.check_key(&key).err()?;
-        entry.count += 1;
+        entry.failures += 1;
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         Some(Refusal {
             retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
@@ -100,28 +115,44 @@ impl FailureGate {
     /// its own audit event. Past the source's budget it is counted instead.
     #[must_use]
     pub fn failed(&self, peer: Option<SocketAddr>, transport: &'static str) -> bool {
-        let mut key = source(peer);
-        if self.limiter.check_key(&key).is_ok() {
+        if self.limiter.check_key(&source(peer)).is_ok() {
             return true;
         }
+        self.count(peer, transport, |entry| {
+            entry.failures += 1;
+            entry.penalised = true;
+        });
+        false
+    }
+
+    /// A connection from `peer` closed as it was accepted (over the connection caps): counted
+    /// into the source's event of the window, never audited on its own.
+    pub fn refused_connection(&self, peer: SocketAddr, transport: &'static str) {
+        self.count(Some(peer), transport, |entry| entry.connections += 1);
+    }
+
+    /// Counts a suppressed refusal of `peer`'s source; past [`MAX_SOURCES`] sources, into the
+    /// shared overflow entry.
+    fn count(
+        &self,
+        peer: Option<SocketAddr>,
+        transport: &'static str,
+        add: impl FnOnce(&mut Suppressed),
+    ) {
+        let mut key = source(peer);
         let mut suppressed = self.table();
         if !suppressed.contains_key(&key) && suppressed.len() >= MAX_SOURCES {
             key = None;
         }
-        suppressed
+        add(suppressed
             .entry(key)
-            .or_insert_with(|| Suppressed {
-                transport,
-                count: 0,
-                since: Instant::now(),
-            })
-            .count += 1;
-        false
+            .or_insert_with(|| Suppressed::new(transport)));
     }
 
-    /// One audit event per source whose window has closed with refusals counted, and the
-    /// window restarted; sources with nothing counted for a whole window are forgotten, and
-    /// the limiter's state of sources it no longer restrains is dropped.
+    /// For each source whose window has closed with refusals counted, one audit event per kind
+    /// (failed authentications, closed connections) with the count, and the window restarted;
+    /// a source with nothing counted for a whole window is forgotten (and no longer held back),
+    /// and the limiter's state of sources it no longer restrains is dropped.
     #[must_use]
     pub fn drain(&self, now: Instant) -> Vec<AccessEvent> {
         let mut events = Vec::new();
@@ -130,11 +161,12 @@ impl FailureGate {
             if now.saturating_duration_since(entry.since) < window {
                 return true;
             }
-            if entry.count == 0 {
+            if entry.failures == 0 && entry.connections == 0 {
                 return false;
             }
-            events.push(AccessEvent {
-                refusal: AccessRefusal::Unauthenticated,
+            let lasted = now.saturating_duration_since(entry.since).as_millis();
+            let event = |refusal, detail: String| AccessEvent {
+                refusal,
                 transport: entry.transport.to_owned(),
                 principal: None,
                 peer: key.map(|ip| ip.to_string()),
@@ -142,14 +174,34 @@ impl FailureGate {
                 request_id: None,
                 correlation_id: None,
                 presented_hash: None,
-                detail: format!(
-                    "{} requests refused over {} ms after the source's authentication-failure \
-                     budget was spent (server.limits.auth_failures), audited as one event",
-                    entry.count,
-                    now.saturating_duration_since(entry.since).as_millis()
-                ),
-            });
-            entry.count = 0;
+                detail,
+            };
+            if entry.failures > 0 {
+                events.push(event(
+                    AccessRefusal::Unauthenticated,
+                    format!(
+                        "{} requests refused over {lasted} ms after the source's \
+                         authentication-failure budget was spent (server.limits.auth_failures), \
+                         audited as one event",
+                        entry.failures
+                    ),
+                ));
+            }
+            if entry.connections > 0 {
+                events.push(event(
+                    AccessRefusal::Overloaded,
+                    format!(
+                        "{} connections closed as they were accepted over {lasted} ms: the source \
+                         or the server had as many open as allowed \
+                         (server.limits.max_connections_per_source, max_connections), audited as \
+                         one event",
+                        entry.connections
+                    ),
+                ));
+            }
+            entry.penalised &= entry.failures > 0;
+            entry.failures = 0;
+            entry.connections = 0;
             entry.since = now;
             true
         });
@@ -277,8 +329,8 @@ impl DigestKey {
 mod tests {
     use super::*;
 
-    fn gate(burst: u32) -> FailureGate {
-        FailureGate::new(&AuthFailuresConfig {
+    fn gate(burst: u32) -> SourceGate {
+        SourceGate::new(&AuthFailuresConfig {
             per_minute: 1,
             burst,
             audit_window_ms: 50,
@@ -342,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn refused_connections_are_counted_into_one_event_and_never_hold_back_logins() {
+        let gate = gate(1);
+        let a = peer("192.0.2.1:1000");
+        for _ in 0..7 {
+            gate.refused_connection(a.unwrap(), "grpc");
+        }
+        assert!(
+            gate.held_back(a).is_none(),
+            "no failed login: its logins are tried"
+        );
+        assert!(gate.held_back(a).is_none());
+        let events = gate.drain(Instant::now() + Duration::from_millis(60));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].refusal, AccessRefusal::Overloaded);
+        assert_eq!(events[0].transport, "grpc");
+        assert!(
+            events[0].detail.starts_with("7 connections closed"),
+            "{}",
+            events[0].detail
+        );
+    }
+
+    #[test]
     fn the_table_is_bounded_whatever_the_number_of_sources() {
         let gate = gate(1);
         for i in 0..(MAX_SOURCES + 50) {
@@ -355,7 +430,7 @@ mod tests {
             MAX_SOURCES + 1,
             "the rest share one count"
         );
-        assert_eq!(gate.table()[&None].count, 50);
+        assert_eq!(gate.table()[&None].failures, 50);
     }
 
     #[test]

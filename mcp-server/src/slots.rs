@@ -57,11 +57,14 @@ impl Slots {
         if held.total >= self.total {
             return Err(SlotRefusal::Total(self.total));
         }
-        let count = held.by_key.get(key).copied().unwrap_or(0);
-        if count >= self.per_key {
-            return Err(SlotRefusal::Key(self.per_key));
+        match held.by_key.get_mut(key) {
+            Some(count) if *count >= self.per_key => return Err(SlotRefusal::Key(self.per_key)),
+            Some(count) => *count += 1,
+            // A per-key cap of 0 is refused by the configuration check.
+            None => {
+                held.by_key.insert(key.to_owned(), 1);
+            }
         }
-        held.by_key.insert(key.to_owned(), count + 1);
         held.total += 1;
         Ok(Slot {
             slots: self.clone(),

@@ -192,9 +192,8 @@ impl Pending {
         config: &EngineConfig,
         trigger_id: &TriggerId,
     ) -> Decided {
-        let never = AtomicBool::new(false);
-        self.decide_until(plan, results, config, trigger_id, &never)
-            .unwrap_or_else(|| unreachable!("an evaluation nobody stops runs to the end"))
+        let (verdict, gate_evals) = evaluate(plan, self.stage, results, config, trigger_id);
+        self.finish(verdict, gate_evals)
     }
 
     /// As [`Self::decide`], `None` once `stop` is set (see [`evaluate_until`]).
@@ -233,9 +232,11 @@ pub fn evaluate(
     config: &EngineConfig,
     trigger_id: &TriggerId,
 ) -> (Verdict, Vec<GateEvalRecord>) {
-    let never = AtomicBool::new(false);
-    evaluate_until(plan, stage, results, config, trigger_id, &never)
-        .unwrap_or_else(|| unreachable!("an evaluation nobody stops runs to the end"))
+    verdict_of(
+        plan,
+        stage,
+        plan.evaluate_stage(stage, results, config, trigger_id),
+    )
 }
 
 /// As [`evaluate`], checking `stop` before each condition and gate: `None` once it is set.
@@ -249,8 +250,17 @@ pub fn evaluate_until(
     stop: &AtomicBool,
 ) -> Option<(Verdict, Vec<GateEvalRecord>)> {
     let outcome = plan.evaluate_stage_until(stage, results, config, trigger_id, stop)?;
+    Some(verdict_of(plan, stage, outcome))
+}
+
+/// The stage's verdict from its evaluated gates, with their records.
+fn verdict_of(
+    plan: &Plan,
+    stage: usize,
+    outcome: super::StageOutcome,
+) -> (Verdict, Vec<GateEvalRecord>) {
     let verdict = decide(plan, stage, &outcome.statuses());
-    Some((verdict, outcome.gate_records))
+    (verdict, outcome.gate_records)
 }
 
 impl Decided {

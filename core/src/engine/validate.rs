@@ -297,68 +297,83 @@ fn check_requirement(
 }
 
 /// Every list of the spec over its count limit, and every `expected` value holding an array
-/// over `max_array_items`.
+/// over `max_array_items`. Paths are built only for the lists that break a limit.
 fn count_errors(spec: &ScenarioSpec, limits: &Limits) -> Vec<SpecError> {
     let mut errors = Vec::new();
-    let mut count = |path: String, what: &str, n: usize, limit: usize| {
+    let mut count = |path: &dyn Fn() -> String, what: &str, n: usize, limit: usize| {
         if let Some(rule) = Limits::count_rule(what, n, limit) {
-            errors.push(SpecError::new(path, rule));
+            errors.push(SpecError::new(path(), rule));
         }
     };
     let lists = limits.max_list_items;
     count(
-        "stages".into(),
+        &|| "stages".into(),
         "stages",
         spec.stages.len(),
         limits.max_stages,
     );
+    let conditions = spec.conditions.len();
     count(
-        "conditions".into(),
+        &|| "conditions".into(),
         "conditions",
-        spec.conditions.len(),
+        conditions,
         limits.max_conditions,
     );
-    count("policies".into(), "policies", spec.policies.len(), lists);
-    count("schemas".into(), "schemas", spec.schemas.len(), lists);
-    for (i, c) in spec.conditions.iter().enumerate() {
-        let tags = c.policy_tags.len();
-        count(format!("conditions[{i}].policy_tags"), "tags", tags, lists);
-    }
+    count(
+        &|| "policies".into(),
+        "policies",
+        spec.policies.len(),
+        lists,
+    );
+    count(&|| "schemas".into(), "schemas", spec.schemas.len(), lists);
     for (si, stage) in spec.stages.iter().enumerate() {
-        let sp = format!("stages[{si}]");
         let gates = stage.gates.len();
         count(
-            format!("{sp}.gates"),
+            &|| format!("stages[{si}].gates"),
             "gates",
             gates,
             limits.max_gates_per_stage,
         );
         let packets = stage.entry_packets.len();
         let limit = limits.max_packets_per_stage;
-        count(format!("{sp}.entry_packets"), "packets", packets, limit);
+        count(
+            &|| format!("stages[{si}].entry_packets"),
+            "packets",
+            packets,
+            limit,
+        );
         if let AdvanceTo::Branch { branches, .. } = &stage.advance_to {
-            let path = format!("{sp}.advance_to.branches");
-            count(path, "branch rules", branches.len(), lists);
+            let path = || format!("stages[{si}].advance_to.branches");
+            count(&path, "branch rules", branches.len(), lists);
         }
         for (pi, packet) in stage.entry_packets.iter().enumerate() {
-            let path = format!("{sp}.entry_packets[{pi}].visibility_labels");
-            count(path, "labels", packet.visibility_labels.len(), lists);
+            let path = || format!("stages[{si}].entry_packets[{pi}].visibility_labels");
+            count(&path, "labels", packet.visibility_labels.len(), lists);
         }
         for (gi, gate) in stage.gates.iter().enumerate() {
-            let path = format!("{sp}.gates[{gi}].requirement");
+            let path = || format!("stages[{si}].gates[{gi}].requirement");
             let nodes = gate.requirement.node_count();
-            count(path, "requirement nodes", nodes, limits.max_tree_nodes);
+            count(&path, "requirement nodes", nodes, limits.max_tree_nodes);
         }
     }
+    let mut arrays = Vec::new();
     for (i, c) in spec.conditions.iter().enumerate() {
+        let tags = c.policy_tags.len();
+        count(
+            &|| format!("conditions[{i}].policy_tags"),
+            "tags",
+            tags,
+            lists,
+        );
         if let Some((path, rule)) = c
             .expected
             .as_ref()
             .and_then(|v| limits.array_rule(v, &format!("conditions[{i}].expected")))
         {
-            errors.push(SpecError::new(path, rule));
+            arrays.push(SpecError::new(path, rule));
         }
     }
+    errors.extend(arrays);
     errors
 }
 

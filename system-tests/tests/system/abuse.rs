@@ -659,8 +659,10 @@ fn files_at_rest_are_the_owners_alone() {
 #[test]
 fn connections_are_capped_per_source() {
     use tokio::io::AsyncReadExt as _;
-    let server =
-        serve("[server.limits]\nmax_connections_per_source = 3\nheader_timeout_ms = 5000\n");
+    let server = serve(
+        "[server.limits]\nmax_connections_per_source = 3\nheader_timeout_ms = 5000\n\
+         [server.limits.auth_failures]\naudit_window_ms = 500\n",
+    );
     let before = server.rss_kib();
     let bystander = Bystander::start(&server);
     crate::grpc::runtime().block_on(async {
@@ -694,6 +696,16 @@ fn connections_are_capped_per_source() {
             "the fifth connection is held open, not closed: {waited:?}"
         );
     });
+    // The window closes; the refusal is in the trail once, with its count.
+    std::thread::sleep(Duration::from_millis(1200));
     bystander.finish();
     assert_memory_bounded(&server, before);
+    let audit = server.audit();
+    let closed: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["refusal"] == "overloaded" && e["peer"] == "127.0.0.2")
+        .collect();
+    assert_eq!(closed.len(), 1, "{audit:?}");
+    let detail = closed[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("1 connections closed"), "{detail}");
 }

@@ -631,6 +631,29 @@ fn watch_run_streams_are_capped_per_principal_and_end_when_idle() {
     });
 }
 
+/// A `WatchRun` stream ends at its lifetime limit even while the run is busy or idle within
+/// the idle limit.
+#[test]
+fn watch_run_streams_end_at_their_lifetime() {
+    let server = Server::start_with(
+        Some("[server.limits.watch]\nmax_lifetime_ms = 800\nidle_timeout_ms = 60000\n"),
+        |_| {},
+    );
+    runtime().block_on(async {
+        let mut c = client(&server).await;
+        let mut stream = start_and_watch(&mut c, 0).await;
+        assert_eq!(
+            stream.message().await.expect("stream").map(|d| d.seq),
+            Some(1)
+        );
+        let started = std::time::Instant::now();
+        let ended = stream.message().await.expect_err("the lifetime ends it");
+        assert_eq!(ended.code(), tonic::Code::DeadlineExceeded, "{ended:?}");
+        assert!(ended.message().contains("max_lifetime_ms"), "{ended:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    });
+}
+
 #[test]
 fn watch_run_streams_decisions_as_they_are_appended_and_ends_with_the_run() {
     let server = Server::start();
