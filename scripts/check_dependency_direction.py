@@ -14,7 +14,11 @@ ALLOWED = {
     "decision-gate-enterprise": {"decision-gate-core", "decision-gate-mcp", "decision-gate-store-enterprise"},
     "decision-gate-system-tests": {"decision-gate-core", "decision-gate-mcp"},
     "decision-gate-fuzz-harness": {"decision-gate-core", "decision-gate-mcp"},
-    "decision-gate-enterprise-system-tests": {"decision-gate-system-tests", "decision-gate-enterprise"},
+    "decision-gate-enterprise-system-tests": {
+        "decision-gate-core",
+        "decision-gate-system-tests",
+        "decision-gate-enterprise",
+    },
 }
 
 metadata = json.load(sys.stdin)

@@ -291,6 +291,44 @@ fn problem(path: impl Into<String>, message: impl Into<String>) -> Problem {
     }
 }
 
+/// `[identity]`: API keys (and, with identity providers, the issuers the server trusts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// The file holding the API-key pepper (64 hex digits, mode 0600): the key of every stored
+    /// key hash, the same file on every replica, never in the database. Default:
+    /// `<data_dir>/api-key-pepper`; relative paths resolve against the configuration file's
+    /// directory. `bootstrap` and `keys create` create it when it does not exist; `serve` only
+    /// reads it (without it, every API key is refused).
+    pub pepper_file: Option<PathBuf>,
+    /// Seconds a rotated key keeps working beside its successor (0..=86400).
+    pub rotation_overlap_s: i64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            pepper_file: None,
+            rotation_overlap_s: 3_600,
+        }
+    }
+}
+
+impl IdentityConfig {
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        let max = decision_gate_store_enterprise::MAX_OVERLAP_S;
+        if !(0..=max).contains(&self.rotation_overlap_s) {
+            problems.push(problem(
+                "identity.rotation_overlap_s",
+                format!(
+                    "must be between 0 and {max} seconds, got {}",
+                    self.rotation_overlap_s
+                ),
+            ));
+        }
+    }
+}
+
 /// A checked enterprise configuration.
 #[derive(Debug)]
 pub struct EnterpriseConfig {
@@ -300,6 +338,8 @@ pub struct EnterpriseConfig {
     pub database: DatabaseConfig,
     /// `[tenancy]`.
     pub tenancy: TenancyConfig,
+    /// `[identity]`, its paths resolved.
+    pub identity: IdentityConfig,
     /// Each configured tenant's providers, built from `tenancy.providers`.
     pub tenant_providers: BTreeMap<TenantId, ProviderRegistry>,
 }
@@ -349,6 +389,15 @@ impl EnterpriseConfig {
     pub fn data_dir(&self) -> PathBuf {
         self.server.config.data_dir()
     }
+
+    /// The API-key pepper file: `identity.pepper_file`, else `<data_dir>/api-key-pepper`.
+    #[must_use]
+    pub fn pepper_file(&self) -> PathBuf {
+        self.identity
+            .pepper_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("api-key-pepper"))
+    }
 }
 
 /// Reads and checks a configuration file.
@@ -387,6 +436,15 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         None => Some(TenancyConfig::default()),
         Some(value) => section::<TenancyConfig>("tenancy", value, &mut problems),
     };
+    let identity = match table.remove("identity") {
+        None => Some(IdentityConfig::default()),
+        Some(value) => section::<IdentityConfig>("identity", value, &mut problems),
+    }
+    .map(|mut identity| {
+        identity.problems(&mut problems);
+        identity.pepper_file = identity.pepper_file.map(|f| base.join(f));
+        identity
+    });
     if let Some(database) = &database {
         database.problems(&mut problems);
     }
@@ -407,12 +465,13 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         (Ok(server), Some(tenancy)) => tenant_providers(server, tenancy, base, &mut problems),
         _ => BTreeMap::new(),
     };
-    match (server, database, tenancy) {
-        (Ok(server), Some(database), Some(tenancy)) if problems.is_empty() => {
+    match (server, database, tenancy, identity) {
+        (Ok(server), Some(database), Some(tenancy), Some(identity)) if problems.is_empty() => {
             Ok(EnterpriseConfig {
                 server,
                 database,
                 tenancy,
+                identity,
                 tenant_providers,
             })
         }

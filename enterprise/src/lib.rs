@@ -3,14 +3,20 @@
 //! runs (`decision-gate-mcp`), with its configuration (`[database]`, `[tenancy]` beside the
 //! open-source sections) and its administration: migrations, provisioning, the integrity scan.
 //! Every audit and usage event is written to Postgres (ADR 0011); tenant and namespace states
-//! are enforced by [`TenancyAuthorizer`]. Principals are the configured bearer tokens and mTLS
-//! clients, each bound to a tenant. See ADR 0009.
+//! are enforced by [`TenancyAuthorizer`]. Principals are API keys ([`api_keys`], bound to roles
+//! at an organisation, tenant or namespace and authorized by [`RoleAuthorizer`] against the
+//! permission matrix of [`rbac`]) and the configured bearer tokens and mTLS clients, each bound
+//! to a tenant. See ADR 0009 and ADR 0015.
 
+pub mod api_keys;
+mod authorize;
 pub mod config;
 mod gated;
+pub mod rbac;
 mod serve;
 mod tenancy;
 
+pub use authorize::RoleAuthorizer;
 pub use gated::GatedStore;
 pub use serve::{ServeOptions, serve};
 pub use tenancy::TenancyAuthorizer;

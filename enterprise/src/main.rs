@@ -16,6 +16,9 @@ use decision_gate_store_enterprise::{
 };
 use serde_json::json;
 
+#[path = "cli/keys.rs"]
+mod keys;
+
 // The same allocator as the open-source binary (many small, short-lived values per request).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,7 +39,7 @@ struct Cli {
 
 /// Where the owner's database URL comes from.
 #[derive(clap::Args)]
-struct OwnerUrl {
+pub(crate) struct OwnerUrl {
     /// The owner's URL (default: `$DATABASE_URL`, else `database.owner_url` of `--config`).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -86,6 +89,24 @@ enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Create an organisation's first owner key (and the organisation, when it does not exist)
+    /// and print it once; refuses when the organisation has a usable owner key. Creates the
+    /// API-key pepper file when it does not exist.
+    Bootstrap {
+        #[command(flatten)]
+        url: OwnerUrl,
+        /// The organisation id (1..=2^63-1).
+        #[arg(long)]
+        organisation: i64,
+        /// Its name, used when it is created.
+        #[arg(long)]
+        name: String,
+    },
+    /// API keys: create, list, revoke, rotate (as the database owner).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Print the permission matrix (Docs/security/rbac-matrix.md) as Markdown.
+    RbacMatrix,
 }
 
 #[derive(Subcommand)]
@@ -101,15 +122,15 @@ enum ConfigCommand {
 /// A usage or configuration error: exit 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(String);
+pub(crate) struct UsageError(String);
 
-struct Output {
+pub(crate) struct Output {
     json: bool,
 }
 
 impl Output {
     /// Prints `text` in text mode and `doc` in JSON mode.
-    fn print(&self, doc: &serde_json::Value, text: &str) {
+    pub(crate) fn print(&self, doc: &serde_json::Value, text: &str) {
         if self.json {
             println!("{doc}");
         } else {
@@ -155,6 +176,13 @@ fn main() -> ExitCode {
             Command::Provision { config } => run_provision(&out, config).await,
             Command::IntegrityScan { url } => run_scan(&out, url).await,
             Command::Config(ConfigCommand::Check { config }) => check(&out, config),
+            Command::Bootstrap {
+                url,
+                organisation,
+                name,
+            } => keys::bootstrap(&out, url, organisation, name).await,
+            Command::Keys(command) => keys::keys(&out, command).await,
+            Command::RbacMatrix => Ok(keys::matrix()),
         }
     });
     match result {
@@ -213,7 +241,7 @@ fn load(flag: Option<PathBuf>) -> anyhow::Result<EnterpriseConfig> {
 
 /// The owner URL: the flag, `$DATABASE_URL`, else the configuration's `owner_url`; with the
 /// configuration when one was named.
-fn owner_url(url: OwnerUrl) -> anyhow::Result<(String, Option<EnterpriseConfig>)> {
+pub(crate) fn owner_url(url: OwnerUrl) -> anyhow::Result<(String, Option<EnterpriseConfig>)> {
     let config = match config_file(url.config) {
         Some(file) => Some(load(Some(file))?),
         None => None,

@@ -21,8 +21,9 @@ use decision_gate_store_enterprise::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::api_keys::{ApiKeyAuthenticator, Pepper};
 use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
-use crate::{EnterpriseError, GatedStore, TenancyAuthorizer, provision};
+use crate::{EnterpriseError, GatedStore, RoleAuthorizer, TenancyAuthorizer, provision};
 
 /// How often a server whose database is unreachable retries its start-up steps.
 const RETRY: Duration = Duration::from_secs(1);
@@ -43,11 +44,13 @@ pub struct ServeOptions {
 /// migrating it failed); [`EnterpriseError::Serve`] when the runpack directory or a listener
 /// cannot be opened; [`EnterpriseError::Config`] when no listener is configured.
 pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<(), EnterpriseError> {
+    let pepper_file = config.pepper_file();
     let EnterpriseConfig {
         server: loaded,
         database,
         tenancy,
         tenant_providers,
+        identity: _,
     } = config;
     let http = options.http.or(loaded.config.server.bind);
     if http.is_none() && options.grpc.is_none() {
@@ -86,8 +89,24 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
     })?;
     // One trail: every audit and usage event in Postgres, none on this replica's disk or in
     // its memory.
-    let authenticate = auth::from_config(&loaded.config.server.auth);
-    let authorizer = TenancyAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
+    // API keys first; the configured bearer tokens and mTLS clients behind them.
+    let pepper = Pepper::load(&pepper_file).map_err(|message| ServeError::Storage {
+        what: pepper_file.display().to_string(),
+        message,
+    })?;
+    if pepper.is_none() {
+        eprintln!(
+            "decision-gate-enterprise: no API-key pepper at {}; API keys are refused until it exists (run `bootstrap`, or copy it from another replica)",
+            pepper_file.display()
+        );
+    }
+    let authenticate = Arc::new(ApiKeyAuthenticator::new(
+        pool.clone(),
+        pepper,
+        auth::from_config(&loaded.config.server.auth),
+    ));
+    let roles = RoleAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
+    let authorizer = TenancyAuthorizer::new(Arc::new(roles), pool.clone());
     let server = Server::builder(loaded)
         .store(store.clone())
         .runpack_store(Arc::new(runpacks))

@@ -71,7 +71,7 @@ impl TenancyAuthorizer {
         let state = namespace_state(&self.pool, tenant, namespace)
             .await
             .map_err(|e| AuthzError::Unavailable(format!("reading the tenant's state: {e}")))?;
-        let standing = match state {
+        let standing = match state.map(|s| (s.tenant, s.namespace)) {
             None
             | Some((LifecycleState::Deleted, _) | (_, None | Some(LifecycleState::Deleted))) => {
                 Standing::Missing

@@ -23,6 +23,7 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod noise;
+pub mod secret_file;
 pub mod server;
 pub mod slots;
 pub mod tls;

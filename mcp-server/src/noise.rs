@@ -242,63 +242,7 @@ impl DigestKey {
     /// # Errors
     /// The file cannot be read or created, or does not hold 64 hex digits.
     pub fn load_or_create(path: &Path) -> Result<Self, String> {
-        match Self::load(path)? {
-            Some(key) => Ok(key),
-            None => Self::create(path),
-        }
-    }
-
-    /// The key in `path`, `None` when the file does not exist.
-    fn load(path: &Path) -> Result<Option<Self>, String> {
-        let name = path.display();
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{name}: {e}")),
-        };
-        let bytes = hex::decode(text.trim()).map_err(|e| format!("{name}: not a hex key: {e}"))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("{name}: the key must be 32 bytes (64 hex digits)"))?;
-        Ok(Some(Self { key }))
-    }
-
-    /// Writes a fresh key to `path` whole or not at all: into a private temporary file, synced,
-    /// then linked into place, so a crash leaves no half-written key and, when replicas sharing
-    /// the directory start at once, the first link wins and the others read its key.
-    fn create(path: &Path) -> Result<Self, String> {
-        let name = path.display();
-        let created = Self::random()?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if let Some(dir) = dir {
-            decision_gate_core::at_rest::create_private_dir_all(dir)
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        // Named by the new key's first bytes: unique to this attempt, whichever process or
-        // thread makes it.
-        let temp = path.with_extension(format!("tmp-{}", hex::encode(&created.key[..8])));
-        let written = (|| {
-            let mut file = decision_gate_core::at_rest::private_file_options()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            std::io::Write::write_all(&mut file, hex::encode(created.key).as_bytes())?;
-            file.sync_all()?;
-            std::fs::hard_link(&temp, path)
-        })();
-        let _ = std::fs::remove_file(&temp);
-        match written {
-            Ok(()) => {
-                if let Some(dir) = dir {
-                    decision_gate_core::at_rest::sync_dir(dir)
-                        .map_err(|e| format!("{}: {e}", dir.display()))?;
-                }
-                Ok(created)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path)?
-                .ok_or_else(|| format!("{name}: created by another process, then gone")),
-            Err(e) => Err(format!("{name}: {e}")),
-        }
+        crate::secret_file::load_or_create(path).map(|key| Self { key })
     }
 
     /// A fresh random key that lives as long as the process.
@@ -306,9 +250,7 @@ impl DigestKey {
     /// # Errors
     /// The operating system has no randomness to give.
     pub fn random() -> Result<Self, String> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| format!("no randomness for the digest key: {e}"))?;
-        Ok(Self { key })
+        crate::secret_file::random().map(|key| Self { key })
     }
 
     /// HMAC-SHA-256 of `raw` under the key.

@@ -36,6 +36,9 @@ pub enum PgError {
         /// Its id.
         id: String,
     },
+    /// A record that may exist only once exists already (an organisation's first owner).
+    #[error("{0} exists already")]
+    Exists(String),
     /// The parent of a record does not exist.
     #[error("{what} {id} does not exist")]
     MissingParent {

@@ -30,6 +30,8 @@ mod codec;
 #[cfg(feature = "postgres")]
 mod error;
 #[cfg(feature = "postgres")]
+mod identity;
+#[cfg(feature = "postgres")]
 mod integrity;
 #[cfg(feature = "postgres")]
 mod migrate;
@@ -42,6 +44,11 @@ mod trail;
 
 #[cfg(feature = "postgres")]
 pub use error::PgError;
+#[cfg(feature = "postgres")]
+pub use identity::{
+    ApiKeyRecord, KeyScope, MAX_KEY_LIFETIME_S, MAX_KEY_PAGE, MAX_OVERLAP_S, NewApiKey, Successor,
+    api_key, bootstrap_owner_key, create_api_key, list_api_keys, revoke_api_key, rotate_api_key,
+};
 #[cfg(feature = "postgres")]
 pub use integrity::{
     Finding, FindingKind, integrity_scan, tables_without_forced_rls, tenant_tables,
@@ -57,8 +64,8 @@ pub use sqlx::postgres::PgPool;
 pub use store::{PgStore, PoolConfig};
 #[cfg(feature = "postgres")]
 pub use tenancy::{
-    LifecycleState, Provisioned, create_namespace, create_organisation, create_tenant,
-    namespace_state, tenant_state,
+    LifecycleState, NamespaceStanding, Provisioned, create_namespace, create_organisation,
+    create_tenant, namespace_state, tenant_state,
 };
 #[cfg(feature = "postgres")]
 pub use trail::{PgAuditSink, PgUsageMeter};

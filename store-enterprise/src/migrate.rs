@@ -257,6 +257,12 @@ const APP_GRANTS: &[(&str, &str)] = &[
     ("audit_events", "SELECT, INSERT"),
     // Append only: operators read the deployment stream as the owner.
     ("deployment_audit_events", "INSERT"),
+    // Authentication reads keys; the admin API creates them and moves their end. A key's scope,
+    // roles and hash never change, and no key is deleted.
+    (
+        "api_keys",
+        "SELECT, INSERT, UPDATE (expires_at, revoked_at)",
+    ),
     // The start-up schema check reads it.
     ("_sqlx_migrations", "SELECT"),
 ];

@@ -195,9 +195,21 @@ fn lifecycle(state: &str) -> Result<LifecycleState, PgError> {
         .map_err(|_| PgError::Unavailable(format!("unknown lifecycle state {state:?}")))
 }
 
-/// The states of a tenant and of one of its namespaces, in one statement: `None` when the
-/// tenant does not exist, a `None` namespace state when the namespace does not. Read in the
-/// tenant's scope, so it works as the application role under row-level security.
+/// Where a tenant stands: its organisation, its state, and the state of one of its namespaces
+/// (`None` when that namespace does not exist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceStanding {
+    /// The tenant's organisation.
+    pub organisation_id: i64,
+    /// The tenant's state.
+    pub tenant: LifecycleState,
+    /// The namespace's state, `None` when it does not exist.
+    pub namespace: Option<LifecycleState>,
+}
+
+/// The organisation and state of a tenant and the state of one of its namespaces, in one
+/// statement: `None` when the tenant does not exist. Read in the tenant's scope, so it works as
+/// the application role under row-level security.
 ///
 /// # Errors
 /// [`PgError::Unavailable`] when the database cannot be reached.
@@ -205,10 +217,10 @@ pub async fn namespace_state(
     pool: &PgPool,
     tenant_id: TenantId,
     namespace_id: NamespaceId,
-) -> Result<Option<(LifecycleState, Option<LifecycleState>)>, PgError> {
+) -> Result<Option<NamespaceStanding>, PgError> {
     let mut tx = begin_for(pool, tenant_id).await?;
-    let row: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT t.state, n.state FROM tenants t
+    let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.organisation_id, t.state, n.state FROM tenants t
            LEFT JOIN namespaces n ON n.tenant_id = t.tenant_id AND n.namespace_id = $2
           WHERE t.tenant_id = $1",
     )
@@ -217,11 +229,12 @@ pub async fn namespace_state(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(|(tenant, namespace)| {
-        Ok((
-            lifecycle(&tenant)?,
-            namespace.as_deref().map(lifecycle).transpose()?,
-        ))
+    row.map(|(organisation_id, tenant, namespace)| {
+        Ok(NamespaceStanding {
+            organisation_id,
+            tenant: lifecycle(&tenant)?,
+            namespace: namespace.as_deref().map(lifecycle).transpose()?,
+        })
     })
     .transpose()
 }

@@ -4,6 +4,7 @@
 mod cluster;
 mod fault;
 mod grpc;
+mod identity;
 mod integrity;
 mod isolation;
 mod migrations;

@@ -31,6 +31,7 @@ use crate::caller::{Caller, Transport};
 use crate::handler::Shared;
 use crate::http::{RequestIds, X_REQUEST_ID, strip_client_request_id};
 use crate::tls;
+use decision_gate_core::Action;
 use decision_gate_core::identity::{Credentials, PeerCertificate};
 
 pub use service::GrpcApi;
@@ -44,6 +45,30 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/decision_gate_v1_descriptor.bin"));
 }
+
+/// Every method of `decision_gate.v1.DecisionGate` and the one action it is authorized,
+/// metered and audited as: the tool of the same meaning (`WatchRun` reads a run's decisions, as
+/// `scenario_status` does). The enterprise permission matrix is generated from this table.
+pub const RPC_ACTIONS: [(&str, Action); 18] = [
+    ("DefineScenario", Action::ScenarioDefine),
+    ("StartRun", Action::ScenarioStart),
+    ("GetRunStatus", Action::ScenarioStatus),
+    ("Next", Action::ScenarioNext),
+    ("Submit", Action::ScenarioSubmit),
+    ("Trigger", Action::ScenarioTrigger),
+    ("QueryEvidence", Action::EvidenceQuery),
+    ("ExportRunpack", Action::RunpackExport),
+    ("VerifyRunpack", Action::RunpackVerify),
+    ("ListProviders", Action::ProvidersList),
+    ("GetProviderContract", Action::ProviderContractGet),
+    ("GetProviderCheckSchema", Action::ProviderCheckSchemaGet),
+    ("RegisterSchema", Action::SchemasRegister),
+    ("ListSchemas", Action::SchemasList),
+    ("GetSchema", Action::SchemasGet),
+    ("ListScenarios", Action::ScenariosList),
+    ("Precheck", Action::Precheck),
+    ("WatchRun", Action::ScenarioStatus),
+];
 
 /// The gRPC service's full name.
 const SERVICE: &str = "decision_gate.v1.DecisionGate";
@@ -251,4 +276,24 @@ pub async fn serve(
         transport: Transport::Grpc,
     };
     crate::listener::serve(listener, connections, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RPC_ACTIONS;
+
+    /// The table names every method of the service, and nothing else: a new rpc without a row
+    /// fails here, so it cannot reach the permission matrix unnamed.
+    #[test]
+    fn every_rpc_has_exactly_one_action() {
+        let proto = include_str!("../../../proto/decision_gate/v1/decision_gate.proto");
+        let declared: Vec<&str> = proto
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("rpc "))
+            .filter_map(|l| l.split('(').next())
+            .map(str::trim)
+            .collect();
+        let tabled: Vec<&str> = RPC_ACTIONS.iter().map(|(m, _)| *m).collect();
+        assert_eq!(declared, tabled);
+    }
 }
