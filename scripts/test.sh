@@ -2,7 +2,8 @@
 # Runs every check CI runs, in order: formatting, clippy (-D warnings), the dependency-direction
 # check, and every test of the workspace, including the system tests that drive the real server
 # with the official MCP clients. It installs what the tests need: the Python `mcp` SDK into a
-# venv and the TypeScript SDK into system-tests/clients/typescript/node_modules (both pinned).
+# venv, the TypeScript SDK into system-tests/clients/typescript/node_modules and the OpenID
+# provider of the enterprise tests into enterprise-system-tests/oidc/node_modules (all pinned).
 #
 # CARGO_TARGET_DIR defaults to a cache directory outside the clone, so repeated runs and fresh
 # clones reuse one build; set it to override. The venv lives in the same cache directory.
@@ -42,6 +43,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 npm ci --prefix system-tests/clients/typescript --silent --no-audit --no-fund
+step "the OpenID provider the enterprise tests start (oidc-provider, pinned)"
+npm ci --prefix enterprise-system-tests/oidc --silent --no-audit --no-fund
 export DG_PYTHON="$venv/bin/python"
 export DG_TS_DRIVER="$PWD/system-tests/clients/typescript/driver.mjs"
 

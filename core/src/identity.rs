@@ -62,6 +62,10 @@ pub struct Principal {
     /// How the subject proved who it is.
     #[serde(default)]
     pub auth_method: AuthMethod,
+    /// The only organisation whose tenants it may touch (the organisation of its API key or
+    /// identity provider), or any when `None`.
+    #[serde(default)]
+    pub organisation_id: Option<i64>,
     /// The only tenant it may touch, or any when `None`.
     #[serde(default)]
     pub tenant_id: Option<TenantId>,

@@ -1,6 +1,6 @@
 //! API keys: `dg_<key id>_<secret>`, issued once, stored as a keyed BLAKE3 hash of the secret
 //! (the key is the server's pepper, a file on the replicas, never in the database), and
-//! checked by [`ApiKeyAuthenticator`] in front of the server's other credentials. A key read
+//! checked by [`ApiKeys`] in front of the server's other credentials. A key read
 //! from the database is trusted for at most [`FRESH_FOR`], so a revocation or an expiry takes
 //! effect on every replica within a second (ADR 0015).
 
@@ -9,11 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use decision_gate_core::HashAlgorithm;
 use decision_gate_core::Principal;
-use decision_gate_core::identity::{AuthMethod, Authenticate, AuthnError, Credentials};
-use decision_gate_mcp::auth::bearer_token;
+use decision_gate_core::identity::{AuthMethod, AuthnError};
 use decision_gate_store_enterprise::{
     ApiKeyRecord, KeyScope, NewApiKey, PgError, PgPool, Successor, api_key, create_api_key,
     rotate_api_key,
@@ -259,6 +257,7 @@ impl Known {
                 issuer: Some(ISSUER.to_owned()),
                 credential_id: Some(record.key_id.clone()),
                 auth_method: AuthMethod::ApiKey,
+                organisation_id: Some(record.scope.organisation_id),
                 tenant_id: record.scope.tenant_id,
                 namespace_id: record.scope.namespace_id,
                 actions: None,
@@ -272,32 +271,29 @@ impl Known {
 
 type Remembered = (Instant, Option<Arc<Known>>);
 
-/// Authenticates API keys (`Authorization: Bearer dg_…`) and hands every other credential to
-/// the server's other authentication.
-pub struct ApiKeyAuthenticator {
+/// Checks presented API keys against the stored ones.
+pub struct ApiKeys {
     pool: PgPool,
     pepper: Option<Pepper>,
-    others: Arc<dyn Authenticate>,
     keys: Mutex<LruCache<String, Remembered>>,
 }
 
-impl std::fmt::Debug for ApiKeyAuthenticator {
+impl std::fmt::Debug for ApiKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKeyAuthenticator")
+        f.debug_struct("ApiKeys")
             .field("enabled", &self.pepper.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl ApiKeyAuthenticator {
+impl ApiKeys {
     /// Keys read through `pool`, hashed with `pepper` (no pepper: every key is refused, as the
-    /// server cannot check one); any other credential goes to `others`.
+    /// server cannot check one).
     #[must_use]
-    pub fn new(pool: PgPool, pepper: Option<Pepper>, others: Arc<dyn Authenticate>) -> Self {
+    pub fn new(pool: PgPool, pepper: Option<Pepper>) -> Self {
         Self {
             pool,
             pepper,
-            others,
             keys: Mutex::new(LruCache::new(
                 NonZeroUsize::new(REMEMBERED).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -328,13 +324,14 @@ impl ApiKeyAuthenticator {
     }
 }
 
-#[async_trait]
-impl Authenticate for ApiKeyAuthenticator {
-    async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthnError> {
-        let token = match bearer_token(credentials) {
-            Ok(token) if token.starts_with(PREFIX.as_bytes()) => token,
-            _ => return self.others.authenticate(credentials).await,
-        };
+impl ApiKeys {
+    /// The principal of a presented key (`dg_…`), or a refusal.
+    ///
+    /// # Errors
+    /// [`AuthnError::Refused`] for a malformed, unknown, wrong, revoked or expired key (and for
+    /// every key when the server has no pepper); [`AuthnError::Unavailable`] when the key
+    /// cannot be read.
+    pub async fn authenticate(&self, token: &[u8]) -> Result<Principal, AuthnError> {
         let refused = |detail: &str| AuthnError::Refused {
             detail: detail.to_owned(),
             presented: Some(HashAlgorithm::Sha256.digest(token)),
@@ -358,12 +355,6 @@ impl Authenticate for ApiKeyAuthenticator {
             }
             _ => Err(refused("the API key is not recognised")),
         }
-    }
-
-    fn challenge(&self) -> Option<&str> {
-        self.others
-            .challenge()
-            .or(Some(r#"Bearer realm="decision-gate""#))
     }
 }
 

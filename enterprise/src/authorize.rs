@@ -1,7 +1,8 @@
 //! [`RoleAuthorizer`]: role-based authorization of every tool call, by the bindings a
 //! principal carries (API keys, identity-provider principals), against the permission matrix
-//! of [`crate::rbac`]. Principals without bindings (the bearer tokens and mTLS clients of the
-//! configuration file, each with its own scope and tool list) keep the open-source scope rules.
+//! of [`crate::rbac`]. The bearer tokens and mTLS clients of the configuration file, each with
+//! its own scope and tool list, keep the open-source scope rules; every other principal is
+//! authorized by its bindings alone, so one without any reaches nothing.
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use decision_gate_core::TenantId;
 use decision_gate_core::access::{Action, Authorizer, AuthzError, RequestContext, Resource};
+use decision_gate_core::identity::AuthMethod;
 use decision_gate_store_enterprise::{PgPool, namespace_state};
 use lru::LruCache;
 
@@ -17,8 +19,8 @@ use crate::rbac::{Binding, Verdict, decide_tool};
 /// Tenants whose organisation is remembered (a tenant never changes organisation).
 const REMEMBERED: usize = 16_384;
 
-/// Authorizes principals with role bindings by the permission matrix, and hands the others to
-/// `scoped` (the open-source scope rules).
+/// Authorizes API-key and identity-provider principals by their bindings and the permission
+/// matrix, and the configuration file's principals by `scoped` (the open-source scope rules).
 pub struct RoleAuthorizer {
     scoped: Arc<dyn Authorizer>,
     pool: PgPool,
@@ -78,7 +80,13 @@ impl Authorizer for RoleAuthorizer {
         resource: &Resource,
     ) -> Result<(), AuthzError> {
         let principal = &ctx.principal;
-        if principal.roles.is_empty() {
+        // Only the credentials of the configuration file carry a scope and a tool list of their
+        // own. Any other principal is authorized by its bindings alone: one with none reaches
+        // nothing, never everything.
+        if matches!(
+            principal.auth_method,
+            AuthMethod::StaticBearer | AuthMethod::Mtls | AuthMethod::Local
+        ) {
             return self.scoped.authorize(ctx, action, resource).await;
         }
         // A binding that does not parse grants nothing (fail closed); authentication only
@@ -88,8 +96,11 @@ impl Authorizer for RoleAuthorizer {
             .iter()
             .filter_map(|r| r.parse().ok())
             .collect();
-        let Some(organisation) = self.organisation(ctx).await? else {
-            return Err(AuthzError::OutOfScope);
+        // A principal vouched for by one organisation (its API key's, its identity provider's)
+        // reaches no tenant of another, whatever its bindings say.
+        let organisation = match self.organisation(ctx).await? {
+            Some(org) if principal.organisation_id.is_none_or(|own| own == org) => org,
+            _ => return Err(AuthzError::OutOfScope),
         };
         match decide_tool(
             &bindings,

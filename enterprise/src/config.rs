@@ -16,6 +16,8 @@ use decision_gate_store_enterprise::PoolConfig;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::oidc::IssuerConfig;
+
 /// The environment variable naming the enterprise configuration file.
 pub const CONFIG_ENV: &str = "DECISION_GATE_ENTERPRISE_CONFIG";
 
@@ -303,6 +305,15 @@ pub struct IdentityConfig {
     pub pepper_file: Option<PathBuf>,
     /// Seconds a rotated key keeps working beside its successor (0..=86400).
     pub rotation_overlap_s: i64,
+    /// This server's resource identifier (an https URL, e.g. `https://dg.example.com/mcp`):
+    /// the default audience of every issuer, and the `resource` of the OAuth protected-resource
+    /// metadata (RFC 9728) that refusals point MCP clients to.
+    pub resource: Option<String>,
+    /// The OpenID providers whose access tokens the server accepts.
+    pub issuers: Vec<IssuerConfig>,
+    /// Administrative actions that need a step-up accept an authentication at most this many
+    /// seconds old (1..=86400).
+    pub step_up_max_age_s: u64,
 }
 
 impl Default for IdentityConfig {
@@ -310,12 +321,62 @@ impl Default for IdentityConfig {
         Self {
             pepper_file: None,
             rotation_overlap_s: 3_600,
+            resource: None,
+            issuers: Vec::new(),
+            step_up_max_age_s: 300,
         }
     }
 }
 
 impl IdentityConfig {
+    /// Fills each issuer's audience from `resource` when it has none.
+    fn resolve(&mut self) {
+        for issuer in &mut self.issuers {
+            if issuer.audience.is_none() {
+                issuer.audience.clone_from(&self.resource);
+            }
+        }
+    }
+
     fn problems(&self, problems: &mut Vec<Problem>) {
+        if let Some(resource) = &self.resource
+            && let Some(p) = crate::oidc::url_problem(resource)
+        {
+            problems.push(problem("identity.resource", p));
+        }
+        if !(1..=86_400).contains(&self.step_up_max_age_s) {
+            problems.push(problem(
+                "identity.step_up_max_age_s",
+                format!(
+                    "must be between 1 and 86400 seconds, got {}",
+                    self.step_up_max_age_s
+                ),
+            ));
+        }
+        if self.issuers.len() > crate::oidc::MAX_ISSUERS {
+            problems.push(problem(
+                "identity.issuers",
+                format!(
+                    "at most {} issuers, got {}",
+                    crate::oidc::MAX_ISSUERS,
+                    self.issuers.len()
+                ),
+            ));
+        }
+        let mut found = Vec::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let path = format!("identity.issuers[{i}]");
+            if found.contains(&&issuer.issuer) {
+                problems.push(problem(
+                    format!("{path}.issuer"),
+                    format!("{} is listed twice", issuer.issuer),
+                ));
+            }
+            found.push(&issuer.issuer);
+            let mut named = Vec::new();
+            issuer.problems(&path, &mut named);
+            problems.extend(named.into_iter().map(|(p, m)| problem(p, m)));
+        }
         let max = decision_gate_store_enterprise::MAX_OVERLAP_S;
         if !(0..=max).contains(&self.rotation_overlap_s) {
             problems.push(problem(
@@ -441,6 +502,7 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         Some(value) => section::<IdentityConfig>("identity", value, &mut problems),
     }
     .map(|mut identity| {
+        identity.resolve();
         identity.problems(&mut problems);
         identity.pepper_file = identity.pepper_file.map(|f| base.join(f));
         identity
@@ -451,7 +513,10 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
     if let Some(tenancy) = &tenancy {
         tenancy.problems(&mut problems);
     }
-    let server = oss::parse_table(table, base).map_err(|p| problems.extend(p));
+    // Every caller authenticates (API keys, identity providers, the configured tokens and
+    // certificates); `local_only` here means no configured credentials, never trust in
+    // loopback callers.
+    let server = oss::parse_table_with(table, base, true).map_err(|p| problems.extend(p));
     if let Ok(server) = &server {
         principal_problems(&server.config.server.auth, &mut problems);
         if server.config.server.audit.path.is_some() {

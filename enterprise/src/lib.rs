@@ -11,7 +11,10 @@
 pub mod api_keys;
 mod authorize;
 pub mod config;
+pub mod credentials;
+pub mod discovery;
 mod gated;
+pub mod oidc;
 pub mod rbac;
 mod serve;
 mod tenancy;

@@ -14,15 +14,18 @@ use std::time::Duration;
 use decision_gate_core::access::ScopeAuthorizer;
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_mcp::server::cancel_on_signal;
-use decision_gate_mcp::{DataDir, ServeError, Server, auth};
+use decision_gate_mcp::{DataDir, ServeError, Server};
 use decision_gate_store_enterprise::{
     MigrateOptions, PgAuditSink, PgError, PgPool, PgStore, PgUsageMeter, check_app_role,
     check_schema, migrate,
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::api_keys::{ApiKeyAuthenticator, Pepper};
+use crate::api_keys::{ApiKeys, Pepper};
 use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
+use crate::credentials::{EnterpriseAuthenticator, configured};
+use crate::discovery::ProtectedResource;
+use crate::oidc::OidcVerifier;
 use crate::{EnterpriseError, GatedStore, RoleAuthorizer, TenancyAuthorizer, provision};
 
 /// How often a server whose database is unreachable retries its start-up steps.
@@ -50,7 +53,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         database,
         tenancy,
         tenant_providers,
-        identity: _,
+        identity,
     } = config;
     let http = options.http.or(loaded.config.server.bind);
     if http.is_none() && options.grpc.is_none() {
@@ -100,10 +103,24 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
             pepper_file.display()
         );
     }
-    let authenticate = Arc::new(ApiKeyAuthenticator::new(
-        pool.clone(),
-        pepper,
-        auth::from_config(&loaded.config.server.auth),
+    let oidc = Arc::new(
+        OidcVerifier::new(&identity.issuers, identity.step_up_max_age_s).map_err(|message| {
+            ServeError::Storage {
+                what: "identity.issuers".to_owned(),
+                message,
+            }
+        })?,
+    );
+    let discovery = identity.resource.as_deref().map(ProtectedResource::new);
+    let challenge = match &discovery {
+        Some(d) => d.challenge(),
+        None => r#"Bearer realm="decision-gate""#.to_owned(),
+    };
+    let authenticate = Arc::new(EnterpriseAuthenticator::new(
+        ApiKeys::new(pool.clone(), pepper),
+        oidc.clone(),
+        configured(&loaded.config.server.auth),
+        challenge,
     ));
     let roles = RoleAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
     let authorizer = TenancyAuthorizer::new(Arc::new(roles), pool.clone());
@@ -116,6 +133,11 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .authenticate(authenticate)
         .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
+        .routes(
+            discovery
+                .map(|d| d.routes(oidc.issuer_ids()))
+                .unwrap_or_default(),
+        )
         .build()?;
 
     let note = format!(

@@ -49,6 +49,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// Runpack signing and verification.
     pub runpacks: RunpacksConfig,
+    /// Set by a composition root that authenticates every network caller itself (the
+    /// enterprise server's API keys and identity providers): then `local_only` means "no
+    /// configured credentials", never "loopback callers are trusted", and a non-loopback
+    /// address needs no configured token. Not a configuration key.
+    #[serde(skip)]
+    pub authentication_supplied: bool,
 }
 
 /// `[runpacks]`: how exported runpacks are signed and what verification trusts.
@@ -848,9 +854,23 @@ pub fn read_table(text: &str) -> Result<toml::Table, Vec<Problem>> {
 /// # Errors
 /// Every problem found, each naming its key.
 pub fn parse_table(table: toml::Table, base: &Path) -> Result<Loaded, Vec<Problem>> {
+    parse_table_with(table, base, false)
+}
+
+/// [`parse_table`] for a composition root that authenticates every network caller itself
+/// (`authentication_supplied`, see [`Config::authentication_supplied`]).
+///
+/// # Errors
+/// Every problem found, each naming its key.
+pub fn parse_table_with(
+    table: toml::Table,
+    base: &Path,
+    authentication_supplied: bool,
+) -> Result<Loaded, Vec<Problem>> {
     let value = serde_json::to_value(table).map_err(|e| vec![Problem::new("$", e.to_string())])?;
     let mut config: Config =
         from_json_value(value).map_err(|e| vec![Problem::new(e.path, e.rule)])?;
+    config.authentication_supplied = authentication_supplied;
     config.resolve_paths(base);
     let mut problems = config.problems();
     let providers =
@@ -1105,7 +1125,7 @@ impl Config {
         if bind.ip().is_loopback() {
             return;
         }
-        if self.server.auth.mode == AuthMode::LocalOnly {
+        if self.server.auth.mode == AuthMode::LocalOnly && !self.authentication_supplied {
             problems.push(Problem::new(
                 path,
                 format!(

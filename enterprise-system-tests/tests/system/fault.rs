@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::cluster::Cluster;
+use crate::isolation::{TOKEN_A, auth};
 use crate::support::{
     ConfigDir, Enterprise, ScratchDb, call, config, cycle, error_kind, migrate_and_provision,
     next_args, ok, run, start_args,
@@ -45,13 +46,17 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 fn a_postgres_crash_mid_load_loses_no_acknowledged_trigger_and_service_resumes() {
     let cluster = Cluster::start();
     let db = ScratchDb::create(&cluster.server());
-    let dir = ConfigDir::new(&config(&db, "", ""));
+    let dir = ConfigDir::new(&config(&db, "", &auth()));
     migrate_and_provision(&dir);
     let server = Enterprise::start(&dir);
     assert_eq!(server.readyz(), 200);
-    ok(&server.call(None, "scenario_define", json!({ "spec": cycle() })));
+    ok(&server.call(Some(TOKEN_A), "scenario_define", json!({ "spec": cycle() })));
     for w in 0..WORKERS {
-        ok(&server.call(None, "scenario_start", start_args(1, &format!("w{w}"))));
+        ok(&server.call(
+            Some(TOKEN_A),
+            "scenario_start",
+            start_args(1, &format!("w{w}")),
+        ));
     }
 
     let phase = Arc::new(AtomicU8::new(UP));
@@ -76,7 +81,7 @@ fn a_postgres_crash_mid_load_loses_no_acknowledged_trigger_and_service_resumes()
                     let sent = phase.load(Ordering::Acquire);
                     let result = call(
                         &url,
-                        None,
+                        Some(TOKEN_A),
                         "scenario_next",
                         next_args(1, &format!("w{w}"), &trigger, n),
                     );

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use crate::isolation::{TOKEN_A, auth};
 use crate::support::{
     ConfigDir, Enterprise, PgServer, ScratchDb, config, cycle, migrate_and_provision, next_args,
     ok, run, run_json, start_args,
@@ -12,15 +13,15 @@ use crate::support::{
 fn the_scan_is_clean_after_traffic_and_finds_a_planted_cross_tenant_row() {
     let pg = PgServer::shared();
     let db = ScratchDb::create(&pg);
-    let dir = ConfigDir::new(&config(&db, "", ""));
+    let dir = ConfigDir::new(&config(&db, "", &auth()));
     migrate_and_provision(&dir);
     {
         let server = Enterprise::start(&dir);
-        ok(&server.call(None, "scenario_define", json!({ "spec": cycle() })));
-        ok(&server.call(None, "scenario_start", start_args(1, "run-1")));
+        ok(&server.call(Some(TOKEN_A), "scenario_define", json!({ "spec": cycle() })));
+        ok(&server.call(Some(TOKEN_A), "scenario_start", start_args(1, "run-1")));
         for n in 1..=3 {
             ok(&server.call(
-                None,
+                Some(TOKEN_A),
                 "scenario_next",
                 next_args(1, "run-1", &format!("t-{n}"), n),
             ));

@@ -8,6 +8,8 @@ mod identity;
 mod integrity;
 mod isolation;
 mod migrations;
+mod oidc;
+mod oidc_provider;
 mod support;
 mod tls;
 mod trail;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use crate::isolation::{TOKEN_A, auth};
 use crate::support::{
     ConfigDir, Enterprise, PgServer, ScratchDb, config, cycle, migrate_and_provision, ok, run,
     run_json,
@@ -77,7 +78,7 @@ fn three_servers_starting_together_on_an_empty_database_migrate_once_and_serve()
     let pg = PgServer::shared();
     let db = ScratchDb::create(&pg);
     let dirs: Vec<ConfigDir> = (0..3)
-        .map(|_| ConfigDir::new(&config(&db, "migrate_on_start = true", "")))
+        .map(|_| ConfigDir::new(&config(&db, "migrate_on_start = true", &auth())))
         .collect();
     let servers: Vec<Enterprise> = std::thread::scope(|s| {
         let handles: Vec<_> = dirs
@@ -129,11 +130,11 @@ fn three_servers_starting_together_on_an_empty_database_migrate_once_and_serve()
     assert!(rows.iter().all(|r| r.ends_with(":true")), "{rows:?}");
 
     // All three serve the same data: defined through one, listed through another.
-    ok(&servers[0].call(None, "scenario_define", json!({ "spec": cycle() })));
+    ok(&servers[0].call(Some(TOKEN_A), "scenario_define", json!({ "spec": cycle() })));
     for server in &servers {
         assert_eq!(server.readyz(), 200);
         let list = server.call(
-            None,
+            Some(TOKEN_A),
             "scenarios_list",
             json!({ "tenant_id": 1, "namespace_id": 1 }),
         );
@@ -198,7 +199,7 @@ fn refused_serve(dir: &ConfigDir) -> String {
 fn serve_refuses_a_newer_schema_and_an_unsafe_role_with_a_clear_message() {
     let pg = PgServer::shared();
     let db = ScratchDb::create(&pg);
-    let dir = ConfigDir::new(&config(&db, "", ""));
+    let dir = ConfigDir::new(&config(&db, "", &auth()));
     migrate_and_provision(&dir);
     db.exec(&[
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
@@ -212,7 +213,7 @@ fn serve_refuses_a_newer_schema_and_an_unsafe_role_with_a_clear_message() {
 
     // The owner (a superuser) as the serving role: refused before serving.
     db.exec(&["DELETE FROM _sqlx_migrations WHERE version = 9999"]);
-    let owner = ConfigDir::new(&config(&db, "", "").replace(&db.app_url(), &db.owner_url()));
+    let owner = ConfigDir::new(&config(&db, "", &auth()).replace(&db.app_url(), &db.owner_url()));
     let stderr = refused_serve(&owner);
     assert!(
         stderr.contains("unsafe database role") && stderr.contains("superuser"),

@@ -9,6 +9,7 @@ use decision_gate_system_tests::pki::Ca;
 use serde_json::json;
 
 use crate::cluster::Cluster;
+use crate::isolation::{TOKEN_A, auth};
 use crate::support::{
     ConfigDir, Enterprise, ScratchDb, config, cycle, migrate_and_provision, ok, run,
 };
@@ -91,7 +92,7 @@ fn a_tls_only_postgres_is_reached_only_over_verified_tls() {
     );
 
     // The server and its administration commands, every URL verified against the right CA.
-    let text = config(&db, "", "")
+    let text = config(&db, "", &auth())
         .replace(
             &db.app_url(),
             &with_query(&db.app_url(), &verify_full(&trusted)),
@@ -105,7 +106,7 @@ fn a_tls_only_postgres_is_reached_only_over_verified_tls() {
     migrate_and_provision(&dir);
     let server = Enterprise::start(&dir);
     assert_eq!(server.readyz(), 200);
-    ok(&server.call(None, "scenario_define", json!({ "spec": cycle() })));
+    ok(&server.call(Some(TOKEN_A), "scenario_define", json!({ "spec": cycle() })));
     let encrypted = db.strings(
         "SELECT count(*)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
          WHERE a.usename = 'dg_app' AND s.ssl",
