@@ -8,6 +8,7 @@
 //! permission matrix of [`rbac`]) and the configured bearer tokens and mTLS clients, each bound
 //! to a tenant. See ADR 0009 and ADR 0015.
 
+pub mod admin;
 pub mod api_keys;
 mod authorize;
 pub mod config;

@@ -24,6 +24,9 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use decision_gate_store_enterprise::{PgPool, subject_bindings};
+
+use crate::api_keys::key_bindings;
 use crate::rbac::{Binding, Scope};
 
 /// How long a verified token is trusted before it is verified (and its bindings read) again.
@@ -247,6 +250,8 @@ struct Verified {
 /// Verifies OIDC access tokens from the configured issuers.
 pub struct OidcVerifier {
     issuers: Vec<Issuer>,
+    /// Where stored role bindings are read (none in unit tests).
+    bindings: Option<PgPool>,
     http: reqwest::Client,
     step_up_max_age_s: u64,
     verified: Mutex<LruCache<[u8; 32], Arc<Verified>>>,
@@ -289,7 +294,11 @@ impl OidcVerifier {
     ///
     /// # Errors
     /// The HTTP client cannot be built.
-    pub fn new(issuers: &[IssuerConfig], step_up_max_age_s: u64) -> Result<Self, String> {
+    pub fn new(
+        issuers: &[IssuerConfig],
+        bindings: Option<PgPool>,
+        step_up_max_age_s: u64,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
@@ -322,6 +331,7 @@ impl OidcVerifier {
             .collect();
         Ok(Self {
             issuers,
+            bindings,
             http,
             step_up_max_age_s,
             verified: Mutex::new(LruCache::new(
@@ -436,7 +446,19 @@ impl OidcVerifier {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(text, &key, &validation)
             .map_err(|e| refused(format!("the token is not valid: {e}"), token))?
             .claims;
-        let principal = issuer.principal(&claims, digest);
+        let stored = match (&self.bindings, claims.get("sub").and_then(Value::as_str)) {
+            (Some(pool), Some(sub)) => subject_bindings(pool, &issuer.config.issuer, sub)
+                .await
+                .map_err(|e| AuthnError::Unavailable(format!("reading role bindings: {e}")))?
+                .into_iter()
+                // A binding outside the issuer's organisation grants nothing.
+                .filter(|b| b.scope.organisation_id == issuer.config.organisation_id)
+                .filter_map(|b| key_bindings(&b.scope, std::slice::from_ref(&b.role)).ok())
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        };
+        let principal = issuer.principal(&claims, stored, digest);
         let exp = claims
             .get("exp")
             .and_then(Value::as_u64)
@@ -575,9 +597,13 @@ impl Issuer {
     }
 
     /// The principal a verified token's claims describe.
-    fn principal(&self, claims: &Map<String, Value>, digest: &[u8; 32]) -> Principal {
+    fn principal(
+        &self,
+        claims: &Map<String, Value>,
+        mut bindings: Vec<Binding>,
+        digest: &[u8; 32],
+    ) -> Principal {
         let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let mut bindings: Vec<Binding> = Vec::new();
         for (claim, equals, grant) in &self.rules {
             let matched = match claims.get(claim) {
                 Some(Value::String(s)) => s == equals,

@@ -459,6 +459,104 @@ fn decide(
     }
 }
 
+/// What an administrative action acts on: an organisation, or one of its tenants, or one
+/// namespace of that tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The organisation.
+    pub organisation: i64,
+    /// The tenant, for tenant and namespace actions.
+    pub tenant: Option<TenantId>,
+    /// The namespace, for namespace actions.
+    pub namespace: Option<NamespaceId>,
+}
+
+impl Target {
+    /// The scope the target is.
+    #[must_use]
+    pub fn scope(self) -> Scope {
+        match (self.tenant, self.namespace) {
+            (Some(t), Some(n)) => Scope::Namespace(t, n),
+            (Some(t), None) => Scope::Tenant(t),
+            _ => Scope::Organisation(self.organisation),
+        }
+    }
+}
+
+/// Whether `outer` covers all of `inner`, both within `organisation`.
+fn scope_covers(outer: Scope, inner: Scope, organisation: i64) -> bool {
+    match (outer, inner) {
+        (Scope::Organisation(o), _) => o == organisation,
+        (Scope::Tenant(t), Scope::Tenant(u) | Scope::Namespace(u, _)) => t == u,
+        (Scope::Namespace(t, n), Scope::Namespace(u, m)) => t == u && n == m,
+        _ => false,
+    }
+}
+
+/// Decides an administrative action on `target` for a principal of `organisation` (the one
+/// its credential speaks for) with `bindings`. Another organisation, or a tenant the
+/// principal has no binding in, is [`Verdict::OutOfScope`]; inside its reach, an action no
+/// covering binding allows is [`Verdict::Denied`].
+#[must_use]
+pub fn decide_admin(
+    organisation: Option<i64>,
+    bindings: &[Binding],
+    target: Target,
+    action: AdminAction,
+) -> Verdict {
+    if organisation != Some(target.organisation) {
+        return Verdict::OutOfScope;
+    }
+    let scope = target.scope();
+    let mut touches = false;
+    for b in bindings {
+        if scope_covers(b.scope, scope, target.organisation) && b.role.allows_admin(action) {
+            return Verdict::Allowed;
+        }
+        touches |= match (b.scope, target.tenant) {
+            (Scope::Organisation(o), _) => o == target.organisation,
+            (Scope::Tenant(t) | Scope::Namespace(t, _), Some(tenant)) => t == tenant,
+            // An organisation-level target is visible to every member of the organisation.
+            (Scope::Tenant(_) | Scope::Namespace(..), None) => true,
+        };
+    }
+    if touches {
+        Verdict::Denied
+    } else {
+        Verdict::OutOfScope
+    }
+}
+
+/// How much a role may do, for the rule that nobody grants more than they hold: a smaller rank
+/// may grant a larger or equal one.
+fn rank(role: Role) -> u8 {
+    match role {
+        Role::OrgOwner => 0,
+        Role::TenantAdmin => 1,
+        Role::NamespaceAdmin => 2,
+        Role::Operator => 3,
+        Role::Agent | Role::Auditor => 4,
+        Role::Viewer => 5,
+    }
+}
+
+/// Whether a principal with `bindings` in `organisation` may hand out `granted` (as a role
+/// binding or an API key's role): one of its bindings must cover the granted scope, allow
+/// `action`, and hold a role at least as strong.
+#[must_use]
+pub fn may_grant(
+    bindings: &[Binding],
+    organisation: i64,
+    granted: Binding,
+    action: AdminAction,
+) -> bool {
+    bindings.iter().any(|b| {
+        scope_covers(b.scope, granted.scope, organisation)
+            && b.role.allows_admin(action)
+            && rank(b.role) <= rank(granted.role)
+    })
+}
+
 const YES: &str = "✓";
 const NO: &str = "·";
 
@@ -636,6 +734,95 @@ mod tests {
             call(&[], 1, 7, 2, Action::ScenarioStatus),
             Verdict::OutOfScope
         );
+    }
+
+    #[test]
+    fn administration_reaches_the_bound_scope_and_grants_no_more_than_held() {
+        let admin: Binding = "tenant_admin@tenant:7".parse().unwrap();
+        let ns_admin: Binding = "namespace_admin@namespace:7/2".parse().unwrap();
+        let target = |tenant: Option<u64>, ns: Option<u64>| Target {
+            organisation: 1,
+            tenant: tenant.map(t),
+            namespace: ns.map(n),
+        };
+        let decide = |b: &[Binding], org, tg, a| decide_admin(org, b, tg, a);
+        use AdminAction as A;
+        assert_eq!(
+            decide(
+                &[admin],
+                Some(1),
+                target(Some(7), Some(3)),
+                A::NamespaceSuspend
+            ),
+            Verdict::Allowed
+        );
+        assert_eq!(
+            decide(&[admin], Some(1), target(Some(8), None), A::TenantRead),
+            Verdict::OutOfScope
+        );
+        assert_eq!(
+            decide(&[admin], Some(1), target(None, None), A::TenantCreate),
+            Verdict::Denied
+        );
+        assert_eq!(
+            decide(&[admin], Some(2), target(Some(7), None), A::TenantRead),
+            Verdict::OutOfScope
+        );
+        assert_eq!(
+            decide(
+                &[ns_admin],
+                Some(1),
+                target(Some(7), Some(3)),
+                A::ApiKeyCreate
+            ),
+            Verdict::Denied
+        );
+        assert_eq!(
+            decide(
+                &[ns_admin],
+                Some(1),
+                target(Some(7), Some(2)),
+                A::ApiKeyCreate
+            ),
+            Verdict::Allowed
+        );
+        let grant = |text: &str| text.parse::<Binding>().unwrap();
+        assert!(may_grant(
+            &[admin],
+            1,
+            grant("agent@namespace:7/1"),
+            A::RoleBindingGrant
+        ));
+        assert!(may_grant(
+            &[admin],
+            1,
+            grant("tenant_admin@tenant:7"),
+            A::RoleBindingGrant
+        ));
+        assert!(!may_grant(
+            &[admin],
+            1,
+            grant("org_owner@organisation:1"),
+            A::RoleBindingGrant
+        ));
+        assert!(!may_grant(
+            &[admin],
+            1,
+            grant("agent@tenant:8"),
+            A::RoleBindingGrant
+        ));
+        assert!(!may_grant(
+            &[ns_admin],
+            1,
+            grant("tenant_admin@tenant:7"),
+            A::RoleBindingGrant
+        ));
+        assert!(!may_grant(
+            &[ns_admin],
+            1,
+            grant("agent@namespace:7/3"),
+            A::RoleBindingGrant
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use decision_gate_core::access::ScopeAuthorizer;
+use decision_gate_core::identity::Authenticate;
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_mcp::server::cancel_on_signal;
 use decision_gate_mcp::{DataDir, ServeError, Server};
@@ -21,6 +22,7 @@ use decision_gate_store_enterprise::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminSettings};
 use crate::api_keys::{ApiKeys, Pepper};
 use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
 use crate::credentials::{EnterpriseAuthenticator, configured};
@@ -104,11 +106,14 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         );
     }
     let oidc = Arc::new(
-        OidcVerifier::new(&identity.issuers, identity.step_up_max_age_s).map_err(|message| {
-            ServeError::Storage {
-                what: "identity.issuers".to_owned(),
-                message,
-            }
+        OidcVerifier::new(
+            &identity.issuers,
+            Some(pool.clone()),
+            identity.step_up_max_age_s,
+        )
+        .map_err(|message| ServeError::Storage {
+            what: "identity.issuers".to_owned(),
+            message,
         })?,
     );
     let discovery = identity.resource.as_deref().map(ProtectedResource::new);
@@ -116,8 +121,8 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         Some(d) => d.challenge(),
         None => r#"Bearer realm="decision-gate""#.to_owned(),
     };
-    let authenticate = Arc::new(EnterpriseAuthenticator::new(
-        ApiKeys::new(pool.clone(), pepper),
+    let authenticate: Arc<dyn Authenticate> = Arc::new(EnterpriseAuthenticator::new(
+        ApiKeys::new(pool.clone(), pepper.clone()),
         oidc.clone(),
         configured(&loaded.config.server.auth),
         challenge,
@@ -130,13 +135,25 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .audit_sink(Arc::new(PgAuditSink::new(pool.clone())))
         .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
         .authorizer(Arc::new(authorizer))
-        .authenticate(authenticate)
+        .authenticate(authenticate.clone())
         .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
         .routes(
             discovery
                 .map(|d| d.routes(oidc.issuer_ids()))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .merge(admin::router(AdminSettings {
+                    pool: pool.clone(),
+                    authenticate: authenticate.clone(),
+                    pepper,
+                    rotation_overlap_s: identity.rotation_overlap_s,
+                    step_up_max_age_s: identity.step_up_max_age_s,
+                    issuers: identity
+                        .issuers
+                        .iter()
+                        .map(|i| (i.issuer.clone(), i.organisation_id))
+                        .collect(),
+                })),
         )
         .build()?;
 

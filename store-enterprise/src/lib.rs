@@ -26,6 +26,8 @@
 //! for every other event (ADR 0011).
 
 #[cfg(feature = "postgres")]
+mod bindings;
+#[cfg(feature = "postgres")]
 mod codec;
 #[cfg(feature = "postgres")]
 mod error;
@@ -42,6 +44,11 @@ mod tenancy;
 #[cfg(feature = "postgres")]
 mod trail;
 
+#[cfg(feature = "postgres")]
+pub use bindings::{
+    BindingRecord, MAX_BINDING_PAGE, MAX_SUBJECT_BINDINGS, NewBinding, binding, grant_role,
+    list_bindings, revoke_binding, subject_bindings,
+};
 #[cfg(feature = "postgres")]
 pub use error::PgError;
 #[cfg(feature = "postgres")]
@@ -64,8 +71,9 @@ pub use sqlx::postgres::PgPool;
 pub use store::{PgStore, PoolConfig};
 #[cfg(feature = "postgres")]
 pub use tenancy::{
-    LifecycleState, NamespaceStanding, Provisioned, create_namespace, create_organisation,
-    create_tenant, namespace_state, tenant_state,
+    LifecycleState, MAX_TENANCY_PAGE, NamespaceRow, NamespaceStanding, Provisioned, TenantRow,
+    create_namespace, create_organisation, create_tenant, list_namespaces, list_tenants,
+    namespace_state, organisation, set_state, tenant_state,
 };
 #[cfg(feature = "postgres")]
-pub use trail::{PgAuditSink, PgUsageMeter};
+pub use trail::{PgAuditSink, PgUsageMeter, record_admin_event};

@@ -244,11 +244,19 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), PgError> {
     Ok(())
 }
 
-/// What the application role may do, table by table: read and append, update only run heads,
-/// never delete or truncate.
+/// What the application role may do, table by table: read and append, update only run heads
+/// and lifecycle states, never delete or truncate (except a revoked role binding).
 const APP_GRANTS: &[(&str, &str)] = &[
-    ("tenants", "SELECT"),
-    ("namespaces", "SELECT"),
+    // The admin API creates tenants and namespaces and moves their state; names and ids never
+    // change, and no row is deleted ("deleted" is a state).
+    ("organisations", "SELECT"),
+    ("tenants", "SELECT, INSERT, UPDATE (state)"),
+    ("namespaces", "SELECT, INSERT, UPDATE (state)"),
+    (
+        "FUNCTION dg_organisation_tenants(bigint, bigint, int)",
+        "EXECUTE",
+    ),
+    ("role_bindings", "SELECT, INSERT, DELETE"),
     ("scenarios", "SELECT, INSERT"),
     ("runs", "SELECT, INSERT, UPDATE"),
     ("run_entries", "SELECT, INSERT"),

@@ -197,10 +197,12 @@ fn lifecycle(state: &str) -> Result<LifecycleState, PgError> {
 
 /// Where a tenant stands: its organisation, its state, and the state of one of its namespaces
 /// (`None` when that namespace does not exist).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceStanding {
     /// The tenant's organisation.
     pub organisation_id: i64,
+    /// The tenant's name.
+    pub tenant_name: String,
     /// The tenant's state.
     pub tenant: LifecycleState,
     /// The namespace's state, `None` when it does not exist.
@@ -219,8 +221,8 @@ pub async fn namespace_state(
     namespace_id: NamespaceId,
 ) -> Result<Option<NamespaceStanding>, PgError> {
     let mut tx = begin_for(pool, tenant_id).await?;
-    let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
-        "SELECT t.organisation_id, t.state, n.state FROM tenants t
+    let row: Option<(i64, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.organisation_id, t.name, t.state, n.state FROM tenants t
            LEFT JOIN namespaces n ON n.tenant_id = t.tenant_id AND n.namespace_id = $2
           WHERE t.tenant_id = $1",
     )
@@ -229,12 +231,203 @@ pub async fn namespace_state(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(|(organisation_id, tenant, namespace)| {
+    row.map(|(organisation_id, tenant_name, tenant, namespace)| {
         Ok(NamespaceStanding {
             organisation_id,
+            tenant_name,
             tenant: lifecycle(&tenant)?,
             namespace: namespace.as_deref().map(lifecycle).transpose()?,
         })
     })
     .transpose()
+}
+
+/// A tenant as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TenantRow {
+    /// Its id.
+    pub tenant_id: TenantId,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: LifecycleState,
+}
+
+/// A namespace as the admin API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NamespaceRow {
+    /// Its id within the tenant.
+    pub namespace_id: NamespaceId,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: LifecycleState,
+}
+
+/// The longest page of tenants or namespaces one listing returns.
+pub const MAX_TENANCY_PAGE: u32 = 500;
+
+fn page_limit(limit: u32) -> Result<i32, PgError> {
+    if !(1..=MAX_TENANCY_PAGE).contains(&limit) {
+        return Err(PgError::Invalid {
+            field: "limit",
+            message: format!("must be between 1 and {MAX_TENANCY_PAGE}, got {limit}"),
+        });
+    }
+    Ok(i32::try_from(limit).unwrap_or(i32::MAX))
+}
+
+fn id_from_db<T>(value: i64, make: impl Fn(u64) -> Option<T>) -> Result<T, PgError> {
+    u64::try_from(value)
+        .ok()
+        .and_then(make)
+        .ok_or_else(|| PgError::Unavailable(format!("stored id {value} is out of range")))
+}
+
+/// The name and state of organisation `organisation_id`, `None` when it does not exist.
+///
+/// # Errors
+/// [`PgError::Unavailable`] when the database cannot be reached.
+pub async fn organisation(
+    pool: &PgPool,
+    organisation_id: i64,
+) -> Result<Option<(String, LifecycleState)>, PgError> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT name, state FROM organisations WHERE organisation_id = $1")
+            .bind(organisation_id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|(name, state)| Ok((name, lifecycle(&state)?)))
+        .transpose()
+}
+
+/// One page of an organisation's tenants, in id order after `after`.
+///
+/// # Errors
+/// [`PgError::Invalid`] for a limit out of range; [`PgError::Unavailable`] otherwise.
+pub async fn list_tenants(
+    pool: &PgPool,
+    organisation_id: i64,
+    after: Option<TenantId>,
+    limit: u32,
+) -> Result<Vec<TenantRow>, PgError> {
+    let limit = page_limit(limit)?;
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT tenant_id, name, state FROM dg_organisation_tenants($1, $2, $3)")
+            .bind(organisation_id)
+            .bind(after.map(TenantId::as_i64))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+    rows.into_iter()
+        .map(|(id, name, state)| {
+            Ok(TenantRow {
+                tenant_id: id_from_db(id, |n| TenantId::new(n).ok())?,
+                name,
+                state: lifecycle(&state)?,
+            })
+        })
+        .collect()
+}
+
+/// One page of a tenant's namespaces, in id order after `after`.
+///
+/// # Errors
+/// [`PgError::Invalid`] for a limit out of range; [`PgError::Unavailable`] otherwise.
+pub async fn list_namespaces(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    after: Option<NamespaceId>,
+    limit: u32,
+) -> Result<Vec<NamespaceRow>, PgError> {
+    let limit = page_limit(limit)?;
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT namespace_id, name, state FROM namespaces
+          WHERE tenant_id = $1 AND namespace_id > coalesce($2, 0)
+          ORDER BY namespace_id LIMIT $3",
+    )
+    .bind(tenant_id.as_i64())
+    .bind(after.map(NamespaceId::as_i64))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.into_iter()
+        .map(|(id, name, state)| {
+            Ok(NamespaceRow {
+                namespace_id: id_from_db(id, |n| NamespaceId::new(n).ok())?,
+                name,
+                state: lifecycle(&state)?,
+            })
+        })
+        .collect()
+}
+
+fn state_name(state: LifecycleState) -> &'static str {
+    match state {
+        LifecycleState::Active => "active",
+        LifecycleState::Suspended => "suspended",
+        LifecycleState::Deleted => "deleted",
+    }
+}
+
+/// Moves a tenant (with `namespace`, one of its namespaces) to `state`. A deleted record stays
+/// deleted. Answers the state before, `None` when the record does not exist.
+///
+/// # Errors
+/// [`PgError::Conflict`] when the record is deleted and `state` is not;
+/// [`PgError::Unavailable`] otherwise.
+pub async fn set_state(
+    pool: &PgPool,
+    tenant_id: TenantId,
+    namespace: Option<NamespaceId>,
+    state: LifecycleState,
+) -> Result<Option<LifecycleState>, PgError> {
+    let mut tx = begin_for(pool, tenant_id).await?;
+    let before: Option<(String,)> = match namespace {
+        None => {
+            sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1 FOR UPDATE")
+                .bind(tenant_id.as_i64())
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        Some(ns) => sqlx::query_as(
+            "SELECT state FROM namespaces WHERE tenant_id = $1 AND namespace_id = $2 FOR UPDATE",
+        )
+        .bind(tenant_id.as_i64())
+        .bind(ns.as_i64())
+        .fetch_optional(&mut *tx)
+        .await?,
+    };
+    let Some((before,)) = before else {
+        return Ok(None);
+    };
+    let before = lifecycle(&before)?;
+    if before == LifecycleState::Deleted && state != LifecycleState::Deleted {
+        return Err(PgError::Conflict {
+            what: if namespace.is_some() {
+                "namespace"
+            } else {
+                "tenant"
+            },
+            id: format!("{tenant_id} (deleted)"),
+        });
+    }
+    let query = match namespace {
+        None => {
+            sqlx::query("UPDATE tenants SET state = $3 WHERE tenant_id = $1 AND $2::bigint IS NULL")
+        }
+        Some(_) => sqlx::query(
+            "UPDATE namespaces SET state = $3 WHERE tenant_id = $1 AND namespace_id = $2",
+        ),
+    };
+    query
+        .bind(tenant_id.as_i64())
+        .bind(namespace.map(NamespaceId::as_i64))
+        .bind(state_name(state))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(before))
 }

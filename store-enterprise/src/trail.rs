@@ -182,3 +182,29 @@ impl UsageMeter for PgUsageMeter {
         Ok(())
     }
 }
+
+/// Records an administrative event (a change or a refusal of the admin API) in the deployment
+/// stream, the control plane's trail, naming the tenant and namespace it concerns.
+///
+/// # Errors
+/// [`StoreError`] when the event cannot be encoded or the database refuses it.
+pub async fn record_admin_event<T: serde::Serialize>(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    namespace: Option<decision_gate_core::ids::NamespaceId>,
+    event: &T,
+) -> Result<(), StoreError> {
+    let (json, sha) = encode(event)?;
+    sqlx::query(
+        "INSERT INTO deployment_audit_events (named_tenant, named_namespace, event_json, doc_sha256)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(tenant.map(TenantId::as_i64))
+    .bind(namespace.map(decision_gate_core::ids::NamespaceId::as_i64))
+    .bind(json)
+    .bind(sha)
+    .execute(pool)
+    .await
+    .map(drop)
+    .map_err(|e| StoreError::Unavailable(e.to_string()))
+}

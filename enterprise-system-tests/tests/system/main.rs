@@ -1,6 +1,7 @@
 //! System tests of the `decision-gate-enterprise` binary on a real Postgres. One binary, one
 //! module per concern.
 
+mod admin;
 mod cluster;
 mod fault;
 mod grpc;

@@ -130,6 +130,16 @@ impl OidcProvider {
         assert!(status.is_success(), "rotate: {status}");
     }
 
+    /// Logins from now on claim they happened `seconds` ago.
+    pub(crate) fn age_logins(&self, seconds: u64) {
+        let status = Self::http()
+            .get(format!("{}/test/age?seconds={seconds}", self.issuer))
+            .send()
+            .expect("age")
+            .status();
+        assert!(status.is_success(), "age: {status}");
+    }
+
     /// The signing keys, the one in use first.
     pub(crate) fn keys(&self) -> Vec<SigningKey> {
         let keys: Value = Self::http()
