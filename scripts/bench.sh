@@ -16,19 +16,23 @@
 #   limits  what hostile input costs: contains over 10,000 x 10,000 items (against the scan per
 #         item it replaced, measured in the same run); scenario_next over Streamable HTTP with
 #         the limits at their defaults against every limit at its ceiling, same release binary.
+#   authz  authentication + authorization per call (API key, cached OIDC token, a refusal),
+#         in process on the enterprise server's own parts; scenario_next throughput through the
+#         release decision-gate-enterprise binary on Postgres with an API key or an OIDC token
+#         against a configured bearer token.
 #   postgres  scenario_next through the release decision-gate-enterprise binary on Postgres
 #         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
 #         trigger's own statements replayed by pgbench as the application role; per-trigger
 #         cost at 10 vs 10,000 triggers.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, mcp, grpc, limits, postgres, sqlite)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, authz, mcp, grpc, limits, postgres, sqlite)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
 if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ] || [ "$area" = limits ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
 fi
-if [ "$area" = postgres ]; then
+if [ "$area" = postgres ] || [ "$area" = authz ]; then
   cargo build --quiet --release --locked -p decision-gate-enterprise --bin decision-gate-enterprise
   export DG_ENTERPRISE_BIN="$CARGO_TARGET_DIR/release/decision-gate-enterprise"
   . scripts/postgres.sh # exports DG_PG_URL

@@ -2,7 +2,7 @@
 //! printed as `BENCH <area>.<name> <measured> <unit> target <op> <value> <pass|FAIL>`.
 //!
 //! Area `mcp`: see [`mcp`]. Area `grpc`: see [`grpc`]. Area `postgres`: see [`postgres`].
-//! Area `sqlite`: see [`sqlite`].
+//! Area `sqlite`: see [`sqlite`]. Area `authz`: see [`authz`].
 //!
 //! Area `core`:
 //! - `ret_vs_cedar`, `ret_vs_regorus`: one 100-condition gate, every condition true (so nothing
@@ -17,6 +17,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod authz;
 mod grpc;
 mod limits;
 mod mcp;
@@ -313,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
     let rest = args.get(1..).unwrap_or_default();
     let lines = match area {
         "core" => core().await?,
+        "authz" => blocking(authz::run).await?,
         "mcp" => blocking(mcp::run).await?,
         "grpc" => blocking(grpc::run).await?,
         "limits" => blocking(limits::run).await?,
@@ -323,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
         "mcp-load" => return mcp::load_client(rest).await,
         "mcp-echo" => return mcp::echo_server().await,
         _ => anyhow::bail!(
-            "unknown area {area:?}; known areas: core, mcp, grpc, limits, postgres, sqlite"
+            "unknown area {area:?}; known areas: core, authz, mcp, grpc, limits, postgres, sqlite"
         ),
     };
     for (name, measured, unit, op, target) in lines {

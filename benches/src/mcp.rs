@@ -139,6 +139,17 @@ pub(crate) fn load(
     clients: usize,
     rate: Option<f64>,
 ) -> anyhow::Result<Measured> {
+    load_as(url, tool, clients, rate, None)
+}
+
+/// [`load`] presenting `Authorization: Bearer <bearer>` on every call.
+pub(crate) fn load_as(
+    url: &str,
+    tool: &str,
+    clients: usize,
+    rate: Option<f64>,
+    bearer: Option<&str>,
+) -> anyhow::Result<Measured> {
     let mut args = vec![
         "mcp-load".to_owned(),
         url.to_owned(),
@@ -149,14 +160,24 @@ pub(crate) fn load(
     if let Some(rate) = rate {
         args.push(format!("{rate:.1}"));
     }
-    run_load(&args)
+    run_load_as(&args, bearer)
 }
+
+/// The environment variable that hands a load client its bearer token.
+const BEARER_ENV: &str = "DG_BENCH_BEARER";
 
 /// Runs one load phase in a separate process (this binary in a load mode) and reads its JSON.
 pub(crate) fn run_load(args: &[String]) -> anyhow::Result<Measured> {
+    run_load_as(args, None)
+}
+
+fn run_load_as(args: &[String], bearer: Option<&str>) -> anyhow::Result<Measured> {
     let exe = std::env::current_exe().context("bench executable")?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
+    if let Some(bearer) = bearer {
+        cmd.env(BEARER_ENV, bearer);
+    }
     let out = cmd.output().context("run load client")?;
     anyhow::ensure!(
         out.status.success(),
@@ -386,17 +407,22 @@ struct Logical {
     value: u64,
 }
 
-/// Sends one `tools/call` and checks that it succeeded.
-pub(crate) async fn post(client: &reqwest::Client, url: &str, body: String) -> anyhow::Result<()> {
-    let resp = client
+/// Sends one `tools/call` (as the bearer of `bearer`, when given) and checks that it succeeded.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    bearer: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut request = client
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(body)
-        .send()
-        .await
-        .context("request")?;
+        .header("mcp-protocol-version", "2025-06-18");
+    if let Some(bearer) = bearer {
+        request = request.header("authorization", format!("Bearer {bearer}"));
+    }
+    let resp = request.body(body).send().await.context("request")?;
     let status = resp.status();
     let body = resp.bytes().await.context("answer")?;
     let text = || String::from_utf8_lossy(&body).into_owned();
@@ -466,6 +492,8 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
         .map(|r| r.parse().context("RATE"))
         .transpose()?;
     let run_tag = std::process::id();
+    let bearer: Option<std::sync::Arc<str>> = std::env::var(BEARER_ENV).ok().map(Into::into);
+    let token = bearer.as_deref();
     if tool == "scenario_next" {
         let client = reqwest::Client::new();
         let spec: Value = serde_json::from_str(SCENARIO).context("scenario")?;
@@ -473,13 +501,14 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
             &client,
             &url,
             call_body(0, "scenario_define", json!({"spec": spec}))?,
+            token,
         )
         .await
         .context("define")?;
         for w in 0..clients {
             let args = json!({"scenario_id": "cycle", "started_at": {"kind": "logical", "value": 0},
                               "run_config": {"tenant_id": 1, "namespace_id": 1, "run_id": format!("r-{run_tag}-{w}")}});
-            post(&client, &url, call_body(0, "scenario_start", args)?)
+            post(&client, &url, call_body(0, "scenario_start", args)?, token)
                 .await
                 .context("start")?;
         }
@@ -491,6 +520,7 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
         .map(|w| {
             let url = url.clone();
             let tool = tool.clone();
+            let bearer = bearer.clone();
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let run_id = format!("r-{run_tag}-{w}");
@@ -528,7 +558,7 @@ pub async fn load_client(args: &[String]) -> anyhow::Result<()> {
                         )?
                     };
                     let sent = Instant::now();
-                    match post(&client, &url, body).await {
+                    match post(&client, &url, body, bearer.as_deref()).await {
                         Ok(_) => latencies.push(sent.elapsed()),
                         Err(e) => {
                             if errors == 0 {

@@ -25,6 +25,12 @@ use serde_json::{Value, json};
 
 use crate::mcp::{self, CONCURRENCY, PHASE, ROUNDS, SCENARIO};
 
+/// The bearer token the measured server is configured with (the enterprise server trusts no
+/// caller for where it connects from), and its SHA-256 as the configuration holds it.
+pub(crate) const TOKEN: &str = "bench-token-0123456789abcdef";
+pub(crate) const TOKEN_SHA256: &str =
+    "55aa0586ae8cf4fd70162ddfcda5246cacc189e6eb1effff3dad7d93a86571f1";
+
 /// A PostgreSQL client program: from PATH, else the newest `/usr/lib/postgresql/*/bin`.
 fn pg_bin(name: &str) -> anyhow::Result<PathBuf> {
     let on_path = Command::new("sh")
@@ -75,7 +81,7 @@ fn owner_url(db: &str) -> String {
     format!("postgres://postgres@{}/{db}", pg_host())
 }
 
-fn psql(db: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(db: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new(pg_bin("psql")?)
         .args([
             "-X",
@@ -99,7 +105,8 @@ fn psql(db: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-fn enterprise(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
+/// Runs a command of the enterprise binary; its standard output.
+pub(crate) fn enterprise(bin: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(bin)
         .args(args)
         .env_remove("DATABASE_URL")
@@ -110,17 +117,18 @@ fn enterprise(bin: &Path, args: &[&str]) -> anyhow::Result<()> {
         "decision-gate-enterprise {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A scratch database, migrated and provisioned (tenant 1, namespace 1), dropped on drop.
-struct Database {
-    name: String,
-    config: PathBuf,
+pub(crate) struct Database {
+    pub(crate) name: String,
+    pub(crate) config: PathBuf,
 }
 
 impl Database {
-    fn create(bin: &Path, dir: &Path, name: &str) -> anyhow::Result<Self> {
+    /// The database `name` and its configuration under `dir`, with `extra` TOML appended.
+    pub(crate) fn create(bin: &Path, dir: &Path, name: &str, extra: &str) -> anyhow::Result<Self> {
         psql(
             "postgres",
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -132,7 +140,9 @@ impl Database {
             "data_dir = {data:?}\n[database]\nurl = \"postgres://dg_app:dg_app@{host}/{name}?sslmode=disable\"\nowner_url = \"postgres://postgres@{host}/{name}?sslmode=disable\"\nmax_connections = {conns}\n\
              [[tenancy.organisations]]\norganisation_id = 1\nname = \"bench\"\n\
              [[tenancy.tenants]]\ntenant_id = 1\norganisation_id = 1\nname = \"bench\"\nnamespaces = [{{ namespace_id = 1, name = \"bench\" }}]\n\
-             [server.limits]\nmax_inflight = 4096\n",
+             [server.limits]\nmax_inflight = 4096\n\
+             [server.auth]\nmode = \"bearer\"\n\
+             [[server.auth.tokens]]\nsubject = \"bench\"\ntoken_sha256 = \"{TOKEN_SHA256}\"\ntenant_id = 1\n{extra}",
             data = dir.join(name).display().to_string(),
             conns = CONCURRENCY * 2,
         );
@@ -166,7 +176,7 @@ impl Drop for Database {
 }
 
 /// The enterprise server on `db`.
-fn serve(bin: &Path, db: &Database) -> anyhow::Result<mcp::Process> {
+pub(crate) fn serve(bin: &Path, db: &Database) -> anyhow::Result<mcp::Process> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--http", "127.0.0.1:0", "--config"])
         .arg(&db.config);
@@ -175,7 +185,7 @@ fn serve(bin: &Path, db: &Database) -> anyhow::Result<mcp::Process> {
 
 fn triggers_per_sec(server: &mcp::Process) -> anyhow::Result<f64> {
     let url = format!("http://{}/mcp", server.addr);
-    let m = mcp::load(&url, "scenario_next", CONCURRENCY, None)?;
+    let m = mcp::load_as(&url, "scenario_next", CONCURRENCY, None, Some(TOKEN))?;
     Ok(m.calls_per_sec)
 }
 
@@ -296,7 +306,7 @@ async fn post(
     tool: &str,
     arguments: Value,
 ) -> anyhow::Result<()> {
-    mcp::post(client, url, mcp::call_body(1, tool, arguments)?)
+    mcp::post(client, url, mcp::call_body(1, tool, arguments)?, Some(TOKEN))
         .await
         .context(tool.to_owned())
 }
@@ -340,6 +350,21 @@ async fn trigger_flat(server: &mcp::Process) -> anyhow::Result<f64> {
     Ok(long / short)
 }
 
+/// The application role the measured servers connect as.
+pub(crate) fn ensure_app_role() -> anyhow::Result<()> {
+    psql(
+        "postgres",
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dg_app') THEN \
+         CREATE ROLE dg_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD 'dg_app'; END IF; END $$",
+    )
+    .map(drop)
+}
+
+/// The application role's URL of database `db`.
+pub(crate) fn app_url(db: &str) -> String {
+    format!("postgres://dg_app:dg_app@{}/{db}?sslmode=disable", pg_host())
+}
+
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.
 pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let bin = PathBuf::from(std::env::var("DG_ENTERPRISE_BIN").context(
@@ -347,13 +372,9 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     )?);
     let dir = tempfile::tempdir().context("temp dir")?;
     let pid = std::process::id();
-    psql(
-        "postgres",
-        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dg_app') THEN \
-         CREATE ROLE dg_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT PASSWORD 'dg_app'; END IF; END $$",
-    )?;
-    let rls_db = Database::create(&bin, dir.path(), &format!("dg_bench_rls_{pid}"))?;
-    let plain_db = Database::create(&bin, dir.path(), &format!("dg_bench_norls_{pid}"))?;
+    ensure_app_role()?;
+    let rls_db = Database::create(&bin, dir.path(), &format!("dg_bench_rls_{pid}"), "")?;
+    let plain_db = Database::create(&bin, dir.path(), &format!("dg_bench_norls_{pid}"), "")?;
     // The scratch copy: row-level security off on every tenant table (dropping the policies
     // while FORCE stays would deny everything instead).
     let tables = psql(
