@@ -9,8 +9,9 @@
 //!   `decision-gate-enterprise` binary on Postgres (eight clients), presenting an API key or an
 //!   OIDC access token, against the same server and load presenting a configured bearer token
 //!   (one SHA-256 and a scope check: the cheapest credential the server accepts, as close to
-//!   "auth disabled" as a server that authenticates every caller gets). The larger relative
-//!   loss of the two, median over rounds in alternating order. Target: at most 5 %.
+//!   "auth disabled" as a server that authenticates every caller gets). The larger of the two
+//!   credentials' median relative loss over nine rounds whose order rotates. Target: at most
+//!   5 %.
 //!
 //! The identity provider is a JWKS this process serves on loopback (an Ed25519 key), so the
 //! server fetches real keys and verifies real signatures.
@@ -33,7 +34,11 @@ use decision_gate_enterprise::{RoleAuthorizer, TenancyAuthorizer};
 use decision_gate_store_enterprise::PoolConfig;
 use serde_json::{Value, json};
 
-use crate::mcp::{self, CONCURRENCY, ROUNDS};
+use crate::mcp::{self, CONCURRENCY};
+
+/// Rounds of the throughput comparison: each credential goes first in a third of them. The
+/// VM's speed drifts by more than the effect, so the figure is a median over many.
+const ROUNDS: usize = 9;
 use crate::postgres::{self, Database, TOKEN};
 
 const AUDIENCE: &str = "https://bench.test/mcp";
@@ -248,7 +253,7 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let server = postgres::serve(&bin, &db)?;
     let url = format!("http://{}/mcp", server.addr);
     let credentials = [TOKEN, key.as_str(), jwt.as_str()];
-    let mut losses = Vec::new();
+    let (mut key_losses, mut jwt_losses) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let mut per_sec = [0.0; 3];
         // Rotate the order, so warming up or slowing down favours none of the three.
@@ -266,10 +271,15 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
             per_sec[2]
         );
         let loss = |x: f64| (per_sec[0] - x) / per_sec[0] * 100.0;
-        losses.push(loss(per_sec[1]).max(loss(per_sec[2])));
+        key_losses.push(loss(per_sec[1]));
+        jwt_losses.push(loss(per_sec[2]));
     }
+    let (key_loss, jwt_loss) = (crate::median(key_losses), crate::median(jwt_losses));
+    eprintln!(
+        "throughput lost against a configured bearer token, median of {ROUNDS} rounds: {key_loss:.1} % with an API key, {jwt_loss:.1} % with an OIDC token"
+    );
     Ok(vec![
         ("added_us", added_us, "µs", "<=", 20.0),
-        ("throughput_cost", crate::median(losses), "%", "<=", 5.0),
+        ("throughput_cost", key_loss.max(jwt_loss), "%", "<=", 5.0),
     ])
 }
