@@ -425,6 +425,36 @@ pub struct AuditEvent {
     pub correlation_id: Option<CorrelationId>,
     /// Digest of the canonical request, when there is one.
     pub request_hash: Option<HashDigest>,
+    /// How the caller authenticated: every call's event is also the record of the successful
+    /// authentication it rests on (refused ones are [`AccessEvent`]s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CallerCredential>,
+}
+
+/// How the caller of an audited call proved who it is: never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerCredential {
+    /// The authentication method.
+    pub method: crate::identity::AuthMethod,
+    /// Who vouched for the subject (an OIDC issuer), if anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The credential presented (an API key id, a token's id), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<String>,
+}
+
+impl CallerCredential {
+    /// The credential `principal` authenticated with.
+    #[must_use]
+    pub fn of(principal: &Principal) -> Self {
+        Self {
+            method: principal.auth_method,
+            issuer: principal.issuer.clone(),
+            credential_id: principal.credential_id.clone(),
+        }
+    }
 }
 
 /// Why a request was refused before it reached the service (a transport-level security event).
@@ -877,6 +907,7 @@ mod tests {
             request_id: Some("req-1".into()),
             correlation_id: None,
             request_hash: None,
+            credential: None,
         }
     }
 

@@ -75,6 +75,11 @@ pub fn call_event(t: u64, n: u64, resource: &str) -> AuditEvent {
         request_id: Some(format!("req-{n}")),
         correlation_id: Some(format!("corr-{n}").parse().expect("fixture correlation id")),
         request_hash: Some(HashAlgorithm::Sha256.digest(resource.as_bytes())),
+        credential: Some(crate::access::CallerCredential {
+            method: crate::identity::AuthMethod::ApiKey,
+            issuer: Some("decision-gate".into()),
+            credential_id: Some(format!("key-{n}")),
+        }),
     }
 }
 

@@ -91,6 +91,7 @@ pub fn effects(ns: u64, label: &str) -> Effects {
             request_id: Some(format!("req-{label}")),
             correlation_id: None,
             request_hash: None,
+            credential: None,
         }],
     }
 }

@@ -16,9 +16,9 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 
 use crate::access::{
-    Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, InMemoryAuditSink,
-    InMemoryUsageMeter, RequestContext, Resource, ScopeAuthorizer, UsageEvent, UsageMeter,
-    UsageMetric,
+    Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, CallerCredential,
+    InMemoryAuditSink, InMemoryUsageMeter, RequestContext, Resource, ScopeAuthorizer, UsageEvent,
+    UsageMeter, UsageMetric,
 };
 use crate::disclosure::{
     DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,
@@ -559,6 +559,7 @@ impl DecisionGate {
             request_id: ctx.request_id.clone(),
             correlation_id: ctx.correlation_id.clone(),
             request_hash: call.request_hash.clone(),
+            credential: Some(CallerCredential::of(&ctx.principal)),
         }
     }
 

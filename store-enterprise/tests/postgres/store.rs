@@ -32,6 +32,7 @@ fn effects(tenant: u64, key: &str) -> Effects {
             request_id: None,
             correlation_id: None,
             request_hash: None,
+            credential: None,
         }],
     }
 }
