@@ -24,7 +24,7 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use decision_gate_store_enterprise::{PgPool, subject_bindings};
+use decision_gate_store_enterprise::{PgPool, stored_providers, subject_bindings};
 
 use crate::api_keys::key_bindings;
 use crate::rbac::{Binding, Scope};
@@ -54,8 +54,9 @@ pub const MAX_GRANTS: usize = 64;
 /// The most issuers.
 pub const MAX_ISSUERS: usize = 64;
 
-/// `[[identity.issuers]]`: one trusted OpenID provider.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `[[identity.issuers]]`: one trusted OpenID provider (also the body that sets one through the
+/// admin API).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// The issuer identifier, exactly as tokens carry it in `iss` (https, or http on
@@ -89,7 +90,7 @@ pub struct IssuerConfig {
 /// A claim rule: tokens whose `claim` equals `equals` (or, for a list claim such as `groups`,
 /// contain it) are granted `grant` (`<role>@<scope>` bindings within the issuer's
 /// organisation).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRule {
     /// The claim's name (top level).
@@ -247,10 +248,25 @@ struct Verified {
     until: Instant,
 }
 
-/// Verifies OIDC access tokens from the configured issuers.
+/// The issuers set through the admin API, as last read, by issuer identifier, each with the
+/// settings it was built from (an unchanged issuer keeps its keys across reads).
+#[derive(Default)]
+struct StoredIssuers {
+    read_at: Option<Instant>,
+    by_issuer: HashMap<String, (String, Arc<Issuer>)>,
+}
+
+/// How long the stored issuers are trusted before they are read again.
+const STORED_FRESH_FOR: Duration = Duration::from_millis(500);
+
+/// Verifies OIDC access tokens from the configured issuers and those stored through the admin
+/// API.
 pub struct OidcVerifier {
-    issuers: Vec<Issuer>,
-    /// Where stored role bindings are read (none in unit tests).
+    issuers: Vec<Arc<Issuer>>,
+    stored: RwLock<StoredIssuers>,
+    /// Held while the stored issuers are read, so concurrent calls wait for one read.
+    reading: tokio::sync::Mutex<()>,
+    /// Where stored role bindings and issuers are read (none in unit tests).
     bindings: Option<PgPool>,
     http: reqwest::Client,
     step_up_max_age_s: u64,
@@ -305,32 +321,11 @@ impl OidcVerifier {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("the OIDC HTTP client: {e}"))?;
-        let issuers = issuers
-            .iter()
-            .map(|config| Issuer {
-                algorithms: config
-                    .algorithms
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect(),
-                rules: config
-                    .rules
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.claim.clone(),
-                            r.equals.clone(),
-                            r.grant.iter().filter_map(|g| g.parse().ok()).collect(),
-                        )
-                    })
-                    .collect(),
-                config: config.clone(),
-                keys: RwLock::new(None),
-                fetching: tokio::sync::Mutex::new(None),
-            })
-            .collect();
+        let issuers = issuers.iter().map(|c| Arc::new(Issuer::new(c))).collect();
         Ok(Self {
             issuers,
+            stored: RwLock::new(StoredIssuers::default()),
+            reading: tokio::sync::Mutex::new(()),
             bindings,
             http,
             step_up_max_age_s,
@@ -340,10 +335,74 @@ impl OidcVerifier {
         })
     }
 
-    /// Whether any issuer is configured.
+    /// Whether any issuer can be trusted: one is configured, or the database may hold some.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.issuers.is_empty()
+        self.issuers.is_empty() && self.bindings.is_none()
+    }
+
+    /// The issuer of `iss`: a configured one, else one stored through the admin API (read at
+    /// most once a [`STORED_FRESH_FOR`], one read at a time).
+    async fn issuer(&self, iss: &str) -> Result<Option<Arc<Issuer>>, AuthnError> {
+        if let Some(found) = self.issuers.iter().find(|i| i.config.issuer == iss) {
+            return Ok(Some(found.clone()));
+        }
+        let Some(pool) = &self.bindings else {
+            return Ok(None);
+        };
+        let fresh = |stored: &StoredIssuers| {
+            stored
+                .read_at
+                .is_some_and(|at| at.elapsed() < STORED_FRESH_FOR)
+        };
+        let lookup = |stored: &StoredIssuers| stored.by_issuer.get(iss).map(|(_, i)| i.clone());
+        {
+            let stored = self.stored.read().unwrap_or_else(PoisonError::into_inner);
+            if fresh(&stored) {
+                return Ok(lookup(&stored));
+            }
+        }
+        let _reading = self.reading.lock().await;
+        {
+            let stored = self.stored.read().unwrap_or_else(PoisonError::into_inner);
+            if fresh(&stored) {
+                return Ok(lookup(&stored));
+            }
+        }
+        let rows = stored_providers(pool)
+            .await
+            .map_err(|e| AuthnError::Unavailable(format!("reading identity providers: {e}")))?;
+        let mut stored = self.stored.write().unwrap_or_else(PoisonError::into_inner);
+        let mut by_issuer = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let kept = stored
+                .by_issuer
+                .get(&row.issuer)
+                .filter(|(json, _)| *json == row.settings_json)
+                .map(|(_, i)| i.clone());
+            let issuer = match kept {
+                Some(issuer) => issuer,
+                None => match serde_json::from_str::<IssuerConfig>(&row.settings_json) {
+                    // The organisation is the row's, whatever the document says.
+                    Ok(config) if config.issuer == row.issuer => {
+                        Arc::new(Issuer::new(&IssuerConfig {
+                            organisation_id: row.organisation_id,
+                            ..config
+                        }))
+                    }
+                    _ => {
+                        tracing::warn!(issuer = %row.issuer, "stored identity provider settings do not parse; skipped");
+                        continue;
+                    }
+                },
+            };
+            by_issuer.insert(row.issuer, (row.settings_json, issuer));
+        }
+        *stored = StoredIssuers {
+            read_at: Some(Instant::now()),
+            by_issuer,
+        };
+        Ok(lookup(&stored))
     }
 
     /// The issuer identifiers, for protected-resource metadata.
@@ -410,9 +469,8 @@ impl OidcVerifier {
             .and_then(Value::as_str)
             .unwrap_or_default();
         let issuer = self
-            .issuers
-            .iter()
-            .find(|i| i.config.issuer == iss)
+            .issuer(iss)
+            .await?
             .ok_or_else(|| refused("the token's issuer is not trusted by this server", token))?;
         if !issuer.algorithms.contains(&header.alg) {
             return Err(refused(
@@ -469,6 +527,31 @@ impl OidcVerifier {
 }
 
 impl Issuer {
+    /// An issuer of `config` (checked), with no keys fetched yet.
+    fn new(config: &IssuerConfig) -> Self {
+        Self {
+            algorithms: config
+                .algorithms
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+            rules: config
+                .rules
+                .iter()
+                .map(|r| {
+                    (
+                        r.claim.clone(),
+                        r.equals.clone(),
+                        r.grant.iter().filter_map(|g| g.parse().ok()).collect(),
+                    )
+                })
+                .collect(),
+            config: config.clone(),
+            keys: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(None),
+        }
+    }
+
     /// The key `kid` from keys fetched less than [`MAX_KEY_AGE`] ago.
     fn fresh_key(&self, kid: &str) -> Option<(DecodingKey, AlgorithmFamily, Option<Algorithm>)> {
         let set = self

@@ -153,6 +153,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
                         .iter()
                         .map(|i| (i.issuer.clone(), i.organisation_id))
                         .collect(),
+                    resource: identity.resource.clone(),
                 })),
         )
         .build()?;

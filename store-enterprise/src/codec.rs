@@ -2,7 +2,22 @@
 //! page cursors are the core's (`decision_gate_core::store::codec`), shared with the SQLite
 //! backend, so a cursor or a checksum means the same on every backend.
 
+use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_core::store::StoreError;
+
+/// A tenant id read back from a `bigint` column; `None` when it is out of range (a corrupt row).
+pub(crate) fn stored_tenant(value: i64) -> Option<TenantId> {
+    u64::try_from(value)
+        .ok()
+        .and_then(|v| TenantId::new(v).ok())
+}
+
+/// A namespace id read back from a `bigint` column; `None` when it is out of range.
+pub(crate) fn stored_namespace(value: i64) -> Option<NamespaceId> {
+    u64::try_from(value)
+        .ok()
+        .and_then(|v| NamespaceId::new(v).ok())
+}
 
 /// A `u64` for a `bigint` column.
 pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, StoreError> {

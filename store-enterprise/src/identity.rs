@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
+use crate::codec::{stored_namespace, stored_tenant};
 use crate::error::PgError;
 
 /// The longest page of keys one listing returns.
@@ -23,6 +24,30 @@ pub struct KeyScope {
     pub tenant_id: Option<TenantId>,
     /// The only namespace of that tenant, or all when `None`.
     pub namespace_id: Option<NamespaceId>,
+}
+
+impl KeyScope {
+    /// The scope stored as an organisation, tenant and namespace column; `None` when an id is
+    /// out of range (a corrupt row).
+    pub(crate) fn from_columns(
+        organisation_id: i64,
+        tenant: Option<i64>,
+        namespace: Option<i64>,
+    ) -> Option<Self> {
+        let tenant_id = match tenant {
+            Some(t) => Some(stored_tenant(t)?),
+            None => None,
+        };
+        let namespace_id = match namespace {
+            Some(n) => Some(stored_namespace(n)?),
+            None => None,
+        };
+        Some(Self {
+            organisation_id,
+            tenant_id,
+            namespace_id,
+        })
+    }
 }
 
 /// A key to store: its id, scope, roles and the keyed hash of its secret.
@@ -110,23 +135,13 @@ fn record(row: KeyRow) -> Result<ApiKeyRecord, PgError> {
         replaces,
         usable,
     ) = row;
-    let corrupt = |what: &str| {
-        PgError::Unavailable(format!("api key {key_id}: stored {what} is out of range"))
-    };
-    let tenant_id = tenant
-        .map(|t| u64::try_from(t).ok().and_then(|t| TenantId::new(t).ok()))
-        .map(|t| t.ok_or_else(|| corrupt("tenant")))
-        .transpose()?;
-    let namespace_id = namespace
-        .map(|n| u64::try_from(n).ok().and_then(|n| NamespaceId::new(n).ok()))
-        .map(|n| n.ok_or_else(|| corrupt("namespace")))
-        .transpose()?;
+    let scope = KeyScope::from_columns(organisation_id, tenant, namespace).ok_or_else(|| {
+        PgError::Unavailable(format!(
+            "api key {key_id}: a stored scope id is out of range"
+        ))
+    })?;
     Ok(ApiKeyRecord {
-        scope: KeyScope {
-            organisation_id,
-            tenant_id,
-            namespace_id,
-        },
+        scope,
         key_id,
         roles,
         name,

@@ -38,6 +38,8 @@ mod integrity;
 #[cfg(feature = "postgres")]
 mod migrate;
 #[cfg(feature = "postgres")]
+mod providers;
+#[cfg(feature = "postgres")]
 mod store;
 #[cfg(feature = "postgres")]
 mod tenancy;
@@ -64,6 +66,10 @@ pub use integrity::{
 pub use migrate::{
     MigrateOptions, MigrationInfo, MigrationReport, check_app_role, check_schema, grant_app_role,
     known_migrations, migrate,
+};
+#[cfg(feature = "postgres")]
+pub use providers::{
+    MAX_STORED_PROVIDERS, StoredProvider, delete_provider, put_provider, stored_providers,
 };
 #[cfg(feature = "postgres")]
 pub use sqlx::postgres::PgPool;

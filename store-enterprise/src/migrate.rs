@@ -257,6 +257,10 @@ const APP_GRANTS: &[(&str, &str)] = &[
         "EXECUTE",
     ),
     ("role_bindings", "SELECT, INSERT, DELETE"),
+    (
+        "identity_providers",
+        "SELECT, INSERT, DELETE, UPDATE (settings_json, updated_by, updated_at)",
+    ),
     ("scenarios", "SELECT, INSERT"),
     ("runs", "SELECT, INSERT, UPDATE"),
     ("run_entries", "SELECT, INSERT"),

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPool;
 use sqlx::{Postgres, Transaction};
 
+use crate::codec::{stored_namespace, stored_tenant};
 use crate::error::PgError;
 
 /// The lifecycle state of an organisation, tenant or namespace.
@@ -277,11 +278,8 @@ fn page_limit(limit: u32) -> Result<i32, PgError> {
     Ok(i32::try_from(limit).unwrap_or(i32::MAX))
 }
 
-fn id_from_db<T>(value: i64, make: impl Fn(u64) -> Option<T>) -> Result<T, PgError> {
-    u64::try_from(value)
-        .ok()
-        .and_then(make)
-        .ok_or_else(|| PgError::Unavailable(format!("stored id {value} is out of range")))
+fn out_of_range(value: i64) -> PgError {
+    PgError::Unavailable(format!("stored id {value} is out of range"))
 }
 
 /// The name and state of organisation `organisation_id`, `None` when it does not exist.
@@ -322,7 +320,7 @@ pub async fn list_tenants(
     rows.into_iter()
         .map(|(id, name, state)| {
             Ok(TenantRow {
-                tenant_id: id_from_db(id, |n| TenantId::new(n).ok())?,
+                tenant_id: stored_tenant(id).ok_or_else(|| out_of_range(id))?,
                 name,
                 state: lifecycle(&state)?,
             })
@@ -356,7 +354,7 @@ pub async fn list_namespaces(
     rows.into_iter()
         .map(|(id, name, state)| {
             Ok(NamespaceRow {
-                namespace_id: id_from_db(id, |n| NamespaceId::new(n).ok())?,
+                namespace_id: stored_namespace(id).ok_or_else(|| out_of_range(id))?,
                 name,
                 state: lifecycle(&state)?,
             })

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::identity::tenancy;
 use crate::oidc_provider::{AUDIENCE, OidcProvider};
-use crate::support::{
-    ConfigDir, Enterprise, PgServer, ScratchDb, config, migrate_and_provision, run_json,
-};
+use crate::support::{ConfigDir, Enterprise, ScratchDb, run_json};
 
 const ROLES: [&str; 7] = [
     "org_owner",
@@ -22,19 +21,6 @@ const ROLES: [&str; 7] = [
     "auditor",
     "viewer",
 ];
-
-/// Tenant 3 of organisation 2, and a second namespace in tenant 1.
-const MORE_TENANCY: &str = r#"
-[[tenancy.organisations]]
-organisation_id = 2
-name = "globex"
-
-[[tenancy.tenants]]
-tenant_id = 3
-organisation_id = 2
-name = "tenant c"
-namespaces = [{ namespace_id = 1, name = "default" }]
-"#;
 
 /// Each role's user is `u-<role>` in group `r-<role>`; the rules bind the role as narrowly as
 /// it can be bound: organisation 1, tenant 1, else namespace 1/1. `owner2` owns organisation 2.
@@ -76,16 +62,7 @@ mfa_acr = ["urn:decision-gate:mfa"]
 /// The database, the configuration and a server; organisation 2's owner is an API key (one
 /// identity provider speaks for one organisation).
 fn setup(provider: &OidcProvider) -> (ScratchDb, ConfigDir, Enterprise) {
-    let pg = PgServer::shared();
-    let db = ScratchDb::create(&pg);
-    let text = config(
-        &db,
-        "",
-        &format!("{}{MORE_TENANCY}", rules(&provider.issuer)),
-    );
-    let dir = ConfigDir::new(&text);
-    migrate_and_provision(&dir);
-    db.exec(&["INSERT INTO namespaces (tenant_id, namespace_id, name) VALUES (1, 2, 'second')"]);
+    let (db, dir) = tenancy(&rules(&provider.issuer));
     // Organisation 2's owner key; it also creates the API-key pepper, which a server reads
     // when it starts.
     let file = dir.file().to_str().expect("utf-8").to_owned();
@@ -117,6 +94,7 @@ fn admin(
     let mut request = match method {
         "GET" => client.get(url),
         "POST" => client.post(url),
+        "PUT" => client.put(url),
         "DELETE" => client.delete(url),
         other => panic!("method {other}"),
     }
@@ -682,6 +660,103 @@ fn the_openapi_document_describes_every_route_and_changes_reach_every_replica() 
         assert!(
             began.elapsed() < Duration::from_secs(2),
             "still served: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_identity_provider_set_through_the_api_is_trusted_on_every_replica_then_dropped() {
+    let provider = OidcProvider::start(&groups());
+    let other = OidcProvider::start(&json!({ "svc": ["robots"] }));
+    let (_db, dir, one) = setup(&provider);
+    let two = Enterprise::start(&dir);
+    let robot = other.service_token();
+    let list = json!({ "tenant_id": 1, "namespace_id": 1 });
+    let status_on = |server: &Enterprise| {
+        let url = server.url("/mcp");
+        reqwest::blocking::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("authorization", format!("Bearer {robot}"))
+            .body(
+                json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "scenarios_list", "arguments": list}})
+                .to_string(),
+            )
+            .send()
+            .expect("call")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status_on(&two), 401, "not trusted yet");
+    let settings = json!({ "issuer": other.issuer, "organisation_id": 1,
+        "rules": [{ "claim": "groups", "equals": "robots", "grant": ["agent@namespace:1/1"] }] });
+    let path = "/admin/v1/organisations/1/identity-providers";
+    // Without a second factor, and from a tenant administrator: refused.
+    let owner_pwd = provider.user_token("u-org_owner", false);
+    assert_eq!(
+        admin(&one, &owner_pwd, "PUT", path, Some(settings.clone())).0,
+        403
+    );
+    let tenant_admin = provider.user_token("u-tenant_admin", true);
+    assert_eq!(
+        admin(&one, &tenant_admin, "PUT", path, Some(settings.clone())).0,
+        403
+    );
+    // Settings that break a rule are refused by name.
+    let owner = provider.user_token("u-org_owner", true);
+    let (status, body, ..) = admin(
+        &one,
+        &owner,
+        "PUT",
+        path,
+        Some(json!({ "issuer": other.issuer, "organisation_id": 1, "algorithms": ["HS256"] })),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("algorithms"),
+        "{body}"
+    );
+    let (status, body, ..) = admin(&one, &owner, "PUT", path, Some(settings));
+    assert_eq!(status, 204, "{body}");
+    // Replica two trusts it within its half-second read of the stored providers (the loop
+    // allows two seconds for a loaded machine), and lists it.
+    let began = Instant::now();
+    while status_on(&two) != 200 {
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "not trusted after two seconds"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, listed, ..) = admin(&two, &owner, "GET", path, None);
+    let sources: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["source"].as_str().expect("source"))
+        .collect();
+    assert_eq!(sources, ["configuration", "admin_api"], "{listed}");
+    // Dropped: refused again on both replicas within a second (the stored providers' half
+    // second plus a verified token's half second).
+    let (status, body, ..) = admin(
+        &one,
+        &owner,
+        "DELETE",
+        &format!("{path}?issuer={}", other.issuer),
+        None,
+    );
+    assert_eq!(status, 204, "{body}");
+    let began = Instant::now();
+    while status_on(&one) != 401 || status_on(&two) != 401 {
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "still trusted after two seconds"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -15,7 +15,7 @@ use crate::support::{
     migrate_and_provision, ok, run, run_json, start_args,
 };
 
-/// Tenant 3 in organisation 2, and a second namespace in tenant 1.
+/// Tenant 3 in organisation 2 (with a second namespace in tenant 1, made by [`tenancy`]).
 const MORE_TENANCY: &str = r#"
 [[tenancy.organisations]]
 organisation_id = 2
@@ -28,14 +28,20 @@ name = "tenant c"
 namespaces = [{ namespace_id = 1, name = "default" }]
 "#;
 
-fn setup() -> (ScratchDb, ConfigDir) {
+/// A migrated database with organisation 1 (tenants 1 and 2; tenant 1 with namespaces 1 and 2)
+/// and organisation 2 (tenant 3), configured with `rest`.
+pub(crate) fn tenancy(rest: &str) -> (ScratchDb, ConfigDir) {
     let pg = PgServer::shared();
     let db = ScratchDb::create(&pg);
-    let dir = ConfigDir::new(&config(&db, "", &format!("{}{MORE_TENANCY}", auth())));
+    let dir = ConfigDir::new(&config(&db, "", &format!("{rest}{MORE_TENANCY}")));
     migrate_and_provision(&dir);
     // A second namespace of tenant 1 (the owner bypasses row-level security).
     db.exec(&["INSERT INTO namespaces (tenant_id, namespace_id, name) VALUES (1, 2, 'second')"]);
     (db, dir)
+}
+
+fn setup() -> (ScratchDb, ConfigDir) {
+    tenancy(&auth())
 }
 
 fn file(dir: &ConfigDir) -> String {

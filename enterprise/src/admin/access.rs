@@ -5,14 +5,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use decision_gate_store_enterprise::{
-    ApiKeyRecord, BindingRecord, KeyScope, NewBinding, api_key, binding, grant_role, list_api_keys,
-    list_bindings as store_list_bindings, revoke_api_key, revoke_binding as store_revoke_binding,
+    ApiKeyRecord, BindingRecord, KeyScope, NewBinding, StoredProvider, api_key, binding,
+    delete_provider, grant_role, list_api_keys, list_bindings as store_list_bindings, put_provider,
+    revoke_api_key, revoke_binding as store_revoke_binding, stored_providers,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{Admin, Caller, Page, Paging, Problem, ProblemBody, namespace_id, tenant_id};
 use crate::api_keys::{self, key_bindings};
+use crate::oidc::IssuerConfig;
 use crate::rbac::{AdminAction, Binding, Role, Target, may_grant};
 
 pub(super) fn routes() -> Router<Admin> {
@@ -34,7 +36,9 @@ pub(super) fn routes() -> Router<Admin> {
         .route("/admin/v1/api-keys/{key_id}/revoke", post(revoke_key))
         .route(
             "/admin/v1/organisations/{organisation_id}/identity-providers",
-            get(list_identity_providers),
+            get(list_identity_providers)
+                .put(put_identity_provider)
+                .delete(delete_identity_provider),
         )
 }
 
@@ -425,11 +429,12 @@ pub(super) async fn list_keys(
     admin
         .authorize(&caller, target, AdminAction::ApiKeyList)
         .await?;
+    let after = paging.after(|c| Some(c.to_owned()))?;
     let rows = list_api_keys(
         admin.pool(),
         organisation_id,
         target.tenant,
-        paging.cursor.as_deref(),
+        after.as_deref(),
         paging.limit(),
     )
     .await?;
@@ -584,9 +589,22 @@ pub(super) async fn revoke_key(
 pub(super) struct IdentityProviderView {
     issuer: String,
     organisation_id: i64,
+    /// `configuration` (the file's `[[identity.issuers]]`) or `admin_api`.
+    source: &'static str,
+    /// The settings, for providers set through the admin API.
+    settings: Option<IssuerConfig>,
 }
 
-/// List the identity providers of an organisation (configured in `[[identity.issuers]]`).
+fn org_level(organisation_id: i64) -> Target {
+    Target {
+        organisation: organisation_id,
+        tenant: None,
+        namespace: None,
+    }
+}
+
+/// List the identity providers of an organisation: those of the configuration file and those
+/// set through the admin API.
 #[utoipa::path(get, path = "/admin/v1/organisations/{organisation_id}/identity-providers", tag = "access",
     params(("organisation_id" = i64, Path, description = "The organisation")),
     responses((status = 200, body = Vec<IdentityProviderView>), (status = 403, body = ProblemBody),
@@ -597,24 +615,140 @@ pub(super) async fn list_identity_providers(
     Path(organisation_id): Path<i64>,
 ) -> Result<Json<Vec<IdentityProviderView>>, Problem> {
     let caller = admin.caller(&headers).await?;
-    let target = Target {
-        organisation: organisation_id,
-        tenant: None,
-        namespace: None,
+    admin
+        .authorize(
+            &caller,
+            org_level(organisation_id),
+            AdminAction::IdentityProviderRead,
+        )
+        .await?;
+    let configured = admin
+        .settings
+        .issuers
+        .iter()
+        .filter(|(_, org)| *org == organisation_id)
+        .map(|(issuer, org)| IdentityProviderView {
+            issuer: issuer.clone(),
+            organisation_id: *org,
+            source: "configuration",
+            settings: None,
+        });
+    let stored = stored_providers(admin.pool())
+        .await?
+        .into_iter()
+        .filter(|p| p.organisation_id == organisation_id)
+        .map(|p| IdentityProviderView {
+            settings: serde_json::from_str(&p.settings_json).ok(),
+            issuer: p.issuer,
+            organisation_id: p.organisation_id,
+            source: "admin_api",
+        });
+    Ok(Json(configured.chain(stored).collect()))
+}
+
+/// Trust an OpenID provider for an organisation, or change its settings (step-up). The body is
+/// an `[[identity.issuers]]` entry; every replica uses it within a second.
+#[utoipa::path(put, path = "/admin/v1/organisations/{organisation_id}/identity-providers", tag = "access",
+    params(("organisation_id" = i64, Path, description = "The organisation")),
+    request_body = IssuerConfig,
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody),
+              (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
+pub(super) async fn put_identity_provider(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(organisation_id): Path<i64>,
+    Json(mut body): Json<IssuerConfig>,
+) -> Result<StatusCode, Problem> {
+    let caller = admin.caller(&headers).await?;
+    let target = org_level(organisation_id);
+    let action = AdminAction::IdentityProviderWrite;
+    admin.authorize(&caller, target, action).await?;
+    if body.organisation_id != organisation_id {
+        return Err(Problem::invalid(
+            "organisation_id",
+            format!("must be the organisation of the path, {organisation_id}"),
+        ));
+    }
+    if body.audience.is_none() {
+        body.audience.clone_from(&admin.settings.resource);
+    }
+    let mut problems = Vec::new();
+    body.problems("identity_provider", &mut problems);
+    if let Some((field, message)) = problems.into_iter().next() {
+        return Err(Problem::invalid(&field, message));
+    }
+    let resource = format!("identity_provider/{}", body.issuer);
+    let result = if admin
+        .settings
+        .issuers
+        .iter()
+        .any(|(i, _)| *i == body.issuer)
+    {
+        Err(Problem::from(
+            decision_gate_store_enterprise::PgError::Conflict {
+                what: "identity provider (set in the configuration file)",
+                id: body.issuer.clone(),
+            },
+        ))
+    } else {
+        let settings_json =
+            serde_json::to_string(&body).map_err(|e| Problem::invalid("identity_provider", e))?;
+        put_provider(
+            admin.pool(),
+            &StoredProvider {
+                issuer: body.issuer.clone(),
+                organisation_id,
+                settings_json,
+            },
+            &caller.principal.subject,
+        )
+        .await
+        .map_err(Problem::from)
     };
     admin
-        .authorize(&caller, target, AdminAction::IdentityProviderRead)
+        .change(&caller, action, target, &resource, result)
         .await?;
-    Ok(Json(
-        admin
-            .settings
-            .issuers
-            .iter()
-            .filter(|(_, org)| *org == organisation_id)
-            .map(|(issuer, org)| IdentityProviderView {
-                issuer: issuer.clone(),
-                organisation_id: *org,
-            })
-            .collect(),
-    ))
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Which provider to remove.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub(super) struct IssuerParam {
+    /// The issuer identifier.
+    issuer: String,
+}
+
+/// Stop trusting an OpenID provider set through the admin API (step-up); its tokens are
+/// refused on every replica within a second.
+#[utoipa::path(delete, path = "/admin/v1/organisations/{organisation_id}/identity-providers", tag = "access",
+    params(("organisation_id" = i64, Path, description = "The organisation"), IssuerParam),
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+pub(super) async fn delete_identity_provider(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(organisation_id): Path<i64>,
+    Query(param): Query<IssuerParam>,
+) -> Result<StatusCode, Problem> {
+    let caller = admin.caller(&headers).await?;
+    let target = org_level(organisation_id);
+    let action = AdminAction::IdentityProviderWrite;
+    admin.authorize(&caller, target, action).await?;
+    let result = delete_provider(admin.pool(), organisation_id, &param.issuer)
+        .await
+        .map_err(Problem::from)
+        .and_then(|found| {
+            found
+                .then_some(())
+                .ok_or_else(|| Problem::not_found(format!("identity provider {}", param.issuer)))
+        });
+    admin
+        .change(
+            &caller,
+            action,
+            target,
+            &format!("identity_provider/{}", param.issuer),
+            result,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

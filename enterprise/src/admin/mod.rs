@@ -53,6 +53,8 @@ pub struct AdminSettings {
     pub step_up_max_age_s: u64,
     /// The configured identity providers (issuer, organisation), for reading.
     pub issuers: Vec<(String, i64)>,
+    /// This server's resource identifier: the default audience of providers set here.
+    pub resource: Option<String>,
 }
 
 /// The admin API's shared state.
@@ -98,6 +100,8 @@ pub fn router(settings: AdminSettings) -> Router {
         access::rotate_key,
         access::revoke_key,
         access::list_identity_providers,
+        access::put_identity_provider,
+        access::delete_identity_provider,
     ),
     components(schemas(ProblemBody))
 )]
@@ -250,6 +254,17 @@ pub(crate) struct Paging {
 impl Paging {
     fn limit(&self) -> u32 {
         self.limit.unwrap_or(DEFAULT_PAGE)
+    }
+
+    /// The position after which the page starts: the `cursor` read by `parse`, which answers
+    /// `None` for a cursor this list never made.
+    fn after<T>(&self, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, Problem> {
+        self.cursor
+            .as_deref()
+            .map(|c| {
+                parse(c).ok_or_else(|| Problem::invalid("cursor", "not a cursor of this list"))
+            })
+            .transpose()
     }
 }
 

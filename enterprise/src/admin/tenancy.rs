@@ -8,7 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_store_enterprise::{
-    LifecycleState, NamespaceRow, Provisioned, TenantRow,
+    LifecycleState, NamespaceRow, PgError, Provisioned, TenantRow,
     create_namespace as store_create_namespace, create_tenant as store_create_tenant,
     list_namespaces as store_list_namespaces, list_tenants as store_list_tenants, namespace_state,
     organisation, set_state,
@@ -136,6 +136,17 @@ fn namespace_view(tenant: TenantId, row: NamespaceRow) -> NamespaceView {
     }
 }
 
+/// A creation that must make a new record: one that existed already is 409.
+fn created(
+    outcome: Result<Provisioned, PgError>,
+    what: impl FnOnce() -> String,
+) -> Result<(), Problem> {
+    match outcome? {
+        Provisioned::Created => Ok(()),
+        Provisioned::Existing => Err(PgError::Exists(what()).into()),
+    }
+}
+
 fn org_target(organisation: i64) -> Target {
     Target {
         organisation,
@@ -189,12 +200,7 @@ pub(super) async fn list_tenants(
             AdminAction::TenantRead,
         )
         .await?;
-    let after = paging
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<u64>().ok().and_then(|n| TenantId::new(n).ok()))
-        .map(|t| t.ok_or_else(|| Problem::invalid("cursor", "not a cursor of this list")))
-        .transpose()?;
+    let after = paging.after(|c| c.parse().ok().and_then(|n| TenantId::new(n).ok()))?;
     let rows = store_list_tenants(admin.pool(), organisation_id, after, paging.limit()).await?;
     let items = rows
         .into_iter()
@@ -223,15 +229,10 @@ pub(super) async fn create_tenant(
         .authorize(&caller, target, AdminAction::TenantCreate)
         .await?;
     let tenant = tenant_id(body.id)?;
-    let result = async {
-        match store_create_tenant(admin.pool(), organisation_id, tenant, &body.name).await? {
-            Provisioned::Created => Ok(()),
-            Provisioned::Existing => Err(Problem::from(
-                decision_gate_store_enterprise::PgError::Exists(format!("tenant {tenant}")),
-            )),
-        }
-    }
-    .await;
+    let result = created(
+        store_create_tenant(admin.pool(), organisation_id, tenant, &body.name).await,
+        || format!("tenant {tenant}"),
+    );
     let resource = format!("tenant/{tenant}");
     admin
         .change(
@@ -367,12 +368,7 @@ pub(super) async fn list_namespaces(
     admin
         .authorize(&caller, target, AdminAction::NamespaceRead)
         .await?;
-    let after = paging
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<u64>().ok().and_then(|n| NamespaceId::new(n).ok()))
-        .map(|n| n.ok_or_else(|| Problem::invalid("cursor", "not a cursor of this list")))
-        .transpose()?;
+    let after = paging.after(|c| c.parse().ok().and_then(|n| NamespaceId::new(n).ok()))?;
     let rows = store_list_namespaces(admin.pool(), tenant, after, paging.limit()).await?;
     let items = rows
         .into_iter()
@@ -402,17 +398,10 @@ pub(super) async fn create_namespace(
         .authorize(&caller, target, AdminAction::NamespaceCreate)
         .await?;
     let namespace = namespace_id(body.id)?;
-    let result = async {
-        match store_create_namespace(admin.pool(), tenant, namespace, &body.name).await? {
-            Provisioned::Created => Ok(()),
-            Provisioned::Existing => Err(Problem::from(
-                decision_gate_store_enterprise::PgError::Exists(format!(
-                    "namespace {tenant}/{namespace}"
-                )),
-            )),
-        }
-    }
-    .await;
+    let result = created(
+        store_create_namespace(admin.pool(), tenant, namespace, &body.name).await,
+        || format!("namespace {tenant}/{namespace}"),
+    );
     let resource = format!("namespace/{tenant}/{namespace}");
     admin
         .change(
