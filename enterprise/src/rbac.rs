@@ -117,9 +117,12 @@ impl Role {
         use AdminAction as A;
         match action {
             A::Whoami | A::OrganisationRead | A::TenantRead | A::NamespaceRead => true,
-            A::TenantCreate | A::TenantSuspend | A::TenantDelete | A::IdentityProviderWrite => {
-                self == Self::OrgOwner
-            }
+            A::OrganisationSuspend
+            | A::OrganisationDelete
+            | A::TenantCreate
+            | A::TenantSuspend
+            | A::TenantDelete
+            | A::IdentityProviderWrite => self == Self::OrgOwner,
             A::NamespaceCreate | A::NamespaceSuspend | A::NamespaceDelete => {
                 matches!(self, Self::OrgOwner | Self::TenantAdmin)
             }
@@ -157,6 +160,10 @@ pub enum AdminAction {
     Whoami,
     /// Read an organisation.
     OrganisationRead,
+    /// Suspend or resume an organisation (every tenant in it).
+    OrganisationSuspend,
+    /// Delete an organisation.
+    OrganisationDelete,
     /// Create a tenant in an organisation.
     TenantCreate,
     /// Read a tenant.
@@ -199,9 +206,11 @@ pub enum AdminAction {
 
 impl AdminAction {
     /// Every administrative action.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 23] = [
         Self::Whoami,
         Self::OrganisationRead,
+        Self::OrganisationSuspend,
+        Self::OrganisationDelete,
         Self::TenantCreate,
         Self::TenantRead,
         Self::TenantSuspend,
@@ -229,6 +238,8 @@ impl AdminAction {
         match self {
             Self::Whoami => "whoami",
             Self::OrganisationRead => "organisation_read",
+            Self::OrganisationSuspend => "organisation_suspend",
+            Self::OrganisationDelete => "organisation_delete",
             Self::TenantCreate => "tenant_create",
             Self::TenantRead => "tenant_read",
             Self::TenantSuspend => "tenant_suspend",
@@ -262,6 +273,7 @@ impl AdminAction {
                 | Self::RoleBindingGrant
                 | Self::IdentityProviderWrite
                 | Self::TenantDelete
+                | Self::OrganisationDelete
         )
     }
 }

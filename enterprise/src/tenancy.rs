@@ -1,6 +1,7 @@
-//! [`TenancyAuthorizer`]: the state of the tenant and namespace a call acts in, on top of any
-//! authorizer. A deleted (or missing) tenant or namespace is `not_found`; a suspended one is
-//! `permission_denied` with the reason `tenant_suspended` (or `namespace_suspended`). States
+//! [`TenancyAuthorizer`]: the state of the organisation, tenant and namespace a call acts in, on
+//! top of any authorizer. A deleted (or missing) one is `not_found`; a suspended one is
+//! `permission_denied` with the reason `organisation_suspended`, `tenant_suspended` or
+//! `namespace_suspended`. States
 //! are read from Postgres and remembered for at most one second, so a change takes effect on
 //! every replica within a second.
 
@@ -24,6 +25,7 @@ const REMEMBERED: usize = 4096;
 enum Standing {
     Serving,
     Missing,
+    OrganisationSuspended,
     TenantSuspended,
     NamespaceSuspended,
 }
@@ -71,14 +73,21 @@ impl TenancyAuthorizer {
         let state = namespace_state(&self.pool, tenant, namespace)
             .await
             .map_err(|e| AuthzError::Unavailable(format!("reading the tenant's state: {e}")))?;
-        let standing = match state.map(|s| (s.tenant, s.namespace)) {
+        let standing = match state.map(|s| (s.organisation, s.tenant, s.namespace)) {
             None
-            | Some((LifecycleState::Deleted, _) | (_, None | Some(LifecycleState::Deleted))) => {
-                Standing::Missing
-            }
-            Some((LifecycleState::Suspended, _)) => Standing::TenantSuspended,
-            Some((_, Some(LifecycleState::Suspended))) => Standing::NamespaceSuspended,
-            Some((LifecycleState::Active, Some(LifecycleState::Active))) => Standing::Serving,
+            | Some(
+                (LifecycleState::Deleted, ..)
+                | (_, LifecycleState::Deleted, _)
+                | (_, _, None | Some(LifecycleState::Deleted)),
+            ) => Standing::Missing,
+            Some((LifecycleState::Suspended, ..)) => Standing::OrganisationSuspended,
+            Some((_, LifecycleState::Suspended, _)) => Standing::TenantSuspended,
+            Some((_, _, Some(LifecycleState::Suspended))) => Standing::NamespaceSuspended,
+            Some((
+                LifecycleState::Active,
+                LifecycleState::Active,
+                Some(LifecycleState::Active),
+            )) => Standing::Serving,
         };
         if let Ok(mut states) = self.states.lock() {
             states.put((tenant, namespace), (now, standing));
@@ -105,6 +114,10 @@ impl Authorizer for TenancyAuthorizer {
         match self.standing(ctx.tenant_id, ctx.namespace_id).await? {
             Standing::Serving => verdict,
             Standing::Missing => Err(AuthzError::OutOfScope),
+            Standing::OrganisationSuspended => Err(AuthzError::Denied(format!(
+                "organisation_suspended: the organisation of tenant {} is suspended",
+                ctx.tenant_id
+            ))),
             Standing::TenantSuspended => Err(AuthzError::Denied(format!(
                 "tenant_suspended: tenant {} is suspended",
                 ctx.tenant_id

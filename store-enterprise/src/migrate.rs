@@ -247,9 +247,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), PgError> {
 /// What the application role may do, table by table: read and append, update only run heads
 /// and lifecycle states, never delete or truncate (except a revoked role binding).
 const APP_GRANTS: &[(&str, &str)] = &[
-    // The admin API creates tenants and namespaces and moves their state; names and ids never
-    // change, and no row is deleted ("deleted" is a state).
-    ("organisations", "SELECT"),
+    // The admin API creates tenants and namespaces and moves their (and organisations') state;
+    // names and ids never change, and no row is deleted ("deleted" is a state).
+    ("organisations", "SELECT, UPDATE (state)"),
     ("tenants", "SELECT, INSERT, UPDATE (state)"),
     ("namespaces", "SELECT, INSERT, UPDATE (state)"),
     (

@@ -202,6 +202,8 @@ fn lifecycle(state: &str) -> Result<LifecycleState, PgError> {
 pub struct NamespaceStanding {
     /// The tenant's organisation.
     pub organisation_id: i64,
+    /// The organisation's state.
+    pub organisation: LifecycleState,
     /// The tenant's name.
     pub tenant_name: String,
     /// The tenant's state.
@@ -222,8 +224,9 @@ pub async fn namespace_state(
     namespace_id: NamespaceId,
 ) -> Result<Option<NamespaceStanding>, PgError> {
     let mut tx = begin_for(pool, tenant_id).await?;
-    let row: Option<(i64, String, String, Option<String>)> = sqlx::query_as(
-        "SELECT t.organisation_id, t.name, t.state, n.state FROM tenants t
+    let row: Option<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT t.organisation_id, o.state, t.name, t.state, n.state FROM tenants t
+           JOIN organisations o ON o.organisation_id = t.organisation_id
            LEFT JOIN namespaces n ON n.tenant_id = t.tenant_id AND n.namespace_id = $2
           WHERE t.tenant_id = $1",
     )
@@ -232,14 +235,17 @@ pub async fn namespace_state(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(|(organisation_id, tenant_name, tenant, namespace)| {
-        Ok(NamespaceStanding {
-            organisation_id,
-            tenant_name,
-            tenant: lifecycle(&tenant)?,
-            namespace: namespace.as_deref().map(lifecycle).transpose()?,
-        })
-    })
+    row.map(
+        |(organisation_id, organisation, tenant_name, tenant, namespace)| {
+            Ok(NamespaceStanding {
+                organisation_id,
+                organisation: lifecycle(&organisation)?,
+                tenant_name,
+                tenant: lifecycle(&tenant)?,
+                namespace: namespace.as_deref().map(lifecycle).transpose()?,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -368,6 +374,42 @@ fn state_name(state: LifecycleState) -> &'static str {
         LifecycleState::Suspended => "suspended",
         LifecycleState::Deleted => "deleted",
     }
+}
+
+/// Moves an organisation to `state`. A deleted organisation stays deleted. Answers the state
+/// before, `None` when it does not exist.
+///
+/// # Errors
+/// [`PgError::Conflict`] when it is deleted and `state` is not; [`PgError::Unavailable`]
+/// otherwise.
+pub async fn set_organisation_state(
+    pool: &PgPool,
+    organisation_id: i64,
+    state: LifecycleState,
+) -> Result<Option<LifecycleState>, PgError> {
+    let mut tx = pool.begin().await?;
+    let before: Option<(String,)> =
+        sqlx::query_as("SELECT state FROM organisations WHERE organisation_id = $1 FOR UPDATE")
+            .bind(organisation_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((before,)) = before else {
+        return Ok(None);
+    };
+    let before = lifecycle(&before)?;
+    if before == LifecycleState::Deleted && state != LifecycleState::Deleted {
+        return Err(PgError::Conflict {
+            what: "organisation",
+            id: format!("{organisation_id} (deleted)"),
+        });
+    }
+    sqlx::query("UPDATE organisations SET state = $2 WHERE organisation_id = $1")
+        .bind(organisation_id)
+        .bind(state_name(state))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(before))
 }
 
 /// Moves a tenant (with `namespace`, one of its namespaces) to `state`. A deleted record stays

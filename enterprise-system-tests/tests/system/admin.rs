@@ -196,6 +196,8 @@ const EXPECTED: &[(&str, Level, &[&str])] = &[
         &["org_owner", "tenant_admin"],
     ),
     ("tenant_delete", Level::Tenant, &["org_owner"]),
+    ("organisation_suspend", Level::Organisation, &["org_owner"]),
+    ("organisation_delete", Level::Organisation, &["org_owner"]),
 ];
 
 /// Administrative actions the admin API does not serve yet, each with the reason.
@@ -323,6 +325,14 @@ fn every_admin_action_for_every_role_in_every_scope_is_allowed_denied_or_not_fou
                 let (method, path, body): (&str, String, Option<Value>) = match *action {
                     "whoami" => ("GET", "/admin/v1/whoami".into(), None),
                     "organisation_read" => ("GET", format!("/admin/v1/organisations/{org}"), None),
+                    "organisation_suspend" => (
+                        "POST",
+                        format!("/admin/v1/organisations/{org}/state"),
+                        Some(json!({ "state": "active" })),
+                    ),
+                    "organisation_delete" => {
+                        ("DELETE", format!("/admin/v1/organisations/{org}"), None)
+                    }
                     "tenant_create" => (
                         "POST",
                         format!("/admin/v1/organisations/{org}/tenants"),
@@ -636,7 +646,7 @@ fn the_openapi_document_describes_every_route_and_changes_reach_every_replica() 
             "{path} missing from {paths:?}"
         );
     }
-    assert_eq!(paths.len(), 14, "{paths:?}");
+    assert_eq!(paths.len(), 15, "{paths:?}");
 
     // Suspending tenant 1 through one replica: the other refuses its calls within a second.
     let owner = provider.user_token("u-org_owner", true);

@@ -83,6 +83,8 @@ pub fn router(settings: AdminSettings) -> Router {
     paths(
         access::whoami,
         tenancy::get_organisation,
+        tenancy::set_organisation_state,
+        tenancy::delete_organisation,
         tenancy::list_tenants,
         tenancy::create_tenant,
         tenancy::get_tenant,

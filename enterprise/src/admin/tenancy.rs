@@ -11,7 +11,7 @@ use decision_gate_store_enterprise::{
     LifecycleState, NamespaceRow, PgError, Provisioned, TenantRow,
     create_namespace as store_create_namespace, create_tenant as store_create_tenant,
     list_namespaces as store_list_namespaces, list_tenants as store_list_tenants, namespace_state,
-    organisation, set_state,
+    organisation, set_organisation_state as store_set_organisation_state, set_state,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,7 +23,11 @@ pub(super) fn routes() -> Router<Admin> {
     Router::new()
         .route(
             "/admin/v1/organisations/{organisation_id}",
-            get(get_organisation),
+            get(get_organisation).delete(delete_organisation),
+        )
+        .route(
+            "/admin/v1/organisations/{organisation_id}/state",
+            post(set_organisation_state),
         )
         .route(
             "/admin/v1/organisations/{organisation_id}/tenants",
@@ -180,6 +184,74 @@ pub(super) async fn get_organisation(
         name,
         state: state_text(state),
     }))
+}
+
+/// Moves organisation `organisation_id` to `state` under `action`.
+async fn move_organisation(
+    admin: &Admin,
+    headers: &HeaderMap,
+    organisation_id: i64,
+    state: LifecycleState,
+    action: AdminAction,
+) -> Result<StatusCode, Problem> {
+    let caller = admin.caller(headers).await?;
+    let target = org_target(organisation_id);
+    admin.authorize(&caller, target, action).await?;
+    let resource = format!("organisation/{organisation_id}");
+    let result = match store_set_organisation_state(admin.pool(), organisation_id, state).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Problem::not_found(format!(
+            "organisation {organisation_id}"
+        ))),
+        Err(e) => Err(e.into()),
+    };
+    admin
+        .change(&caller, action, target, &resource, result)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Suspend or resume an organisation: while suspended, every tool call into its tenants is
+/// `permission_denied` (`organisation_suspended`); the admin API stays open to resume it.
+#[utoipa::path(post, path = "/admin/v1/organisations/{organisation_id}/state", tag = "tenancy",
+    params(("organisation_id" = i64, Path, description = "The organisation")),
+    request_body = StateChange,
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+pub(super) async fn set_organisation_state(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(organisation_id): Path<i64>,
+    Json(body): Json<StateChange>,
+) -> Result<StatusCode, Problem> {
+    let state = live_state(&body.state)?;
+    move_organisation(
+        &admin,
+        &headers,
+        organisation_id,
+        state,
+        AdminAction::OrganisationSuspend,
+    )
+    .await
+}
+
+/// Delete an organisation (step-up): every tool call into its tenants is `not_found` from then
+/// on; the records stay for the trail.
+#[utoipa::path(delete, path = "/admin/v1/organisations/{organisation_id}", tag = "tenancy",
+    params(("organisation_id" = i64, Path, description = "The organisation")),
+    responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
+pub(super) async fn delete_organisation(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Path(organisation_id): Path<i64>,
+) -> Result<StatusCode, Problem> {
+    move_organisation(
+        &admin,
+        &headers,
+        organisation_id,
+        LifecycleState::Deleted,
+        AdminAction::OrganisationDelete,
+    )
+    .await
 }
 
 /// List an organisation's tenants.
