@@ -300,6 +300,15 @@ impl ApiKeys {
         }
     }
 
+    /// Forgets every key read, so the next call reads them again (the database announced a
+    /// change).
+    pub fn forget(&self) {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     /// The key `key_id` as last read, read again when older than [`FRESH_FOR`].
     async fn known(&self, key_id: &str) -> Result<Option<Arc<Known>>, AuthnError> {
         let now = Instant::now();

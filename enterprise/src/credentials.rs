@@ -73,6 +73,14 @@ impl EnterpriseAuthenticator {
     }
 }
 
+impl EnterpriseAuthenticator {
+    /// Forgets every key and token read (the database announced a change).
+    pub fn forget(&self) {
+        self.api_keys.forget();
+        self.oidc.forget();
+    }
+}
+
 #[async_trait]
 impl Authenticate for EnterpriseAuthenticator {
     async fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Principal, AuthnError> {

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api_keys;
 mod authorize;
+pub mod changes;
 pub mod config;
 pub mod credentials;
 pub mod discovery;

@@ -335,6 +335,20 @@ impl OidcVerifier {
         })
     }
 
+    /// Forgets every verified token and the stored issuers, so the next call verifies and reads
+    /// them again (the database announced a change to a binding or a provider). Fetched keys
+    /// are kept.
+    pub fn forget(&self) {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.stored
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .read_at = None;
+    }
+
     /// Whether any issuer can be trusted: one is configured, or the database may hold some.
     #[must_use]
     pub fn is_empty(&self) -> bool {

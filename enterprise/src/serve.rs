@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminSettings};
 use crate::api_keys::{ApiKeys, Pepper};
+use crate::changes::follow_changes;
 use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
 use crate::credentials::{EnterpriseAuthenticator, configured};
 use crate::discovery::ProtectedResource;
@@ -121,20 +122,21 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         Some(d) => d.challenge(),
         None => r#"Bearer realm="decision-gate""#.to_owned(),
     };
-    let authenticate: Arc<dyn Authenticate> = Arc::new(EnterpriseAuthenticator::new(
+    let credentials = Arc::new(EnterpriseAuthenticator::new(
         ApiKeys::new(pool.clone(), pepper.clone()),
         oidc.clone(),
         configured(&loaded.config.server.auth),
         challenge,
     ));
+    let authenticate: Arc<dyn Authenticate> = credentials.clone();
     let roles = RoleAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
-    let authorizer = TenancyAuthorizer::new(Arc::new(roles), pool.clone());
+    let tenancy_states = Arc::new(TenancyAuthorizer::new(Arc::new(roles), pool.clone()));
     let server = Server::builder(loaded)
         .store(store.clone())
         .runpack_store(Arc::new(runpacks))
         .audit_sink(Arc::new(PgAuditSink::new(pool.clone())))
         .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
-        .authorizer(Arc::new(authorizer))
+        .authorizer(tenancy_states.clone())
         .authenticate(authenticate.clone())
         .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
@@ -174,6 +176,14 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         ));
     }
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(follow_changes(
+        pool.clone(),
+        move || {
+            credentials.forget();
+            tenancy_states.forget();
+        },
+        shutdown.clone(),
+    ));
     let served = listeners.run(shutdown).await;
     store.inner().close().await;
     if let Some(e) = fatal.lock().ok().and_then(|mut f| f.take()) {

@@ -58,6 +58,14 @@ impl TenancyAuthorizer {
         }
     }
 
+    /// Forgets every state read, so the next call reads them again (the database announced a
+    /// change).
+    pub fn forget(&self) {
+        if let Ok(mut states) = self.states.lock() {
+            states.clear();
+        }
+    }
+
     async fn standing(
         &self,
         tenant: TenantId,

@@ -9,6 +9,7 @@ use sqlx::postgres::PgPool;
 
 use crate::KeyScope;
 use crate::error::PgError;
+use crate::tenancy::announce;
 
 /// The most bindings one subject may hold (in all organisations).
 pub const MAX_SUBJECT_BINDINGS: i64 = 256;
@@ -209,13 +210,16 @@ pub async fn revoke_binding(
     pool: &PgPool,
     binding_id: i64,
 ) -> Result<Option<BindingRecord>, PgError> {
+    let mut tx = pool.begin().await?;
     let row: Option<Row> = sqlx::query_as(&format!(
         "WITH b AS (DELETE FROM role_bindings WHERE binding_id = $1 RETURNING *) {}",
         SELECT.replace("FROM role_bindings", "FROM b")
     ))
     .bind(binding_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    announce(&mut *tx).await?;
+    tx.commit().await?;
     row.map(record).transpose()
 }
 

@@ -10,6 +10,7 @@ use sqlx::{Postgres, Transaction};
 
 use crate::codec::{stored_namespace, stored_tenant};
 use crate::error::PgError;
+use crate::tenancy::announce;
 
 /// The longest page of keys one listing returns.
 pub const MAX_KEY_PAGE: u32 = 500;
@@ -311,6 +312,7 @@ pub async fn revoke_api_key(pool: &PgPool, key_id: &str) -> Result<Option<ApiKey
     .await?
     .rows_affected();
     let row: Option<KeyRow> = if updated == 1 {
+        announce(&mut *tx).await?;
         sqlx::query_as(&format!("{SELECT_KEY} WHERE key_id = $1"))
             .bind(key_id)
             .fetch_optional(&mut *tx)
@@ -397,6 +399,7 @@ pub async fn rotate_api_key(
         .bind(old_key_id)
         .fetch_one(&mut *tx)
         .await?;
+    announce(&mut *tx).await?;
     tx.commit().await?;
     Ok((record(ended)?, created))
 }

@@ -77,9 +77,9 @@ pub use sqlx::postgres::PgPool;
 pub use store::{PgStore, PoolConfig};
 #[cfg(feature = "postgres")]
 pub use tenancy::{
-    LifecycleState, MAX_TENANCY_PAGE, NamespaceRow, NamespaceStanding, Provisioned, TenantRow,
-    create_namespace, create_organisation, create_tenant, list_namespaces, list_tenants,
-    namespace_state, organisation, set_organisation_state, set_state, tenant_state,
+    CHANGES_CHANNEL, LifecycleState, MAX_TENANCY_PAGE, NamespaceRow, NamespaceStanding,
+    Provisioned, TenantRow, create_namespace, create_organisation, create_tenant, list_namespaces,
+    list_tenants, namespace_state, organisation, set_organisation_state, set_state, tenant_state,
 };
 #[cfg(feature = "postgres")]
 pub use trail::{PgAuditSink, PgUsageMeter, record_admin_event};

@@ -5,6 +5,7 @@
 use sqlx::postgres::PgPool;
 
 use crate::error::PgError;
+use crate::tenancy::announce;
 
 /// The most identity providers the table may hold (in all organisations).
 pub const MAX_STORED_PROVIDERS: i64 = 1024;
@@ -76,6 +77,7 @@ pub async fn put_provider(
             id: provider.issuer.clone(),
         });
     }
+    announce(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -89,13 +91,16 @@ pub async fn delete_provider(
     organisation_id: i64,
     issuer: &str,
 ) -> Result<bool, PgError> {
+    let mut tx = pool.begin().await?;
     let deleted =
         sqlx::query("DELETE FROM identity_providers WHERE issuer = $1 AND organisation_id = $2")
             .bind(issuer)
             .bind(organisation_id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+    announce(&mut *tx).await?;
+    tx.commit().await?;
     Ok(deleted == 1)
 }
 

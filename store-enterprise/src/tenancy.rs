@@ -44,6 +44,20 @@ fn check_name(name: &str) -> Result<(), PgError> {
     Ok(())
 }
 
+/// The channel on which the database announces a change to tenancy or identity (a state, a
+/// key, a binding, a provider): every replica listens and drops what it remembers of them.
+pub const CHANGES_CHANNEL: &str = "dg_identity_changed";
+
+/// Announces a change on [`CHANGES_CHANNEL`]; delivered when `executor`'s transaction commits,
+/// never if it rolls back.
+pub(crate) async fn announce<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<(), PgError> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANGES_CHANNEL)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
 /// A transaction in `tenant`'s scope, so forced row-level security admits the rows even for an
 /// owner role without BYPASSRLS.
 async fn begin_for(
@@ -141,6 +155,7 @@ pub async fn create_tenant(
         }
         return Ok(Provisioned::Existing);
     }
+    announce(&mut *tx).await?;
     tx.commit().await?;
     Ok(Provisioned::Created)
 }
@@ -169,6 +184,9 @@ pub async fn create_namespace(
     .await
     .map_err(missing_parent("tenant", tenant_id.to_string()))?
     .rows_affected();
+    if inserted == 1 {
+        announce(&mut *tx).await?;
+    }
     tx.commit().await?;
     Ok(provisioned(inserted))
 }
@@ -408,6 +426,7 @@ pub async fn set_organisation_state(
         .bind(state_name(state))
         .execute(&mut *tx)
         .await?;
+    announce(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some(before))
 }
@@ -468,6 +487,7 @@ pub async fn set_state(
         .bind(state_name(state))
         .execute(&mut *tx)
         .await?;
+    announce(&mut *tx).await?;
     tx.commit().await?;
     Ok(Some(before))
 }

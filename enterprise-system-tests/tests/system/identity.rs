@@ -191,6 +191,16 @@ fn api_keys_are_issued_once_refused_when_forged_and_revoked_on_every_replica_wit
     let limit = Duration::from_secs(1);
     refused_within(&one, &agent, limit);
     refused_within(&two, &agent, limit);
+    // Each change made from the command line is in the trail.
+    let changes = db.strings(
+        "SELECT event_json::json->>'action' FROM deployment_audit_events
+          WHERE event_json::json->>'kind' = 'admin' ORDER BY event_id",
+    );
+    assert_eq!(
+        changes,
+        ["bootstrap", "api_key_create", "api_key_revoke"],
+        "{changes:?}"
+    );
 
     // Expiry: a key made to last one second is refused on both replicas a second after.
     let (brief, _) = create_key(

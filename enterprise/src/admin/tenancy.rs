@@ -186,31 +186,6 @@ pub(super) async fn get_organisation(
     }))
 }
 
-/// Moves organisation `organisation_id` to `state` under `action`.
-async fn move_organisation(
-    admin: &Admin,
-    headers: &HeaderMap,
-    organisation_id: i64,
-    state: LifecycleState,
-    action: AdminAction,
-) -> Result<StatusCode, Problem> {
-    let caller = admin.caller(headers).await?;
-    let target = org_target(organisation_id);
-    admin.authorize(&caller, target, action).await?;
-    let resource = format!("organisation/{organisation_id}");
-    let result = match store_set_organisation_state(admin.pool(), organisation_id, state).await {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(Problem::not_found(format!(
-            "organisation {organisation_id}"
-        ))),
-        Err(e) => Err(e.into()),
-    };
-    admin
-        .change(&caller, action, target, &resource, result)
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// Suspend or resume an organisation: while suspended, every tool call into its tenants is
 /// `permission_denied` (`organisation_suspended`); the admin API stays open to resume it.
 #[utoipa::path(post, path = "/admin/v1/organisations/{organisation_id}/state", tag = "tenancy",
@@ -224,10 +199,10 @@ pub(super) async fn set_organisation_state(
     Json(body): Json<StateChange>,
 ) -> Result<StatusCode, Problem> {
     let state = live_state(&body.state)?;
-    move_organisation(
+    move_state(
         &admin,
         &headers,
-        organisation_id,
+        Moved::Organisation(organisation_id),
         state,
         AdminAction::OrganisationSuspend,
     )
@@ -244,10 +219,10 @@ pub(super) async fn delete_organisation(
     headers: HeaderMap,
     Path(organisation_id): Path<i64>,
 ) -> Result<StatusCode, Problem> {
-    move_organisation(
+    move_state(
         &admin,
         &headers,
-        organisation_id,
+        Moved::Organisation(organisation_id),
         LifecycleState::Deleted,
         AdminAction::OrganisationDelete,
     )
@@ -352,25 +327,41 @@ pub(super) async fn get_tenant(
     }))
 }
 
-/// Moves a tenant or namespace to `state` under `action`, answering 404 when it is gone.
+/// What a state change moves: an organisation, a tenant, or a namespace of a tenant.
+#[derive(Clone, Copy)]
+enum Moved {
+    Organisation(i64),
+    Tenant(u64, Option<u64>),
+}
+
+/// Moves an organisation, tenant or namespace to `state` under `action`, answering 404 when it
+/// is gone.
 async fn move_state(
     admin: &Admin,
     headers: &HeaderMap,
-    tenant: u64,
-    namespace: Option<u64>,
+    moved: Moved,
     state: LifecycleState,
     action: AdminAction,
 ) -> Result<StatusCode, Problem> {
     let caller = admin.caller(headers).await?;
-    let tenant = tenant_id(tenant)?;
-    let namespace = namespace.map(namespace_id).transpose()?;
-    let target = admin.tenant_target(tenant, namespace).await?;
-    admin.authorize(&caller, target, action).await?;
-    let resource = match namespace {
-        Some(n) => format!("namespace/{tenant}/{n}"),
-        None => format!("tenant/{tenant}"),
+    let (target, resource) = match moved {
+        Moved::Organisation(o) => (org_target(o), format!("organisation/{o}")),
+        Moved::Tenant(tenant, namespace) => {
+            let tenant = tenant_id(tenant)?;
+            let namespace = namespace.map(namespace_id).transpose()?;
+            let resource = match namespace {
+                Some(n) => format!("namespace/{tenant}/{n}"),
+                None => format!("tenant/{tenant}"),
+            };
+            (admin.tenant_target(tenant, namespace).await?, resource)
+        }
     };
-    let result = match set_state(admin.pool(), tenant, namespace, state).await {
+    admin.authorize(&caller, target, action).await?;
+    let moved = match target.tenant {
+        Some(tenant) => set_state(admin.pool(), tenant, target.namespace, state).await,
+        None => store_set_organisation_state(admin.pool(), target.organisation, state).await,
+    };
+    let result = match moved {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Problem::not_found(resource.replace('/', " "))),
         Err(e) => Err(e.into()),
@@ -396,8 +387,7 @@ pub(super) async fn set_tenant_state(
     move_state(
         &admin,
         &headers,
-        tenant,
-        None,
+        Moved::Tenant(tenant, None),
         state,
         AdminAction::TenantSuspend,
     )
@@ -416,8 +406,7 @@ pub(super) async fn delete_tenant(
     move_state(
         &admin,
         &headers,
-        tenant,
-        None,
+        Moved::Tenant(tenant, None),
         LifecycleState::Deleted,
         AdminAction::TenantDelete,
     )
@@ -511,8 +500,7 @@ pub(super) async fn set_namespace_state(
     move_state(
         &admin,
         &headers,
-        tenant,
-        Some(namespace),
+        Moved::Tenant(tenant, Some(namespace)),
         state,
         AdminAction::NamespaceSuspend,
     )
@@ -532,8 +520,7 @@ pub(super) async fn delete_namespace(
     move_state(
         &admin,
         &headers,
-        tenant,
-        Some(namespace),
+        Moved::Tenant(tenant, Some(namespace)),
         LifecycleState::Deleted,
         AdminAction::NamespaceDelete,
     )

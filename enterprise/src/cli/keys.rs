@@ -11,7 +11,7 @@ use decision_gate_enterprise::config::EnterpriseConfig;
 use decision_gate_enterprise::rbac::matrix_markdown;
 use decision_gate_store_enterprise::{
     ApiKeyRecord, KeyScope, MAX_KEY_PAGE, PgPool, bootstrap_owner_key, list_api_keys,
-    revoke_api_key,
+    record_admin_event, revoke_api_key,
 };
 use serde_json::json;
 
@@ -110,6 +110,28 @@ fn pepper(config: &EnterpriseConfig) -> anyhow::Result<Pepper> {
     Pepper::load_or_create(&config.pepper_file()).map_err(|e| anyhow!("API-key pepper: {e}"))
 }
 
+/// Records a change made from the command line in the deployment audit stream, beside those
+/// of the admin API. The change is made; a failure to record it is reported, not returned.
+async fn audit(pool: &PgPool, action: &str, key: &ApiKeyRecord) {
+    let scope = key.scope;
+    let event = json!({
+        "kind": "admin",
+        "action": action,
+        "principal": CLI_ACTOR,
+        "auth_method": "database_owner",
+        "organisation_id": scope.organisation_id,
+        "tenant_id": scope.tenant_id,
+        "namespace_id": scope.namespace_id,
+        "resource": format!("api_key/{}", key.key_id),
+        "outcome": { "kind": "success" },
+    });
+    if let Err(e) = record_admin_event(pool, scope.tenant_id, scope.namespace_id, &event).await {
+        eprintln!(
+            "decision-gate-enterprise: the change was made, but recording it in the audit trail failed: {e}"
+        );
+    }
+}
+
 fn record_text(k: &ApiKeyRecord) -> String {
     let scope = match (k.scope.tenant_id, k.scope.namespace_id) {
         (Some(t), Some(n)) => format!("namespace {t}/{n}"),
@@ -168,6 +190,9 @@ pub(crate) async fn bootstrap(
         Ok::<_, decision_gate_store_enterprise::PgError>((key, record))
     }
     .await;
+    if let Ok((_, record)) = &made {
+        audit(&pool, "bootstrap", record).await;
+    }
     pool.close().await;
     let (key, record) = made?;
     print_issued(
@@ -208,6 +233,9 @@ pub(crate) async fn keys(out: &Output, command: KeysCommand) -> anyhow::Result<E
                 expires_in_s,
             )
             .await;
+            if let Ok((_, record)) = &made {
+                audit(&pool, "api_key_create", record).await;
+            }
             pool.close().await;
             let (key, record) = made?;
             print_issued(out, &key, &record, "created");
@@ -241,6 +269,9 @@ pub(crate) async fn keys(out: &Output, command: KeysCommand) -> anyhow::Result<E
         KeysCommand::Revoke { url, key_id } => {
             let (pool, _) = connect(url).await?;
             let revoked = revoke_api_key(&pool, &key_id).await;
+            if let Ok(Some(record)) = &revoked {
+                audit(&pool, "api_key_revoke", record).await;
+            }
             pool.close().await;
             let record = revoked?.ok_or_else(|| anyhow!("no API key {key_id}"))?;
             out.print(
@@ -257,6 +288,9 @@ pub(crate) async fn keys(out: &Output, command: KeysCommand) -> anyhow::Result<E
             let pepper = pepper(&config)?;
             let overlap = overlap_s.unwrap_or(config.identity.rotation_overlap_s);
             let rotated = api_keys::rotate(&pool, &pepper, &key_id, CLI_ACTOR, overlap, None).await;
+            if let Ok((_, _, created)) = &rotated {
+                audit(&pool, "api_key_rotate", created).await;
+            }
             pool.close().await;
             let (key, old, created) = rotated?;
             print_issued(

@@ -39,12 +39,12 @@ fn url_on(database: &str) -> String {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A migrated, provisioned database, dropped with the authorizer that holds it.
-struct Scratch {
+pub(crate) struct Scratch {
     name: String,
 }
 
 impl Scratch {
-    async fn create() -> (Self, PgPool) {
+    pub(crate) async fn create() -> (Self, PgPool) {
         let name = format!(
             "dg_ent_{}_{}",
             std::process::id(),

@@ -3,6 +3,8 @@
 //! before the enterprise system tests, which start it, run.)
 
 mod authorizer;
+mod changes;
 mod cli;
 mod composition;
 mod gated;
+mod roles;
