@@ -140,23 +140,34 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         .authenticate(authenticate.clone())
         .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
+        .admitted_routes({
+            let pool = pool.clone();
+            let issuers = identity
+                .issuers
+                .iter()
+                .map(|i| (i.issuer.clone(), i.organisation_id))
+                .collect();
+            let (rotation_overlap_s, step_up_max_age_s, resource) = (
+                identity.rotation_overlap_s,
+                identity.step_up_max_age_s,
+                identity.resource.clone(),
+            );
+            move |admission| {
+                admin::router(AdminSettings {
+                    pool,
+                    admission,
+                    pepper,
+                    rotation_overlap_s,
+                    step_up_max_age_s,
+                    issuers,
+                    resource,
+                })
+            }
+        })
         .routes(
             discovery
                 .map(|d| d.routes(oidc.issuer_ids()))
-                .unwrap_or_default()
-                .merge(admin::router(AdminSettings {
-                    pool: pool.clone(),
-                    authenticate: authenticate.clone(),
-                    pepper,
-                    rotation_overlap_s: identity.rotation_overlap_s,
-                    step_up_max_age_s: identity.step_up_max_age_s,
-                    issuers: identity
-                        .issuers
-                        .iter()
-                        .map(|i| (i.issuer.clone(), i.organisation_id))
-                        .collect(),
-                    resource: identity.resource.clone(),
-                })),
+                .unwrap_or_default(),
         )
         .build()?;
 

@@ -122,7 +122,12 @@ pub struct ServerBuilder {
     authenticate: Option<Arc<dyn Authenticate>>,
     digest_key: Option<DigestKey>,
     routes: axum::Router,
+    /// Routes made once the admission exists, behind it.
+    admitted: Vec<AdmittedRoutes>,
 }
+
+/// Makes routes that authenticate and admit their requests through the server's admission.
+type AdmittedRoutes = Box<dyn FnOnce(Arc<Admission>) -> axum::Router + Send>;
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +243,20 @@ impl ServerBuilder {
         self
     }
 
+    /// Routes beside `/mcp`, like [`Self::routes`], made by `make` with the server's
+    /// [`Admission`] once it exists, so they pass the same checks as every other request: the
+    /// source's authentication-failure budget (with refusals counted, not written one by one,
+    /// past it), authentication, the per-principal rate limit and concurrency cap, the in-flight
+    /// budget.
+    #[must_use]
+    pub fn admitted_routes(
+        mut self,
+        make: impl FnOnce(Arc<Admission>) -> axum::Router + Send + 'static,
+    ) -> Self {
+        self.admitted.push(Box::new(make));
+        self
+    }
+
     /// The server.
     ///
     /// # Errors
@@ -285,11 +304,14 @@ impl ServerBuilder {
             })?,
         };
         let admission = Arc::new(Admission::new(authenticate, &config.server.limits, digests));
+        let routes = self.admitted.into_iter().fold(self.routes, |routes, make| {
+            routes.merge(make(admission.clone()))
+        });
         Ok(Server {
             shared,
             admission,
             config,
-            routes: self.routes,
+            routes,
         })
     }
 }
@@ -307,6 +329,7 @@ impl Server {
             authenticate: None,
             digest_key: None,
             routes: axum::Router::new(),
+            admitted: Vec::new(),
         }
     }
 

@@ -771,3 +771,32 @@ fn an_identity_provider_set_through_the_api_is_trusted_on_every_replica_then_dro
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_admin_api_passes_the_servers_admission_so_a_flood_of_bad_credentials_is_bounded() {
+    let provider = OidcProvider::start(&groups());
+    let (db, _dir, server) = setup(&provider);
+    let count = || -> usize {
+        db.strings(
+            "SELECT count(*)::text FROM deployment_audit_events
+              WHERE event_json::json->>'action' = 'admit'",
+        )[0]
+        .parse()
+        .expect("count")
+    };
+    // 60 wrong keys from one address: the first ones are refused 401 and written one by one;
+    // past the source's budget (server.limits.auth_failures, burst 20) they are 429 and counted
+    // into the source's event of the window, not written each.
+    let mut statuses = Vec::new();
+    for n in 0..60 {
+        let forged = format!("dg_{n:016x}_{}", "0".repeat(64));
+        statuses.push(admin(&server, &forged, "GET", "/admin/v1/whoami", None).0);
+    }
+    assert_eq!(statuses[0], 401);
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let written = count();
+    assert!(
+        (1..=21).contains(&written),
+        "{written} refusals written one by one for 60 attempts"
+    );
+}

@@ -1,7 +1,8 @@
 //! Who may act: whoami, role bindings, API keys, identity providers.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use decision_gate_store_enterprise::{
@@ -11,6 +12,8 @@ use decision_gate_store_enterprise::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use std::sync::Arc;
 
 use super::{Admin, Caller, Page, Paging, Problem, ProblemBody, namespace_id, tenant_id};
 use crate::api_keys::{self, key_bindings};
@@ -62,18 +65,16 @@ pub(super) struct WhoamiView {
 #[utoipa::path(get, path = "/admin/v1/whoami", tag = "access",
     responses((status = 200, body = WhoamiView), (status = 401, body = ProblemBody)))]
 pub(super) async fn whoami(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
 ) -> Result<Json<WhoamiView>, Problem> {
-    let caller = admin.caller(&headers).await?;
-    let p = caller.principal;
+    let p = &caller.principal;
     Ok(Json(WhoamiView {
-        subject: p.subject,
-        issuer: p.issuer,
-        credential_id: p.credential_id,
+        subject: p.subject.clone(),
+        issuer: p.issuer.clone(),
+        credential_id: p.credential_id.clone(),
         auth_method: p.auth_method.name().to_owned(),
         organisation_id: p.organisation_id,
-        roles: p.roles.into_iter().collect(),
+        roles: p.roles.iter().cloned().collect(),
         mfa: p.mfa_level.is_some(),
         auth_time: p.auth_time,
     }))
@@ -217,11 +218,10 @@ fn list_target(organisation_id: i64, paging: &Paging) -> Result<Target, Problem>
               (status = 404, body = ProblemBody)))]
 pub(super) async fn list_bindings(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Page<BindingView>>, Problem> {
-    let caller = admin.caller(&headers).await?;
     let target = list_target(organisation_id, &paging)?;
     admin
         .authorize(&caller, target, AdminAction::RoleBindingList)
@@ -256,11 +256,10 @@ pub(super) async fn list_bindings(
               (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 pub(super) async fn grant_binding(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Json(body): Json<GrantRequest>,
 ) -> Result<(StatusCode, Json<BindingView>), Problem> {
-    let caller = admin.caller(&headers).await?;
     let scope = key_scope(organisation_id, body.tenant_id, body.namespace_id)?;
     let target = target_of(scope);
     let action = AdminAction::RoleBindingGrant;
@@ -303,10 +302,9 @@ pub(super) async fn grant_binding(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn revoke_binding(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(binding_id): Path<i64>,
 ) -> Result<StatusCode, Problem> {
-    let caller = admin.caller(&headers).await?;
     let found = binding(admin.pool(), binding_id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("role binding {binding_id}")))?;
@@ -420,11 +418,10 @@ fn pepper(admin: &Admin) -> Result<&api_keys::Pepper, Problem> {
               (status = 404, body = ProblemBody)))]
 pub(super) async fn list_keys(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Page<KeyView>>, Problem> {
-    let caller = admin.caller(&headers).await?;
     let target = list_target(organisation_id, &paging)?;
     admin
         .authorize(&caller, target, AdminAction::ApiKeyList)
@@ -450,11 +447,10 @@ pub(super) async fn list_keys(
               (status = 404, body = ProblemBody), (status = 422, body = ProblemBody)))]
 pub(super) async fn create_key(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<IssuedView>), Problem> {
-    let caller = admin.caller(&headers).await?;
     let scope = key_scope(organisation_id, body.tenant_id, body.namespace_id)?;
     let target = target_of(scope);
     let action = AdminAction::ApiKeyCreate;
@@ -515,11 +511,10 @@ async fn key_target(admin: &Admin, key_id: &str) -> Result<(ApiKeyRecord, Target
               (status = 404, body = ProblemBody)))]
 pub(super) async fn rotate_key(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(key_id): Path<String>,
     body: Option<Json<RotateRequest>>,
 ) -> Result<(StatusCode, Json<IssuedView>), Problem> {
-    let caller = admin.caller(&headers).await?;
     let (found, target) = key_target(&admin, &key_id).await?;
     let action = AdminAction::ApiKeyRotate;
     admin.authorize(&caller, target, action).await?;
@@ -561,10 +556,9 @@ pub(super) async fn rotate_key(
               (status = 404, body = ProblemBody)))]
 pub(super) async fn revoke_key(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(key_id): Path<String>,
 ) -> Result<Json<KeyView>, Problem> {
-    let caller = admin.caller(&headers).await?;
     let (_, target) = key_target(&admin, &key_id).await?;
     let action = AdminAction::ApiKeyRevoke;
     admin.authorize(&caller, target, action).await?;
@@ -611,10 +605,9 @@ fn org_level(organisation_id: i64) -> Target {
               (status = 404, body = ProblemBody)))]
 pub(super) async fn list_identity_providers(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
 ) -> Result<Json<Vec<IdentityProviderView>>, Problem> {
-    let caller = admin.caller(&headers).await?;
     admin
         .authorize(
             &caller,
@@ -655,11 +648,10 @@ pub(super) async fn list_identity_providers(
               (status = 409, body = ProblemBody), (status = 422, body = ProblemBody)))]
 pub(super) async fn put_identity_provider(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Json(mut body): Json<IssuerConfig>,
 ) -> Result<StatusCode, Problem> {
-    let caller = admin.caller(&headers).await?;
     let target = org_level(organisation_id);
     let action = AdminAction::IdentityProviderWrite;
     admin.authorize(&caller, target, action).await?;
@@ -725,11 +717,10 @@ pub(super) struct IssuerParam {
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_identity_provider(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Query(param): Query<IssuerParam>,
 ) -> Result<StatusCode, Problem> {
-    let caller = admin.caller(&headers).await?;
     let target = org_level(organisation_id);
     let action = AdminAction::IdentityProviderWrite;
     admin.authorize(&caller, target, action).await?;

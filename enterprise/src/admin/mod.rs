@@ -3,29 +3,35 @@
 //! builder. Organisations' tenants and namespaces, role bindings, API keys, identity
 //! providers, whoami.
 //!
-//! Every request authenticates with the server's one `Authenticate` (API keys, OIDC tokens)
-//! and is authorized by the permission matrix ([`crate::rbac::decide_admin`]): another
+//! Every request passes the server's admission, like `/mcp` and gRPC (the source's failure
+//! budget, authentication with API keys or OIDC tokens, the per-principal rate limit and
+//! concurrency cap, the in-flight budget), and is authorized by the permission matrix
+//! ([`crate::rbac::decide_admin`]): another
 //! organisation's or tenant's resource is 404, exactly like a missing one; a missing
 //! permission is 403; creating or rotating keys, granting roles and deleting tenants also need
 //! a step-up (an OIDC token showing MFA, authenticated recently), which API keys never have.
 //! Nobody grants a role stronger than their own or outside their scope. Errors are RFC 9457
 //! `application/problem+json`; lists page with an opaque `cursor`. Every change and every
-//! refusal is recorded in the deployment audit stream. Every replica reads the database on
-//! each call, so a change is seen on the next call everywhere.
+//! refusal is recorded in the deployment audit stream. Every change is announced to every
+//! replica (`crate::changes`), so it is seen on the next call everywhere.
 
 mod access;
 mod tenancy;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use decision_gate_core::Principal;
-use decision_gate_core::identity::{AuthMethod, Authenticate, AuthnError, Credentials};
+use decision_gate_core::access::AccessRefusal;
+use decision_gate_core::identity::{AuthMethod, Credentials, PeerCertificate};
 use decision_gate_core::ids::{NamespaceId, TenantId};
+use decision_gate_mcp::admission::{Admission, Refusal};
 use decision_gate_store_enterprise::{PgError, PgPool, namespace_state, record_admin_event};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -43,8 +49,9 @@ const DEFAULT_PAGE: u32 = 100;
 pub struct AdminSettings {
     /// The application role's pool.
     pub pool: PgPool,
-    /// The server's authentication (the same one `/mcp` uses).
-    pub authenticate: Arc<dyn Authenticate>,
+    /// The server's admission (the same checks `/mcp` and gRPC pass: the source's failure
+    /// budget, authentication, rate limit, concurrency cap, in-flight budget).
+    pub admission: Arc<Admission>,
     /// The API-key pepper (no pepper: keys cannot be created).
     pub pepper: Option<Pepper>,
     /// How long a rotated key keeps working, by default.
@@ -68,10 +75,13 @@ pub fn router(settings: AdminSettings) -> Router {
     let state = Admin {
         settings: Arc::new(settings),
     };
-    Router::new()
-        .route("/admin/openapi.json", get(openapi))
+    let admitted = Router::new()
         .merge(tenancy::routes())
         .merge(access::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .route("/admin/openapi.json", get(openapi))
+        .merge(admitted)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -289,47 +299,37 @@ impl Admin {
         &self.settings.pool
     }
 
-    /// Authenticates a request; a refusal is answered 401 and recorded.
-    pub(crate) async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
-        let credentials = Credentials {
-            transport: "http",
-            peer: None,
-            headers,
-            certificate: None,
+    /// Answers a refused request: 401 with the challenge, 429 with `Retry-After`, 503; recorded
+    /// when the admission says it gets its own event (past a source's failure budget the
+    /// refusals are counted into one event per window instead).
+    async fn refused(&self, refusal: Refusal) -> Response {
+        let (status, kind) = match refusal.refusal {
+            AccessRefusal::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
+            AccessRefusal::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            AccessRefusal::Overloaded | AccessRefusal::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            _ => (StatusCode::BAD_REQUEST, "invalid_input"),
         };
-        match self.settings.authenticate.authenticate(&credentials).await {
-            Ok(principal) => {
-                let bindings = principal
-                    .roles
-                    .iter()
-                    .filter_map(|r| r.parse().ok())
-                    .collect();
-                Ok(Caller {
-                    principal,
-                    bindings,
-                })
-            }
-            Err(e) => {
-                let (status, kind, detail) = match &e {
-                    AuthnError::Refused { detail, .. } => {
-                        (StatusCode::UNAUTHORIZED, "unauthenticated", detail.clone())
-                    }
-                    AuthnError::Unavailable(reason) => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        reason.clone(),
-                    ),
-                };
-                let event = json!({
-                    "kind": "admin", "action": "authenticate", "principal": null,
-                    "outcome": { "kind": "failure", "error": kind, "detail": detail },
-                });
-                self.record(None, None, &event).await;
-                let mut problem = Problem::new(status, kind, detail);
-                problem.challenge = self.settings.authenticate.challenge().map(str::to_owned);
-                Err(problem)
-            }
+        if refusal.audited {
+            let event = json!({
+                "kind": "admin", "action": "admit", "principal": refusal.principal,
+                "presented_hash": refusal.presented,
+                "outcome": { "kind": "failure", "error": kind, "detail": refusal.message },
+            });
+            self.record(None, None, &event).await;
         }
+        let mut problem = Problem::new(status, kind, refusal.message);
+        if status == StatusCode::UNAUTHORIZED {
+            problem.challenge = self.settings.admission.challenge().map(str::to_owned);
+        }
+        let mut response = problem.into_response();
+        if let Some(ms) = refusal.retry_after_ms
+            && let Ok(value) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 
     /// The organisation of `tenant`, as the target of an action on it (and `namespace`); a
@@ -483,6 +483,42 @@ impl Admin {
             .await;
         result
     }
+}
+
+/// Admits an admin request through the server's admission and hands its handler the
+/// [`Caller`]; the in-flight slot is held until the answer is made.
+async fn admit(State(admin): State<Admin>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let certificate = req.extensions().get::<PeerCertificate>().cloned();
+    let authenticated = {
+        let credentials = Credentials {
+            transport: "http",
+            peer,
+            headers: req.headers(),
+            certificate: certificate.as_ref(),
+        };
+        admin.settings.admission.authenticate(&credentials).await
+    };
+    let admitted = match authenticated.and_then(|who| admin.settings.admission.admit(who)) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return admin.refused(refusal).await,
+    };
+    let principal = admitted.principal.clone();
+    let bindings = principal
+        .roles
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    req.extensions_mut().insert(Arc::new(Caller {
+        principal,
+        bindings,
+    }));
+    let response = next.run(req).await;
+    drop(admitted);
+    response
 }
 
 /// A tenant id from a path or body.

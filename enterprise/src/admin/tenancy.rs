@@ -2,8 +2,9 @@
 //! is a state: a deleted tenant or namespace answers every tool `not_found` and cannot come
 //! back; its records stay for the audit trail.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use decision_gate_core::ids::{NamespaceId, TenantId};
@@ -16,7 +17,9 @@ use decision_gate_store_enterprise::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Admin, Page, Paging, Problem, ProblemBody, namespace_id, tenant_id};
+use std::sync::Arc;
+
+use super::{Admin, Caller, Page, Paging, Problem, ProblemBody, namespace_id, tenant_id};
 use crate::rbac::{AdminAction, Target};
 
 pub(super) fn routes() -> Router<Admin> {
@@ -165,10 +168,9 @@ fn org_target(organisation: i64) -> Target {
     responses((status = 200, body = OrganisationView), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_organisation(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
 ) -> Result<Json<OrganisationView>, Problem> {
-    let caller = admin.caller(&headers).await?;
     admin
         .authorize(
             &caller,
@@ -194,14 +196,14 @@ pub(super) async fn get_organisation(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn set_organisation_state(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Json(body): Json<StateChange>,
 ) -> Result<StatusCode, Problem> {
     let state = live_state(&body.state)?;
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Organisation(organisation_id),
         state,
         AdminAction::OrganisationSuspend,
@@ -216,12 +218,12 @@ pub(super) async fn set_organisation_state(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_organisation(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
 ) -> Result<StatusCode, Problem> {
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Organisation(organisation_id),
         LifecycleState::Deleted,
         AdminAction::OrganisationDelete,
@@ -235,11 +237,10 @@ pub(super) async fn delete_organisation(
     responses((status = 200, body = Page<TenantView>), (status = 404, body = ProblemBody)))]
 pub(super) async fn list_tenants(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Page<TenantView>>, Problem> {
-    let caller = admin.caller(&headers).await?;
     admin
         .authorize(
             &caller,
@@ -266,11 +267,10 @@ pub(super) async fn list_tenants(
               (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn create_tenant(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(organisation_id): Path<i64>,
     Json(body): Json<Create>,
 ) -> Result<(StatusCode, Json<TenantView>), Problem> {
-    let caller = admin.caller(&headers).await?;
     let target = org_target(organisation_id);
     admin
         .authorize(&caller, target, AdminAction::TenantCreate)
@@ -307,10 +307,9 @@ pub(super) async fn create_tenant(
     responses((status = 200, body = TenantView), (status = 404, body = ProblemBody)))]
 pub(super) async fn get_tenant(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(tenant): Path<u64>,
 ) -> Result<Json<TenantView>, Problem> {
-    let caller = admin.caller(&headers).await?;
     let tenant = tenant_id(tenant)?;
     let target = admin.tenant_target(tenant, None).await?;
     admin
@@ -338,12 +337,11 @@ enum Moved {
 /// is gone.
 async fn move_state(
     admin: &Admin,
-    headers: &HeaderMap,
+    caller: &Caller,
     moved: Moved,
     state: LifecycleState,
     action: AdminAction,
 ) -> Result<StatusCode, Problem> {
-    let caller = admin.caller(headers).await?;
     let (target, resource) = match moved {
         Moved::Organisation(o) => (org_target(o), format!("organisation/{o}")),
         Moved::Tenant(tenant, namespace) => {
@@ -356,7 +354,7 @@ async fn move_state(
             (admin.tenant_target(tenant, namespace).await?, resource)
         }
     };
-    admin.authorize(&caller, target, action).await?;
+    admin.authorize(caller, target, action).await?;
     let moved = match target.tenant {
         Some(tenant) => set_state(admin.pool(), tenant, target.namespace, state).await,
         None => store_set_organisation_state(admin.pool(), target.organisation, state).await,
@@ -367,7 +365,7 @@ async fn move_state(
         Err(e) => Err(e.into()),
     };
     admin
-        .change(&caller, action, target, &resource, result)
+        .change(caller, action, target, &resource, result)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -379,14 +377,14 @@ async fn move_state(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn set_tenant_state(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(tenant): Path<u64>,
     Json(body): Json<StateChange>,
 ) -> Result<StatusCode, Problem> {
     let state = live_state(&body.state)?;
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Tenant(tenant, None),
         state,
         AdminAction::TenantSuspend,
@@ -400,12 +398,12 @@ pub(super) async fn set_tenant_state(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_tenant(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(tenant): Path<u64>,
 ) -> Result<StatusCode, Problem> {
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Tenant(tenant, None),
         LifecycleState::Deleted,
         AdminAction::TenantDelete,
@@ -419,11 +417,10 @@ pub(super) async fn delete_tenant(
     responses((status = 200, body = Page<NamespaceView>), (status = 404, body = ProblemBody)))]
 pub(super) async fn list_namespaces(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(tenant): Path<u64>,
     Query(paging): Query<Paging>,
 ) -> Result<Json<Page<NamespaceView>>, Problem> {
-    let caller = admin.caller(&headers).await?;
     let tenant = tenant_id(tenant)?;
     let target = admin.tenant_target(tenant, None).await?;
     admin
@@ -448,11 +445,10 @@ pub(super) async fn list_namespaces(
               (status = 404, body = ProblemBody), (status = 409, body = ProblemBody)))]
 pub(super) async fn create_namespace(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path(tenant): Path<u64>,
     Json(body): Json<Create>,
 ) -> Result<(StatusCode, Json<NamespaceView>), Problem> {
-    let caller = admin.caller(&headers).await?;
     let tenant = tenant_id(tenant)?;
     let target = admin.tenant_target(tenant, None).await?;
     admin
@@ -492,14 +488,14 @@ pub(super) async fn create_namespace(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn set_namespace_state(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path((tenant, namespace)): Path<(u64, u64)>,
     Json(body): Json<StateChange>,
 ) -> Result<StatusCode, Problem> {
     let state = live_state(&body.state)?;
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Tenant(tenant, Some(namespace)),
         state,
         AdminAction::NamespaceSuspend,
@@ -514,12 +510,12 @@ pub(super) async fn set_namespace_state(
     responses((status = 204), (status = 403, body = ProblemBody), (status = 404, body = ProblemBody)))]
 pub(super) async fn delete_namespace(
     State(admin): State<Admin>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Arc<Caller>>,
     Path((tenant, namespace)): Path<(u64, u64)>,
 ) -> Result<StatusCode, Problem> {
     move_state(
         &admin,
-        &headers,
+        &caller,
         Moved::Tenant(tenant, Some(namespace)),
         LifecycleState::Deleted,
         AdminAction::NamespaceDelete,
