@@ -629,6 +629,53 @@ mod tests {
         [[tenancy.tenants]]\ntenant_id = 2\norganisation_id = 1\nname = \"b\"\n";
 
     #[test]
+    fn identity_limits_are_named_and_crossing_them_is_refused() {
+        let issuer = |n: usize| {
+            format!(
+                "[[identity.issuers]]\nissuer = \"https://id{n}.example.com\"\norganisation_id = 1\n"
+            )
+        };
+        let at_most: String = (0..crate::oidc::MAX_ISSUERS).map(issuer).collect();
+        let head = "[identity]\nresource = \"https://dg.example.com/mcp\"\n";
+        assert!(problems(&format!("{DB}{head}{at_most}")).is_empty());
+        let over = format!("{at_most}{}", issuer(crate::oidc::MAX_ISSUERS));
+        let found = problems(&format!("{DB}{head}{over}"));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("identity.issuers: at most 64")),
+            "{found:?}"
+        );
+        let twice = format!("{}{}", issuer(1), issuer(1));
+        let found = problems(&format!("{DB}{head}{twice}"));
+        assert!(
+            found.iter().any(|p| p.contains("listed twice")),
+            "{found:?}"
+        );
+        for (key, value) in [
+            ("rotation_overlap_s", "86401"),
+            ("rotation_overlap_s", "-1"),
+            ("step_up_max_age_s", "0"),
+            ("step_up_max_age_s", "86401"),
+            ("resource", "\"ftp://dg.example.com\""),
+        ] {
+            let found = problems(&format!("{DB}[identity]\n{key} = {value}\n"));
+            assert!(
+                found.iter().any(|p| p.contains(&format!("identity.{key}"))),
+                "{key}: {found:?}"
+            );
+        }
+        // An issuer with no audience and no identity.resource names the missing key.
+        let found = problems(&format!("{DB}{}", issuer(0)));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("identity.issuers[0].audience")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn providers_are_per_tenant() {
         let dir = tempfile::tempdir().unwrap();
         let text = format!("{DB}{TENANTS}[tenancy.providers.1.env]\nallowlist = [\"HOME\"]\n");

@@ -777,3 +777,155 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
     }
     serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> IssuerConfig {
+        IssuerConfig {
+            issuer: "https://id.example.com".into(),
+            organisation_id: 1,
+            audience: Some("https://dg.example.com/mcp".into()),
+            algorithms: default_algorithms(),
+            jwks_uri: None,
+            leeway_s: default_leeway_s(),
+            mfa_acr: Vec::new(),
+            mfa_amr: default_mfa_amr(),
+            rules: Vec::new(),
+        }
+    }
+
+    fn problems(config: &IssuerConfig) -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        config.problems("identity.issuers[0]", &mut found);
+        found
+    }
+
+    fn rule(grants: usize) -> ClaimRule {
+        ClaimRule {
+            claim: "groups".into(),
+            equals: "g".into(),
+            grant: vec!["agent@tenant:1".into(); grants],
+        }
+    }
+
+    #[test]
+    fn every_list_and_number_of_an_issuer_is_bounded_and_named() {
+        assert!(problems(&issuer()).is_empty());
+        let named = |config: IssuerConfig, key: &str| {
+            let found = problems(&config);
+            assert!(
+                found
+                    .iter()
+                    .any(|(path, _)| path.starts_with(&format!("identity.issuers[0].{key}"))),
+                "{key}: {found:?}"
+            );
+        };
+        named(
+            IssuerConfig {
+                rules: vec![rule(1); MAX_RULES + 1],
+                ..issuer()
+            },
+            "rules",
+        );
+        named(
+            IssuerConfig {
+                rules: vec![rule(MAX_GRANTS + 1)],
+                ..issuer()
+            },
+            "rules[0].grant",
+        );
+        named(
+            IssuerConfig {
+                rules: vec![rule(0)],
+                ..issuer()
+            },
+            "rules[0].grant",
+        );
+        named(
+            IssuerConfig {
+                mfa_acr: vec!["x".into(); 33],
+                ..issuer()
+            },
+            "mfa_acr",
+        );
+        named(
+            IssuerConfig {
+                mfa_amr: vec!["x".into(); 33],
+                ..issuer()
+            },
+            "mfa_amr",
+        );
+        named(
+            IssuerConfig {
+                leeway_s: 301,
+                ..issuer()
+            },
+            "leeway_s",
+        );
+        named(
+            IssuerConfig {
+                algorithms: Vec::new(),
+                ..issuer()
+            },
+            "algorithms",
+        );
+        named(
+            IssuerConfig {
+                algorithms: vec!["HS256".into()],
+                ..issuer()
+            },
+            "algorithms",
+        );
+        named(
+            IssuerConfig {
+                algorithms: vec!["none".into()],
+                ..issuer()
+            },
+            "algorithms",
+        );
+        named(
+            IssuerConfig {
+                audience: None,
+                ..issuer()
+            },
+            "audience",
+        );
+        named(
+            IssuerConfig {
+                issuer: "http://id.example.com".into(),
+                ..issuer()
+            },
+            "issuer",
+        );
+        let mut foreign = rule(1);
+        foreign.grant = vec!["org_owner@organisation:2".into()];
+        named(
+            IssuerConfig {
+                rules: vec![foreign],
+                ..issuer()
+            },
+            "rules[0].grant[0]",
+        );
+        // At the limits, nothing is refused.
+        assert!(
+            problems(&IssuerConfig {
+                rules: vec![rule(MAX_GRANTS); MAX_RULES],
+                mfa_acr: vec!["x".into(); 32],
+                leeway_s: 300,
+                issuer: "http://127.0.0.1:9/".into(),
+                ..issuer()
+            })
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_jwt_shaped_tokens_go_to_the_verifier() {
+        assert!(looks_like_jwt(b"aGVhZA.cGF5bG9hZA.c2ln"));
+        assert!(!looks_like_jwt(b"dg_0123456789abcdef_00"));
+        assert!(!looks_like_jwt(b"a.b"));
+        assert!(!looks_like_jwt(b"a.b.c d"));
+    }
+}

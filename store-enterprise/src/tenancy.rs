@@ -405,30 +405,60 @@ pub async fn set_organisation_state(
     organisation_id: i64,
     state: LifecycleState,
 ) -> Result<Option<LifecycleState>, PgError> {
-    let mut tx = pool.begin().await?;
-    let before: Option<(String,)> =
-        sqlx::query_as("SELECT state FROM organisations WHERE organisation_id = $1 FOR UPDATE")
-            .bind(organisation_id)
+    let record = Lifecycle {
+        what: "organisation",
+        select: "SELECT state FROM organisations
+                  WHERE organisation_id = $1 AND $2::bigint IS NULL FOR UPDATE",
+        update: "UPDATE organisations SET state = $3
+                  WHERE organisation_id = $1 AND $2::bigint IS NULL",
+        key: (organisation_id, None),
+        label: organisation_id.to_string(),
+    };
+    record.move_to(pool.begin().await?, state).await
+}
+
+/// A record with a lifecycle state: what it is, the statements that lock and move it, and its
+/// key (`$1`, `$2`).
+struct Lifecycle {
+    what: &'static str,
+    select: &'static str,
+    update: &'static str,
+    key: (i64, Option<i64>),
+    label: String,
+}
+
+impl Lifecycle {
+    /// Moves the record to `state` in `tx` and announces it; a deleted record stays deleted.
+    async fn move_to(
+        self,
+        mut tx: Transaction<'static, Postgres>,
+        state: LifecycleState,
+    ) -> Result<Option<LifecycleState>, PgError> {
+        let before: Option<(String,)> = sqlx::query_as(self.select)
+            .bind(self.key.0)
+            .bind(self.key.1)
             .fetch_optional(&mut *tx)
             .await?;
-    let Some((before,)) = before else {
-        return Ok(None);
-    };
-    let before = lifecycle(&before)?;
-    if before == LifecycleState::Deleted && state != LifecycleState::Deleted {
-        return Err(PgError::Conflict {
-            what: "organisation",
-            id: format!("{organisation_id} (deleted)"),
-        });
+        let Some((before,)) = before else {
+            return Ok(None);
+        };
+        let before = lifecycle(&before)?;
+        if before == LifecycleState::Deleted && state != LifecycleState::Deleted {
+            return Err(PgError::Conflict {
+                what: self.what,
+                id: format!("{} (deleted)", self.label),
+            });
+        }
+        sqlx::query(self.update)
+            .bind(self.key.0)
+            .bind(self.key.1)
+            .bind(state_name(state))
+            .execute(&mut *tx)
+            .await?;
+        announce(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(before))
     }
-    sqlx::query("UPDATE organisations SET state = $2 WHERE organisation_id = $1")
-        .bind(organisation_id)
-        .bind(state_name(state))
-        .execute(&mut *tx)
-        .await?;
-    announce(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(Some(before))
 }
 
 /// Moves a tenant (with `namespace`, one of its namespaces) to `state`. A deleted record stays
@@ -443,51 +473,26 @@ pub async fn set_state(
     namespace: Option<NamespaceId>,
     state: LifecycleState,
 ) -> Result<Option<LifecycleState>, PgError> {
-    let mut tx = begin_for(pool, tenant_id).await?;
-    let before: Option<(String,)> = match namespace {
-        None => {
-            sqlx::query_as("SELECT state FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-                .bind(tenant_id.as_i64())
-                .fetch_optional(&mut *tx)
-                .await?
-        }
-        Some(ns) => sqlx::query_as(
-            "SELECT state FROM namespaces WHERE tenant_id = $1 AND namespace_id = $2 FOR UPDATE",
-        )
-        .bind(tenant_id.as_i64())
-        .bind(ns.as_i64())
-        .fetch_optional(&mut *tx)
-        .await?,
+    let key = (tenant_id.as_i64(), namespace.map(NamespaceId::as_i64));
+    let record = match namespace {
+        None => Lifecycle {
+            what: "tenant",
+            select: "SELECT state FROM tenants
+                      WHERE tenant_id = $1 AND $2::bigint IS NULL FOR UPDATE",
+            update: "UPDATE tenants SET state = $3 WHERE tenant_id = $1 AND $2::bigint IS NULL",
+            key,
+            label: tenant_id.to_string(),
+        },
+        Some(ns) => Lifecycle {
+            what: "namespace",
+            select: "SELECT state FROM namespaces
+                      WHERE tenant_id = $1 AND namespace_id = $2 FOR UPDATE",
+            update: "UPDATE namespaces SET state = $3 WHERE tenant_id = $1 AND namespace_id = $2",
+            key,
+            label: format!("{tenant_id}/{ns}"),
+        },
     };
-    let Some((before,)) = before else {
-        return Ok(None);
-    };
-    let before = lifecycle(&before)?;
-    if before == LifecycleState::Deleted && state != LifecycleState::Deleted {
-        return Err(PgError::Conflict {
-            what: if namespace.is_some() {
-                "namespace"
-            } else {
-                "tenant"
-            },
-            id: format!("{tenant_id} (deleted)"),
-        });
-    }
-    let query = match namespace {
-        None => {
-            sqlx::query("UPDATE tenants SET state = $3 WHERE tenant_id = $1 AND $2::bigint IS NULL")
-        }
-        Some(_) => sqlx::query(
-            "UPDATE namespaces SET state = $3 WHERE tenant_id = $1 AND namespace_id = $2",
-        ),
-    };
-    query
-        .bind(tenant_id.as_i64())
-        .bind(namespace.map(NamespaceId::as_i64))
-        .bind(state_name(state))
-        .execute(&mut *tx)
-        .await?;
-    announce(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(Some(before))
+    record
+        .move_to(begin_for(pool, tenant_id).await?, state)
+        .await
 }

@@ -606,6 +606,41 @@ fn nobody_grants_more_than_they_hold_and_lists_page_with_a_cursor() {
         }
     }
     assert_eq!(seen, [1, 2, 10, 11, 12]);
+    // Text and list fields past their limits are refused by name, and recorded.
+    let (status, body, ..) = admin(
+        &server,
+        &owner,
+        "POST",
+        "/admin/v1/organisations/1/role-bindings",
+        Some(json!({ "issuer": provider.issuer, "subject": "s".repeat(1025), "role": "viewer" })),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subject"),
+        "{body}"
+    );
+    let (status, body, ..) = admin(
+        &server,
+        &owner,
+        "POST",
+        "/admin/v1/organisations/1/api-keys",
+        Some(json!({ "name": "many", "roles": vec!["viewer"; 8], "tenant_id": 1 })),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("roles"),
+        "{body}"
+    );
+    let invalid = db.strings(
+        "SELECT count(*)::text FROM deployment_audit_events WHERE event_json LIKE '%invalid_input%'",
+    );
+    assert_eq!(invalid, ["2"], "both refusals are in the trail");
     let (status, body, ..) = admin(
         &server,
         &owner,

@@ -264,8 +264,9 @@ pub(super) async fn grant_binding(
     let target = target_of(scope);
     let action = AdminAction::RoleBindingGrant;
     admin.authorize(&caller, target, action).await?;
-    text_field("issuer", &body.issuer)?;
-    text_field("subject", &body.subject)?;
+    let input =
+        text_field("issuer", &body.issuer).and_then(|()| text_field("subject", &body.subject));
+    admin.checked(&caller, action, target, input).await?;
     check_grants(
         &admin,
         &caller,
@@ -455,16 +456,19 @@ pub(super) async fn create_key(
     let target = target_of(scope);
     let action = AdminAction::ApiKeyCreate;
     admin.authorize(&caller, target, action).await?;
-    if body.roles.len() > Role::ALL.len() {
-        return Err(Problem::invalid(
+    let input = if body.roles.len() > Role::ALL.len() {
+        Err(Problem::invalid(
             "roles",
             format!(
                 "give 1 to {} roles, got {}",
                 Role::ALL.len(),
                 body.roles.len()
             ),
-        ));
-    }
+        ))
+    } else {
+        pepper(&admin).map(drop)
+    };
+    admin.checked(&caller, action, target, input).await?;
     check_grants(&admin, &caller, scope, &body.roles, action).await?;
     let result = api_keys::issue(
         admin.pool(),
@@ -521,6 +525,9 @@ pub(super) async fn rotate_key(
     check_grants(&admin, &caller, found.scope, &found.roles, action).await?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let overlap = body.overlap_s.unwrap_or(admin.settings.rotation_overlap_s);
+    admin
+        .checked(&caller, action, target, pepper(&admin).map(drop))
+        .await?;
     let result = api_keys::rotate(
         admin.pool(),
         pepper(&admin)?,
@@ -655,20 +662,25 @@ pub(super) async fn put_identity_provider(
     let target = org_level(organisation_id);
     let action = AdminAction::IdentityProviderWrite;
     admin.authorize(&caller, target, action).await?;
-    if body.organisation_id != organisation_id {
-        return Err(Problem::invalid(
-            "organisation_id",
-            format!("must be the organisation of the path, {organisation_id}"),
-        ));
-    }
     if body.audience.is_none() {
         body.audience.clone_from(&admin.settings.resource);
     }
     let mut problems = Vec::new();
     body.problems("identity_provider", &mut problems);
-    if let Some((field, message)) = problems.into_iter().next() {
-        return Err(Problem::invalid(&field, message));
-    }
+    let input = if body.organisation_id == organisation_id {
+        problems
+            .into_iter()
+            .next()
+            .map_or(Ok(()), |(field, message)| {
+                Err(Problem::invalid(&field, message))
+            })
+    } else {
+        Err(Problem::invalid(
+            "organisation_id",
+            format!("must be the organisation of the path, {organisation_id}"),
+        ))
+    };
+    admin.checked(&caller, action, target, input).await?;
     let resource = format!("identity_provider/{}", body.issuer);
     let result = if admin
         .settings

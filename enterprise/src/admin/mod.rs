@@ -32,7 +32,9 @@ use decision_gate_core::access::AccessRefusal;
 use decision_gate_core::identity::{AuthMethod, Credentials, PeerCertificate};
 use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_mcp::admission::{Admission, Refusal};
-use decision_gate_store_enterprise::{PgError, PgPool, namespace_state, record_admin_event};
+use decision_gate_store_enterprise::{
+    NamespaceStanding, PgError, PgPool, namespace_state, record_admin_event,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -339,6 +341,15 @@ impl Admin {
         tenant: TenantId,
         namespace: Option<NamespaceId>,
     ) -> Result<Target, Problem> {
+        Ok(self.tenant_standing(tenant, namespace).await?.0)
+    }
+
+    /// [`Self::tenant_target`] with the tenant's standing read for it (one query).
+    pub(crate) async fn tenant_standing(
+        &self,
+        tenant: TenantId,
+        namespace: Option<NamespaceId>,
+    ) -> Result<(Target, NamespaceStanding), Problem> {
         let standing = namespace_state(
             self.pool(),
             tenant,
@@ -346,11 +357,12 @@ impl Admin {
         )
         .await?
         .ok_or_else(|| Problem::not_found(format!("tenant {tenant}")))?;
-        Ok(Target {
+        let target = Target {
             organisation: standing.organisation_id,
             tenant: Some(tenant),
             namespace,
-        })
+        };
+        Ok((target, standing))
     }
 
     /// Authorizes `action` on `target` (404 out of reach, 403 without the permission or the
@@ -468,6 +480,20 @@ impl Admin {
         if let Err(e) = record_admin_event(self.pool(), tenant, namespace, event).await {
             tracing::error!("the admin audit event was not recorded: {e}");
         }
+    }
+
+    /// The input check of a request `authorize` allowed: a refusal is recorded like every other.
+    pub(crate) async fn checked(
+        &self,
+        caller: &Caller,
+        action: AdminAction,
+        target: Target,
+        input: Result<(), Problem>,
+    ) -> Result<(), Problem> {
+        if let Err(problem) = &input {
+            self.audit(caller, action, target, "", Err(problem)).await;
+        }
+        input
     }
 
     /// Runs a change that `authorize` allowed, records its outcome, and answers it.

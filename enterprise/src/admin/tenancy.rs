@@ -11,8 +11,8 @@ use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_store_enterprise::{
     LifecycleState, NamespaceRow, PgError, Provisioned, TenantRow,
     create_namespace as store_create_namespace, create_tenant as store_create_tenant,
-    list_namespaces as store_list_namespaces, list_tenants as store_list_tenants, namespace_state,
-    organisation, set_organisation_state as store_set_organisation_state, set_state,
+    list_namespaces as store_list_namespaces, list_tenants as store_list_tenants, organisation,
+    set_organisation_state as store_set_organisation_state, set_state,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -311,13 +311,10 @@ pub(super) async fn get_tenant(
     Path(tenant): Path<u64>,
 ) -> Result<Json<TenantView>, Problem> {
     let tenant = tenant_id(tenant)?;
-    let target = admin.tenant_target(tenant, None).await?;
+    let (target, standing) = admin.tenant_standing(tenant, None).await?;
     admin
         .authorize(&caller, target, AdminAction::TenantRead)
         .await?;
-    let standing = namespace_state(admin.pool(), tenant, NamespaceId::DEFAULT)
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("tenant {tenant}")))?;
     Ok(Json(TenantView {
         tenant_id: tenant.get(),
         organisation_id: standing.organisation_id,

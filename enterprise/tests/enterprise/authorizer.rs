@@ -111,9 +111,9 @@ impl Drop for Scratch {
 }
 
 /// The authorizer under test, holding its database for as long as the suite uses it.
-struct Held {
-    authorizer: TenancyAuthorizer,
-    _db: Scratch,
+pub(crate) struct Held {
+    pub(crate) authorizer: TenancyAuthorizer,
+    pub(crate) _db: Scratch,
 }
 
 #[async_trait]

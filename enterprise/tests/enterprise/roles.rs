@@ -6,41 +6,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use decision_gate_core::access::{
-    Authorizer, AuthzError, RequestContext, Resource, ScopeAuthorizer,
-};
+use decision_gate_core::access::{RequestContext, Resource, ScopeAuthorizer};
 use decision_gate_core::conformance::{AuthorizerFixture, AuthzRequest};
 use decision_gate_core::identity::AuthMethod;
 use decision_gate_core::{Action, NamespaceId, TenantId};
 use decision_gate_enterprise::{RoleAuthorizer, TenancyAuthorizer};
 use decision_gate_store_enterprise::{PgPool, PoolConfig};
 
-use crate::authorizer::Scratch;
+use crate::authorizer::{Held, Scratch};
 
 fn authorizer(pool: PgPool) -> TenancyAuthorizer {
     TenancyAuthorizer::new(
         Arc::new(RoleAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone())),
         pool,
     )
-}
-
-/// The authorizer under test, holding its database for as long as the suite uses it.
-struct Held {
-    authorizer: TenancyAuthorizer,
-    _db: Scratch,
-}
-
-#[async_trait]
-impl Authorizer for Held {
-    async fn authorize(
-        &self,
-        ctx: &RequestContext,
-        action: Action,
-        resource: &Resource,
-    ) -> Result<(), AuthzError> {
-        self.authorizer.authorize(ctx, action, resource).await
-    }
 }
 
 /// An API-key principal of `organisation` with `roles`, acting in `t` / `ns`.
