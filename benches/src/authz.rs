@@ -189,6 +189,7 @@ fn in_process(
                     request_id: None,
                     correlation_id: None,
                     idempotency_key: None,
+                    transport: "http",
                 };
                 authorizer.authorize(&ctx, *action, &resource).await.is_ok()
             };

@@ -151,6 +151,9 @@ pub struct RequestContext {
     /// The client's idempotency key (HTTP `Idempotency-Key`, gRPC `idempotency-key` metadata,
     /// MCP `_meta.idempotency_key`): a retried call with the same key is metered once.
     pub idempotency_key: Option<String>,
+    /// The transport the call arrived on (`stdio`, `http`, `grpc`; `local` for a caller in
+    /// the same process), for authorizers that switch transports per tenant.
+    pub transport: &'static str,
 }
 
 impl RequestContext {
@@ -164,6 +167,7 @@ impl RequestContext {
             request_id: None,
             correlation_id: None,
             idempotency_key: None,
+            transport: "local",
         }
     }
 }
@@ -280,33 +284,186 @@ pub struct UsageEvent {
     pub idempotency_key: String,
 }
 
+/// The period a quota counts over. Periods are calendar periods in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaPeriod {
+    /// A UTC day, from midnight.
+    Day,
+    /// A UTC calendar month, from the first at midnight.
+    Month,
+    /// Forever: the total never resets.
+    Total,
+}
+
+impl QuotaPeriod {
+    /// Every period, in order.
+    pub const ALL: [Self; 3] = [Self::Day, Self::Month, Self::Total];
+
+    /// The period's name on the wire and in the database.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+            Self::Total => "total",
+        }
+    }
+}
+
+impl UsageMetric {
+    /// Every metric, in order.
+    pub const ALL: [Self; 7] = [
+        Self::ToolCalls,
+        Self::RunsStarted,
+        Self::EvidenceQueries,
+        Self::RunpackExports,
+        Self::SchemasWritten,
+        Self::StorageBytes,
+        Self::RegistryEntries,
+    ];
+
+    /// The metric's name on the wire and in the database.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ToolCalls => "tool_calls",
+            Self::RunsStarted => "runs_started",
+            Self::EvidenceQueries => "evidence_queries",
+            Self::RunpackExports => "runpack_exports",
+            Self::SchemasWritten => "schemas_written",
+            Self::StorageBytes => "storage_bytes",
+            Self::RegistryEntries => "registry_entries",
+        }
+    }
+
+    /// The metric named `name`, if any.
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// A refusal by a quota: which counter, over which period, its limit, what is used, and when
+/// it resets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaRefusal {
+    /// The counter.
+    pub metric: UsageMetric,
+    /// The period it counts over.
+    pub period: QuotaPeriod,
+    /// The largest total the period accepts.
+    pub limit: u64,
+    /// What the period has used.
+    pub used: u64,
+    /// When the period ends (unix milliseconds); `None` for a total, which never resets.
+    pub reset_at_ms: Option<u64>,
+    /// How long until the reset, in milliseconds, when there is one.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl std::fmt::Display for QuotaRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "quota exceeded: {} per {} is limited to {}, {} used",
+            self.metric.as_str(),
+            self.period.as_str(),
+            self.limit,
+            self.used
+        )?;
+        if let Some(at) = self.reset_at_ms {
+            write!(f, ", resets at {at} (unix ms)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why usage was refused or could not be recorded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
-    /// A quota would be exceeded.
-    #[error("quota exceeded for {metric:?}: limit {limit}")]
-    QuotaExceeded {
-        /// The metric.
-        metric: UsageMetric,
-        /// The quota.
-        limit: u64,
-        /// When to retry, if the quota refills.
-        retry_after_ms: Option<u64>,
-    },
+    /// A quota would be exceeded; wait for its reset or raise it.
+    #[error("{0}")]
+    QuotaExceeded(QuotaRefusal),
     /// The meter cannot be reached; refuse.
     #[error("usage meter unavailable: {0}")]
     Unavailable(String),
 }
 
+/// Whose rate a rate limit counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    /// One credential (an API key, a token's subject at its issuer).
+    Credential,
+    /// Every caller of one tenant together.
+    Tenant,
+}
+
+impl RateScope {
+    /// The scope's name on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Credential => "credential",
+            Self::Tenant => "tenant",
+        }
+    }
+}
+
+/// Why a rate limit refused a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    /// Over the rate; wait `retry_after_ms`.
+    #[error("rate limit exceeded for the {}; retry in {retry_after_ms} ms", scope.as_str())]
+    Limited {
+        /// Whose rate.
+        scope: RateScope,
+        /// How long until a call would be admitted (at least 1).
+        retry_after_ms: u64,
+    },
+    /// The limiter cannot decide; refuse.
+    #[error("rate limiting unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Rate limits of calls per credential and per tenant, applied after authorization and before
+/// the quota check. Rate limits protect availability; quotas ([`UsageMeter`]) enforce plans;
+/// both apply.
+///
+/// # Contract
+/// 1. A key (a credential, a tenant) within its rate is admitted: a burst, then the sustained
+///    rate.
+/// 2. Past it, `admit` refuses with `Limited` and a `retry_after_ms` of at least 1; after
+///    waiting that long, the key is admitted again.
+/// 3. Keys are independent: one credential's calls never use another's rate, nor one
+///    tenant's another tenant's.
+/// 4. When the limiter cannot decide, it refuses with `Unavailable` or decides by a stricter
+///    or equal local rate: never without a limit.
+///
+/// `crate::conformance::rate_limit` (feature `conformance`) checks each clause.
+#[async_trait]
+pub trait RateLimit: Send + Sync {
+    /// Whether the call may proceed now; admitting it uses one unit of its rates.
+    async fn admit(&self, ctx: &RequestContext) -> Result<(), RateError>;
+}
+
 /// Checks quotas before an operation and records usage after it.
 ///
 /// # Contract
-/// 1. `check` refuses with `QuotaExceeded` when recording the events would exceed a quota, and
-///    has no effect, whether it refuses or not: no total moves, and a key it was shown still
-///    counts when recorded.
+/// 1. `check` has no effect, whether it refuses or not: no total moves, and a key it was shown
+///    still counts when recorded. It refuses with `QuotaExceeded` when recording the events
+///    would exceed a quota, as far as the totals it reads say: concurrent calls may pass it
+///    together, which clause 3 settles.
 /// 2. `record` counts each idempotency key once, however often it is recorded (in one call,
 ///    in later calls, in concurrent calls).
-/// 3. When the meter cannot decide, `check` refuses with `Unavailable` (fail closed).
+/// 3. A meter with quotas enforces them in `record`, atomically: when the events not counted
+///    before would take a total past its limit, `record` refuses with `QuotaExceeded` and
+///    records none of the call's events; concurrent records never take a total past a limit.
+///    Keys counted before consume nothing again.
+/// 4. When the meter cannot decide, `check` and `record` refuse with `Unavailable` (fail
+///    closed).
 ///
 /// `crate::conformance::usage_meter` (feature `conformance`) checks each clause.
 ///

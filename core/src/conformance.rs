@@ -21,6 +21,7 @@
 //! |---|---|---|
 //! | [`authorizer_conformance!`](crate::authorizer_conformance) | [`AuthorizerFixture`] | requests its policy allows, hides and denies; optionally an undecidable twin |
 //! | [`usage_meter_conformance!`](crate::usage_meter_conformance) | [`UsageFixture`] | a [`UsageProbe`] reading totals; optionally a [`Quota`] and an undecidable twin |
+//! | [`rate_limit_conformance!`](crate::rate_limit_conformance) | [`RateFixture`] | its bursts; optionally a twin with its shared state unreachable |
 //! | [`audit_sink_conformance!`](crate::audit_sink_conformance) | [`AuditFixture`] | an [`AuditProbe`] reading back the records |
 //! | [`effects_conformance!`](crate::effects_conformance) | [`EffectsFixture`] | an [`EffectsProbe`] reading the committed ledger, for a store that owns its effects |
 //!
@@ -50,11 +51,13 @@ use crate::time::Timestamp;
 pub mod audit_sink;
 pub mod authorizer;
 pub mod effects;
+pub mod rate_limit;
 pub mod usage_meter;
 
 pub use audit_sink::{AuditFixture, AuditProbe};
 pub use authorizer::{AuthorizerFixture, AuthzRequest};
 pub use effects::{EffectsFixture, EffectsProbe};
+pub use rate_limit::RateFixture;
 pub use usage_meter::{Quota, UsageFixture, UsageProbe};
 
 fn id<T: std::str::FromStr>(s: &str) -> T

@@ -1,6 +1,6 @@
 //! The service's error: one enum, its variants named by what the caller can do about them.
 
-use crate::access::{AuditError, AuthzError, UsageError, UsageMetric};
+use crate::access::{AuditError, AuthzError, QuotaRefusal, UsageError};
 use crate::engine::SpecError;
 use crate::store::StoreError;
 
@@ -157,15 +157,16 @@ pub enum Error {
     /// The caller lacks the permission; ask for it.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    /// A quota is exhausted; wait or raise it.
-    #[error("quota exceeded for {metric:?} (limit {limit})")]
-    QuotaExceeded {
-        /// The metric.
-        metric: UsageMetric,
-        /// The quota.
-        limit: u64,
-        /// When to retry.
-        retry_after_ms: Option<u64>,
+    /// A quota is exhausted; wait for its reset or raise it.
+    #[error("{0}")]
+    QuotaExceeded(QuotaRefusal),
+    /// The caller or its tenant sends faster than its rate limit; wait `retry_after_ms`.
+    #[error("rate limit exceeded for the {}; retry in {retry_after_ms} ms", scope.as_str())]
+    RateLimited {
+        /// Whose rate.
+        scope: crate::access::RateScope,
+        /// How long to wait.
+        retry_after_ms: u64,
     },
     /// A backend is unreachable; retry later. Nothing was written.
     #[error("unavailable: {0}")]
@@ -194,9 +195,20 @@ impl Error {
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::PermissionDenied(_) => ErrorKind::PermissionDenied,
-            Self::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+            Self::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
             Self::Unavailable(_) => ErrorKind::Unavailable,
             Self::Corrupt(_) => ErrorKind::IntegrityFailure,
+        }
+    }
+
+    /// How long the caller should wait before retrying, when the error says.
+    #[must_use]
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::QuotaExceeded(refusal) => refusal.retry_after_ms,
+            Self::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
         }
     }
 
@@ -226,6 +238,7 @@ impl From<StoreError> for Error {
                 message,
             },
             StoreError::Unavailable(m) => Self::Unavailable(m),
+            StoreError::QuotaExceeded(refusal) => Self::QuotaExceeded(refusal),
             StoreError::Corrupt(m) => Self::Corrupt(m),
         }
     }
@@ -248,16 +261,23 @@ impl From<AuthzError> for Error {
 impl From<UsageError> for Error {
     fn from(e: UsageError) -> Self {
         match e {
-            UsageError::QuotaExceeded {
-                metric,
-                limit,
+            UsageError::QuotaExceeded(refusal) => Self::QuotaExceeded(refusal),
+            UsageError::Unavailable(m) => Self::Unavailable(m),
+        }
+    }
+}
+
+impl From<crate::access::RateError> for Error {
+    fn from(e: crate::access::RateError) -> Self {
+        match e {
+            crate::access::RateError::Limited {
+                scope,
                 retry_after_ms,
-            } => Self::QuotaExceeded {
-                metric,
-                limit,
+            } => Self::RateLimited {
+                scope,
                 retry_after_ms,
             },
-            UsageError::Unavailable(m) => Self::Unavailable(m),
+            crate::access::RateError::Unavailable(m) => Self::Unavailable(m),
         }
     }
 }

@@ -390,6 +390,84 @@ impl IdentityConfig {
     }
 }
 
+/// `[usage]`: metering, the shared rate limiter and the rates of tenants whose plan sets none
+/// (ADR 0016).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    /// Whether this is a production deployment: metering cannot be switched off in one.
+    pub production: bool,
+    /// Whether calls are metered: usage in the ledger, quotas enforced. On by default; off only
+    /// outside production (a test rig), where nothing is counted and no quota holds.
+    pub metering: bool,
+    /// Redis shared by every replica for rate limits (`redis://host:port[/db]`); without it
+    /// each replica limits on its own.
+    pub redis_url: Option<String>,
+    /// How long a rate-limit decision waits for Redis before the replica decides alone
+    /// (1..=1000 ms).
+    pub redis_timeout_ms: u64,
+    /// What every rate-limit key in Redis starts with: the same on every replica, different
+    /// for deployments sharing one Redis (1 to 64 bytes of a-z, 0-9, `:`, `_` and `-`).
+    pub redis_key_prefix: String,
+    /// The rates of tenants whose plan sets none (and of tenants on no plan).
+    pub rates: decision_gate_store_enterprise::PlanRates,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            production: false,
+            metering: true,
+            redis_url: None,
+            redis_timeout_ms: 50,
+            redis_key_prefix: "dg:rate".to_owned(),
+            rates: decision_gate_store_enterprise::PlanRates::default(),
+        }
+    }
+}
+
+impl UsageConfig {
+    fn problems(&self, problems: &mut Vec<Problem>) {
+        if self.production && !self.metering {
+            problems.push(problem(
+                "usage.metering",
+                "cannot be false in a production deployment (usage.production = true): every call is metered",
+            ));
+        }
+        if !(1..=1_000).contains(&self.redis_timeout_ms) {
+            problems.push(problem(
+                "usage.redis_timeout_ms",
+                format!(
+                    "must be between 1 and 1000 ms, got {}",
+                    self.redis_timeout_ms
+                ),
+            ));
+        }
+        let prefix_ok = (1..=64).contains(&self.redis_key_prefix.len())
+            && self.redis_key_prefix.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b':' | b'_' | b'-')
+            });
+        if !prefix_ok {
+            problems.push(problem(
+                "usage.redis_key_prefix",
+                "must be 1 to 64 bytes of a-z, 0-9, ':', '_' and '-'",
+            ));
+        }
+        if let Some(url) = &self.redis_url
+            && let Err(e) = redis::Client::open(url.as_str())
+        {
+            problems.push(problem("usage.redis_url", format!("not a Redis URL: {e}")));
+        }
+        let plan = decision_gate_store_enterprise::Plan {
+            rates: self.rates,
+            ..Default::default()
+        };
+        if let Err(e) = plan.check() {
+            problems.push(problem("usage.rates", e.to_string()));
+        }
+    }
+}
+
 /// A checked enterprise configuration.
 #[derive(Debug)]
 pub struct EnterpriseConfig {
@@ -401,6 +479,8 @@ pub struct EnterpriseConfig {
     pub tenancy: TenancyConfig,
     /// `[identity]`, its paths resolved.
     pub identity: IdentityConfig,
+    /// `[usage]`.
+    pub usage: UsageConfig,
     /// Each configured tenant's providers, built from `tenancy.providers`.
     pub tenant_providers: BTreeMap<TenantId, ProviderRegistry>,
 }
@@ -507,6 +587,13 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         identity.pepper_file = identity.pepper_file.map(|f| base.join(f));
         identity
     });
+    let usage = match table.remove("usage") {
+        None => Some(UsageConfig::default()),
+        Some(value) => section::<UsageConfig>("usage", value, &mut problems),
+    };
+    if let Some(usage) = &usage {
+        usage.problems(&mut problems);
+    }
     if let Some(database) = &database {
         database.problems(&mut problems);
     }
@@ -530,13 +617,16 @@ pub fn parse(text: &str, base: &Path) -> Result<EnterpriseConfig, Vec<Problem>> 
         (Ok(server), Some(tenancy)) => tenant_providers(server, tenancy, base, &mut problems),
         _ => BTreeMap::new(),
     };
-    match (server, database, tenancy, identity) {
-        (Ok(server), Some(database), Some(tenancy), Some(identity)) if problems.is_empty() => {
+    match (server, database, tenancy, identity, usage) {
+        (Ok(server), Some(database), Some(tenancy), Some(identity), Some(usage))
+            if problems.is_empty() =>
+        {
             Ok(EnterpriseConfig {
                 server,
                 database,
                 tenancy,
                 identity,
+                usage,
                 tenant_providers,
             })
         }
@@ -672,6 +762,50 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("identity.issuers[0].audience")),
             "{found:?}"
+        );
+    }
+
+    #[test]
+    fn metering_cannot_be_switched_off_in_production_and_usage_limits_are_named() {
+        assert!(problems(&format!("{DB}[usage]\nmetering = false\n")).is_empty());
+        let found = problems(&format!(
+            "{DB}[usage]\nproduction = true\nmetering = false\n"
+        ));
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("usage.metering") && p.contains("production")),
+            "{found:?}"
+        );
+        for (key, value, named) in [
+            ("redis_timeout_ms", "0", "usage.redis_timeout_ms"),
+            ("redis_timeout_ms", "1001", "usage.redis_timeout_ms"),
+            ("redis_url", "\"http://cache\"", "usage.redis_url"),
+            ("redis_key_prefix", "\"\"", "usage.redis_key_prefix"),
+            ("redis_key_prefix", "\"Dg Rate\"", "usage.redis_key_prefix"),
+            (
+                "rates",
+                "{ credential = { per_second = 0, burst = 5 } }",
+                "rates.credential",
+            ),
+            (
+                "rates",
+                "{ tenant = { per_second = 5, burst = 1000001 } }",
+                "rates.tenant",
+            ),
+        ] {
+            let found = problems(&format!("{DB}[usage]\n{key} = {value}\n"));
+            assert!(
+                found.iter().any(|p| p.contains(named)),
+                "{key} = {value}: {found:?}"
+            );
+        }
+        assert!(
+            problems(&format!(
+                "{DB}[usage]\nproduction = true\nredis_url = \"redis://127.0.0.1:6379\"\n\
+                 rates = {{ credential = {{ per_second = 10, burst = 20 }} }}\n"
+            ))
+            .is_empty()
         );
     }
 

@@ -6,7 +6,9 @@
 //! are enforced by [`TenancyAuthorizer`]. Principals are API keys ([`api_keys`], bound to roles
 //! at an organisation, tenant or namespace and authorized by [`RoleAuthorizer`] against the
 //! permission matrix of [`rbac`]) and the configured bearer tokens and mTLS clients, each bound
-//! to a tenant. See ADR 0009 and ADR 0015.
+//! to a tenant. Plans switch features, set rate limits ([`rate_limit`]) and quotas, which are
+//! consumed in the transaction of the call that pays ([`plans`]). See ADR 0009, ADR 0015 and
+//! ADR 0016.
 
 pub mod admin;
 pub mod api_keys;
@@ -17,6 +19,8 @@ pub mod credentials;
 pub mod discovery;
 mod gated;
 pub mod oidc;
+pub mod plans;
+pub mod rate_limit;
 pub mod rbac;
 mod serve;
 mod tenancy;

@@ -11,14 +11,17 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use decision_gate_core::access::ScopeAuthorizer;
+use decision_gate_core::access::{
+    ScopeAuthorizer, UsageError, UsageEvent, UsageMeter,
+};
 use decision_gate_core::identity::Authenticate;
 use decision_gate_core::runpack::FsRunpackStore;
+use decision_gate_mcp::metrics::Metrics;
 use decision_gate_mcp::server::cancel_on_signal;
 use decision_gate_mcp::{DataDir, ServeError, Server};
 use decision_gate_store_enterprise::{
     MigrateOptions, PgAuditSink, PgError, PgPool, PgStore, PgUsageMeter, check_app_role,
-    check_schema, migrate,
+    check_schema, migrate, record_admin_event,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +32,8 @@ use crate::config::{DatabaseConfig, EnterpriseConfig, TenancyConfig};
 use crate::credentials::{EnterpriseAuthenticator, configured};
 use crate::discovery::ProtectedResource;
 use crate::oidc::OidcVerifier;
+use crate::plans::{FeatureAuthorizer, PlanCache};
+use crate::rate_limit::{OnStateChange, PlanRateLimit, SharedSettings};
 use crate::{EnterpriseError, GatedStore, RoleAuthorizer, TenancyAuthorizer, provision};
 
 /// How often a server whose database is unreachable retries its start-up steps.
@@ -57,6 +62,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         tenancy,
         tenant_providers,
         identity,
+        usage,
     } = config;
     let http = options.http.or(loaded.config.server.bind);
     if http.is_none() && options.grpc.is_none() {
@@ -66,8 +72,13 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         }]));
     }
     let pool = database.pool().lazy_pool(&database.url)?;
+    let pg_store = PgStore::from_pool(pool.clone());
     let store = Arc::new(GatedStore::closed(
-        PgStore::from_pool(pool.clone()),
+        if usage.metering {
+            pg_store
+        } else {
+            pg_store.unmetered()
+        },
         "not checked yet",
     ));
     let startup = Startup {
@@ -131,12 +142,39 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
     let authenticate: Arc<dyn Authenticate> = credentials.clone();
     let roles = RoleAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone());
     let tenancy_states = Arc::new(TenancyAuthorizer::new(Arc::new(roles), pool.clone()));
+    let plans = Arc::new(PlanCache::new(pool.clone()));
+    let features = FeatureAuthorizer::new(tenancy_states.clone(), plans.clone());
+    let metrics = Metrics::new();
+    let rate_limit = PlanRateLimit::new(
+        plans.clone(),
+        usage.rates,
+        usage.redis_url.clone().map(|url| SharedSettings {
+            url,
+            key_prefix: usage.redis_key_prefix.clone(),
+            timeout: Duration::from_millis(usage.redis_timeout_ms),
+        }),
+        metrics.clone(),
+        shared_limiter_reporter(pool.clone()),
+    )
+    .map_err(|message| {
+        EnterpriseError::Config(vec![decision_gate_mcp::config::Problem {
+            path: "usage.redis_url".into(),
+            message,
+        }])
+    })?;
+    let meter: Arc<dyn UsageMeter> = if usage.metering {
+        Arc::new(PgUsageMeter::new(pool.clone()))
+    } else {
+        Arc::new(Unmetered)
+    };
     let server = Server::builder(loaded)
         .store(store.clone())
         .runpack_store(Arc::new(runpacks))
         .audit_sink(Arc::new(PgAuditSink::new(pool.clone())))
-        .usage_meter(Arc::new(PgUsageMeter::new(pool.clone())))
-        .authorizer(tenancy_states.clone())
+        .usage_meter(meter)
+        .rate_limit(Arc::new(rate_limit))
+        .metrics(metrics)
+        .authorizer(Arc::new(features))
         .authenticate(authenticate.clone())
         .tenant_providers(tenant_providers)
         .digest_key_file(&data_dir)?
@@ -192,6 +230,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
         move || {
             credentials.forget();
             tenancy_states.forget();
+            plans.forget();
         },
         shutdown.clone(),
     ));
@@ -202,6 +241,46 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
     }
     served?;
     Ok(())
+}
+
+/// The meter of a deployment with metering switched off (never a production one, as the
+/// configuration check enforces): nothing is counted, no quota holds.
+struct Unmetered;
+
+#[async_trait::async_trait]
+impl UsageMeter for Unmetered {
+    async fn check(&self, _events: &[UsageEvent]) -> Result<(), UsageError> {
+        Ok(())
+    }
+
+    async fn record(&self, _events: &[UsageEvent]) -> Result<(), UsageError> {
+        Ok(())
+    }
+}
+
+/// What the shared rate limiter's state changes become: a line in the log and an event in the
+/// deployment's audit stream, once per change.
+fn shared_limiter_reporter(pool: PgPool) -> OnStateChange {
+    Arc::new(move |lost: Option<&str>| {
+        let event = serde_json::json!({
+            "event": if lost.is_some() { "rate_limiter_shared_lost" } else { "rate_limiter_shared_restored" },
+            "component": "redis",
+            "decisions": if lost.is_some() { "local" } else { "shared" },
+            "reason": lost,
+        });
+        match lost {
+            Some(reason) => tracing::warn!(
+                "the shared rate limiter is unreachable ({reason}); each replica limits on its own"
+            ),
+            None => tracing::info!("the shared rate limiter answers again"),
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            if let Err(e) = record_admin_event(&pool, None, None, &event).await {
+                tracing::error!("recording the rate limiter's state change: {e}");
+            }
+        });
+    })
 }
 
 /// The start-up steps, repeatable until they pass.

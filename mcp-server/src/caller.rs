@@ -78,6 +78,7 @@ impl Caller {
             request_id: self.request_id.clone(),
             correlation_id: correlation_id.or_else(|| self.correlation_id.clone()),
             idempotency_key: self.idempotency_key.clone(),
+            transport: self.transport.name(),
         }
     }
 

@@ -108,10 +108,7 @@ impl ToolError {
 
 impl From<Error> for ToolError {
     fn from(error: Error) -> Self {
-        let retry_after_ms = match &error {
-            Error::QuotaExceeded { retry_after_ms, .. } => *retry_after_ms,
-            _ => None,
-        };
+        let retry_after_ms = error.retry_after_ms();
         let details = match &error {
             Error::InvalidSpec(errors) => Some(
                 errors
@@ -119,6 +116,7 @@ impl From<Error> for ToolError {
                     .map(|e| json!({ "path": e.path, "rule": e.rule }))
                     .collect(),
             ),
+            Error::QuotaExceeded(refusal) => serde_json::to_value(refusal).ok(),
             _ => None,
         };
         let kind = error.kind();
@@ -155,17 +153,27 @@ mod tests {
 
     #[test]
     fn quota_errors_carry_their_wait_and_are_retryable() {
-        let error = ToolError::from(Error::QuotaExceeded {
-            metric: decision_gate_core::access::UsageMetric::ToolCalls,
-            limit: 10,
-            retry_after_ms: Some(1500),
-        });
+        let error = ToolError::from(Error::QuotaExceeded(
+            decision_gate_core::access::QuotaRefusal {
+                metric: decision_gate_core::access::UsageMetric::ToolCalls,
+                period: decision_gate_core::access::QuotaPeriod::Day,
+                limit: 10,
+                used: 10,
+                reset_at_ms: Some(86_400_000),
+                retry_after_ms: Some(1500),
+            },
+        ));
         let result = error.into_result();
         assert_eq!(result.is_error, Some(true));
         let structured = result.structured_content.unwrap();
         assert_eq!(structured["error"]["kind"], "quota_exceeded");
         assert_eq!(structured["error"]["retry_after_ms"], 1500);
         assert_eq!(structured["error"]["retryable"], true);
+        let details = &structured["error"]["details"];
+        assert_eq!(details["metric"], "tool_calls");
+        assert_eq!(details["period"], "day");
+        assert_eq!((&details["limit"], &details["used"]), (&json!(10), &json!(10)));
+        assert_eq!(details["reset_at_ms"], 86_400_000);
     }
 
     #[test]

@@ -30,6 +30,11 @@ struct RefusalLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    component: &'static str,
+}
+
 /// The server's metrics.
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +42,7 @@ pub struct Metrics {
     calls: Family<CallLabels, Counter>,
     latency: Family<CallLabels, Histogram>,
     refusals: Family<RefusalLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -61,6 +67,7 @@ impl Metrics {
             (|| Histogram::new(BUCKETS)) as fn() -> Histogram,
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
+        let fallbacks = Family::<FallbackLabels, Counter>::default();
         registry.register(
             "tool_calls",
             "Tool calls by tool and outcome (ok or the error kind)",
@@ -76,11 +83,18 @@ impl Metrics {
             "Requests refused before any tool ran, by transport and reason",
             refusals.clone(),
         );
+        registry.register(
+            "fallbacks",
+            "Decisions taken by a local fallback because a shared component did not answer, by \
+             component",
+            fallbacks.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             calls,
             latency,
             refusals,
+            fallbacks,
         }
     }
 
@@ -106,6 +120,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a decision taken by a local fallback because `component` (a closed set of
+    /// names, e.g. `rate_limit_redis`) did not answer.
+    pub fn fallback(&self, component: &'static str) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels { component })
+            .inc();
+    }
+
     /// The text exposition format.
     #[must_use]
     pub fn render(&self) -> String {
@@ -126,7 +148,12 @@ mod tests {
         metrics.call(Some(Action::ScenarioNext), "ok", Duration::from_micros(700));
         metrics.call(None, "invalid_input", Duration::from_micros(10));
         metrics.refusal("http", AccessRefusal::RateLimited);
+        metrics.fallback("rate_limit_redis");
         let text = metrics.render();
+        assert!(
+            text.contains(r#"decision_gate_fallbacks_total{component="rate_limit_redis"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"decision_gate_tool_calls_total{tool="scenario_next",outcome="ok"} 1"#),
             "{text}"

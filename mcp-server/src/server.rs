@@ -121,6 +121,7 @@ pub struct ServerBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     authenticate: Option<Arc<dyn Authenticate>>,
     digest_key: Option<DigestKey>,
+    metrics: Option<Metrics>,
     routes: axum::Router,
     /// Routes made once the admission exists, behind it.
     admitted: Vec<AdmittedRoutes>,
@@ -193,6 +194,22 @@ impl ServerBuilder {
         >,
     ) -> Self {
         self.gate = self.gate.tenant_providers(registries);
+        self
+    }
+
+    /// Rate limits per credential and per tenant after authorization (none by default beyond
+    /// the per-principal limit of admission).
+    #[must_use]
+    pub fn rate_limit(mut self, rate_limit: Arc<dyn decision_gate_core::access::RateLimit>) -> Self {
+        self.gate = self.gate.rate_limit(rate_limit);
+        self
+    }
+
+    /// The metrics the server exposes on `/metrics`; give the same handle to parts that count
+    /// into them (a fresh registry by default).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -295,7 +312,12 @@ impl ServerBuilder {
             feedback: config.server.feedback.clone(),
             verify: runpack_verify,
         };
-        let shared = Shared::new(Arc::new(gate), policy, audit, Metrics::new());
+        let shared = Shared::new(
+            Arc::new(gate),
+            policy,
+            audit,
+            self.metrics.unwrap_or_default(),
+        );
         let digests = match self.digest_key {
             Some(key) => key,
             None => DigestKey::random().map_err(|message| ServeError::Storage {
@@ -328,6 +350,7 @@ impl Server {
             audit: None,
             authenticate: None,
             digest_key: None,
+            metrics: None,
             routes: axum::Router::new(),
             admitted: Vec::new(),
         }

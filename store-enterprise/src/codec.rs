@@ -2,6 +2,7 @@
 //! page cursors are the core's (`decision_gate_core::store::codec`), shared with the SQLite
 //! backend, so a cursor or a checksum means the same on every backend.
 
+use decision_gate_core::access::QuotaRefusal;
 use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_core::store::StoreError;
 
@@ -55,6 +56,9 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// Everything else — connection loss, pool timeouts, server shutdown, serialisation failures,
 /// missing privileges — is `Unavailable`: retryable, and nothing was committed.
 pub(crate) fn store_error(e: sqlx::Error, scope: (i64, i64)) -> StoreError {
+    if let Some(refusal) = quota_refusal(&e) {
+        return StoreError::QuotaExceeded(refusal);
+    }
     match sqlstate(&e).as_deref() {
         Some("23503") => StoreError::Invalid {
             field: "namespace_id",
@@ -73,6 +77,21 @@ pub(crate) fn store_error(e: sqlx::Error, scope: (i64, i64)) -> StoreError {
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
+
+/// The refusal a quota raised (SQLSTATE `DGQ01`, migration 8), if `e` is one.
+pub(crate) fn quota_refusal(e: &sqlx::Error) -> Option<QuotaRefusal> {
+    if sqlstate(e).as_deref() != Some(QUOTA_EXCEEDED) {
+        return None;
+    }
+    let detail = e
+        .as_database_error()?
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .detail()?;
+    serde_json::from_str(detail).ok()
+}
+
+/// The SQLSTATE `dg_consume_quota` raises.
+const QUOTA_EXCEEDED: &str = "DGQ01";
 
 /// Maps an error where no scope applies (pool checks).
 pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {

@@ -38,6 +38,8 @@ mod integrity;
 #[cfg(feature = "postgres")]
 mod migrate;
 #[cfg(feature = "postgres")]
+mod plans;
+#[cfg(feature = "postgres")]
 mod providers;
 #[cfg(feature = "postgres")]
 mod store;
@@ -66,6 +68,12 @@ pub use integrity::{
 pub use migrate::{
     MigrateOptions, MigrationInfo, MigrationReport, check_app_role, check_schema, grant_app_role,
     known_migrations, migrate,
+};
+#[cfg(feature = "postgres")]
+pub use plans::{
+    ExportedEvent, Feature, MAX_PLAN_ID, MAX_PLANS, MAX_RATE, Override, Plan, PlanRates,
+    QuotaLimit, QuotaState, Rate, assign_plan, check_plan_id, delete_plan, export_usage,
+    ledger_totals, list_plans, put_plan, quota_usage, set_override, tenant_plan,
 };
 #[cfg(feature = "postgres")]
 pub use providers::{

@@ -266,6 +266,15 @@ const APP_GRANTS: &[(&str, &str)] = &[
     ("run_entries", "SELECT, INSERT"),
     ("data_shapes", "SELECT, INSERT"),
     ("usage_events", "SELECT, INSERT"),
+    // Plans and overrides are the operator's (the owner's connection); calls read them. A
+    // quota's shares are consumed, spread again and, past their period, deleted.
+    ("plans", "SELECT"),
+    ("plan_quotas", "SELECT"),
+    ("quota_overrides", "SELECT"),
+    (
+        "quota_shards",
+        "SELECT, INSERT, UPDATE (used, cap, balanced_for), DELETE",
+    ),
     ("audit_events", "SELECT, INSERT"),
     // Append only: operators read the deployment stream as the owner.
     ("deployment_audit_events", "INSERT"),

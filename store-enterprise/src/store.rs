@@ -87,6 +87,8 @@ impl PoolConfig {
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// Whether writes record their usage (on unless metering is switched off).
+    metered: bool,
 }
 
 impl PgStore {
@@ -101,13 +103,35 @@ impl PgStore {
         let pool = config.lazy_pool(app_url)?;
         check_app_role(&pool).await?;
         check_schema(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Wraps a pool without checking it (the caller ran the checks, or will).
     #[must_use]
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            metered: true,
+        }
+    }
+
+    /// The same store, recording no usage with its writes (a deployment with metering switched
+    /// off, never a production one); audit events are recorded as ever.
+    #[must_use]
+    pub fn unmetered(self) -> Self {
+        Self {
+            metered: false,
+            ..self
+        }
+    }
+
+    /// The events a write records: all of them, or only the audit events when unmetered.
+    fn effect_columns(&self, effects: &Effects) -> Result<EffectColumns, StoreError> {
+        if self.metered {
+            EffectColumns::of_effects(effects)
+        } else {
+            EffectColumns::of([], &effects.audit)
+        }
     }
 
     /// The pool.
@@ -158,10 +182,9 @@ fn limit_plus_one(page: &PageRequest) -> i64 {
 /// once.
 async fn insert_effects(
     tx: &mut Transaction<'static, Postgres>,
-    effects: &Effects,
+    columns: EffectColumns,
     scope: (i64, i64),
 ) -> Result<(), StoreError> {
-    let columns = EffectColumns::of_effects(effects)?;
     if columns.is_empty() {
         return Ok(());
     }
@@ -213,7 +236,7 @@ impl ScenarioStore for PgStore {
                 }
             }
         };
-        insert_effects(&mut tx, effects, scope).await?;
+        insert_effects(&mut tx, self.effect_columns(effects)?, scope).await?;
         tx.commit().await.map_err(|e| store_error(e, scope))?;
         Ok(outcome)
     }
@@ -343,7 +366,7 @@ impl RunStore for PgStore {
             });
         }
         insert_entry(&mut tx, k, first, &entry_json, &entry_sha).await?;
-        insert_effects(&mut tx, effects, scope).await?;
+        insert_effects(&mut tx, self.effect_columns(effects)?, scope).await?;
         tx.commit().await.map_err(|e| store_error(e, scope))
     }
 
@@ -381,7 +404,7 @@ impl RunStore for PgStore {
         }
         let (head_json, head_sha) = encode(head)?;
         let (entry_json, entry_sha) = encode(entry)?;
-        let effects = EffectColumns::of_effects(effects)?;
+        let effects = self.effect_columns(effects)?;
         let k = &head.key;
         let scope = key_scope(k);
         // One statement, so one round trip and its own transaction (migration 0003).
@@ -611,7 +634,7 @@ impl SchemaRegistry for PgStore {
                 id: format!("{}@{}", record.schema_id, record.version),
             });
         }
-        insert_effects(&mut tx, effects, scope).await?;
+        insert_effects(&mut tx, self.effect_columns(effects)?, scope).await?;
         tx.commit().await.map_err(|e| store_error(e, scope))
     }
 

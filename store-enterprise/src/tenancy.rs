@@ -60,7 +60,7 @@ pub(crate) async fn announce<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<
 
 /// A transaction in `tenant`'s scope, so forced row-level security admits the rows even for an
 /// owner role without BYPASSRLS.
-async fn begin_for(
+pub(crate) async fn begin_for(
     pool: &PgPool,
     tenant: TenantId,
 ) -> Result<Transaction<'static, Postgres>, PgError> {

@@ -150,8 +150,10 @@ impl AuditSink for PgAuditSink {
 }
 
 /// The usage meter of the enterprise server: every event in the ledger, keyed by its
-/// idempotency key, so a retried call is counted once. Quotas are not enforced yet: `check`
-/// allows every call.
+/// idempotency key, so a retried call is counted once. Quotas (migration 8) are consumed where
+/// the events are recorded, in the same transaction: by a store write's own transaction, or by
+/// [`UsageMeter::record`] for a call that writes nothing. `check` reads what the quotas have
+/// used, so a call over a quota is refused before it runs.
 #[derive(Clone, Debug)]
 pub struct PgUsageMeter {
     pool: PgPool,
@@ -165,21 +167,50 @@ impl PgUsageMeter {
     }
 }
 
+/// A database error of the meter: a quota's refusal, else `Unavailable`.
+fn usage_error(e: sqlx::Error) -> UsageError {
+    match crate::codec::quota_refusal(&e) {
+        Some(refusal) => UsageError::QuotaExceeded(refusal),
+        None => UsageError::Unavailable(format!("the usage ledger: {e}")),
+    }
+}
+
 #[async_trait]
 impl UsageMeter for PgUsageMeter {
-    async fn check(&self, _events: &[UsageEvent]) -> Result<(), UsageError> {
+    async fn check(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
+            let columns =
+                EffectColumns::of(group, []).map_err(|e| UsageError::Unavailable(e.to_string()))?;
+            let (refusal,): (Option<String>,) =
+                sqlx::query_as("SELECT dg_quota_check($1, $2, $3, $4)")
+                    .bind(tenant.as_i64())
+                    .bind(columns.usage_key)
+                    .bind(columns.usage_metric)
+                    .bind(columns.usage_quantity)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(usage_error)?;
+            if let Some(json) = refusal {
+                let refusal = serde_json::from_str(&json).map_err(|e| {
+                    UsageError::Unavailable(format!("an unreadable quota refusal: {e}"))
+                })?;
+                return Err(UsageError::QuotaExceeded(refusal));
+            }
+        }
         Ok(())
     }
 
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+        // One transaction for every tenant's events: a quota's refusal records none of them.
+        let mut tx = self.pool.begin().await.map_err(usage_error)?;
         for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
             EffectColumns::of(group, [])
                 .map_err(|e| UsageError::Unavailable(e.to_string()))?
-                .record(&self.pool, tenant.as_i64())
+                .record(&mut *tx, tenant.as_i64())
                 .await
-                .map_err(|e| UsageError::Unavailable(format!("recording usage: {e}")))?;
+                .map_err(usage_error)?;
         }
-        Ok(())
+        tx.commit().await.map_err(usage_error)
     }
 }
 

@@ -47,10 +47,11 @@ pub struct UsageFixture {
     pub probe: Arc<dyn UsageProbe>,
     /// A quota the meter enforces, with nothing counted against it yet; `None` for a meter
     /// without quotas (the open-source one). The suite fills it and checks that `check` then
-    /// refuses without effect (contract 1).
+    /// refuses without effect (contract 1) and that `record` enforces it (contract 3). Keep the
+    /// limit small (it is filled by that many concurrent records).
     pub quota: Option<Quota>,
     /// The same kind of meter, unable to decide (its ledger unreachable), if the implementation
-    /// can be put in that state (contract 3). `None` for a meter that decides from nothing it
+    /// can be put in that state (contract 4). `None` for a meter that decides from nothing it
     /// can lose (the in-memory meter has no quotas, so `check` always decides): contract 3 is
     /// then vacuous and left to the implementation's own tests.
     pub undecidable: Option<Arc<dyn UsageMeter>>,
@@ -134,8 +135,8 @@ pub async fn check_has_no_effect(fixture: UsageFixture) {
     for _ in 0..3 {
         let refused = meter.check(&[event(1, "over")]).await;
         assert!(
-            matches!(refused, Err(UsageError::QuotaExceeded { metric, limit, .. })
-                if metric == quota.metric && limit == quota.limit),
+            matches!(&refused, Err(UsageError::QuotaExceeded(r))
+                if r.metric == quota.metric && r.limit == quota.limit && r.used == quota.limit),
             "clause 1: check refuses what would exceed the quota: {refused:?}"
         );
         assert_eq!(
@@ -206,7 +207,84 @@ pub async fn concurrent_records_count_a_key_once(fixture: UsageFixture) {
     );
 }
 
-/// Clause 3: a meter that cannot decide refuses with `Unavailable` (fail closed). Vacuous when
+/// Clause 3: with a quota, `record` refuses what would exceed it with `QuotaExceeded` and
+/// records none of the call's events; keys counted before consume nothing; concurrent records
+/// never take the total past the limit, and fill it exactly. Vacuous without a quota.
+pub async fn record_enforces_the_quota(fixture: UsageFixture) {
+    let Some(quota) = fixture.quota else {
+        return;
+    };
+    let (meter, probe) = (fixture.meter.clone(), fixture.probe.as_ref());
+    let event = |metric, quantity, key: &str| UsageEvent {
+        tenant_id: quota.tenant_id,
+        namespace_id: quota.namespace_id,
+        metric,
+        quantity,
+        idempotency_key: key.to_owned(),
+    };
+    let other = if quota.metric == UsageMetric::RunsStarted {
+        UsageMetric::ToolCalls
+    } else {
+        UsageMetric::RunsStarted
+    };
+    let other_before = probe.total(quota.tenant_id, other).await;
+    // Contention: more records of one unit each than the limit admits, all at once.
+    let extra = 8;
+    let tasks: Vec<_> = (0..quota.limit + extra)
+        .map(|i| {
+            let meter = meter.clone();
+            let events = [event(quota.metric, 1, &format!("unit-{i}"))];
+            tokio::spawn(async move { meter.record(&events).await })
+        })
+        .collect();
+    let (mut admitted, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.expect("record task") {
+            Ok(()) => admitted += 1,
+            Err(UsageError::QuotaExceeded(r)) => {
+                assert_eq!(
+                    (r.metric, r.limit),
+                    (quota.metric, quota.limit),
+                    "clause 3: the refusal names the counter and its limit"
+                );
+                refused += 1;
+            }
+            Err(e) => panic!("clause 3: an unexpected error under contention: {e}"),
+        }
+    }
+    assert_eq!(
+        (admitted, refused),
+        (quota.limit, extra),
+        "clause 3: concurrent records fill the quota exactly"
+    );
+    assert_eq!(
+        probe.total(quota.tenant_id, quota.metric).await,
+        quota.limit,
+        "clause 3: the total stops at the limit"
+    );
+    // A call over the quota records none of its events, not even those of other counters.
+    let over = [
+        event(other, 1, "over-other"),
+        event(quota.metric, 1, "over-quota"),
+    ];
+    let answer = meter.record(&over).await;
+    assert!(
+        matches!(&answer, Err(UsageError::QuotaExceeded(r)) if r.used == quota.limit),
+        "clause 3: a record past the quota is refused: {answer:?}"
+    );
+    assert_eq!(
+        probe.total(quota.tenant_id, other).await,
+        other_before,
+        "clause 3: a refused record records none of its events"
+    );
+    // A key counted before consumes nothing again, so its retry is accepted.
+    meter
+        .record(&[event(quota.metric, 1, "unit-0")])
+        .await
+        .expect("clause 3: a key counted before consumes nothing again");
+}
+
+/// Clause 4: a meter that cannot decide refuses with `Unavailable` (fail closed). Vacuous when
 /// the fixture has no undecidable meter.
 pub async fn undecidable_fails_closed(fixture: UsageFixture) {
     let Some(undecidable) = fixture.undecidable else {
@@ -217,7 +295,14 @@ pub async fn undecidable_fails_closed(fixture: UsageFixture) {
         .await;
     assert!(
         matches!(answer, Err(UsageError::Unavailable(_))),
-        "clause 3: a meter that cannot decide refuses with Unavailable: {answer:?}"
+        "clause 4: a meter that cannot decide refuses with Unavailable: {answer:?}"
+    );
+    let answer = undecidable
+        .record(&[usage(1, UsageMetric::ToolCalls, 1, "k")])
+        .await;
+    assert!(
+        matches!(answer, Err(UsageError::Unavailable(_))),
+        "clause 4: a meter that cannot record refuses with Unavailable: {answer:?}"
     );
 }
 
@@ -237,6 +322,7 @@ macro_rules! usage_meter_conformance {
             check_has_no_effect,
             a_key_counts_once,
             concurrent_records_count_a_key_once,
+            record_enforces_the_quota,
             undecidable_fails_closed
         );
     };
@@ -259,10 +345,23 @@ mod tests {
         double_counts: bool,
         /// Counts what `check` is shown.
         check_records: bool,
+        /// Whether `record` enforces the quota (clause 3).
+        enforces: bool,
         down: bool,
     }
 
     const LIMIT: u64 = 100;
+
+    fn over(used: u64) -> UsageError {
+        UsageError::QuotaExceeded(crate::access::QuotaRefusal {
+            metric: UsageMetric::ToolCalls,
+            period: crate::access::QuotaPeriod::Total,
+            limit: LIMIT,
+            used,
+            reset_at_ms: None,
+            retry_after_ms: None,
+        })
+    }
 
     #[async_trait]
     impl UsageMeter for Quotaed {
@@ -274,11 +373,7 @@ mod tests {
             for e in events {
                 let now = totals.get(&(e.tenant_id, e.metric)).copied().unwrap_or(0);
                 if e.metric == UsageMetric::ToolCalls && now + e.quantity > LIMIT {
-                    return Err(UsageError::QuotaExceeded {
-                        metric: e.metric,
-                        limit: LIMIT,
-                        retry_after_ms: None,
-                    });
+                    return Err(over(now));
                 }
             }
             if self.check_records {
@@ -288,9 +383,28 @@ mod tests {
         }
 
         async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
+            if self.down {
+                return Err(UsageError::Unavailable("ledger down".into()));
+            }
             let mut seen = self.seen.lock().unwrap();
             let mut totals = self.totals.lock().unwrap();
-            for e in events {
+            let fresh: Vec<_> = events
+                .iter()
+                .filter(|e| !seen.contains(&e.idempotency_key) || self.double_counts)
+                .collect();
+            let adding: u64 = fresh
+                .iter()
+                .filter(|e| e.metric == UsageMetric::ToolCalls && e.tenant_id == tenant(7))
+                .map(|e| e.quantity)
+                .sum();
+            let now = totals
+                .get(&(tenant(7), UsageMetric::ToolCalls))
+                .copied()
+                .unwrap_or(0);
+            if self.enforces && adding > 0 && now + adding > LIMIT {
+                return Err(over(now));
+            }
+            for e in fresh {
                 if seen.insert(e.idempotency_key.clone()) || self.double_counts {
                     *totals.entry((e.tenant_id, e.metric)).or_default() += e.quantity;
                 }
@@ -329,8 +443,15 @@ mod tests {
         }
     }
 
+    fn enforcing() -> Quotaed {
+        Quotaed {
+            enforces: true,
+            ..Quotaed::default()
+        }
+    }
+
     async fn fresh() -> UsageFixture {
-        fixture(Quotaed::default())
+        fixture(enforcing())
     }
 
     // A meter with a quota and an undecidable twin passes every check, so the optional parts
@@ -359,8 +480,14 @@ mod tests {
 
     #[tokio::test]
     #[should_panic(expected = "clause 3")]
-    async fn clause_3_catches_a_meter_that_fails_open() {
-        let mut f = fixture(Quotaed::default());
+    async fn clause_3_catches_a_record_that_ignores_the_quota() {
+        record_enforces_the_quota(fixture(Quotaed::default())).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "clause 4")]
+    async fn clause_4_catches_a_meter_that_fails_open() {
+        let mut f = fixture(enforcing());
         f.undecidable = Some(Arc::new(Quotaed::default()));
         undecidable_fails_closed(f).await;
     }

@@ -1,6 +1,6 @@
 //! The service layer: the one place that fixes the order of every call.
 //!
-//! authorize → quota check → engine step → persist (one atomic append) → usage → audit.
+//! authorize → rate limit → quota check → engine step → persist (one atomic append) → usage → audit.
 //!
 //! Transports (MCP, gRPC) authenticate, build a [`RequestContext`] and call exactly one method
 //! here. Enterprise deployments swap the seams; they never branch this logic.
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{
     Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, CallerCredential,
-    InMemoryAuditSink, InMemoryUsageMeter, RequestContext, Resource, ScopeAuthorizer, UsageEvent,
+    InMemoryAuditSink, InMemoryUsageMeter, RateLimit, RequestContext, Resource, ScopeAuthorizer, UsageEvent,
     UsageMeter, UsageMetric,
 };
 use crate::disclosure::{
@@ -82,6 +82,7 @@ pub struct DecisionGateBuilder {
     schemas: Option<Arc<dyn SchemaRegistry>>,
     authorizer: Option<Arc<dyn Authorizer>>,
     usage: Option<Arc<dyn UsageMeter>>,
+    rate_limit: Option<Arc<dyn RateLimit>>,
     audit: Option<Arc<dyn AuditSink>>,
     dispatcher: Option<Arc<dyn Dispatcher>>,
     policy: Option<Arc<dyn PolicyDecider>>,
@@ -171,6 +172,14 @@ impl DecisionGateBuilder {
         self
     }
 
+    /// Rate limits per credential and per tenant, applied after authorization (none by
+    /// default: the open-source server limits each principal at admission).
+    #[must_use]
+    pub fn rate_limit(mut self, rate_limit: Arc<dyn RateLimit>) -> Self {
+        self.rate_limit = Some(rate_limit);
+        self
+    }
+
     /// The audit sink.
     #[must_use]
     pub fn audit_sink(mut self, audit: Arc<dyn AuditSink>) -> Self {
@@ -207,6 +216,7 @@ impl DecisionGateBuilder {
             usage: self
                 .usage
                 .unwrap_or_else(|| Arc::new(InMemoryUsageMeter::default())),
+            rate_limit: self.rate_limit,
             audit: self
                 .audit
                 .unwrap_or_else(|| Arc::new(InMemoryAuditSink::default())),
@@ -250,6 +260,7 @@ pub struct DecisionGate {
     schemas: Arc<dyn SchemaRegistry>,
     authorizer: Arc<dyn Authorizer>,
     usage: Arc<dyn UsageMeter>,
+    rate_limit: Option<Arc<dyn RateLimit>>,
     audit: Arc<dyn AuditSink>,
     dispatcher: Arc<dyn Dispatcher>,
     policy: Arc<dyn PolicyDecider>,
@@ -297,6 +308,8 @@ struct Call {
 pub(super) struct Committed {
     usage: bool,
     audit: bool,
+    /// Whether the call changed anything; a call that did cannot answer an error any more.
+    wrote: bool,
 }
 
 impl Committed {
@@ -304,6 +317,15 @@ impl Committed {
     pub(super) const NOTHING: Self = Self {
         usage: false,
         audit: false,
+        wrote: false,
+    };
+
+    /// A write outside the stores whose usage the call recorded before writing (a runpack
+    /// export): the service audits it.
+    pub(super) const USAGE_RECORDED: Self = Self {
+        usage: true,
+        audit: false,
+        wrote: true,
     };
 
     /// All of them when `owned`, else nothing (scenarios and data shapes).
@@ -311,6 +333,7 @@ impl Committed {
         Self {
             usage: owned,
             audit: owned,
+            wrote: true,
         }
     }
 
@@ -319,6 +342,7 @@ impl Committed {
         Self {
             usage: runs.owns_effects(),
             audit: runs.owns_audit(),
+            wrote: true,
         }
     }
 }
@@ -461,12 +485,19 @@ impl DecisionGate {
                 id: call.resource.id.clone(),
             }),
             Err(e) => Some(Error::from(e)),
-            Ok(()) => self
+            Ok(()) => match &self.rate_limit {
+                Some(limit) => limit.admit(ctx).await.err().map(Error::from),
+                None => None,
+            },
+        };
+        let refused = match refused {
+            None => self
                 .usage
                 .check(&call.effects.usage)
                 .await
                 .err()
                 .map(Error::from),
+            refused => refused,
         };
         if let Some(error) = refused {
             self.audit
@@ -493,11 +524,24 @@ impl DecisionGate {
         call: Call,
         result: Result<(T, Committed), Error>,
     ) -> Result<T, Error> {
+        let result = match result {
+            // A call that changed nothing (a read) is metered before it answers: a meter that
+            // refuses (a quota reached by concurrent calls, a ledger down) refuses the call,
+            // which then has changed nothing and is never answered uncounted.
+            Ok((_, committed)) if !committed.usage && !committed.wrote => self
+                .usage
+                .record(&call.effects.usage)
+                .await
+                .map_err(Error::from)
+                .and(result),
+            other => other,
+        };
         match result {
             Ok((value, committed)) => {
                 // The operation happened; an error now would make the caller retry something done.
                 // A sink that cannot share the store's transaction can miss it (ADR 0003): say so.
                 if !committed.usage
+                    && committed.wrote
                     && let Err(e) = self.usage.record(&call.effects.usage).await
                 {
                     tracing::error!(action = call.action.name(), resource = %call.resource, "usage not recorded: {e}");

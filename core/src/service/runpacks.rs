@@ -45,7 +45,7 @@ impl DecisionGate {
             resource,
             None,
             usage,
-            async move |_| {
+            async move |effects| {
                 let key = Self::run_key(ctx, run_id);
                 let head = self.load_head(&key, scenario_id).await?;
                 let plan = self
@@ -90,6 +90,10 @@ impl DecisionGate {
                         Committed::NOTHING,
                     ));
                 }
+                // The export is metered before its files are written: a quota refuses it while
+                // nothing is written, and a written export is never uncounted (a failed write
+                // stays counted; a retry with the same idempotency key is not counted again).
+                self.usage.record(&effects.usage).await?;
                 let last = [runpack::SIGNATURE_PATH, runpack::MANIFEST_PATH];
                 for (path, bytes) in pack
                     .files
@@ -112,7 +116,7 @@ impl DecisionGate {
                         uri,
                         report,
                     },
-                    Committed::NOTHING,
+                    Committed::USAGE_RECORDED,
                 ))
             },
         )

@@ -62,6 +62,10 @@ pub enum StoreError {
     /// The backend cannot be reached or timed out; retry later. Nothing was written.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The write's usage would exceed a quota of its tenant (a store that owns its effects
+    /// enforces the quotas in the write's transaction); nothing was written.
+    #[error("{0}")]
+    QuotaExceeded(crate::access::QuotaRefusal),
     /// Stored data fails an integrity check; refuse to use it.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

@@ -112,7 +112,7 @@ impl Drop for Scratch {
 
 /// The authorizer under test, holding its database for as long as the suite uses it.
 pub(crate) struct Held {
-    pub(crate) authorizer: TenancyAuthorizer,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
     pub(crate) _db: Scratch,
 }
 
@@ -130,7 +130,7 @@ impl Authorizer for Held {
 
 /// A caller acting in `t` / `ns`, scoped to tenant 1 unless `anywhere`, allowed to read runs
 /// and ask for the next decision.
-fn agent(t: u64, ns: u64, anywhere: bool) -> RequestContext {
+pub(crate) fn agent(t: u64, ns: u64, anywhere: bool) -> RequestContext {
     let mut ctx = RequestContext::local(
         TenantId::new(t).expect("tenant"),
         NamespaceId::new(ns).expect("namespace"),
@@ -155,7 +155,7 @@ async fn fixture() -> AuthorizerFixture {
     let ask = |ctx, action| AuthzRequest::new(ctx, action, run.clone());
     AuthorizerFixture {
         authorizer: Arc::new(Held {
-            authorizer,
+            authorizer: Arc::new(authorizer),
             _db: db,
         }),
         allowed: vec![

@@ -8,3 +8,4 @@ mod cli;
 mod composition;
 mod gated;
 mod roles;
+mod usage;

@@ -49,7 +49,7 @@ async fn fixture() -> AuthorizerFixture {
     let owner_of_1 = ["org_owner@organisation:1"];
     AuthorizerFixture {
         authorizer: Arc::new(Held {
-            authorizer: authorizer(owner),
+            authorizer: Arc::new(authorizer(owner)),
             _db: db,
         }),
         allowed: vec![

@@ -18,13 +18,17 @@ decision_gate_core::schema_registry_conformance!(fresh);
 // ---- the access seams and a write's effects --------------------------------------------------
 
 use async_trait::async_trait;
-use decision_gate_core::access::{AccessEvent, AuditEvent, AuditRecord, UsageEvent, UsageMetric};
+use decision_gate_core::access::{
+    AccessEvent, AuditEvent, AuditRecord, QuotaPeriod, UsageEvent, UsageMetric,
+};
 use decision_gate_core::conformance::{
-    AuditFixture, AuditProbe, EffectsFixture, EffectsProbe, UsageFixture, UsageProbe,
+    AuditFixture, AuditProbe, EffectsFixture, EffectsProbe, Quota, UsageFixture, UsageProbe,
 };
 use decision_gate_core::ids::{NamespaceId, TenantId};
 use decision_gate_core::store::Effects;
-use decision_gate_store_enterprise::{PgAuditSink, PgPool, PgUsageMeter};
+use decision_gate_store_enterprise::{
+    PgAuditSink, PgPool, PgUsageMeter, Plan, QuotaLimit, assign_plan, put_plan,
+};
 
 /// Reads the trail past row-level security, as an operator would: the owner's pool.
 struct Trail(PgPool);
@@ -129,13 +133,35 @@ async fn audit_fixture() -> AuditFixture {
 async fn usage_fixture() -> UsageFixture {
     let db = ScratchDb::migrated().await;
     let app = db.app_store().await.pool().clone();
+    let owner = db.owner_pool().await;
+    // Tenant 3 is on a plan with a quota the suite fills; tenants 1 and 2 on none.
+    let plan = Plan {
+        quotas: vec![QuotaLimit {
+            metric: UsageMetric::ToolCalls,
+            period: QuotaPeriod::Day,
+            limit: 20,
+        }],
+        ..Plan::default()
+    };
+    put_plan(&owner, "conformance", &plan).await.expect("plan");
+    assign_plan(&owner, TenantId::new(3).unwrap(), Some("conformance"))
+        .await
+        .expect("assign the plan");
+    // A meter whose ledger is unreachable: nothing listens on port 1.
+    let unreachable = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy("postgres://dg@127.0.0.1:1/none")
+        .expect("a lazy pool");
     UsageFixture {
         meter: Arc::new(PgUsageMeter::new(app)),
-        probe: Arc::new(Trail(db.owner_pool().await)),
-        // Quotas are not enforced yet: `check` decides from nothing it can lose, so contract 3
-        // is vacuous here.
-        quota: None,
-        undecidable: None,
+        probe: Arc::new(Trail(owner)),
+        quota: Some(Quota {
+            tenant_id: TenantId::new(3).unwrap(),
+            namespace_id: NamespaceId::new(1).unwrap(),
+            metric: UsageMetric::ToolCalls,
+            limit: 20,
+        }),
+        undecidable: Some(Arc::new(PgUsageMeter::new(unreachable))),
     }
 }
 

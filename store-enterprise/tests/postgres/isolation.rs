@@ -16,6 +16,8 @@ const EXPECTED: &[&str] = &[
     "audit_events",
     "data_shapes",
     "namespaces",
+    "quota_overrides",
+    "quota_shards",
     "run_entries",
     "runs",
     "scenarios",
