@@ -3,7 +3,8 @@
 # check, and every test of the workspace, including the system tests that drive the real server
 # with the official MCP clients. It installs what the tests need: the Python `mcp` SDK into a
 # venv, the TypeScript SDK into system-tests/clients/typescript/node_modules and the OpenID
-# provider of the enterprise tests into enterprise-system-tests/oidc/node_modules (all pinned).
+# provider of the enterprise tests into enterprise-system-tests/oidc/node_modules (all pinned),
+# and makes PostgreSQL and Redis answer on loopback (scripts/postgres.sh, scripts/redis.sh).
 #
 # CARGO_TARGET_DIR defaults to a cache directory outside the clone, so repeated runs and fresh
 # clones reuse one build; set it to override. The venv lives in the same cache directory.
@@ -61,6 +62,7 @@ step "dependency direction"
 cargo metadata --format-version 1 --no-deps --locked | python3 scripts/check_dependency_direction.py
 
 . scripts/postgres.sh # the Postgres tests read DG_PG_URL
+. scripts/redis.sh # the rate-limit tests read DG_REDIS_URL and start DG_REDIS_SERVER
 step "cargo test (whole workspace; the system tests start the decision-gate binary)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -18,6 +18,8 @@ use serde_json::json;
 
 #[path = "cli/keys.rs"]
 mod keys;
+#[path = "cli/usage.rs"]
+mod usage;
 
 // The same allocator as the open-source binary (many small, short-lived values per request).
 #[global_allocator]
@@ -107,6 +109,16 @@ enum Command {
     Keys(keys::KeysCommand),
     /// Print the permission matrix (Docs/security/rbac-matrix.md) as Markdown.
     RbacMatrix,
+    /// Plans: features, rate limits and quotas; put, list, delete, assign (as the database
+    /// owner).
+    #[command(subcommand)]
+    Plans(usage::PlansCommand),
+    /// A tenant's own quota limits (as the database owner).
+    #[command(subcommand)]
+    Quota(usage::QuotaCommand),
+    /// The usage ledger: export a time window (as the database owner).
+    #[command(subcommand)]
+    Usage(usage::UsageCommand),
 }
 
 #[derive(Subcommand)]
@@ -183,6 +195,9 @@ fn main() -> ExitCode {
             } => keys::bootstrap(&out, url, organisation, name).await,
             Command::Keys(command) => keys::keys(&out, command).await,
             Command::RbacMatrix => Ok(keys::matrix()),
+            Command::Plans(command) => usage::plans(&out, command).await,
+            Command::Quota(command) => usage::quota(&out, command).await,
+            Command::Usage(command) => usage::usage(&out, command).await,
         }
     });
     match result {

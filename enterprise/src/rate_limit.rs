@@ -212,12 +212,7 @@ impl PlanRateLimit {
             .map(|not_until| not_until.wait_time_from(DefaultClock::default().now())))
     }
 
-    async fn decide(
-        &self,
-        scope: RateScope,
-        key: String,
-        rate: Rate,
-    ) -> Result<(), RateError> {
+    async fn decide(&self, scope: RateScope, key: String, rate: Rate) -> Result<(), RateError> {
         let wait = match &self.shared {
             Some(shared) => match shared.decide(&key, rate).await {
                 Ok(wait) => {
@@ -236,9 +231,7 @@ impl PlanRateLimit {
             None => Ok(()),
             Some(wait) => Err(RateError::Limited {
                 scope,
-                retry_after_ms: u64::try_from(wait.as_millis())
-                    .unwrap_or(u64::MAX)
-                    .max(1),
+                retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
             }),
         }
     }
@@ -272,18 +265,17 @@ impl RateLimit for PlanRateLimit {
             .plan(ctx.tenant_id)
             .await
             .map_err(RateError::Unavailable)?;
-        let own = plan.as_deref().map(|(_, plan)| plan.rates).unwrap_or_default();
+        let own = plan
+            .as_deref()
+            .map(|(_, plan)| plan.rates)
+            .unwrap_or_default();
         if let Some(rate) = own.credential.or(self.defaults.credential) {
             self.decide(RateScope::Credential, credential_key(ctx), rate)
                 .await?;
         }
         if let Some(rate) = own.tenant.or(self.defaults.tenant) {
-            self.decide(
-                RateScope::Tenant,
-                format!("t:{}", ctx.tenant_id),
-                rate,
-            )
-            .await?;
+            self.decide(RateScope::Tenant, format!("t:{}", ctx.tenant_id), rate)
+                .await?;
         }
         Ok(())
     }

@@ -11,9 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use decision_gate_core::access::{
-    ScopeAuthorizer, UsageError, UsageEvent, UsageMeter,
-};
+use decision_gate_core::access::{ScopeAuthorizer, UsageError, UsageEvent, UsageMeter};
 use decision_gate_core::identity::Authenticate;
 use decision_gate_core::runpack::FsRunpackStore;
 use decision_gate_mcp::metrics::Metrics;

@@ -172,7 +172,10 @@ mod tests {
         let details = &structured["error"]["details"];
         assert_eq!(details["metric"], "tool_calls");
         assert_eq!(details["period"], "day");
-        assert_eq!((&details["limit"], &details["used"]), (&json!(10), &json!(10)));
+        assert_eq!(
+            (&details["limit"], &details["used"]),
+            (&json!(10), &json!(10))
+        );
         assert_eq!(details["reset_at_ms"], 86_400_000);
     }
 

@@ -200,7 +200,10 @@ impl ServerBuilder {
     /// Rate limits per credential and per tenant after authorization (none by default beyond
     /// the per-principal limit of admission).
     #[must_use]
-    pub fn rate_limit(mut self, rate_limit: Arc<dyn decision_gate_core::access::RateLimit>) -> Self {
+    pub fn rate_limit(
+        mut self,
+        rate_limit: Arc<dyn decision_gate_core::access::RateLimit>,
+    ) -> Self {
         self.gate = self.gate.rate_limit(rate_limit);
         self
     }

@@ -113,6 +113,7 @@ DECLARE
     v_used   bigint;
     v_room   bigint;
     v_end    timestamptz;
+    v_made   bigint;
 BEGIN
     -- Fast path: a share with room whose row no other transaction holds, starting with this
     -- connection's own (so concurrent connections spread over the rows).
@@ -132,6 +133,17 @@ BEGIN
     INSERT INTO quota_shards (tenant_id, metric, period, period_start, shard)
     SELECT p_tenant, p_metric, p_period, v_start, g FROM generate_series(0, c_shards - 1) g
     ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS v_made = ROW_COUNT;
+    IF v_made > 0 THEN
+        -- A quota's first use in a period: what the ledger already holds for the period counts
+        -- (a quota set mid-period, or one that had no use yet), except this call's own events,
+        -- which it consumes below.
+        UPDATE quota_shards q SET used = (
+            SELECT greatest(0, coalesce(sum(e.quantity), 0) - p_quantity) FROM usage_events e
+             WHERE e.tenant_id = p_tenant AND e.metric = p_metric AND e.recorded_at >= v_start)
+         WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period
+           AND q.period_start = v_start AND q.shard = 0;
+    END IF;
     SELECT sum(l.used) INTO v_used FROM (
         SELECT q.used FROM quota_shards q
          WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period

@@ -201,12 +201,11 @@ pub async fn put_plan(owner: &PgPool, id: &str, plan: &Plan) -> Result<(), PgErr
     sqlx::query("LOCK TABLE plans IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await?;
-    let (count, exists): (i64, bool) = sqlx::query_as(
-        "SELECT count(*), coalesce(bool_or(plan_id = $1), false) FROM plans",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let (count, exists): (i64, bool) =
+        sqlx::query_as("SELECT count(*), coalesce(bool_or(plan_id = $1), false) FROM plans")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
     if !exists && usize::try_from(count).unwrap_or(usize::MAX) >= MAX_PLANS {
         return Err(PgError::Conflict {
             what: "plan",

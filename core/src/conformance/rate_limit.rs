@@ -78,7 +78,10 @@ pub async fn a_burst_then_a_wait(fixture: RateFixture) {
         RateScope::Credential,
         "clause 2: the credential's rate refused it"
     );
-    assert!(retry_after_ms >= 1, "clause 2: retry_after_ms is at least 1");
+    assert!(
+        retry_after_ms >= 1,
+        "clause 2: retry_after_ms is at least 1"
+    );
     tokio::time::sleep(Duration::from_millis(retry_after_ms + 5)).await;
     limiter
         .admit(&ctx)

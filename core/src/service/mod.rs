@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::{
     Action, AuditEvent, AuditOutcome, AuditSink, Authorizer, AuthzError, CallerCredential,
-    InMemoryAuditSink, InMemoryUsageMeter, RateLimit, RequestContext, Resource, ScopeAuthorizer, UsageEvent,
-    UsageMeter, UsageMetric,
+    InMemoryAuditSink, InMemoryUsageMeter, RateLimit, RequestContext, Resource, ScopeAuthorizer,
+    UsageEvent, UsageMeter, UsageMetric,
 };
 use crate::disclosure::{
     DispatchTarget, Dispatcher, PacketRecord, PolicyDecider, RecordingDispatcher, StaticPolicy,

@@ -14,9 +14,10 @@ use crate::support::{
     start_args,
 };
 
-type Interceptor = Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>;
+pub(crate) type Interceptor =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>;
 
-async fn client(
+pub(crate) async fn client(
     server: &Enterprise,
     token: &'static str,
 ) -> DecisionGateClient<InterceptedService<Channel, Interceptor>> {

@@ -14,3 +14,4 @@ mod oidc_provider;
 mod support;
 mod tls;
 mod trail;
+mod usage;

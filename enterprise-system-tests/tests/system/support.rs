@@ -53,7 +53,11 @@ pub(crate) fn binary() -> PathBuf {
 }
 
 pub(crate) fn sha256_hex(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+    sha256_hex_bytes(text.as_bytes())
+}
+
+pub(crate) fn sha256_hex_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -1,7 +1,7 @@
 //! The admin API: REST and JSON under `/admin/v1`, its OpenAPI document (generated from this
 //! code by `utoipa`) at `/admin/openapi.json`, mounted beside `/mcp` through the server
 //! builder. Organisations' tenants and namespaces, role bindings, API keys, identity
-//! providers, whoami.
+//! providers, whoami, a tenant's usage and quotas.
 //!
 //! Every request passes the server's admission, like `/mcp` and gRPC (the source's failure
 //! budget, authentication with API keys or OIDC tokens, the per-principal rate limit and
@@ -17,6 +17,7 @@
 
 mod access;
 mod tenancy;
+mod usage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,7 @@ pub fn router(settings: AdminSettings) -> Router {
     let admitted = Router::new()
         .merge(tenancy::routes())
         .merge(access::routes())
+        .merge(usage::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     Router::new()
         .route("/admin/openapi.json", get(openapi))
@@ -116,6 +118,7 @@ pub fn router(settings: AdminSettings) -> Router {
         access::list_identity_providers,
         access::put_identity_provider,
         access::delete_identity_provider,
+        usage::get_usage,
     ),
     components(schemas(ProblemBody))
 )]

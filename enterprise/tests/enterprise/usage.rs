@@ -1,5 +1,5 @@
 //! Plans as the server applies them: the `RateLimit` suite on `PlanRateLimit` (in this process,
-//! shared through the Redis at 127.0.0.1:6379, and with its Redis unreachable), and the
+//! shared through the Redis at `DG_REDIS_URL` (127.0.0.1:6379 by default), and with its Redis unreachable), and the
 //! `Authorizer` suite on `FeatureAuthorizer` (a plan without the gRPC API), on a real Postgres.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,6 +43,11 @@ fn prefix() -> String {
         std::process::id(),
         PREFIX.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The Redis the tests share (`scripts/redis.sh` exports it).
+fn redis_url() -> String {
+    std::env::var("DG_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 fn redis(url: &str) -> SharedSettings {
@@ -120,7 +125,7 @@ mod shared {
 
     async fn fixture() -> RateFixture {
         fixture_of(
-            limiter(Some(redis("redis://127.0.0.1:6379"))).await,
+            limiter(Some(redis(&redis_url()))).await,
             // Nothing listens on port 1: every decision falls back to the local limiter.
             Some(limiter(Some(redis("redis://127.0.0.1:1"))).await),
         )
@@ -132,7 +137,7 @@ mod shared {
 /// Two limiters sharing one Redis share each credential's rate, as two replicas do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_redis_share_a_rate() {
-    let settings = redis("redis://127.0.0.1:6379");
+    let settings = redis(&redis_url());
     let one = limiter(Some(settings.clone())).await;
     let two = limiter(Some(settings)).await;
     let ctx = caller("shared", 1);
@@ -201,8 +206,8 @@ async fn a_plan_sets_its_tenants_rates() {
     let (db, owner) = Scratch::create().await;
     let plans = Arc::new(PlanCache::new(owner.clone()));
     let (report, _) = reports();
-    let limiter = PlanRateLimit::new(plans.clone(), RATES, None, Metrics::new(), report)
-        .expect("limiter");
+    let limiter =
+        PlanRateLimit::new(plans.clone(), RATES, None, Metrics::new(), report).expect("limiter");
     let strict = Plan {
         rates: PlanRates {
             credential: Some(Rate {
@@ -229,7 +234,10 @@ async fn a_plan_sets_its_tenants_rates() {
     );
     // Tenant 2 is on no plan: the defaults.
     for _ in 0..4 {
-        limiter.admit(&caller("planned", 2)).await.expect("default burst");
+        limiter
+            .admit(&caller("planned", 2))
+            .await
+            .expect("default burst");
     }
     drop(db);
 }
@@ -249,7 +257,10 @@ async fn feature_fixture() -> AuthorizerFixture {
         .expect("assign");
     let features = |pool: decision_gate_store_enterprise::PgPool| {
         FeatureAuthorizer::new(
-            Arc::new(TenancyAuthorizer::new(Arc::new(ScopeAuthorizer), pool.clone())),
+            Arc::new(TenancyAuthorizer::new(
+                Arc::new(ScopeAuthorizer),
+                pool.clone(),
+            )),
             Arc::new(PlanCache::new(pool)),
         )
     };
