@@ -24,15 +24,19 @@
 #         (scripts/postgres.sh): RLS forced vs disabled on a scratch copy, against the
 #         trigger's own statements replayed by pgbench as the application role; per-trigger
 #         cost at 10 vs 10,000 triggers.
+#   usage  ledger ingest events/s through the Postgres usage meter (batched and one per
+#         record); scenario_next throughput through the release decision-gate-enterprise binary
+#         with metering and quotas against metering off (eight clients of one tenant); one local
+#         rate-limit decision.
 set -euo pipefail
-area="${1:?usage: scripts/bench.sh AREA   (areas: core, authz, mcp, grpc, limits, postgres, sqlite)}"
+area="${1:?usage: scripts/bench.sh AREA   (areas: core, authz, mcp, grpc, limits, postgres, sqlite, usage)}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/decision-gate/target}"
 if [ "$area" = mcp ] || [ "$area" = grpc ] || [ "$area" = sqlite ] || [ "$area" = limits ]; then
   cargo build --quiet --release --locked -p decision-gate-mcp --bin decision-gate
   export DG_BIN="$CARGO_TARGET_DIR/release/decision-gate"
 fi
-if [ "$area" = postgres ] || [ "$area" = authz ]; then
+if [ "$area" = postgres ] || [ "$area" = authz ] || [ "$area" = usage ]; then
   cargo build --quiet --release --locked -p decision-gate-enterprise --bin decision-gate-enterprise
   export DG_ENTERPRISE_BIN="$CARGO_TARGET_DIR/release/decision-gate-enterprise"
   . scripts/postgres.sh # exports DG_PG_URL

@@ -95,8 +95,21 @@ fn api_key(bin: &Path, db: &Database, role: &str) -> anyhow::Result<String> {
     let out = postgres::enterprise(
         bin,
         &[
-            "keys", "create", "--json", "--config", config, "--organisation", "1", "--tenant",
-            "1", "--namespace", "1", "--role", role, "--name", role,
+            "keys",
+            "create",
+            "--json",
+            "--config",
+            config,
+            "--organisation",
+            "1",
+            "--tenant",
+            "1",
+            "--namespace",
+            "1",
+            "--role",
+            role,
+            "--name",
+            role,
         ],
     )?;
     let doc: Value = serde_json::from_str(&out).context("keys create JSON")?;
@@ -232,10 +245,18 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     let measured = in_process(
         &db,
         &[
-            ("configured bearer token", TOKEN.to_owned(), Action::ScenarioNext),
+            (
+                "configured bearer token",
+                TOKEN.to_owned(),
+                Action::ScenarioNext,
+            ),
             ("API key", key.clone(), Action::ScenarioNext),
             ("cached OIDC token", jwt.clone(), Action::ScenarioNext),
-            ("refused (agent key, scenario_define)", agent, Action::ScenarioDefine),
+            (
+                "refused (agent key, scenario_define)",
+                agent,
+                Action::ScenarioDefine,
+            ),
         ],
     )?;
     for (label, ns, allowed) in &measured {
@@ -260,9 +281,14 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
         // Rotate the order, so warming up or slowing down favours none of the three.
         for i in 0..3 {
             let which = (i + round) % 3;
-            per_sec[which] =
-                mcp::load_as(&url, "scenario_next", CONCURRENCY, None, Some(credentials[which]))?
-                    .calls_per_sec;
+            per_sec[which] = mcp::load_as(
+                &url,
+                "scenario_next",
+                CONCURRENCY,
+                None,
+                Some(credentials[which]),
+            )?
+            .calls_per_sec;
         }
         eprintln!(
             "round {}: scenario_next on Postgres: {:.0}/s with a configured bearer token, {:.0}/s with an API key, {:.0}/s with an OIDC token",

@@ -23,6 +23,7 @@ mod limits;
 mod mcp;
 mod postgres;
 mod sqlite;
+mod usage;
 
 use anyhow::Context as _;
 use std::hint::black_box;
@@ -320,12 +321,13 @@ async fn main() -> anyhow::Result<()> {
         "limits" => blocking(limits::run).await?,
         "postgres" => blocking(postgres::run).await?,
         "sqlite" => blocking(sqlite::run).await?,
+        "usage" => blocking(usage::run).await?,
         "grpc-load" => return grpc::load_client(rest).await,
         "grpc-health-load" => return grpc::health_load_client(rest).await,
         "mcp-load" => return mcp::load_client(rest).await,
         "mcp-echo" => return mcp::echo_server().await,
         _ => anyhow::bail!(
-            "unknown area {area:?}; known areas: core, authz, mcp, grpc, limits, postgres, sqlite"
+            "unknown area {area:?}; known areas: core, authz, mcp, grpc, limits, postgres, sqlite, usage"
         ),
     };
     for (name, measured, unit, op, target) in lines {

@@ -306,9 +306,14 @@ async fn post(
     tool: &str,
     arguments: Value,
 ) -> anyhow::Result<()> {
-    mcp::post(client, url, mcp::call_body(1, tool, arguments)?, Some(TOKEN))
-        .await
-        .context(tool.to_owned())
+    mcp::post(
+        client,
+        url,
+        mcp::call_body(1, tool, arguments)?,
+        Some(TOKEN),
+    )
+    .await
+    .context(tool.to_owned())
 }
 
 /// Per-trigger cost on a run with 10,000 earlier triggers over one with 10.
@@ -362,7 +367,10 @@ pub(crate) fn ensure_app_role() -> anyhow::Result<()> {
 
 /// The application role's URL of database `db`.
 pub(crate) fn app_url(db: &str) -> String {
-    format!("postgres://dg_app:dg_app@{}/{db}?sslmode=disable", pg_host())
+    format!(
+        "postgres://dg_app:dg_app@{}/{db}?sslmode=disable",
+        pg_host()
+    )
 }
 
 /// Orchestrates the area: returns (name, measured, unit, op, target) per target.

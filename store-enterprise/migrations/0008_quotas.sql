@@ -276,7 +276,15 @@ BEGIN
              WHERE NOT EXISTS (SELECT 1 FROM usage_events e
                                 WHERE e.tenant_id = p_tenant AND e.idempotency_key = u.k)
              GROUP BY u.metric) w
-      JOIN dg_quota_state(p_tenant) q ON q.metric = w.metric
+      CROSS JOIN LATERAL (
+            SELECT w.metric, lim.period, lim.quota_limit,
+                   coalesce((SELECT sum(s.used) FROM quota_shards s
+                              WHERE s.tenant_id = p_tenant AND s.metric = w.metric
+                                AND s.period = lim.period
+                                AND s.period_start = dg_period_start(lim.period)), 0)::bigint
+                       AS used,
+                   dg_period_end(lim.period, dg_period_start(lim.period)) AS reset_at
+              FROM dg_quota_limits(p_tenant, w.metric) lim) q
      WHERE w.quantity > 0 AND q.used + w.quantity > q.quota_limit
      ORDER BY q.metric, q.period
      LIMIT 1;
