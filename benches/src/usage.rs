@@ -225,11 +225,11 @@ pub fn run() -> anyhow::Result<Vec<crate::Line>> {
     }
     let used = postgres::psql(
         &metered.name,
-        "SELECT coalesce(sum(used), 0) FROM quota_shards WHERE metric = 'tool_calls' AND period = 'day'",
+        "SELECT coalesce(sum(day_used), 0) FROM quota_shards WHERE metric = 'tool_calls'",
     )?;
     let shards = postgres::psql(
         &metered.name,
-        "SELECT count(DISTINCT shard) FROM quota_shards WHERE metric = 'tool_calls' AND period = 'day' AND used > 0",
+        "SELECT count(*) FROM quota_shards WHERE metric = 'tool_calls' AND day_used > 0",
     )?;
     eprintln!("the day's tool-call quota: {used} used, over {shards} shares in use");
     Ok(vec![

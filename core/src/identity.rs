@@ -95,6 +95,17 @@ impl Principal {
             ..Self::default()
         }
     }
+
+    /// Who this is for per-principal budgets (rates, concurrency): the subject at its issuer,
+    /// since the same subject name at another issuer is someone else.
+    #[must_use]
+    pub fn budget_key(&self) -> String {
+        format!(
+            "{}\u{0}{}",
+            self.issuer.as_deref().unwrap_or(""),
+            self.subject
+        )
+    }
 }
 
 /// A TLS client certificate that the server's TLS stack verified against its client CA.
@@ -170,5 +181,34 @@ pub trait Authenticate: Send + Sync {
     /// The `WWW-Authenticate` challenge to send with a refusal, if the scheme has one.
     fn challenge(&self) -> Option<&str> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_key_is_the_subject_at_its_issuer() {
+        let at = |issuer: Option<&str>, subject: &str| Principal {
+            issuer: issuer.map(str::to_owned),
+            subject: subject.to_owned(),
+            ..Principal::default()
+        };
+        let alice_a = at(Some("https://a.example"), "alice");
+        assert_eq!(
+            alice_a.budget_key(),
+            at(Some("https://a.example"), "alice").budget_key()
+        );
+        assert_ne!(
+            alice_a.budget_key(),
+            at(Some("https://b.example"), "alice").budget_key()
+        );
+        assert_ne!(alice_a.budget_key(), at(None, "alice").budget_key());
+        // No subject can pose as an issuer-and-subject pair.
+        assert_ne!(
+            at(Some("x"), "y").budget_key(),
+            at(None, "x\u{0}y").budget_key()
+        );
     }
 }

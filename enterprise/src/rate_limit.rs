@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use decision_gate_core::TenantId;
 use decision_gate_core::access::{RateError, RateLimit, RateScope, RequestContext};
 use decision_gate_mcp::metrics::Metrics;
 use decision_gate_store_enterprise::{PlanRates, Rate};
@@ -66,27 +67,46 @@ struct Shared {
     key_prefix: String,
     timeout: Duration,
     script: redis::Script,
-    connection: tokio::sync::Mutex<(Option<redis::aio::ConnectionManager>, Option<Instant>)>,
+    /// The connection every decision clones (a multiplexed handle); `None` until made.
+    connection: std::sync::RwLock<Option<redis::aio::ConnectionManager>>,
+    /// Held while connecting, with the time of the last attempt.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
     lost: AtomicBool,
     on_change: OnStateChange,
 }
 
 impl Shared {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
-        let mut guard = self.connection.lock().await;
-        if let Some(conn) = &guard.0 {
-            return Ok(conn.clone());
+    fn current(&self) -> Option<redis::aio::ConnectionManager> {
+        self.connection.read().ok().and_then(|c| c.clone())
+    }
+
+    fn drop_connection(&self) {
+        if let Ok(mut c) = self.connection.write() {
+            *c = None;
         }
-        if let Some(tried) = guard.1
+    }
+
+    async fn connection(&self) -> Result<redis::aio::ConnectionManager, String> {
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        let mut last_attempt = self.connecting.lock().await;
+        // Another decision may have connected while this one waited.
+        if let Some(conn) = self.current() {
+            return Ok(conn);
+        }
+        if let Some(tried) = *last_attempt
             && tried.elapsed() < RECONNECT_EVERY
         {
             return Err("Redis was unreachable at the last attempt".to_owned());
         }
-        guard.1 = Some(Instant::now());
+        *last_attempt = Some(Instant::now());
         let connecting = redis::aio::ConnectionManager::new(self.client.clone());
         match tokio::time::timeout(self.timeout, connecting).await {
             Ok(Ok(conn)) => {
-                guard.0 = Some(conn.clone());
+                if let Ok(mut c) = self.connection.write() {
+                    *c = Some(conn.clone());
+                }
                 Ok(conn)
             }
             Ok(Err(e)) => Err(format!("connecting to Redis: {e}")),
@@ -108,7 +128,7 @@ impl Shared {
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
                     // Start again with a fresh connection once Redis is back.
-                    self.connection.lock().await.0 = None;
+                    self.drop_connection();
                 }
                 Err(format!("Redis: {e}"))
             }
@@ -127,11 +147,57 @@ impl Shared {
     }
 }
 
+/// Whose rate a local limiter counts: fixed-size, so a check allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// A credential in a tenant: the tenant and the credential's digest.
+    Credential(TenantId, [u8; 16]),
+    /// A tenant.
+    Tenant(TenantId),
+}
+
+impl Key {
+    /// The key in Redis (after the deployment's prefix).
+    fn shared(self) -> String {
+        match self {
+            Self::Credential(tenant, digest) => format!("c:{tenant}:{}", hex::encode(digest)),
+            Self::Tenant(tenant) => format!("t:{tenant}"),
+        }
+    }
+
+    fn scope(self) -> RateScope {
+        match self {
+            Self::Credential(..) => RateScope::Credential,
+            Self::Tenant(_) => RateScope::Tenant,
+        }
+    }
+}
+
+/// A credential's digest: its issuer and id (else its subject), so the key's size is fixed
+/// whatever the caller presented.
+fn credential_digest(ctx: &RequestContext) -> [u8; 16] {
+    let p = &ctx.principal;
+    let mut hasher = blake3::Hasher::new();
+    for part in [
+        p.issuer.as_deref().unwrap_or(""),
+        p.credential_id.as_deref().unwrap_or(&p.subject),
+    ] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    digest
+}
+
+type Limiter = DefaultKeyedRateLimiter<Key>;
+
 /// Rate limits from each tenant's plan, per credential and per tenant.
 pub struct PlanRateLimit {
     plans: Arc<PlanCache>,
     defaults: PlanRates,
-    local: Mutex<HashMap<Rate, Arc<DefaultKeyedRateLimiter<String>>>>,
+    /// One local limiter per distinct rate (plans are few: at most 2 × 256 + 2 rates).
+    local: RwLock<HashMap<Rate, Arc<Limiter>>>,
     admitted: AtomicU64,
     shared: Option<Shared>,
     metrics: Metrics,
@@ -167,7 +233,8 @@ impl PlanRateLimit {
                 key_prefix: s.key_prefix,
                 timeout: s.timeout,
                 script: redis::Script::new(GCRA_SCRIPT),
-                connection: tokio::sync::Mutex::new((None, None)),
+                connection: std::sync::RwLock::new(None),
+                connecting: tokio::sync::Mutex::new(None),
                 lost: AtomicBool::new(false),
                 on_change,
             }),
@@ -176,16 +243,20 @@ impl PlanRateLimit {
         Ok(Self {
             plans,
             defaults,
-            local: Mutex::new(HashMap::new()),
+            local: RwLock::new(HashMap::new()),
             admitted: AtomicU64::new(0),
             shared,
             metrics,
         })
     }
 
-    /// The local limiter of `rate` (one per distinct rate: plans are few).
-    fn limiter(&self, rate: Rate) -> Option<Arc<DefaultKeyedRateLimiter<String>>> {
-        let mut local = self.local.lock().ok()?;
+    /// The local limiter of `rate`.
+    fn limiter(&self, rate: Rate) -> Result<Arc<Limiter>, RateError> {
+        let poisoned = || RateError::Unavailable("the local rate limiter is poisoned".into());
+        if let Some(limiter) = self.local.read().map_err(|_| poisoned())?.get(&rate) {
+            return Ok(limiter.clone());
+        }
+        let mut local = self.local.write().map_err(|_| poisoned())?;
         let limiter = local.entry(rate).or_insert_with(|| {
             let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
             let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
@@ -193,28 +264,26 @@ impl PlanRateLimit {
                 Quota::per_second(per_second).allow_burst(burst),
             ))
         });
-        Some(limiter.clone())
+        Ok(limiter.clone())
     }
 
-    /// The local decision for `key`.
-    fn decide_locally(&self, key: &str, rate: Rate) -> Result<Option<Duration>, RateError> {
-        let limiter = self
-            .limiter(rate)
-            .ok_or_else(|| RateError::Unavailable("the local rate limiter is poisoned".into()))?;
+    /// The local decision for `key`: `None` admitted, else how long to wait.
+    fn decide_locally(&self, key: Key, rate: Rate) -> Result<Option<Duration>, RateError> {
+        let limiter = self.limiter(rate)?;
         if self.admitted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             // Keys whose rate is fully refilled hold nothing worth remembering.
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
         Ok(limiter
-            .check_key(&key.to_owned())
+            .check_key(&key)
             .err()
             .map(|not_until| not_until.wait_time_from(DefaultClock::default().now())))
     }
 
-    async fn decide(&self, scope: RateScope, key: String, rate: Rate) -> Result<(), RateError> {
+    async fn decide(&self, key: Key, rate: Rate) -> Result<(), RateError> {
         let wait = match &self.shared {
-            Some(shared) => match shared.decide(&key, rate).await {
+            Some(shared) => match shared.decide(&key.shared(), rate).await {
                 Ok(wait) => {
                     shared.note(None);
                     wait
@@ -222,39 +291,19 @@ impl PlanRateLimit {
                 Err(reason) => {
                     shared.note(Some(&reason));
                     self.metrics.fallback("rate_limit_redis");
-                    self.decide_locally(&key, rate)?
+                    self.decide_locally(key, rate)?
                 }
             },
-            None => self.decide_locally(&key, rate)?,
+            None => self.decide_locally(key, rate)?,
         };
         match wait {
             None => Ok(()),
             Some(wait) => Err(RateError::Limited {
-                scope,
+                scope: key.scope(),
                 retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
             }),
         }
     }
-}
-
-/// The key of a credential in a tenant: the credential's issuer and id (else its subject),
-/// digested so its length is fixed whatever the caller presented.
-fn credential_key(ctx: &RequestContext) -> String {
-    let p = &ctx.principal;
-    let mut hasher = blake3::Hasher::new();
-    for part in [
-        p.issuer.as_deref().unwrap_or(""),
-        p.credential_id.as_deref().unwrap_or(&p.subject),
-    ] {
-        hasher.update(&(part.len() as u64).to_le_bytes());
-        hasher.update(part.as_bytes());
-    }
-    let digest = hasher.finalize();
-    format!(
-        "c:{}:{}",
-        ctx.tenant_id,
-        hex::encode(&digest.as_bytes()[..16])
-    )
 }
 
 #[async_trait]
@@ -270,12 +319,11 @@ impl RateLimit for PlanRateLimit {
             .map(|(_, plan)| plan.rates)
             .unwrap_or_default();
         if let Some(rate) = own.credential.or(self.defaults.credential) {
-            self.decide(RateScope::Credential, credential_key(ctx), rate)
-                .await?;
+            let key = Key::Credential(ctx.tenant_id, credential_digest(ctx));
+            self.decide(key, rate).await?;
         }
         if let Some(rate) = own.tenant.or(self.defaults.tenant) {
-            self.decide(RateScope::Tenant, format!("t:{}", ctx.tenant_id), rate)
-                .await?;
+            self.decide(Key::Tenant(ctx.tenant_id), rate).await?;
         }
         Ok(())
     }

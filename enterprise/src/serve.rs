@@ -160,8 +160,9 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
             message,
         }])
     })?;
+    let pg_meter = Arc::new(PgUsageMeter::new(pool.clone()));
     let meter: Arc<dyn UsageMeter> = if usage.metering {
-        Arc::new(PgUsageMeter::new(pool.clone()))
+        pg_meter.clone()
     } else {
         Arc::new(Unmetered)
     };
@@ -229,6 +230,7 @@ pub async fn serve(config: EnterpriseConfig, options: ServeOptions) -> Result<()
             credentials.forget();
             tenancy_states.forget();
             plans.forget();
+            pg_meter.forget();
         },
         shutdown.clone(),
     ));

@@ -295,8 +295,9 @@ impl Admission {
                 ));
             }
         };
+        let key = principal.budget_key();
         if let Some(limiter) = &self.limiter
-            && let Err(not_until) = limiter.check_key(&principal.subject)
+            && let Err(not_until) = limiter.check_key(&key)
         {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -306,7 +307,7 @@ impl Admission {
                 ..Refusal::new(AccessRefusal::RateLimited, "rate limit exceeded")
             });
         }
-        match self.per_principal.take(&principal.subject) {
+        match self.per_principal.take(&key) {
             Ok(slot) => Ok(Authenticated { principal, slot }),
             Err(SlotRefusal::Key(limit) | SlotRefusal::Total(limit)) => Err(Refusal {
                 retry_after_ms: Some(1000),

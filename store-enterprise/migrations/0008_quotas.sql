@@ -1,4 +1,4 @@
--- Decision Gate enterprise schema, migration 8: plans, quotas and the usage ledger's time.
+-- Decision Gate enterprise schema, migration 8: plans, quotas and the usage counters.
 -- Conventions: see 0001_tenancy.sql and ADR 0008; the decisions are ADR 0016.
 --
 -- A plan names the features a tenant may use, its rate limits (both in `document_json`, checked
@@ -7,20 +7,21 @@
 -- Operators manage plans and overrides with the owner's connection; the application role
 -- reads them.
 --
--- Quotas are checked and consumed in the transaction of the operation they pay for: usage
--- events reach the ledger through dg_record_effects, and each event counted for the first time
--- consumes from every quota on its counter. A quota's use is spread over QUOTA_SHARDS rows,
--- each with its own share ("cap") of the limit, so concurrent calls of one tenant take
--- different row locks instead of queueing on one counter. When no share has room the call
--- locks all of the period's rows in order, counts exactly, and spreads the room left again;
--- a changed limit is spread the same way on its first use. The caps always add up to the limit
--- (or to what is used, when a lowered limit is already passed), so no interleaving of calls
--- takes a total past its limit.
+-- Every usage event counted for the first time (dg_record_effects) adds its quantity to its
+-- tenant's counter, in the transaction of the call that pays, and a quota on the counter is
+-- checked there. A counter is spread over 16 rows ("shares"), each holding a part of the day's,
+-- the month's and the total use and, for each period with a limit, its own share ("cap") of
+-- the limit, so concurrent calls of one tenant update different rows instead of queueing on
+-- one. A call takes the first share whose caps have room and that no other transaction holds;
+-- when none has (or a period rolled over, or a limit changed) it locks all 16 in order, counts
+-- exactly, refuses or consumes, and spreads the room left over the shares again. The caps of a
+-- limited period add up to its limit (or to its use, when a lowered limit is already passed),
+-- so no interleaving of calls takes a total past its limit.
 
 ALTER TABLE usage_events ADD COLUMN recorded_at timestamptz NOT NULL DEFAULT now();
--- The export reads a time window in order; the usage API a tenant's counter in a period.
-CREATE INDEX usage_events_time ON usage_events (recorded_at, tenant_id, idempotency_key);
-CREATE INDEX usage_events_counter ON usage_events (tenant_id, metric, recorded_at);
+-- The export reads time windows; rows arrive in time order, so a block-range index is enough
+-- and costs an insert almost nothing.
+CREATE INDEX usage_events_time ON usage_events USING brin (recorded_at);
 
 CREATE TABLE plans (
     plan_id       text COLLATE "C" PRIMARY KEY
@@ -54,17 +55,39 @@ CREATE TABLE quota_overrides (
 );
 
 CREATE TABLE quota_shards (
-    tenant_id    bigint      NOT NULL REFERENCES tenants (tenant_id),
-    metric       text        NOT NULL,
-    period       text        NOT NULL,
-    period_start timestamptz NOT NULL,
-    shard        smallint    NOT NULL,
-    used         bigint      NOT NULL DEFAULT 0 CHECK (used >= 0),
-    cap          bigint      NOT NULL DEFAULT 0,
-    -- The limit the caps were spread for; another limit is spread again on its first use.
-    balanced_for bigint      NOT NULL DEFAULT -1,
-    PRIMARY KEY (tenant_id, metric, period, period_start, shard)
-);
+    tenant_id   bigint      NOT NULL REFERENCES tenants (tenant_id),
+    metric      text        NOT NULL,
+    shard       smallint    NOT NULL,
+    -- Per period: its start, this share's use, and (with a limit) this share's cap and the
+    -- limit the caps were spread for (-1: none spread; another limit is spread again on its
+    -- first use).
+    day_start   timestamptz NOT NULL,
+    day_used    bigint      NOT NULL DEFAULT 0,
+    day_cap     bigint      NOT NULL DEFAULT 0,
+    day_for     bigint      NOT NULL DEFAULT -1,
+    month_start timestamptz NOT NULL,
+    month_used  bigint      NOT NULL DEFAULT 0,
+    month_cap   bigint      NOT NULL DEFAULT 0,
+    month_for   bigint      NOT NULL DEFAULT -1,
+    total_used  bigint      NOT NULL DEFAULT 0,
+    total_cap   bigint      NOT NULL DEFAULT 0,
+    total_for   bigint      NOT NULL DEFAULT -1,
+    PRIMARY KEY (tenant_id, metric, shard)
+) WITH (fillfactor = 50); -- room on each page, so every update stays on its page (HOT)
+
+-- The counters of what the ledger held before this migration.
+INSERT INTO quota_shards (tenant_id, metric, shard, day_start, day_used, month_start,
+                          month_used, total_used)
+SELECT tenant_id, metric, g,
+       date_trunc('day', now(), 'UTC'), CASE WHEN g = 0 THEN day ELSE 0 END,
+       date_trunc('month', now(), 'UTC'), CASE WHEN g = 0 THEN month ELSE 0 END,
+       CASE WHEN g = 0 THEN total ELSE 0 END
+  FROM (SELECT tenant_id, metric,
+               coalesce(sum(quantity) FILTER (WHERE recorded_at >= date_trunc('day', now(), 'UTC')), 0) AS day,
+               coalesce(sum(quantity) FILTER (WHERE recorded_at >= date_trunc('month', now(), 'UTC')), 0) AS month,
+               sum(quantity) AS total
+          FROM usage_events GROUP BY tenant_id, metric) c
+  CROSS JOIN generate_series(0, 15) g;
 
 SELECT dg_isolate_tenant_table('quota_overrides');
 SELECT dg_isolate_tenant_table('quota_shards');
@@ -84,102 +107,122 @@ RETURNS TABLE (period text, quota_limit bigint) LANGUAGE sql STABLE AS $$
      WHERE CASE WHEN o.period IS NOT NULL THEN o.quota_limit ELSE q.quota_limit END IS NOT NULL;
 $$;
 
--- When a period starts and ends (UTC); a total starts at the epoch and never ends.
-CREATE FUNCTION dg_period_start(p_period text) RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT CASE p_period
-        WHEN 'day' THEN date_trunc('day', now(), 'UTC')
-        WHEN 'month' THEN date_trunc('month', now(), 'UTC')
-        ELSE 'epoch'::timestamptz END;
-$$;
-
-CREATE FUNCTION dg_period_end(p_period text, p_start timestamptz) RETURNS timestamptz
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE p_period
-        WHEN 'day' THEN ((p_start AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
-        WHEN 'month' THEN ((p_start AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC'
-        END;
-$$;
-
--- Consumes `p_quantity` of a quota (the tenant's counter in one period, limited to
--- `p_limit`), or raises SQLSTATE DGQ01 with the refusal as JSON in DETAIL. Runs in the
--- caller's transaction with the tenant set.
-CREATE FUNCTION dg_consume_quota(p_tenant bigint, p_metric text, p_period text, p_limit bigint,
-                                 p_quantity bigint)
+-- Adds `p_quantity` to a tenant's counter, or raises SQLSTATE DGQ01 with the refusal as JSON
+-- in DETAIL when a limit of one of its periods would be passed. Runs in the caller's
+-- transaction with the tenant set.
+CREATE FUNCTION dg_count(p_tenant bigint, p_metric text, p_quantity bigint)
 RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     c_shards CONSTANT int := 16;
-    v_start  timestamptz := dg_period_start(p_period);
+    v_day    timestamptz := date_trunc('day', now(), 'UTC');
+    v_month  timestamptz := date_trunc('month', now(), 'UTC');
     v_own    int := pg_backend_pid() % c_shards;
+    l_day    bigint;
+    l_month  bigint;
+    l_total  bigint;
+    v        record;
+    v_period text;
+    v_limit  bigint;
     v_used   bigint;
-    v_room   bigint;
     v_end    timestamptz;
-    v_made   bigint;
 BEGIN
-    -- Fast path: a share with room whose row no other transaction holds, starting with this
-    -- connection's own (so concurrent connections spread over the rows).
-    UPDATE quota_shards s SET used = s.used + p_quantity
-     WHERE (s.tenant_id, s.metric, s.period, s.period_start, s.shard) = (
-           SELECT f.tenant_id, f.metric, f.period, f.period_start, f.shard
-             FROM quota_shards f
-            WHERE f.tenant_id = p_tenant AND f.metric = p_metric AND f.period = p_period
-              AND f.period_start = v_start AND f.balanced_for = p_limit
-              AND f.used + p_quantity <= f.cap
+    -- The counter's limits: the tenant's override where it has one, else its plan's (written
+    -- out here rather than through dg_quota_limits, so the plan is cached with the function).
+    SELECT max(x.quota_limit) FILTER (WHERE x.period = 'day'),
+           max(x.quota_limit) FILTER (WHERE x.period = 'month'),
+           max(x.quota_limit) FILTER (WHERE x.period = 'total')
+      INTO l_day, l_month, l_total
+      FROM (SELECT coalesce(o.period, q.period) AS period,
+                   CASE WHEN o.period IS NOT NULL THEN o.quota_limit ELSE q.quota_limit END
+                       AS quota_limit
+              FROM (SELECT pq.period, pq.quota_limit
+                      FROM tenants t JOIN plan_quotas pq ON pq.plan_id = t.plan_id
+                     WHERE t.tenant_id = p_tenant AND pq.metric = p_metric) q
+              FULL JOIN (SELECT ov.period, ov.quota_limit FROM quota_overrides ov
+                          WHERE ov.tenant_id = p_tenant AND ov.metric = p_metric) o
+                ON o.period = q.period) x;
+    -- Fast path: a share in the current periods whose caps have room and that no other
+    -- transaction holds, starting with this connection's own.
+    UPDATE quota_shards s
+       SET day_used = s.day_used + p_quantity, month_used = s.month_used + p_quantity,
+           total_used = s.total_used + p_quantity
+     WHERE (s.tenant_id, s.metric, s.shard) = (
+           SELECT f.tenant_id, f.metric, f.shard FROM quota_shards f
+            WHERE f.tenant_id = p_tenant AND f.metric = p_metric
+              AND f.day_start = v_day AND f.month_start = v_month
+              AND (l_day IS NULL
+                   OR (f.day_for = l_day AND f.day_used + p_quantity <= f.day_cap))
+              AND (l_month IS NULL
+                   OR (f.month_for = l_month AND f.month_used + p_quantity <= f.month_cap))
+              AND (l_total IS NULL
+                   OR (f.total_for = l_total AND f.total_used + p_quantity <= f.total_cap))
             ORDER BY (f.shard - v_own + c_shards) % c_shards
             LIMIT 1 FOR UPDATE SKIP LOCKED);
     IF FOUND THEN
         RETURN;
     END IF;
-    -- Slow path: every row of the period, locked in order; an exact count.
-    INSERT INTO quota_shards (tenant_id, metric, period, period_start, shard)
-    SELECT p_tenant, p_metric, p_period, v_start, g FROM generate_series(0, c_shards - 1) g
+    -- Slow path: every share, locked in order; the periods rolled over; an exact count.
+    INSERT INTO quota_shards (tenant_id, metric, shard, day_start, month_start)
+    SELECT p_tenant, p_metric, g, v_day, v_month FROM generate_series(0, c_shards - 1) g
     ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS v_made = ROW_COUNT;
-    IF v_made > 0 THEN
-        -- A quota's first use in a period: what the ledger already holds for the period counts
-        -- (a quota set mid-period, or one that had no use yet), except this call's own events,
-        -- which it consumes below.
-        UPDATE quota_shards q SET used = (
-            SELECT greatest(0, coalesce(sum(e.quantity), 0) - p_quantity) FROM usage_events e
-             WHERE e.tenant_id = p_tenant AND e.metric = p_metric AND e.recorded_at >= v_start)
-         WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period
-           AND q.period_start = v_start AND q.shard = 0;
-    END IF;
-    SELECT sum(l.used) INTO v_used FROM (
-        SELECT q.used FROM quota_shards q
-         WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period
-           AND q.period_start = v_start
-         ORDER BY q.shard FOR UPDATE) l;
-    IF v_used + p_quantity > p_limit THEN
-        v_end := dg_period_end(p_period, v_start);
-        RAISE EXCEPTION USING
-            ERRCODE = 'DGQ01',
-            MESSAGE = format('quota exceeded: %s per %s', p_metric, p_period),
-            DETAIL = json_build_object(
-                'metric', p_metric, 'period', p_period, 'limit', p_limit, 'used', v_used,
-                'reset_at_ms', (extract(epoch FROM v_end) * 1000)::bigint,
-                'retry_after_ms', CASE WHEN v_end IS NOT NULL THEN
-                    greatest(1, ceil(extract(epoch FROM v_end - clock_timestamp()) * 1000))::bigint
-                END
-            )::text;
-    END IF;
-    v_room := p_limit - v_used - p_quantity;
+    PERFORM 1 FROM quota_shards q WHERE q.tenant_id = p_tenant AND q.metric = p_metric
+      ORDER BY q.shard FOR UPDATE;
+    UPDATE quota_shards q SET day_start = v_day, day_used = 0, day_for = -1
+     WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.day_start <> v_day;
+    UPDATE quota_shards q SET month_start = v_month, month_used = 0, month_for = -1
+     WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.month_start <> v_month;
+    SELECT sum(q.day_used)::bigint AS d, sum(q.month_used)::bigint AS m,
+           sum(q.total_used)::bigint AS t INTO v
+      FROM quota_shards q WHERE q.tenant_id = p_tenant AND q.metric = p_metric;
+    FOREACH v_period IN ARRAY ARRAY['day', 'month', 'total'] LOOP
+        v_limit := CASE v_period WHEN 'day' THEN l_day WHEN 'month' THEN l_month
+                                 ELSE l_total END;
+        v_used := CASE v_period WHEN 'day' THEN v.d WHEN 'month' THEN v.m ELSE v.t END;
+        IF v_limit IS NOT NULL AND v_used + p_quantity > v_limit THEN
+            v_end := CASE v_period WHEN 'day' THEN v_day + interval '1 day'
+                                   WHEN 'month' THEN
+                                       ((v_month AT TIME ZONE 'UTC') + interval '1 month')
+                                       AT TIME ZONE 'UTC' END;
+            RAISE EXCEPTION USING
+                ERRCODE = 'DGQ01',
+                MESSAGE = format('quota exceeded: %s per %s', p_metric, v_period),
+                DETAIL = json_build_object(
+                    'metric', p_metric, 'period', v_period, 'limit', v_limit, 'used', v_used,
+                    'reset_at_ms', (extract(epoch FROM v_end) * 1000)::bigint,
+                    'retry_after_ms', CASE WHEN v_end IS NOT NULL THEN
+                        greatest(1, ceil(extract(epoch FROM v_end - clock_timestamp()) * 1000))::bigint
+                    END)::text;
+        END IF;
+    END LOOP;
+    -- Consume on this connection's share and spread each limited period's room again.
     UPDATE quota_shards q
-       SET used = q.used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END,
-           cap = q.used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
-                 + v_room / c_shards + CASE WHEN q.shard < v_room % c_shards THEN 1 ELSE 0 END,
-           balanced_for = p_limit
-     WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period
-       AND q.period_start = v_start;
-    -- Earlier periods are over: their rows go (the ledger keeps the events).
-    DELETE FROM quota_shards q
-     WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.period = p_period
-       AND q.period_start < v_start;
+       SET day_used = q.day_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END,
+           month_used = q.month_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END,
+           total_used = q.total_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END,
+           day_cap = q.day_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
+                     + dg_share(l_day - v.d - p_quantity, q.shard, c_shards),
+           day_for = coalesce(l_day, -1),
+           month_cap = q.month_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
+                     + dg_share(l_month - v.m - p_quantity, q.shard, c_shards),
+           month_for = coalesce(l_month, -1),
+           total_cap = q.total_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
+                     + dg_share(l_total - v.t - p_quantity, q.shard, c_shards),
+           total_for = coalesce(l_total, -1)
+     WHERE q.tenant_id = p_tenant AND q.metric = p_metric;
 END $$;
 
--- dg_record_effects (migration 4) now consumes quotas: each usage event counted for the first
--- time consumes its quantity from every quota on its counter, counters in name order and
--- periods in name order (one order for every transaction, so the slow path's waits never form
--- a cycle). A refusal raises DGQ01 and the caller's transaction records nothing.
+-- Share `p_shard` of `p_room` spread over `p_shards` shares (0 without a limit).
+CREATE FUNCTION dg_share(p_room bigint, p_shard int, p_shards int) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_room IS NULL THEN 0
+                ELSE p_room / p_shards + CASE WHEN p_shard < p_room % p_shards THEN 1 ELSE 0 END
+           END;
+$$;
+
+-- dg_record_effects (migration 4) now counts: each usage event counted for the first time adds
+-- its quantity to its tenant's counter and checks the counter's quotas, counters in name
+-- order (one lock order for every transaction, so the slow path's waits never form a cycle).
+-- A refusal raises DGQ01 and the caller's transaction records nothing.
 CREATE OR REPLACE FUNCTION dg_record_effects(
     p_tenant bigint,
     p_usage_tenants bigint[], p_usage_keys text[], p_usage_namespaces bigint[],
@@ -187,34 +230,32 @@ CREATE OR REPLACE FUNCTION dg_record_effects(
     p_audit_tenants bigint[], p_audit_namespaces bigint[], p_audit_json text[], p_audit_sha text[]
 ) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    v_metrics    text[];
-    v_quantities bigint[];
-    l            record;
+    c        record;
+    v_metric text;
+    v_sum    bigint := 0;
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant::text, true);
     IF cardinality(p_usage_keys) > 0 THEN
-        WITH counted AS (
+        -- The events come sorted by counter (the store sorts them), so each counter's new
+        -- events are counted together, counters in name order.
+        FOR c IN
             INSERT INTO usage_events (tenant_id, idempotency_key, namespace_id, metric, quantity)
             SELECT * FROM unnest(p_usage_tenants, p_usage_keys, p_usage_namespaces,
                                  p_usage_metrics, p_usage_quantities)
             ON CONFLICT DO NOTHING
             RETURNING metric, quantity
-        ), per_metric AS (
-            SELECT metric, sum(quantity)::bigint AS quantity FROM counted
-             GROUP BY metric HAVING sum(quantity) > 0
-        )
-        SELECT array_agg(metric ORDER BY metric), array_agg(quantity ORDER BY metric)
-          INTO v_metrics, v_quantities FROM per_metric;
-        IF v_metrics IS NOT NULL THEN
-            FOR l IN
-                SELECT m.metric, m.quantity, lim.period, lim.quota_limit
-                  FROM unnest(v_metrics, v_quantities) WITH ORDINALITY AS m (metric, quantity, i)
-                  CROSS JOIN LATERAL dg_quota_limits(p_tenant, m.metric) lim
-                 ORDER BY m.i, lim.period
-            LOOP
-                PERFORM dg_consume_quota(p_tenant, l.metric, l.period, l.quota_limit,
-                                         l.quantity);
-            END LOOP;
+        LOOP
+            IF c.metric IS DISTINCT FROM v_metric THEN
+                IF v_sum > 0 THEN
+                    PERFORM dg_count(p_tenant, v_metric, v_sum);
+                END IF;
+                v_metric := c.metric;
+                v_sum := 0;
+            END IF;
+            v_sum := v_sum + c.quantity;
+        END LOOP;
+        IF v_sum > 0 THEN
+            PERFORM dg_count(p_tenant, v_metric, v_sum);
         END IF;
     END IF;
     IF cardinality(p_audit_json) > 0 THEN
@@ -233,36 +274,53 @@ BEGIN
     END IF;
 END $$;
 
--- The quotas of a tenant with what each has used in its current period: reads only, no lock.
--- The caller's transaction has the tenant set.
-CREATE FUNCTION dg_quota_state(p_tenant bigint)
-RETURNS TABLE (metric text, period text, quota_limit bigint, used bigint, reset_at timestamptz)
+-- A tenant's counters in their current periods (a period that has rolled over counts 0), with
+-- each limit: reads only, no lock. The caller's transaction has the tenant set.
+CREATE FUNCTION dg_counters(p_tenant bigint)
+RETURNS TABLE (metric text, period text, used bigint, quota_limit bigint, reset_at timestamptz)
 LANGUAGE sql STABLE AS $$
-    SELECT m.metric, lim.period, lim.quota_limit,
-           coalesce((SELECT sum(q.used) FROM quota_shards q
-                      WHERE q.tenant_id = p_tenant AND q.metric = m.metric
-                        AND q.period = lim.period
-                        AND q.period_start = dg_period_start(lim.period)), 0)::bigint,
-           dg_period_end(lim.period, dg_period_start(lim.period))
-      FROM unnest(ARRAY['tool_calls', 'runs_started', 'evidence_queries', 'runpack_exports',
-                        'schemas_written', 'storage_bytes', 'registry_entries']) AS m (metric)
-      CROSS JOIN LATERAL dg_quota_limits(p_tenant, m.metric) lim
-     ORDER BY m.metric, lim.period;
+    WITH c AS (
+        SELECT q.metric,
+               coalesce(sum(q.day_used) FILTER (
+                   WHERE q.day_start = date_trunc('day', now(), 'UTC')), 0)::bigint AS d,
+               coalesce(sum(q.month_used) FILTER (
+                   WHERE q.month_start = date_trunc('month', now(), 'UTC')), 0)::bigint AS m,
+               sum(q.total_used)::bigint AS t
+          FROM quota_shards q WHERE q.tenant_id = p_tenant GROUP BY q.metric
+    ), periods AS (
+        SELECT m.metric, p.period,
+               CASE p.period WHEN 'day' THEN c.d WHEN 'month' THEN c.m ELSE c.t END AS used,
+               CASE p.period
+                   WHEN 'day' THEN date_trunc('day', now(), 'UTC') + interval '1 day'
+                   WHEN 'month' THEN ((date_trunc('month', now(), 'UTC') AT TIME ZONE 'UTC')
+                                      + interval '1 month') AT TIME ZONE 'UTC'
+               END AS reset_at
+          FROM unnest(ARRAY['evidence_queries', 'registry_entries', 'runpack_exports',
+                            'runs_started', 'schemas_written', 'storage_bytes',
+                            'tool_calls']) AS m (metric)
+          CROSS JOIN unnest(ARRAY['day', 'month', 'total']) AS p (period)
+          LEFT JOIN c ON c.metric = m.metric
+    )
+    SELECT p.metric, p.period, coalesce(p.used, 0), lim.quota_limit, p.reset_at
+      FROM periods p
+      LEFT JOIN LATERAL (SELECT l.quota_limit FROM dg_quota_limits(p_tenant, p.metric) l
+                          WHERE l.period = p.period) lim ON true
+     ORDER BY p.metric, p.period;
 $$;
 
 -- The same for the usage API, in the tenant's scope.
-CREATE FUNCTION dg_quota_usage(p_tenant bigint)
-RETURNS TABLE (metric text, period text, quota_limit bigint, used bigint, reset_at timestamptz)
+CREATE FUNCTION dg_usage(p_tenant bigint)
+RETURNS TABLE (metric text, period text, used bigint, quota_limit bigint, reset_at timestamptz)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant::text, true);
-    RETURN QUERY SELECT * FROM dg_quota_state(p_tenant);
+    RETURN QUERY SELECT * FROM dg_counters(p_tenant);
 END $$;
 
 -- The pre-check of a call (`UsageMeter::check`): the first quota its usage events would take
 -- past its limit, as of now, as the JSON of a refusal (NULL: none). Events whose key is
--- already in the ledger consume nothing (a retried call). Reads only: concurrent calls may
--- pass it together; dg_consume_quota settles them.
+-- already in the ledger count nothing (a retried call). Reads only: concurrent calls may pass
+-- it together; dg_count settles them.
 CREATE FUNCTION dg_quota_check(p_tenant bigint, p_keys text[], p_metrics text[],
                                p_quantities bigint[])
 RETURNS text LANGUAGE plpgsql VOLATILE AS $$
@@ -270,23 +328,15 @@ DECLARE
     r record;
 BEGIN
     PERFORM set_config('app.tenant_id', p_tenant::text, true);
-    SELECT q.metric, q.period, q.quota_limit, q.used, q.reset_at INTO r
+    SELECT c.metric, c.period, c.quota_limit, c.used, c.reset_at INTO r
       FROM (SELECT u.metric, sum(u.quantity)::bigint AS quantity
               FROM unnest(p_keys, p_metrics, p_quantities) AS u (k, metric, quantity)
              WHERE NOT EXISTS (SELECT 1 FROM usage_events e
                                 WHERE e.tenant_id = p_tenant AND e.idempotency_key = u.k)
              GROUP BY u.metric) w
-      CROSS JOIN LATERAL (
-            SELECT w.metric, lim.period, lim.quota_limit,
-                   coalesce((SELECT sum(s.used) FROM quota_shards s
-                              WHERE s.tenant_id = p_tenant AND s.metric = w.metric
-                                AND s.period = lim.period
-                                AND s.period_start = dg_period_start(lim.period)), 0)::bigint
-                       AS used,
-                   dg_period_end(lim.period, dg_period_start(lim.period)) AS reset_at
-              FROM dg_quota_limits(p_tenant, w.metric) lim) q
-     WHERE w.quantity > 0 AND q.used + w.quantity > q.quota_limit
-     ORDER BY q.metric, q.period
+      JOIN dg_counters(p_tenant) c ON c.metric = w.metric
+     WHERE w.quantity > 0 AND c.quota_limit IS NOT NULL AND c.used + w.quantity > c.quota_limit
+     ORDER BY c.metric, c.period
      LIMIT 1;
     IF NOT FOUND THEN
         RETURN NULL;

@@ -71,9 +71,9 @@ pub use migrate::{
 };
 #[cfg(feature = "postgres")]
 pub use plans::{
-    ExportedEvent, Feature, MAX_PLAN_ID, MAX_PLANS, MAX_RATE, Override, Plan, PlanRates,
-    QuotaLimit, QuotaState, Rate, assign_plan, check_plan_id, delete_plan, export_usage,
-    ledger_totals, list_plans, put_plan, quota_usage, set_override, tenant_plan,
+    CounterState, ExportedEvent, Feature, MAX_PLAN_ID, MAX_PLANS, MAX_RATE, Override, Plan,
+    PlanRates, QuotaLimit, Rate, assign_plan, check_plan_id, delete_plan, export_usage, list_plans,
+    put_plan, set_override, tenant_plan, tenant_usage,
 };
 #[cfg(feature = "postgres")]
 pub use providers::{

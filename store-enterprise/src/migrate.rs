@@ -266,14 +266,15 @@ const APP_GRANTS: &[(&str, &str)] = &[
     ("run_entries", "SELECT, INSERT"),
     ("data_shapes", "SELECT, INSERT"),
     ("usage_events", "SELECT, INSERT"),
-    // Plans and overrides are the operator's (the owner's connection); calls read them. A
-    // quota's shares are consumed, spread again and, past their period, deleted.
+    // Plans and overrides are the operator's (the owner's connection); calls read them, and
+    // count into the shares of their tenant's counters.
     ("plans", "SELECT"),
     ("plan_quotas", "SELECT"),
     ("quota_overrides", "SELECT"),
     (
         "quota_shards",
-        "SELECT, INSERT, UPDATE (used, cap, balanced_for), DELETE",
+        "SELECT, INSERT, UPDATE (day_start, day_used, day_cap, day_for, month_start, \
+         month_used, month_cap, month_for, total_used, total_cap, total_for)",
     ),
     ("audit_events", "SELECT, INSERT"),
     // Append only: operators read the deployment stream as the owner.

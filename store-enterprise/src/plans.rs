@@ -7,8 +7,8 @@
 //! replica drops what it cached of plans. Quotas themselves are read where they are consumed,
 //! in the transaction of the call that pays, so a changed quota holds from the next call on.
 //!
-//! Usage is read from the ledger ([`ledger_totals`], [`export_usage`]) and from the quotas'
-//! shares ([`quota_usage`]).
+//! Usage is read from the counters kept beside the ledger ([`tenant_usage`]) and from the
+//! ledger itself ([`export_usage`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -432,41 +432,42 @@ pub async fn set_override(
     Ok(())
 }
 
-/// One quota of a tenant and what its current period has used.
+/// One of a tenant's counters in one period: what the current period has used, its limit if
+/// it has one, and when the period resets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaState {
+pub struct CounterState {
     /// The counter.
     pub metric: UsageMetric,
     /// The period.
     pub period: QuotaPeriod,
-    /// The limit.
-    pub limit: u64,
     /// What the current period has used.
     pub used: u64,
+    /// The limit (the tenant's override, else its plan's); `None` without one.
+    pub limit: Option<u64>,
     /// When the period ends (unix milliseconds); `None` for a total.
     pub reset_at_ms: Option<u64>,
 }
 
-/// `tenant`'s quotas with their use in the current periods.
+/// Every counter of `tenant` in every period (7 × 3 rows, in counter and period order), read
+/// from the counters' shares: the cost does not grow with the ledger.
 ///
 /// # Errors
 /// [`PgError::Unavailable`]; [`PgError::Invalid`] for a row this binary cannot read.
-pub async fn quota_usage(pool: &PgPool, tenant: TenantId) -> Result<Vec<QuotaState>, PgError> {
-    let rows: Vec<(String, String, i64, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT metric, period, quota_limit, used,
-                (extract(epoch FROM reset_at) * 1000)::bigint
-           FROM dg_quota_usage($1)",
+pub async fn tenant_usage(pool: &PgPool, tenant: TenantId) -> Result<Vec<CounterState>, PgError> {
+    let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT metric, period, used, quota_limit, (extract(epoch FROM reset_at) * 1000)::bigint
+           FROM dg_usage($1)",
     )
     .bind(tenant.as_i64())
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(metric, period, limit, used, reset)| {
-            Ok(QuotaState {
+        .map(|(metric, period, used, limit, reset)| {
+            Ok(CounterState {
                 metric: parse_metric(&metric)?,
                 period: parse_period(&period)?,
-                limit: limit.unsigned_abs(),
                 used: used.unsigned_abs(),
+                limit: limit.map(i64::unsigned_abs),
                 reset_at_ms: reset.map(i64::unsigned_abs),
             })
         })
@@ -488,40 +489,6 @@ fn parse_period(name: &str) -> Result<QuotaPeriod, PgError> {
             field: "period",
             message: format!("unknown period {name:?} in the database"),
         })
-}
-
-/// `tenant`'s totals per counter in the current day, month and in all, from the ledger.
-///
-/// # Errors
-/// [`PgError::Unavailable`]; [`PgError::Invalid`] for a row this binary cannot read.
-pub async fn ledger_totals(
-    pool: &PgPool,
-    tenant: TenantId,
-) -> Result<BTreeMap<UsageMetric, BTreeMap<QuotaPeriod, u64>>, PgError> {
-    let mut tx = begin_for(pool, tenant).await?;
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT metric,
-                coalesce(sum(quantity) FILTER (WHERE recorded_at >= dg_period_start('day')), 0)::bigint,
-                coalesce(sum(quantity) FILTER (WHERE recorded_at >= dg_period_start('month')), 0)::bigint,
-                coalesce(sum(quantity), 0)::bigint
-           FROM usage_events WHERE tenant_id = $1 GROUP BY metric",
-    )
-    .bind(tenant.as_i64())
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let mut totals = BTreeMap::new();
-    for (metric, day, month, total) in rows {
-        totals.insert(
-            parse_metric(&metric)?,
-            BTreeMap::from([
-                (QuotaPeriod::Day, day.unsigned_abs()),
-                (QuotaPeriod::Month, month.unsigned_abs()),
-                (QuotaPeriod::Total, total.unsigned_abs()),
-            ]),
-        );
-    }
-    Ok(totals)
 }
 
 /// One ledger event as exported: a JSON line.

@@ -8,11 +8,13 @@
 //! (a refusal before authentication, a call naming a tenant that does not exist) joins the
 //! deployment-level stream, which the application role may append to but not read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use decision_gate_core::access::{
-    AccessEvent, AuditError, AuditEvent, AuditSink, UsageError, UsageEvent, UsageMeter,
+    AccessEvent, AuditError, AuditEvent, AuditSink, UsageError, UsageEvent, UsageMeter, UsageMetric,
 };
 use decision_gate_core::ids::TenantId;
 use decision_gate_core::store::codec::encode;
@@ -42,18 +44,15 @@ impl EffectColumns {
         audit: impl IntoIterator<Item = &'a AuditEvent>,
     ) -> Result<Self, StoreError> {
         let mut c = Self::default();
+        // By counter name: `dg_record_effects` counts each counter's run of events at once,
+        // and every transaction takes counters in one order.
+        let mut usage: Vec<&UsageEvent> = usage.into_iter().collect();
+        usage.sort_by_key(|e| e.metric.as_str());
         for e in usage {
-            let metric = serde_json::to_value(e.metric)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .ok_or_else(|| StoreError::Invalid {
-                    field: "metric",
-                    message: format!("{:?} has no name", e.metric),
-                })?;
             c.usage_tenant.push(e.tenant_id.as_i64());
             c.usage_key.push(e.idempotency_key.clone());
             c.usage_namespace.push(e.namespace_id.as_i64());
-            c.usage_metric.push(metric);
+            c.usage_metric.push(e.metric.as_str().to_owned());
             c.usage_quantity.push(to_i64("quantity", e.quantity)?);
         }
         for e in audit {
@@ -149,21 +148,124 @@ impl AuditSink for PgAuditSink {
     }
 }
 
+/// How long a tenant's quota snapshot answers the pre-check before it is read again.
+const SNAPSHOT_FRESH_FOR: Duration = Duration::from_millis(250);
+/// Tenants whose snapshots are kept.
+const SNAPSHOTS: usize = 4096;
+
+/// A tenant's limited counters as last read: (metric, limit, used) per limited period.
+struct Snapshot {
+    read_at: Instant,
+    limited: Vec<(UsageMetric, u64, u64)>,
+}
+
 /// The usage meter of the enterprise server: every event in the ledger, keyed by its
-/// idempotency key, so a retried call is counted once. Quotas (migration 8) are consumed where
-/// the events are recorded, in the same transaction: by a store write's own transaction, or by
-/// [`UsageMeter::record`] for a call that writes nothing. `check` reads what the quotas have
-/// used, so a call over a quota is refused before it runs.
-#[derive(Clone, Debug)]
+/// idempotency key, so a retried call is counted once. Quotas (migration 8) are checked and
+/// consumed where the events are recorded, in the same transaction: a store write's own, or
+/// the one [`UsageMeter::record`] opens for a call that writes nothing.
+///
+/// `check`, the pre-check before a call runs, answers from a snapshot of the tenant's limited
+/// counters read at most every 250 ms (and again after this meter records for the tenant, or
+/// after [`Self::forget`]); only when the snapshot says a call would pass a limit does it ask
+/// the database, which also leaves out the keys already counted (a retried call). A call the
+/// snapshot let through is still refused by its transaction if other calls filled the quota.
+#[derive(Clone)]
 pub struct PgUsageMeter {
     pool: PgPool,
+    snapshots: Arc<Mutex<HashMap<TenantId, Snapshot>>>,
+}
+
+impl std::fmt::Debug for PgUsageMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgUsageMeter").finish_non_exhaustive()
+    }
 }
 
 impl PgUsageMeter {
     /// A meter writing through `pool` (the application role's).
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            snapshots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Forgets every snapshot (plans or overrides changed).
+    pub fn forget(&self) {
+        if let Ok(mut s) = self.snapshots.lock() {
+            s.clear();
+        }
+    }
+
+    fn forget_tenant(&self, tenant: TenantId) {
+        if let Ok(mut s) = self.snapshots.lock() {
+            s.remove(&tenant);
+        }
+    }
+
+    /// The tenant's limited counters, from a fresh snapshot or the database.
+    async fn limited(&self, tenant: TenantId) -> Result<Vec<(UsageMetric, u64, u64)>, UsageError> {
+        if let Ok(s) = self.snapshots.lock()
+            && let Some(snapshot) = s.get(&tenant)
+            && snapshot.read_at.elapsed() < SNAPSHOT_FRESH_FOR
+        {
+            return Ok(snapshot.limited.clone());
+        }
+        let read_at = Instant::now();
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT metric, quota_limit, used FROM dg_usage($1) WHERE quota_limit IS NOT NULL",
+        )
+        .bind(tenant.as_i64())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(usage_error)?;
+        let limited: Vec<_> = rows
+            .into_iter()
+            .filter_map(|(metric, limit, used)| {
+                Some((
+                    UsageMetric::parse(&metric)?,
+                    limit.unsigned_abs(),
+                    used.unsigned_abs(),
+                ))
+            })
+            .collect();
+        if let Ok(mut s) = self.snapshots.lock() {
+            if s.len() >= SNAPSHOTS {
+                s.clear();
+            }
+            s.insert(
+                tenant,
+                Snapshot {
+                    read_at,
+                    limited: limited.clone(),
+                },
+            );
+        }
+        Ok(limited)
+    }
+
+    /// The database's pre-check of `events`: the refusal of the first quota they would pass,
+    /// leaving out keys already counted.
+    async fn confirm(&self, tenant: TenantId, events: &[&UsageEvent]) -> Result<(), UsageError> {
+        let columns = EffectColumns::of(events.iter().copied(), [])
+            .map_err(|e| UsageError::Unavailable(e.to_string()))?;
+        let (refusal,): (Option<String>,) = sqlx::query_as("SELECT dg_quota_check($1, $2, $3, $4)")
+            .bind(tenant.as_i64())
+            .bind(columns.usage_key)
+            .bind(columns.usage_metric)
+            .bind(columns.usage_quantity)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(usage_error)?;
+        match refusal {
+            None => Ok(()),
+            Some(json) => Err(UsageError::QuotaExceeded(
+                serde_json::from_str(&json).map_err(|e| {
+                    UsageError::Unavailable(format!("an unreadable quota refusal: {e}"))
+                })?,
+            )),
+        }
     }
 }
 
@@ -179,22 +281,17 @@ fn usage_error(e: sqlx::Error) -> UsageError {
 impl UsageMeter for PgUsageMeter {
     async fn check(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
-            let columns =
-                EffectColumns::of(group, []).map_err(|e| UsageError::Unavailable(e.to_string()))?;
-            let (refusal,): (Option<String>,) =
-                sqlx::query_as("SELECT dg_quota_check($1, $2, $3, $4)")
-                    .bind(tenant.as_i64())
-                    .bind(columns.usage_key)
-                    .bind(columns.usage_metric)
-                    .bind(columns.usage_quantity)
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(usage_error)?;
-            if let Some(json) = refusal {
-                let refusal = serde_json::from_str(&json).map_err(|e| {
-                    UsageError::Unavailable(format!("an unreadable quota refusal: {e}"))
-                })?;
-                return Err(UsageError::QuotaExceeded(refusal));
+            let limited = self.limited(tenant).await?;
+            let over = limited.iter().any(|(metric, limit, used)| {
+                let wanted: u64 = group
+                    .iter()
+                    .filter(|e| e.metric == *metric)
+                    .map(|e| e.quantity)
+                    .sum();
+                wanted > 0 && used.saturating_add(wanted) > *limit
+            });
+            if over {
+                self.confirm(tenant, &group).await?;
             }
         }
         Ok(())
@@ -202,15 +299,23 @@ impl UsageMeter for PgUsageMeter {
 
     async fn record(&self, events: &[UsageEvent]) -> Result<(), UsageError> {
         // One transaction for every tenant's events: a quota's refusal records none of them.
-        let mut tx = self.pool.begin().await.map_err(usage_error)?;
-        for (tenant, group) in by_tenant(events, |e| e.tenant_id) {
-            EffectColumns::of(group, [])
-                .map_err(|e| UsageError::Unavailable(e.to_string()))?
-                .record(&mut *tx, tenant.as_i64())
-                .await
-                .map_err(usage_error)?;
+        let groups = by_tenant(events, |e| e.tenant_id);
+        let recorded = async {
+            let mut tx = self.pool.begin().await.map_err(usage_error)?;
+            for (tenant, group) in &groups {
+                EffectColumns::of(group.iter().copied(), [])
+                    .map_err(|e| UsageError::Unavailable(e.to_string()))?
+                    .record(&mut *tx, tenant.as_i64())
+                    .await
+                    .map_err(usage_error)?;
+            }
+            tx.commit().await.map_err(usage_error)
         }
-        tx.commit().await.map_err(usage_error)
+        .await;
+        for tenant in groups.keys() {
+            self.forget_tenant(*tenant);
+        }
+        recorded
     }
 }
 

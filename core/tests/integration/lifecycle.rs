@@ -1027,6 +1027,135 @@ async fn usage_is_metered_per_accepted_call() {
     assert_eq!(meter.total(tenant, UsageMetric::ToolCalls), 3);
 }
 
+/// Admits the first `admits` calls, then refuses every call as over the credential's rate.
+struct Admits(std::sync::atomic::AtomicU32);
+
+#[async_trait]
+impl decision_gate_core::access::RateLimit for Admits {
+    async fn admit(
+        &self,
+        _ctx: &decision_gate_core::RequestContext,
+    ) -> Result<(), decision_gate_core::access::RateError> {
+        let left = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return Err(decision_gate_core::access::RateError::Limited {
+                scope: decision_gate_core::access::RateScope::Credential,
+                retry_after_ms: 250,
+            });
+        }
+        self.0.store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_call_does_nothing_counts_nothing_and_is_audited() {
+    let facts = facts();
+    set(&facts, "a", json!(true));
+    let meter = Arc::new(InMemoryUsageMeter::default());
+    let audit = Arc::new(decision_gate_core::access::InMemoryAuditSink::default());
+    let limit = Arc::new(Admits(std::sync::atomic::AtomicU32::new(2)));
+    let gate = builder(&facts)
+        .usage_meter(meter.clone())
+        .audit_sink(audit.clone())
+        .rate_limit(limit.clone())
+        .build();
+    define(&gate, &three_stages()).await;
+    start(&gate, "s", "r").await;
+    let refused = next(&gate, "s", "r", "t", 1).await.map(drop).unwrap_err();
+    assert_eq!(refused.kind(), "rate_limited");
+    assert_eq!(refused.retry_after_ms(), Some(250));
+    assert_eq!(
+        meter.total(ctx().tenant_id, UsageMetric::ToolCalls),
+        2,
+        "not counted"
+    );
+    // Admissions for reading the journal (a page, then the empty page after it).
+    limit.0.store(2, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(journal(&gate, "s", "r").await.len(), 1, "nothing appended");
+    assert!(
+        audit.events().iter().any(|e| e.outcome
+            == AuditOutcome::Failure {
+                kind: "rate_limited".into()
+            }),
+        "the refusal is audited"
+    );
+}
+
+/// Counts what it is shown; refuses to record `refused` (a quota other replicas filled).
+struct FullAfterCheck {
+    inner: InMemoryUsageMeter,
+    refused: UsageMetric,
+}
+
+#[async_trait]
+impl decision_gate_core::access::UsageMeter for FullAfterCheck {
+    async fn check(
+        &self,
+        events: &[decision_gate_core::access::UsageEvent],
+    ) -> Result<(), decision_gate_core::access::UsageError> {
+        self.inner.check(events).await
+    }
+
+    async fn record(
+        &self,
+        events: &[decision_gate_core::access::UsageEvent],
+    ) -> Result<(), decision_gate_core::access::UsageError> {
+        if events.iter().any(|e| e.metric == self.refused) {
+            return Err(decision_gate_core::access::UsageError::QuotaExceeded(
+                decision_gate_core::access::QuotaRefusal {
+                    metric: self.refused,
+                    period: decision_gate_core::access::QuotaPeriod::Total,
+                    limit: 1,
+                    used: 1,
+                    reset_at_ms: None,
+                    retry_after_ms: None,
+                },
+            ));
+        }
+        self.inner.record(events).await
+    }
+}
+
+#[tokio::test]
+async fn a_read_the_meter_refuses_answers_the_refusal_and_is_not_counted() {
+    let facts = facts();
+    let audit = Arc::new(decision_gate_core::access::InMemoryAuditSink::default());
+    let meter = Arc::new(FullAfterCheck {
+        inner: InMemoryUsageMeter::default(),
+        refused: UsageMetric::EvidenceQueries,
+    });
+    let gate = builder(&facts)
+        .usage_meter(meter.clone())
+        .audit_sink(audit.clone())
+        .build();
+    define(&gate, &three_stages()).await;
+    let request = decision_gate_core::service::EvidenceQueryRequest {
+        query: serde_json::from_value(json!({ "provider_id": "facts", "check_id": "a" }))
+            .expect("a query"),
+        run_id: id("r"),
+        scenario_id: id("s"),
+        stage_id: id("one"),
+        trigger_id: id("t"),
+        trigger_time: Timestamp::Logical(1),
+    };
+    let refused = gate
+        .query_evidence(&ctx(), request)
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(refused.kind(), "quota_exceeded", "{refused}");
+    assert_eq!(
+        meter.inner.total(ctx().tenant_id, UsageMetric::ToolCalls),
+        1,
+        "only the define was counted"
+    );
+    assert!(audit.events().iter().any(|e| e.outcome
+        == AuditOutcome::Failure {
+            kind: "quota_exceeded".into()
+        }));
+}
+
 /// Counts deliveries, to show that refused calls deliver nothing.
 #[derive(Default)]
 struct Counting(std::sync::atomic::AtomicUsize);

@@ -1,5 +1,5 @@
 //! A tenant's usage: its plan, each quota with what its current period has used and when it
-//! resets, and the ledger's totals per counter for the current day, month and in all.
+//! resets, and every counter for the current day, month and in all.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,8 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
-use decision_gate_core::access::{QuotaPeriod, UsageMetric};
-use decision_gate_store_enterprise::{ledger_totals, quota_usage, tenant_plan};
+use decision_gate_store_enterprise::{tenant_plan, tenant_usage};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -46,7 +45,7 @@ pub(crate) struct UsageView {
     features: Vec<String>,
     /// Its quotas with what each has used.
     quotas: Vec<QuotaView>,
-    /// The ledger's totals: counter → `day`, `month`, `total` → quantity.
+    /// Every counter: counter → `day`, `month`, `total` → what the current period used.
     counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
@@ -77,35 +76,26 @@ pub(super) async fn get_usage(
             .map(|f| f.as_str().to_owned())
             .collect(),
     };
-    let quotas = quota_usage(admin.pool(), tenant)
-        .await?
-        .into_iter()
-        .map(|q| QuotaView {
-            metric: q.metric.as_str().to_owned(),
-            period: q.period.as_str().to_owned(),
-            limit: q.limit,
-            used: q.used,
-            reset_at_ms: q.reset_at_ms,
-        })
-        .collect();
-    let totals = ledger_totals(admin.pool(), tenant).await?;
-    let counters = UsageMetric::ALL
+    let counters_read = tenant_usage(admin.pool(), tenant).await?;
+    let quotas = counters_read
         .iter()
-        .map(|metric| {
-            let periods = QuotaPeriod::ALL
-                .iter()
-                .map(|period| {
-                    let used = totals
-                        .get(metric)
-                        .and_then(|p| p.get(period))
-                        .copied()
-                        .unwrap_or(0);
-                    (period.as_str().to_owned(), used)
-                })
-                .collect();
-            (metric.as_str().to_owned(), periods)
+        .filter_map(|c| {
+            Some(QuotaView {
+                metric: c.metric.as_str().to_owned(),
+                period: c.period.as_str().to_owned(),
+                limit: c.limit?,
+                used: c.used,
+                reset_at_ms: c.reset_at_ms,
+            })
         })
         .collect();
+    let mut counters: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for c in &counters_read {
+        counters
+            .entry(c.metric.as_str().to_owned())
+            .or_default()
+            .insert(c.period.as_str().to_owned(), c.used);
+    }
     Ok(Json(UsageView {
         tenant_id: tenant.get(),
         plan: plan.map(|(id, _)| id),

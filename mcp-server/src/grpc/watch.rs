@@ -40,7 +40,7 @@ impl Watches {
     /// A stream slot for `caller`, or the refusal naming the bound reached.
     fn open(&self, caller: &Caller) -> Result<Slot, ToolError> {
         self.slots
-            .take(&caller.principal.subject)
+            .take(&caller.principal.budget_key())
             .map_err(|refusal| match refusal {
                 SlotRefusal::Key(limit) => ToolError::rate_limited(format!(
                     "this principal already has {limit} WatchRun streams open \

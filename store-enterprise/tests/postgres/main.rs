@@ -4,5 +4,6 @@ mod conformance;
 mod integrity;
 mod isolation;
 mod migrations;
+mod quotas;
 mod store;
 mod support;
