@@ -58,9 +58,8 @@ CREATE TABLE quota_shards (
     tenant_id   bigint      NOT NULL REFERENCES tenants (tenant_id),
     metric      text        NOT NULL,
     shard       smallint    NOT NULL,
-    -- Per period: its start, this share's use, and (with a limit) this share's cap and the
-    -- limit the caps were spread for (-1: none spread; another limit is spread again on its
-    -- first use).
+    -- Per period: its start, this share's use, and this share's cap with the limit the caps
+    -- were spread for (-2: no limit; -1: not spread yet).
     day_start   timestamptz NOT NULL,
     day_used    bigint      NOT NULL DEFAULT 0,
     day_cap     bigint      NOT NULL DEFAULT 0,
@@ -72,8 +71,19 @@ CREATE TABLE quota_shards (
     total_used  bigint      NOT NULL DEFAULT 0,
     total_cap   bigint      NOT NULL DEFAULT 0,
     total_for   bigint      NOT NULL DEFAULT -1,
+    -- The limits epoch the caps were spread under (see quota_epoch).
+    spread_epoch bigint     NOT NULL DEFAULT -1,
     PRIMARY KEY (tenant_id, metric, shard)
 ) WITH (fillfactor = 50); -- room on each page, so every update stays on its page (HOT)
+
+-- Bumped by every change of plans, assignments and overrides (by the owner, in the change's
+-- transaction): shares spread under an older epoch are spread again, with the limits read
+-- afresh, on their counter's next call. Calls read this one row instead of the limits.
+CREATE TABLE quota_epoch (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    epoch    bigint  NOT NULL
+);
+INSERT INTO quota_epoch (epoch) VALUES (0);
 
 -- The counters of what the ledger held before this migration.
 INSERT INTO quota_shards (tenant_id, metric, shard, day_start, day_used, month_start,
@@ -117,6 +127,7 @@ DECLARE
     v_day    timestamptz := date_trunc('day', now(), 'UTC');
     v_month  timestamptz := date_trunc('month', now(), 'UTC');
     v_own    int := pg_backend_pid() % c_shards;
+    v_epoch  bigint := (SELECT e.epoch FROM quota_epoch e);
     l_day    bigint;
     l_month  bigint;
     l_total  bigint;
@@ -126,36 +137,19 @@ DECLARE
     v_used   bigint;
     v_end    timestamptz;
 BEGIN
-    -- The counter's limits: the tenant's override where it has one, else its plan's (written
-    -- out here rather than through dg_quota_limits, so the plan is cached with the function).
-    SELECT max(x.quota_limit) FILTER (WHERE x.period = 'day'),
-           max(x.quota_limit) FILTER (WHERE x.period = 'month'),
-           max(x.quota_limit) FILTER (WHERE x.period = 'total')
-      INTO l_day, l_month, l_total
-      FROM (SELECT coalesce(o.period, q.period) AS period,
-                   CASE WHEN o.period IS NOT NULL THEN o.quota_limit ELSE q.quota_limit END
-                       AS quota_limit
-              FROM (SELECT pq.period, pq.quota_limit
-                      FROM tenants t JOIN plan_quotas pq ON pq.plan_id = t.plan_id
-                     WHERE t.tenant_id = p_tenant AND pq.metric = p_metric) q
-              FULL JOIN (SELECT ov.period, ov.quota_limit FROM quota_overrides ov
-                          WHERE ov.tenant_id = p_tenant AND ov.metric = p_metric) o
-                ON o.period = q.period) x;
-    -- Fast path: a share in the current periods whose caps have room and that no other
-    -- transaction holds, starting with this connection's own.
+    -- Fast path: a share spread under the current limits, in the current periods, whose caps
+    -- have room and that no other transaction holds, starting with this connection's own.
     UPDATE quota_shards s
        SET day_used = s.day_used + p_quantity, month_used = s.month_used + p_quantity,
            total_used = s.total_used + p_quantity
      WHERE (s.tenant_id, s.metric, s.shard) = (
            SELECT f.tenant_id, f.metric, f.shard FROM quota_shards f
             WHERE f.tenant_id = p_tenant AND f.metric = p_metric
+              AND f.spread_epoch = v_epoch
               AND f.day_start = v_day AND f.month_start = v_month
-              AND (l_day IS NULL
-                   OR (f.day_for = l_day AND f.day_used + p_quantity <= f.day_cap))
-              AND (l_month IS NULL
-                   OR (f.month_for = l_month AND f.month_used + p_quantity <= f.month_cap))
-              AND (l_total IS NULL
-                   OR (f.total_for = l_total AND f.total_used + p_quantity <= f.total_cap))
+              AND (f.day_for = -2 OR f.day_used + p_quantity <= f.day_cap)
+              AND (f.month_for = -2 OR f.month_used + p_quantity <= f.month_cap)
+              AND (f.total_for = -2 OR f.total_used + p_quantity <= f.total_cap)
             ORDER BY (f.shard - v_own + c_shards) % c_shards
             LIMIT 1 FOR UPDATE SKIP LOCKED);
     IF FOUND THEN
@@ -171,6 +165,22 @@ BEGIN
      WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.day_start <> v_day;
     UPDATE quota_shards q SET month_start = v_month, month_used = 0, month_for = -1
      WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.month_start <> v_month;
+    -- The counter's limits and their epoch, read now that the shares are held: the tenant's
+    -- override where it has one, else its plan's.
+    v_epoch := (SELECT e.epoch FROM quota_epoch e);
+    SELECT max(x.quota_limit) FILTER (WHERE x.period = 'day'),
+           max(x.quota_limit) FILTER (WHERE x.period = 'month'),
+           max(x.quota_limit) FILTER (WHERE x.period = 'total')
+      INTO l_day, l_month, l_total
+      FROM (SELECT coalesce(o.period, q.period) AS period,
+                   CASE WHEN o.period IS NOT NULL THEN o.quota_limit ELSE q.quota_limit END
+                       AS quota_limit
+              FROM (SELECT pq.period, pq.quota_limit
+                      FROM tenants t JOIN plan_quotas pq ON pq.plan_id = t.plan_id
+                     WHERE t.tenant_id = p_tenant AND pq.metric = p_metric) q
+              FULL JOIN (SELECT ov.period, ov.quota_limit FROM quota_overrides ov
+                          WHERE ov.tenant_id = p_tenant AND ov.metric = p_metric) o
+                ON o.period = q.period) x;
     SELECT sum(q.day_used)::bigint AS d, sum(q.month_used)::bigint AS m,
            sum(q.total_used)::bigint AS t INTO v
       FROM quota_shards q WHERE q.tenant_id = p_tenant AND q.metric = p_metric;
@@ -201,13 +211,14 @@ BEGIN
            total_used = q.total_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END,
            day_cap = q.day_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
                      + dg_share(l_day - v.d - p_quantity, q.shard, c_shards),
-           day_for = coalesce(l_day, -1),
+           day_for = coalesce(l_day, -2),
            month_cap = q.month_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
                      + dg_share(l_month - v.m - p_quantity, q.shard, c_shards),
-           month_for = coalesce(l_month, -1),
+           month_for = coalesce(l_month, -2),
            total_cap = q.total_used + CASE WHEN q.shard = v_own THEN p_quantity ELSE 0 END
                      + dg_share(l_total - v.t - p_quantity, q.shard, c_shards),
-           total_for = coalesce(l_total, -1)
+           total_for = coalesce(l_total, -2),
+           spread_epoch = v_epoch
      WHERE q.tenant_id = p_tenant AND q.metric = p_metric;
 END $$;
 

@@ -271,10 +271,11 @@ const APP_GRANTS: &[(&str, &str)] = &[
     ("plans", "SELECT"),
     ("plan_quotas", "SELECT"),
     ("quota_overrides", "SELECT"),
+    ("quota_epoch", "SELECT"),
     (
         "quota_shards",
         "SELECT, INSERT, UPDATE (day_start, day_used, day_cap, day_for, month_start, \
-         month_used, month_cap, month_for, total_used, total_cap, total_for)",
+         month_used, month_cap, month_for, total_used, total_cap, total_for, spread_epoch)",
     ),
     ("audit_events", "SELECT, INSERT"),
     // Append only: operators read the deployment stream as the owner.

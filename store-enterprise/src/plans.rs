@@ -21,6 +21,16 @@ use sqlx::PgPool;
 use crate::error::PgError;
 use crate::tenancy::{announce, begin_for};
 
+/// Announces a change of limits in `executor`'s transaction: every replica forgets what it
+/// cached of plans, and every counter's shares are spread again under the new limits on the
+/// counter's next call (migration 8, `quota_epoch`).
+async fn limits_changed(tx: &mut sqlx::PgConnection) -> Result<(), PgError> {
+    sqlx::query("UPDATE quota_epoch SET epoch = epoch + 1")
+        .execute(&mut *tx)
+        .await?;
+    announce(&mut *tx).await
+}
+
 /// Most plans a deployment holds.
 pub const MAX_PLANS: usize = 256;
 /// Longest plan id, in bytes.
@@ -238,7 +248,7 @@ pub async fn put_plan(owner: &PgPool, id: &str, plan: &Plan) -> Result<(), PgErr
     .bind(limits)
     .execute(&mut *tx)
     .await?;
-    announce(&mut *tx).await?;
+    limits_changed(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -368,7 +378,7 @@ pub async fn assign_plan(
             id: tenant.to_string(),
         });
     }
-    announce(&mut *tx).await?;
+    limits_changed(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -427,7 +437,7 @@ pub async fn set_override(
             }
             _ => PgError::from(e),
         })?;
-    announce(&mut *tx).await?;
+    limits_changed(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -286,6 +286,18 @@ async fn overrides_replace_and_lift_and_a_lowered_limit_holds_at_once() {
     assert_eq!((state[0].limit, state[0].used), (Some(5), 5));
     assert!(state[0].reset_at_ms.is_some());
 
+    // An override's limit must be storable, and names its field when it is not.
+    assert!(matches!(
+        set_override(
+            &owner,
+            tenant(1),
+            UsageMetric::ToolCalls,
+            QuotaPeriod::Day,
+            Override::Limit(u64::MAX)
+        )
+        .await,
+        Err(PgError::Invalid { field: "limit", .. })
+    ));
     // An override replaces the plan's limit, then lifts it, then gives it back.
     set_override(
         &owner,
