@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 const CONDITIONS: usize = 100;
 
 /// The median time of one call of `f`, in nanoseconds, over batches of about 10 ms.
-fn per_call_ns(mut f: impl FnMut()) -> f64 {
+pub(crate) fn per_call_ns(mut f: impl FnMut()) -> f64 {
     for _ in 0..200 {
         f();
     }

@@ -147,9 +147,9 @@ impl Shared {
     }
 }
 
-/// Whose rate a local limiter counts: fixed-size, so a check allocates nothing.
+/// Whose rate a limiter counts: fixed-size, so a local check allocates nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
+pub enum Key {
     /// A credential in a tenant: the tenant and the credential's digest.
     Credential(TenantId, [u8; 16]),
     /// A tenant.
@@ -175,7 +175,8 @@ impl Key {
 
 /// A credential's digest: its issuer and id (else its subject), so the key's size is fixed
 /// whatever the caller presented.
-fn credential_digest(ctx: &RequestContext) -> [u8; 16] {
+#[must_use]
+pub fn credential_digest(ctx: &RequestContext) -> [u8; 16] {
     let p = &ctx.principal;
     let mut hasher = blake3::Hasher::new();
     for part in [
@@ -190,15 +191,45 @@ fn credential_digest(ctx: &RequestContext) -> [u8; 16] {
     digest
 }
 
-type Limiter = DefaultKeyedRateLimiter<Key>;
+/// One rate's GCRA in this process (`governor`), keyed by [`Key`]; keys whose rate has fully
+/// refilled are swept every [`SWEEP_EVERY`] checks, so memory follows the active keys.
+pub struct LocalGcra {
+    limiter: DefaultKeyedRateLimiter<Key>,
+    checks: AtomicU64,
+}
+
+impl LocalGcra {
+    /// The GCRA of `rate`.
+    #[must_use]
+    pub fn new(rate: Rate) -> Self {
+        let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// One decision for `key`: `None` admitted (a unit of its rate used), else how long until
+    /// it would be.
+    pub fn check(&self, key: Key) -> Option<Duration> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter
+            .check_key(&key)
+            .err()
+            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
 
 /// Rate limits from each tenant's plan, per credential and per tenant.
 pub struct PlanRateLimit {
     plans: Arc<PlanCache>,
     defaults: PlanRates,
     /// One local limiter per distinct rate (plans are few: at most 2 × 256 + 2 rates).
-    local: RwLock<HashMap<Rate, Arc<Limiter>>>,
-    admitted: AtomicU64,
+    local: RwLock<HashMap<Rate, Arc<LocalGcra>>>,
     shared: Option<Shared>,
     metrics: Metrics,
 }
@@ -244,41 +275,27 @@ impl PlanRateLimit {
             plans,
             defaults,
             local: RwLock::new(HashMap::new()),
-            admitted: AtomicU64::new(0),
             shared,
             metrics,
         })
     }
 
     /// The local limiter of `rate`.
-    fn limiter(&self, rate: Rate) -> Result<Arc<Limiter>, RateError> {
+    fn limiter(&self, rate: Rate) -> Result<Arc<LocalGcra>, RateError> {
         let poisoned = || RateError::Unavailable("the local rate limiter is poisoned".into());
         if let Some(limiter) = self.local.read().map_err(|_| poisoned())?.get(&rate) {
             return Ok(limiter.clone());
         }
         let mut local = self.local.write().map_err(|_| poisoned())?;
-        let limiter = local.entry(rate).or_insert_with(|| {
-            let per_second = NonZeroU32::new(rate.per_second).unwrap_or(NonZeroU32::MIN);
-            let burst = NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN);
-            Arc::new(RateLimiter::keyed(
-                Quota::per_second(per_second).allow_burst(burst),
-            ))
-        });
-        Ok(limiter.clone())
+        Ok(local
+            .entry(rate)
+            .or_insert_with(|| Arc::new(LocalGcra::new(rate)))
+            .clone())
     }
 
     /// The local decision for `key`: `None` admitted, else how long to wait.
     fn decide_locally(&self, key: Key, rate: Rate) -> Result<Option<Duration>, RateError> {
-        let limiter = self.limiter(rate)?;
-        if self.admitted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            // Keys whose rate is fully refilled hold nothing worth remembering.
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        Ok(limiter
-            .check_key(&key)
-            .err()
-            .map(|not_until| not_until.wait_time_from(DefaultClock::default().now())))
+        Ok(self.limiter(rate)?.check(key))
     }
 
     async fn decide(&self, key: Key, rate: Rate) -> Result<(), RateError> {
