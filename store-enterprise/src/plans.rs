@@ -248,7 +248,7 @@ pub async fn put_plan(owner: &PgPool, id: &str, plan: &Plan) -> Result<(), PgErr
     .bind(limits)
     .execute(&mut *tx)
     .await?;
-    limits_changed(&mut *tx).await?;
+    limits_changed(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -378,7 +378,7 @@ pub async fn assign_plan(
             id: tenant.to_string(),
         });
     }
-    limits_changed(&mut *tx).await?;
+    limits_changed(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -437,7 +437,7 @@ pub async fn set_override(
             }
             _ => PgError::from(e),
         })?;
-    limits_changed(&mut *tx).await?;
+    limits_changed(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -464,7 +464,9 @@ pub struct CounterState {
 /// # Errors
 /// [`PgError::Unavailable`]; [`PgError::Invalid`] for a row this binary cannot read.
 pub async fn tenant_usage(pool: &PgPool, tenant: TenantId) -> Result<Vec<CounterState>, PgError> {
-    let rows: Vec<(String, String, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    /// (metric, period, used, limit, reset at in unix ms).
+    type Row = (String, String, i64, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT metric, period, used, quota_limit, (extract(epoch FROM reset_at) * 1000)::bigint
            FROM dg_usage($1)",
     )
