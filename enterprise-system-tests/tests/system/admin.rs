@@ -675,13 +675,14 @@ fn the_openapi_document_describes_every_route_and_changes_reach_every_replica() 
         "/admin/v1/organisations/{organisation_id}/role-bindings",
         "/admin/v1/api-keys/{key_id}/rotate",
         "/admin/v1/organisations/{organisation_id}/identity-providers",
+        "/admin/v1/tenants/{tenant_id}/usage",
     ] {
         assert!(
             paths.iter().any(|p| p.as_str() == path),
             "{path} missing from {paths:?}"
         );
     }
-    assert_eq!(paths.len(), 15, "{paths:?}");
+    assert_eq!(paths.len(), 16, "{paths:?}");
 
     // Suspending tenant 1 through one replica: the other refuses its calls within a second.
     let owner = provider.user_token("u-org_owner", true);
