@@ -64,3 +64,32 @@ fn migrate_without_a_url_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database URL"));
 }
+
+#[test]
+fn a_plan_file_is_read_within_its_bound_and_with_unknown_keys_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let put = |name: &str, text: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write");
+        binary()
+            .args(["plans", "put", "p", "--file"])
+            .arg(&file)
+            // Nothing listens on port 1: the file is refused before any connection.
+            .args(["--database-url", "postgres://nobody@127.0.0.1:1/none"])
+            .output()
+            .expect("run")
+    };
+    // One byte past 64 KiB (a TOML comment, so only the size is wrong).
+    let big = format!("#{}\n", "x".repeat(64 * 1024));
+    let out = put("big.toml", &big);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("65538 bytes, the largest plan file is 65536"),
+        "{err}"
+    );
+    let out = put("typo.toml", "featurs = [\"grpc\"]\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("featurs"), "the unknown key is named: {err}");
+}
