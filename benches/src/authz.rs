@@ -117,7 +117,7 @@ fn api_key(bin: &Path, db: &Database, role: &str) -> anyhow::Result<String> {
 }
 
 /// The median time of one `f().await`, in nanoseconds, over batches of about 10 ms.
-async fn per_call_ns<F, Fut>(mut f: F) -> f64
+pub(crate) async fn per_call_ns<F, Fut>(mut f: F) -> f64
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,

@@ -95,34 +95,6 @@ async fn ingest(meter: Arc<PgUsageMeter>, batch: usize, writers: usize) -> anyho
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The median time of one `f().await`, in nanoseconds, over batches of about 10 ms.
-async fn per_call_ns<F, Fut>(mut f: F) -> f64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut batch: u32 = 1;
-    loop {
-        let start = Instant::now();
-        for _ in 0..batch {
-            f().await;
-        }
-        if start.elapsed() > Duration::from_millis(10) || batch > 1 << 22 {
-            break;
-        }
-        batch *= 2;
-    }
-    let mut samples = Vec::new();
-    for _ in 0..21 {
-        let start = Instant::now();
-        for _ in 0..batch {
-            f().await;
-        }
-        samples.push(start.elapsed().as_nanos() as f64 / f64::from(batch));
-    }
-    crate::median(samples)
-}
-
 /// One local GCRA check: the limiter `PlanRateLimit` keeps per rate in this process, for a
 /// credential's key, at a rate it never refuses at (the checks run faster than any plan's rate,
 /// so a rate with a one-nanosecond interval).
@@ -171,7 +143,7 @@ async fn admit_ns(db: &Database) -> anyhow::Result<f64> {
     ctx.principal.credential_id = Some("bench-key".into());
     limiter.admit(&ctx).await.context("a first admission")?;
     let refused = std::sync::atomic::AtomicU64::new(0);
-    let ns = per_call_ns(|| {
+    let ns = crate::authz::per_call_ns(|| {
         let (limiter, ctx, refused) = (&limiter, &ctx, &refused);
         async move {
             if limiter.admit(ctx).await.is_err() {

@@ -165,22 +165,13 @@ BEGIN
      WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.day_start <> v_day;
     UPDATE quota_shards q SET month_start = v_month, month_used = 0, month_for = -1
      WHERE q.tenant_id = p_tenant AND q.metric = p_metric AND q.month_start <> v_month;
-    -- The counter's limits and their epoch, read now that the shares are held: the tenant's
-    -- override where it has one, else its plan's.
+    -- The counter's limits and their epoch, read now that the shares are held.
     v_epoch := (SELECT e.epoch FROM quota_epoch e);
     SELECT max(x.quota_limit) FILTER (WHERE x.period = 'day'),
            max(x.quota_limit) FILTER (WHERE x.period = 'month'),
            max(x.quota_limit) FILTER (WHERE x.period = 'total')
       INTO l_day, l_month, l_total
-      FROM (SELECT coalesce(o.period, q.period) AS period,
-                   CASE WHEN o.period IS NOT NULL THEN o.quota_limit ELSE q.quota_limit END
-                       AS quota_limit
-              FROM (SELECT pq.period, pq.quota_limit
-                      FROM tenants t JOIN plan_quotas pq ON pq.plan_id = t.plan_id
-                     WHERE t.tenant_id = p_tenant AND pq.metric = p_metric) q
-              FULL JOIN (SELECT ov.period, ov.quota_limit FROM quota_overrides ov
-                          WHERE ov.tenant_id = p_tenant AND ov.metric = p_metric) o
-                ON o.period = q.period) x;
+      FROM dg_quota_limits(p_tenant, p_metric) x;
     SELECT sum(q.day_used)::bigint AS d, sum(q.month_used)::bigint AS m,
            sum(q.total_used)::bigint AS t INTO v
       FROM quota_shards q WHERE q.tenant_id = p_tenant AND q.metric = p_metric;

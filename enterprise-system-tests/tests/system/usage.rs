@@ -50,6 +50,25 @@ fn plan(dir: &ConfigDir, id: &str, text: &str) {
     cli(dir, &["plans", "assign", "--tenant", "1", "--plan", id]);
 }
 
+/// `quota set`: tenant 1's tool calls per day limited to `limit`.
+fn day_tool_calls_limit(dir: &ConfigDir, limit: &str) {
+    cli(
+        dir,
+        &[
+            "quota",
+            "set",
+            "--tenant",
+            "1",
+            "--metric",
+            "tool_calls",
+            "--period",
+            "day",
+            "--limit",
+            limit,
+        ],
+    );
+}
+
 /// One `tools/call` with an `Idempotency-Key`, as the bearer of `token`.
 fn call_with_key(server: &Enterprise, token: &str, tool: &str, args: Value, key: &str) -> Value {
     let body = json!({
@@ -199,21 +218,7 @@ fn fifty_clients_over_two_replicas_get_exactly_the_quota() {
     // Reads: each pays one `tool_calls`, recorded (and consumed) before it answers.
     let used = ledger(&db, "tool_calls");
     let limit = (used + QUOTA).to_string();
-    cli(
-        &dir,
-        &[
-            "quota",
-            "set",
-            "--tenant",
-            "1",
-            "--metric",
-            "tool_calls",
-            "--period",
-            "day",
-            "--limit",
-            &limit,
-        ],
-    );
+    day_tool_calls_limit(&dir, &limit);
     let answers = at_once(&replicas, 50, move |server, _| {
         server.call(Some(TOKEN_A), "scenario_status", status_args(&a_run))
     });
@@ -303,21 +308,7 @@ fn a_replayed_call_counts_once_and_answers_the_same() {
     // on another replica with the same key, now with the day's calls at their quota.
     drop(first);
     let used = ledger(&db, "tool_calls").to_string();
-    cli(
-        &dir,
-        &[
-            "quota",
-            "set",
-            "--tenant",
-            "1",
-            "--metric",
-            "tool_calls",
-            "--period",
-            "day",
-            "--limit",
-            &used,
-        ],
-    );
+    day_tool_calls_limit(&dir, &used);
     let replayed = call_with_key(
         &second,
         TOKEN_A,
